@@ -1,0 +1,1291 @@
+//! Canonical, length-limited Huffman codec over bytes (our format, `CCH1`),
+//! plus a decoder for the legacy lix `HCv1` blobs.
+//!
+//! # `CCH1` blob layout (all integers little-endian)
+//!
+//! | bytes | field |
+//! |-------|-------|
+//! | 4     | magic `"CCH1"` |
+//! | 1     | mode: 0 = empty, 1 = stored (raw bytes follow), 2 = Huffman, 1 stream, 3 = Huffman, 4 streams |
+//! | 1..10 | original length, LEB128 varint |
+//! | 4     | CRC32 (IEEE) of the original data (0 for mode 0) |
+//!
+//! Mode 0 ends there. Mode 1 is followed by exactly `original length` raw
+//! bytes. Modes 2 and 3 continue with:
+//!
+//! * the code-length table: a nibble stream (low nibble of each byte first)
+//!   describing the code length of symbols `0, 1, 2, ...` until all 256 are
+//!   described. Nibble `1..=11` is a code length; `0` is one unused symbol;
+//!   `12, n` is a run of `n + 2` unused symbols (2..=17); `13, hi, lo` is a
+//!   run of `(hi << 4 | lo) + 18` unused symbols (18..=273). The stream is
+//!   padded to a whole byte with a zero nibble. The lengths must form a
+//!   complete prefix code (Kraft sum exactly 1) with at least two symbols.
+//! * mode 3 only: the byte lengths of streams 0, 1 and 2 as varints (stream 3
+//!   takes the rest of the blob).
+//! * the bitstreams. The input is split in 4 quarters of `ceil(n / 4)` bytes
+//!   (the last quarter gets the remainder), each quarter coded in its own
+//!   stream so the decoder can interleave them. Codes are canonical (shorter
+//!   first, then by symbol), stored bit-reversed and packed LSB-first, so the
+//!   decoder indexes a `2^11` table with the low bits of a 64-bit buffer.
+//!   Each stream ends with 0..7 zero padding bits.
+//!
+//! The maximum code length is [`MAX_CODE_LEN`] (11), obtained with the
+//! package-merge algorithm (optimal under the limit). A one-symbol alphabet
+//! gets a 1-bit code (plus an unused sibling) so every Huffman blob decodes
+//! at most 8 symbols per stream byte: the declared length is checked against
+//! that before anything is allocated. If coding does not shrink the data,
+//! mode 1 is used.
+
+use std::fmt;
+
+/// Longest code our encoder emits; also the decode table's index width.
+pub const MAX_CODE_LEN: u32 = 11;
+const TABLE_SIZE: usize = 1 << MAX_CODE_LEN;
+const MAGIC: &[u8; 4] = b"CCH1";
+const LEGACY_MAGIC: &[u8; 4] = b"HCv1";
+/// Below this size a single stream is used (the 3 stream sizes would cost more
+/// than the interleaving gains).
+const MULTI_STREAM_MIN: usize = 2048;
+
+const MODE_EMPTY: u8 = 0;
+const MODE_STORED: u8 = 1;
+const MODE_HUFF1: u8 = 2;
+const MODE_HUFF4: u8 = 3;
+
+/// Why a blob could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HuffmanError {
+    /// The blob ends before a field it needs.
+    Truncated(&'static str),
+    /// The blob does not start with the expected magic.
+    BadMagic,
+    /// Unknown mode byte.
+    BadMode(u8),
+    /// The code-length table is malformed or not a valid prefix code.
+    BadTable(&'static str),
+    /// The declared original length cannot be produced by a blob this size.
+    BadLength { declared: u64, blob_len: usize },
+    /// The bitstream does not decode to exactly the declared data.
+    BadStream(&'static str),
+    /// CRC32 of the decoded data differs from the stored one.
+    ChecksumMismatch,
+}
+
+impl fmt::Display for HuffmanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HuffmanError::Truncated(what) => write!(f, "huffman blob truncated ({what})"),
+            HuffmanError::BadMagic => write!(f, "huffman blob has a bad magic"),
+            HuffmanError::BadMode(m) => write!(f, "huffman blob has unknown mode {m}"),
+            HuffmanError::BadTable(why) => write!(f, "huffman code table invalid: {why}"),
+            HuffmanError::BadLength { declared, blob_len } => write!(
+                f,
+                "huffman blob declares {declared} bytes, impossible for a {blob_len}-byte blob"
+            ),
+            HuffmanError::BadStream(why) => write!(f, "huffman bitstream invalid: {why}"),
+            HuffmanError::ChecksumMismatch => write!(f, "huffman blob checksum mismatch"),
+        }
+    }
+}
+
+impl std::error::Error for HuffmanError {}
+
+// ---------------------------------------------------------------------------
+// small helpers
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads a LEB128 varint at `*pos`; rejects overlong/overflowing encodings.
+pub(crate) fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v: u64 = 0;
+    for i in 0..10 {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        let bits = (b & 0x7f) as u64;
+        if i == 9 && bits > 1 {
+            return None;
+        }
+        v |= bits << (7 * i);
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+fn histogram(data: &[u8]) -> [u64; 256] {
+    // Four sub-histograms avoid store-to-load stalls on runs of one byte.
+    let mut h = [[0u32; 256]; 4];
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        h[0][c[0] as usize] += 1;
+        h[1][c[1] as usize] += 1;
+        h[2][c[2] as usize] += 1;
+        h[3][c[3] as usize] += 1;
+    }
+    for &b in chunks.remainder() {
+        h[0][b as usize] += 1;
+    }
+    let mut out = [0u64; 256];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = h[0][i] as u64 + h[1][i] as u64 + h[2][i] as u64 + h[3][i] as u64;
+    }
+    out
+}
+
+/// Optimal code lengths limited to `max_len` bits (package-merge / coin
+/// collector). Symbols with zero frequency get length 0. With one used
+/// symbol, it and a neighbour get length 1 so the code is complete.
+fn limited_lengths(freq: &[u64; 256], max_len: u32) -> [u8; 256] {
+    let mut lens = [0u8; 256];
+    let mut syms: Vec<usize> = (0..256).filter(|&s| freq[s] > 0).collect();
+    match syms.len() {
+        0 => return lens,
+        1 => {
+            let s = syms[0];
+            lens[s] = 1;
+            lens[if s == 255 { 254 } else { s + 1 }] = 1;
+            return lens;
+        }
+        _ => {}
+    }
+    syms.sort_by_key(|&s| (freq[s], s));
+    let n = syms.len();
+    let leaves: Vec<u64> = syms.iter().map(|&s| freq[s]).collect();
+    // levels[i] = merged list at step i: (weight, is_leaf).
+    let mut levels: Vec<Vec<(u64, bool)>> = Vec::with_capacity(max_len as usize);
+    levels.push(leaves.iter().map(|&w| (w, true)).collect());
+    for _ in 1..max_len {
+        let prev = levels.last().expect("non-empty");
+        let packages: Vec<u64> = prev.chunks_exact(2).map(|p| p[0].0 + p[1].0).collect();
+        let mut merged = Vec::with_capacity(n + packages.len());
+        let (mut i, mut j) = (0, 0);
+        while i < n || j < packages.len() {
+            if j >= packages.len() || (i < n && leaves[i] <= packages[j]) {
+                merged.push((leaves[i], true));
+                i += 1;
+            } else {
+                merged.push((packages[j], false));
+                j += 1;
+            }
+        }
+        levels.push(merged);
+    }
+    // Take the 2n-2 cheapest items of the last list; walk back down.
+    let mut take = 2 * n - 2;
+    for level in levels.iter().rev() {
+        let take_here = take.min(level.len());
+        let mut leaves_taken = 0;
+        for item in &level[..take_here] {
+            if item.1 {
+                leaves_taken += 1;
+            }
+        }
+        for &s in &syms[..leaves_taken] {
+            lens[s] += 1;
+        }
+        take = 2 * (take_here - leaves_taken);
+    }
+    lens
+}
+
+/// Canonical codes (MSB-first value) for the given lengths; `lens` must be a
+/// valid prefix code. Returns codes bit-reversed for LSB-first packing.
+fn canonical_codes_reversed(lens: &[u8; 256]) -> [u32; 256] {
+    let mut count = [0u32; 64];
+    for &l in lens.iter() {
+        count[l as usize] += 1;
+    }
+    count[0] = 0;
+    let mut next = [0u32; 64];
+    let mut code = 0u32;
+    for l in 1..64 {
+        code = (code + count[l - 1]) << 1;
+        next[l] = code;
+    }
+    let mut out = [0u32; 256];
+    for s in 0..256 {
+        let l = lens[s] as u32;
+        if l > 0 {
+            let c = next[l as usize];
+            next[l as usize] += 1;
+            out[s] = c.reverse_bits() >> (32 - l);
+        }
+    }
+    out
+}
+
+fn write_table(out: &mut Vec<u8>, lens: &[u8; 256]) {
+    let mut nibbles: Vec<u8> = Vec::with_capacity(300);
+    let mut s = 0;
+    while s < 256 {
+        if lens[s] != 0 {
+            nibbles.push(lens[s]);
+            s += 1;
+            continue;
+        }
+        let mut run = 0;
+        while s + run < 256 && lens[s + run] == 0 {
+            run += 1;
+        }
+        s += run;
+        while run > 0 {
+            if run == 1 {
+                nibbles.push(0);
+                run = 0;
+            } else if run <= 17 {
+                nibbles.push(12);
+                nibbles.push((run - 2) as u8);
+                run = 0;
+            } else {
+                let r = run.min(273);
+                nibbles.push(13);
+                nibbles.push(((r - 18) >> 4) as u8);
+                nibbles.push(((r - 18) & 15) as u8);
+                run -= r;
+            }
+        }
+    }
+    for pair in nibbles.chunks(2) {
+        let hi = if pair.len() == 2 { pair[1] } else { 0 };
+        out.push(pair[0] | (hi << 4));
+    }
+}
+
+fn read_table(blob: &[u8], pos: &mut usize) -> Result<[u8; 256], HuffmanError> {
+    let mut lens = [0u8; 256];
+    let mut s = 0usize;
+    let mut nib_idx = 0usize; // nibble index relative to *pos
+    let start = *pos;
+    let next = |idx: &mut usize| -> Result<u8, HuffmanError> {
+        let byte = *blob
+            .get(start + *idx / 2)
+            .ok_or(HuffmanError::Truncated("code table"))?;
+        let v = if *idx % 2 == 0 { byte & 15 } else { byte >> 4 };
+        *idx += 1;
+        Ok(v)
+    };
+    while s < 256 {
+        let n = next(&mut nib_idx)?;
+        let run = match n {
+            0 => 1,
+            1..=11 => {
+                lens[s] = n;
+                s += 1;
+                continue;
+            }
+            12 => next(&mut nib_idx)? as usize + 2,
+            13 => {
+                let hi = next(&mut nib_idx)? as usize;
+                let lo = next(&mut nib_idx)? as usize;
+                ((hi << 4) | lo) + 18
+            }
+            _ => return Err(HuffmanError::BadTable("bad nibble")),
+        };
+        if s + run > 256 {
+            return Err(HuffmanError::BadTable("zero run past symbol 255"));
+        }
+        s += run;
+    }
+    *pos = start + nib_idx.div_ceil(2);
+    // Validate: complete prefix code, >= 2 symbols.
+    let mut kraft: u64 = 0;
+    let mut used = 0;
+    for &l in lens.iter() {
+        if l > 0 {
+            kraft += 1u64 << (MAX_CODE_LEN - l as u32);
+            used += 1;
+        }
+    }
+    if used < 2 || kraft != 1u64 << MAX_CODE_LEN {
+        return Err(HuffmanError::BadTable("not a complete prefix code"));
+    }
+    Ok(lens)
+}
+
+// ---------------------------------------------------------------------------
+// encoder
+
+/// Encodes `data` into a self-contained `CCH1` blob (see module docs).
+pub fn encode(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() / 2 + 400);
+    out.extend_from_slice(MAGIC);
+    if data.is_empty() {
+        out.push(MODE_EMPTY);
+        put_varint(&mut out, 0);
+        out.extend_from_slice(&0u32.to_le_bytes());
+        return out;
+    }
+    let crc = crc32fast::hash(data);
+    let freq = histogram(data);
+    let lens = limited_lengths(&freq, MAX_CODE_LEN);
+    let codes = canonical_codes_reversed(&lens);
+    let total_bits: u64 = (0..256).map(|s| freq[s] * lens[s] as u64).sum();
+    let streams = if data.len() >= MULTI_STREAM_MIN { 4 } else { 1 };
+    // Rough size of the Huffman form; fall back to stored if it is no gain.
+    let est = total_bits / 8 + 150 + 4 * streams as u64;
+    if est >= data.len() as u64 {
+        out.push(MODE_STORED);
+        put_varint(&mut out, data.len() as u64);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out.extend_from_slice(data);
+        return out;
+    }
+    out.push(if streams == 4 { MODE_HUFF4 } else { MODE_HUFF1 });
+    put_varint(&mut out, data.len() as u64);
+    out.extend_from_slice(&crc.to_le_bytes());
+    write_table(&mut out, &lens);
+
+    // Packed (code | len << 16) per symbol for one load per byte.
+    let mut packed = [0u32; 256];
+    for s in 0..256 {
+        packed[s] = codes[s] | ((lens[s] as u32) << 16);
+    }
+    if streams == 1 {
+        let bytes = encode_stream(data, &packed);
+        out.extend_from_slice(&bytes);
+    } else {
+        let q = data.len().div_ceil(4);
+        let parts: Vec<Vec<u8>> = data.chunks(q).map(|c| encode_stream(c, &packed)).collect();
+        debug_assert_eq!(parts.len(), 4);
+        for p in &parts[..3] {
+            put_varint(&mut out, p.len() as u64);
+        }
+        for p in &parts {
+            out.extend_from_slice(p);
+        }
+    }
+    if out.len() >= data.len() + 9 + 4 {
+        // Should not happen given the estimate, but never expand much.
+        out.clear();
+        out.extend_from_slice(MAGIC);
+        out.push(MODE_STORED);
+        put_varint(&mut out, data.len() as u64);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out.extend_from_slice(data);
+    }
+    out
+}
+
+fn encode_stream(data: &[u8], packed: &[u32; 256]) -> Vec<u8> {
+    // Worst case 11 bits per byte, plus 8 bytes slack for the 64-bit stores.
+    let cap = data.len() * MAX_CODE_LEN as usize / 8 + 16;
+    let mut buf = vec![0u8; cap];
+    let mut pos = 0usize;
+    let mut bits: u64 = 0;
+    let mut nbits: u32 = 0;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        // 4 codes of <= 11 bits on top of < 8 pending bits: <= 52 bits.
+        for &b in c {
+            let p = packed[b as usize];
+            bits |= ((p & 0xffff) as u64) << nbits;
+            nbits += p >> 16;
+        }
+        buf[pos..pos + 8].copy_from_slice(&bits.to_le_bytes());
+        let nbytes = (nbits >> 3) as usize;
+        pos += nbytes;
+        bits = if nbytes == 8 { 0 } else { bits >> (nbytes * 8) };
+        nbits &= 7;
+    }
+    for &b in chunks.remainder() {
+        let p = packed[b as usize];
+        bits |= ((p & 0xffff) as u64) << nbits;
+        nbits += p >> 16;
+    }
+    buf[pos..pos + 8].copy_from_slice(&bits.to_le_bytes());
+    pos += nbits.div_ceil(8) as usize;
+    buf.truncate(pos);
+    buf
+}
+
+// ---------------------------------------------------------------------------
+// decoder
+
+/// Decode table: entry = symbol | (code length << 8).
+type DecodeTable = [u16; TABLE_SIZE];
+
+fn build_decode_table(lens: &[u8; 256]) -> Box<DecodeTable> {
+    let codes = canonical_codes_reversed(lens);
+    let mut table = Box::new([0u16; TABLE_SIZE]);
+    for s in 0..256 {
+        let l = lens[s] as usize;
+        if l == 0 {
+            continue;
+        }
+        let entry = (s as u16) | ((l as u16) << 8);
+        let mut i = codes[s] as usize;
+        while i < TABLE_SIZE {
+            table[i] = entry;
+            i += 1 << l;
+        }
+    }
+    table
+}
+
+/// One LSB-first bit reader over `buf[start..end]`; `buf` carries 16
+/// bytes of zero padding after the last stream so 64-bit loads never fail.
+#[derive(Clone, Copy)]
+struct Reader {
+    pos: usize,
+    start: usize,
+    end: usize,
+    bits: u64,
+    count: u32,
+}
+
+impl Reader {
+    fn new(start: usize, end: usize) -> Self {
+        Reader {
+            pos: start,
+            start,
+            end,
+            bits: 0,
+            count: 0,
+        }
+    }
+
+    /// Refills to >= 56 bits. Returns false if the reader already ran past
+    /// its stream (corrupt data). A valid reader may have loaded up to 7
+    /// bytes past its end, so `pos <= end + 8`; the buffer has 16 bytes of
+    /// padding, so the load stays inside it.
+    #[inline(always)]
+    fn refill(&mut self, buf: &[u8]) -> bool {
+        if self.pos > self.end + 8 {
+            return false;
+        }
+        let w = match buf.get(self.pos..self.pos + 8) {
+            Some(s) => u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]),
+            None => return false,
+        };
+        self.bits |= w << self.count;
+        self.pos += ((63 - self.count) >> 3) as usize;
+        self.count |= 56;
+        true
+    }
+
+    #[inline(always)]
+    fn decode(&mut self, table: &DecodeTable) -> u8 {
+        let e = table[(self.bits as usize) & (TABLE_SIZE - 1)];
+        let l = (e >> 8) as u32;
+        self.bits >>= l;
+        self.count -= l;
+        e as u8
+    }
+
+    /// True if exactly the stream's bytes were consumed (last one partially)
+    /// and the 0..7 padding bits are zero, as the encoder writes them.
+    fn finished_exactly(&self, buf: &[u8]) -> bool {
+        let consumed = (self.pos - self.start) as u64 * 8 - self.count as u64;
+        let len_bits = (self.end - self.start) as u64 * 8;
+        if consumed > len_bits || consumed + 8 <= len_bits {
+            return false;
+        }
+        let pad = (len_bits - consumed) as u32;
+        pad == 0 || buf[self.end - 1] >> (8 - pad) == 0
+    }
+}
+
+fn decode_streams(
+    buf: &[u8],
+    table: &DecodeTable,
+    bounds: &[(usize, usize)],
+    out: &mut [u8],
+) -> Result<(), HuffmanError> {
+    let n = out.len();
+    let k = bounds.len();
+    let q = n.div_ceil(k);
+    if k == 4 {
+        let (o0, rest) = out.split_at_mut(q);
+        let (o1, rest) = rest.split_at_mut(q);
+        let (o2, o3) = rest.split_at_mut(q);
+        let mut r = [
+            Reader::new(bounds[0].0, bounds[0].1),
+            Reader::new(bounds[1].0, bounds[1].1),
+            Reader::new(bounds[2].0, bounds[2].1),
+            Reader::new(bounds[3].0, bounds[3].1),
+        ];
+        // Interleaved main loop: 4 symbols per stream per refill.
+        let rounds = o3.len() / 4;
+        {
+            let mut c0 = o0.chunks_exact_mut(4);
+            let mut c1 = o1.chunks_exact_mut(4);
+            let mut c2 = o2.chunks_exact_mut(4);
+            let mut c3 = o3.chunks_exact_mut(4);
+            for _ in 0..rounds {
+                let (Some(d0), Some(d1), Some(d2), Some(d3)) =
+                    (c0.next(), c1.next(), c2.next(), c3.next())
+                else {
+                    break;
+                };
+                let ok = r[0].refill(buf) & r[1].refill(buf) & r[2].refill(buf) & r[3].refill(buf);
+                if !ok {
+                    return Err(HuffmanError::BadStream("stream overrun"));
+                }
+                for j in 0..4 {
+                    d0[j] = r[0].decode(table);
+                    d1[j] = r[1].decode(table);
+                    d2[j] = r[2].decode(table);
+                    d3[j] = r[3].decode(table);
+                }
+            }
+        }
+        let done = rounds * 4;
+        for (reader, o) in r.iter_mut().zip([o0, o1, o2, o3]) {
+            decode_tail(buf, table, reader, &mut o[done..])?;
+            if !reader.finished_exactly(buf) {
+                return Err(HuffmanError::BadStream("stream length mismatch"));
+            }
+        }
+        Ok(())
+    } else {
+        let mut reader = Reader::new(bounds[0].0, bounds[0].1);
+        decode_tail(buf, table, &mut reader, out)?;
+        if !reader.finished_exactly(buf) {
+            return Err(HuffmanError::BadStream("stream length mismatch"));
+        }
+        Ok(())
+    }
+}
+
+fn decode_tail(
+    buf: &[u8],
+    table: &DecodeTable,
+    r: &mut Reader,
+    out: &mut [u8],
+) -> Result<(), HuffmanError> {
+    let mut chunks = out.chunks_exact_mut(4);
+    for c in &mut chunks {
+        if !r.refill(buf) {
+            return Err(HuffmanError::BadStream("stream overrun"));
+        }
+        for x in c.iter_mut() {
+            *x = r.decode(table);
+        }
+    }
+    for x in chunks.into_remainder() {
+        if !r.refill(buf) {
+            return Err(HuffmanError::BadStream("stream overrun"));
+        }
+        *x = r.decode(table);
+    }
+    Ok(())
+}
+
+/// Decodes a `CCH1` blob produced by [`encode`]. Any malformed input gives
+/// an error; output size is bounded by the blob size (at most 8 bytes out
+/// per coded byte, or exactly the stored bytes).
+pub fn decode(blob: &[u8]) -> Result<Vec<u8>, HuffmanError> {
+    if blob.len() < 4 {
+        return Err(HuffmanError::Truncated("magic"));
+    }
+    if &blob[..4] != MAGIC {
+        return Err(HuffmanError::BadMagic);
+    }
+    let mut pos = 4;
+    let mode = *blob.get(pos).ok_or(HuffmanError::Truncated("mode"))?;
+    pos += 1;
+    let declared = get_varint(blob, &mut pos).ok_or(HuffmanError::Truncated("length"))?;
+    let crc_bytes = blob
+        .get(pos..pos + 4)
+        .ok_or(HuffmanError::Truncated("checksum"))?;
+    let crc = u32::from_le_bytes([crc_bytes[0], crc_bytes[1], crc_bytes[2], crc_bytes[3]]);
+    pos += 4;
+    let bad_len = HuffmanError::BadLength {
+        declared,
+        blob_len: blob.len(),
+    };
+    let out = match mode {
+        MODE_EMPTY => {
+            if declared != 0 || pos != blob.len() || crc != 0 {
+                return Err(HuffmanError::BadStream("empty blob with content"));
+            }
+            return Ok(Vec::new());
+        }
+        MODE_STORED => {
+            if declared != (blob.len() - pos) as u64 {
+                return Err(bad_len);
+            }
+            blob[pos..].to_vec()
+        }
+        MODE_HUFF1 | MODE_HUFF4 => {
+            let lens = read_table(blob, &mut pos)?;
+            let k = if mode == MODE_HUFF4 { 4 } else { 1 };
+            let mut sizes = [0usize; 4];
+            let mut sum = 0usize;
+            for size in sizes.iter_mut().take(k - 1) {
+                let v = get_varint(blob, &mut pos).ok_or(HuffmanError::Truncated("stream sizes"))?;
+                *size = usize::try_from(v).map_err(|_| HuffmanError::BadStream("stream size"))?;
+                sum = sum
+                    .checked_add(*size)
+                    .ok_or(HuffmanError::BadStream("stream size"))?;
+            }
+            let payload = blob.len() - pos;
+            if sum > payload {
+                return Err(HuffmanError::Truncated("streams"));
+            }
+            sizes[k - 1] = payload - sum;
+            let n = usize::try_from(declared).map_err(|_| bad_len.clone())?;
+            // Every code is >= 1 bit: each quarter needs >= q/8 stream bytes.
+            if n == 0 || declared > payload as u64 * 8 {
+                return Err(bad_len);
+            }
+            let q = n.div_ceil(k);
+            let quarter_lens: Vec<usize> = (0..k).map(|i| q.min(n.saturating_sub(i * q))).collect();
+            for (i, &ql) in quarter_lens.iter().enumerate() {
+                if ql as u64 > sizes[i] as u64 * 8 {
+                    return Err(bad_len);
+                }
+            }
+            if k == 4 && quarter_lens[3] == 0 {
+                return Err(bad_len);
+            }
+            // Padded copy of the bitstreams: 64-bit loads never leave it.
+            let mut buf = Vec::with_capacity(payload + 16);
+            buf.extend_from_slice(&blob[pos..]);
+            buf.extend_from_slice(&[0u8; 16]);
+            let mut bounds = Vec::with_capacity(k);
+            let mut off = 0;
+            for &s in sizes.iter().take(k) {
+                bounds.push((off, off + s));
+                off += s;
+            }
+            let table = build_decode_table(&lens);
+            let mut out = vec![0u8; n];
+            decode_streams(&buf, &table, &bounds, &mut out)?;
+            out
+        }
+        m => return Err(HuffmanError::BadMode(m)),
+    };
+    if crc32fast::hash(&out) != crc {
+        return Err(HuffmanError::ChecksumMismatch);
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// legacy lix HCv1
+
+/// Decodes a legacy lix `HCv1` blob: `"HCv1"`, u32 LE original length, u16 LE
+/// symbol count, `(symbol, length)` byte pairs sorted by (length, symbol),
+/// u32 LE padding bit count, then the canonical-Huffman bitstream MSB-first.
+/// Code lengths are unlimited (1..=255). An empty input is written by lix as
+/// `"HCv1"`, length 0, symbol count 0 and nothing else. As in lix, decoding
+/// stops after the declared number of symbols (trailing bits are ignored);
+/// a stream that ends early, a duplicate symbol, a zero length or an
+/// over-subscribed code table is an error.
+pub fn decode_lix_hcv1(blob: &[u8]) -> Result<Vec<u8>, HuffmanError> {
+    if blob.len() < 8 {
+        return Err(HuffmanError::Truncated("HCv1 header"));
+    }
+    if &blob[..4] != LEGACY_MAGIC {
+        return Err(HuffmanError::BadMagic);
+    }
+    let orig_len = u32::from_le_bytes([blob[4], blob[5], blob[6], blob[7]]) as usize;
+    if orig_len == 0 {
+        return Ok(Vec::new());
+    }
+    let nsym = match blob.get(8..10) {
+        Some(b) => u16::from_le_bytes([b[0], b[1]]) as usize,
+        None => return Err(HuffmanError::Truncated("HCv1 symbol count")),
+    };
+    if nsym == 0 || nsym > 256 {
+        return Err(HuffmanError::BadTable("HCv1 symbol count"));
+    }
+    let table_end = 10 + 2 * nsym;
+    let pairs = blob
+        .get(10..table_end)
+        .ok_or(HuffmanError::Truncated("HCv1 table"))?;
+    let padding = match blob.get(table_end..table_end + 4) {
+        Some(b) => u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64,
+        None => return Err(HuffmanError::Truncated("HCv1 padding")),
+    };
+    let stream = &blob[table_end + 4..];
+    let total_bits = (stream.len() as u64 * 8)
+        .checked_sub(padding)
+        .ok_or(HuffmanError::BadStream("HCv1 padding exceeds stream"))?;
+    if orig_len as u64 > total_bits {
+        return Err(HuffmanError::BadLength {
+            declared: orig_len as u64,
+            blob_len: blob.len(),
+        });
+    }
+
+    // count per length, symbols in canonical order.
+    let mut count = [0u32; 256];
+    let mut symbols = Vec::with_capacity(nsym);
+    let mut seen = [false; 256];
+    let mut prev = (0u8, 0u8);
+    for (i, p) in pairs.chunks_exact(2).enumerate() {
+        let (sym, len) = (p[0], p[1]);
+        if len == 0 {
+            return Err(HuffmanError::BadTable("HCv1 zero code length"));
+        }
+        if seen[sym as usize] {
+            return Err(HuffmanError::BadTable("HCv1 duplicate symbol"));
+        }
+        if i > 0 && (len, sym) < (prev.1, prev.0) {
+            return Err(HuffmanError::BadTable("HCv1 table not sorted"));
+        }
+        prev = (sym, len);
+        seen[sym as usize] = true;
+        count[len as usize] += 1;
+        symbols.push(sym);
+    }
+    // Kraft check without big integers: `left` = unused codes at this length,
+    // capped once it exceeds what the remaining symbols could ever fill.
+    let mut left: u64 = 1;
+    for &c in count.iter().skip(1) {
+        left = (left * 2).min(1 << 20);
+        left = left
+            .checked_sub(c as u64)
+            .ok_or(HuffmanError::BadTable("HCv1 over-subscribed code"))?;
+    }
+    let max_len = (1..256).rev().find(|&l| count[l] > 0).unwrap_or(0);
+
+    // Fast path table for codes up to FAST bits; entry = sym | len << 8, 0 = slow.
+    const FAST: u32 = 10;
+    let mut fast = vec![0u16; 1 << FAST];
+    {
+        let mut code: u32 = 0;
+        let mut idx = 0usize;
+        for len in 1..=FAST.min(max_len as u32) {
+            for _ in 0..count[len as usize] {
+                let sym = symbols[idx];
+                idx += 1;
+                let shift = FAST - len;
+                let base = (code << shift) as usize;
+                for e in &mut fast[base..base + (1usize << shift)] {
+                    *e = sym as u16 | ((len as u16) << 8);
+                }
+                code += 1;
+            }
+            code <<= 1;
+        }
+    }
+
+    let mut out = Vec::with_capacity(orig_len);
+    let mut bitpos: u64 = 0; // next bit to read (MSB-first)
+    let bit_at = |p: u64| -> u32 { ((stream[(p >> 3) as usize] >> (7 - (p & 7))) & 1) as u32 };
+    while out.len() < orig_len {
+        // Fast path: peek FAST bits if available.
+        if bitpos + FAST as u64 <= total_bits {
+            let byte = (bitpos >> 3) as usize;
+            let mut w: u32 = 0;
+            for k in 0..3 {
+                w = (w << 8) | *stream.get(byte + k).unwrap_or(&0) as u32;
+            }
+            let peek = (w >> (24 - FAST - (bitpos & 7) as u32)) & ((1 << FAST) - 1);
+            let e = fast[peek as usize];
+            if e != 0 {
+                out.push(e as u8);
+                bitpos += (e >> 8) as u64;
+                continue;
+            }
+        }
+        // Slow canonical decode, any length: d = code - first_code(len).
+        let mut d: u64 = 0;
+        let mut index = 0usize;
+        let mut len = 1usize;
+        loop {
+            if bitpos >= total_bits {
+                return Err(HuffmanError::BadStream("HCv1 stream ended early"));
+            }
+            d |= bit_at(bitpos) as u64;
+            bitpos += 1;
+            let c = count[len] as u64;
+            if d < c {
+                out.push(symbols[index + d as usize]);
+                break;
+            }
+            index += c as usize;
+            d -= c;
+            len += 1;
+            // d only grows by doubling; once above 256 no code can match.
+            if len > max_len || d > 256 {
+                return Err(HuffmanError::BadStream("HCv1 invalid code"));
+            }
+            d <<= 1;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rng(seed: &mut u64) -> u64 {
+        // xorshift64*
+        *seed ^= *seed >> 12;
+        *seed ^= *seed << 25;
+        *seed ^= *seed >> 27;
+        seed.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Realistic chat-like JSON corpus, about `size` bytes.
+    pub(crate) fn chat_corpus(size: usize) -> Vec<u8> {
+        let words = [
+            "the", "a", "to", "of", "and", "in", "is", "you", "that", "it", "for", "on", "with",
+            "this", "can", "be", "are", "I", "your", "as", "function", "Redis", "cache", "please",
+            "explain", "how", "does", "work", "memory", "session", "example", "Rust", "value",
+            "key", "return", "error", "thanks!", "Here's", "code:", "let", "fn", "main()",
+            "{", "}", "=", "->", "Sure,", "because", "would", "could", "should", "data", "we",
+            "use", "when", "first", "then", "also", "note", "that's", "will", "more", "não",
+            "café", "über", "日本語", "🙂",
+        ];
+        let roles = ["user", "assistant", "system", "tool"];
+        let mut seed = 0x1234_5678_9abc_def0u64;
+        let mut out = String::from("[");
+        let mut ts = 1_700_000_000.0f64;
+        while out.len() < size {
+            let role = roles[(rng(&mut seed) % 4) as usize];
+            let nwords = 5 + rng(&mut seed) % 120;
+            let mut content = String::new();
+            for i in 0..nwords {
+                if i > 0 {
+                    content.push(if rng(&mut seed) % 17 == 0 { '\n' } else { ' ' });
+                }
+                let r = rng(&mut seed);
+                // Zipf-ish: favour low indexes.
+                let idx = ((r % 1000) * (r % 1000) / 1000 * words.len() as u64 / 1000) as usize;
+                content.push_str(words[idx.min(words.len() - 1)]);
+                if r % 13 == 0 {
+                    content.push_str(&format!(" {}", r % 10_000));
+                }
+            }
+            ts += (rng(&mut seed) % 100_000) as f64 / 1000.0;
+            if out.len() > 1 {
+                out.push(',');
+            }
+            out.push_str(&format!(
+                "{{\"role\":\"{role}\",\"content\":{},\"timestamp\":{ts},\"metadata\":{{\"model\":\"gpt-4o\",\"tokens\":{}}}}}",
+                serde_json::to_string(&content).unwrap(),
+                rng(&mut seed) % 4000
+            ));
+        }
+        out.push(']');
+        out.into_bytes()
+    }
+
+    fn entropy_bytes(data: &[u8]) -> f64 {
+        let h = histogram(data);
+        let n = data.len() as f64;
+        let bits: f64 = h
+            .iter()
+            .filter(|&&c| c > 0)
+            .map(|&c| {
+                let p = c as f64 / n;
+                -(c as f64) * p.log2()
+            })
+            .sum();
+        bits / 8.0
+    }
+
+    fn roundtrip(data: &[u8]) -> Vec<u8> {
+        let blob = encode(data);
+        let back = decode(&blob).expect("decode");
+        assert_eq!(back, data);
+        blob
+    }
+
+    #[test]
+    fn empty() {
+        let b = roundtrip(b"");
+        assert_eq!(b.len(), 4 + 1 + 1 + 4);
+    }
+
+    #[test]
+    fn one_symbol() {
+        for n in [1usize, 2, 3, 7, 100, 5000, 100_000] {
+            for sym in [0u8, b'a', 255] {
+                let data = vec![sym; n];
+                let b = roundtrip(&data);
+                if n >= 1000 {
+                    assert!(b.len() < n / 7, "n={n} len={}", b.len());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn all_256_symbols() {
+        let data: Vec<u8> = (0..256 * 40).map(|i| (i % 256) as u8).collect();
+        roundtrip(&data);
+        let data: Vec<u8> = (0..=255u8).collect();
+        roundtrip(&data);
+        // Skewed over all 256 so Huffman mode is used.
+        let mut seed = 7;
+        let data: Vec<u8> = (0..200_000)
+            .map(|_| {
+                let r = rng(&mut seed);
+                if r % 4 != 0 {
+                    (r >> 8) as u8 & 7
+                } else {
+                    (r >> 16) as u8
+                }
+            })
+            .collect();
+        let b = roundtrip(&data);
+        assert!(b.len() < data.len());
+    }
+
+    #[test]
+    fn fibonacci_skew_limited() {
+        // Fibonacci frequencies: unlimited Huffman would need ~30-bit codes.
+        let mut data = Vec::new();
+        let (mut a, mut b) = (1usize, 1usize);
+        for sym in 0..30u8 {
+            data.extend(std::iter::repeat_n(sym, a));
+            let c = a + b;
+            a = b;
+            b = c;
+        }
+        let mut seed = 3;
+        // shuffle a bit so streams differ
+        for i in (1..data.len()).rev().step_by(3) {
+            let j = (rng(&mut seed) % (i as u64 + 1)) as usize;
+            data.swap(i, j);
+        }
+        roundtrip(&data);
+        let lens = limited_lengths(&histogram(&data), MAX_CODE_LEN);
+        assert!(lens.iter().all(|&l| l as u32 <= MAX_CODE_LEN));
+    }
+
+    #[test]
+    fn package_merge_is_optimal_when_unconstrained() {
+        // Frequencies whose Huffman code is known: 1,1,2,4 -> lengths 3,3,2,1.
+        let mut f = [0u64; 256];
+        f[10] = 1;
+        f[11] = 1;
+        f[12] = 2;
+        f[13] = 4;
+        let l = limited_lengths(&f, 11);
+        assert_eq!((l[10], l[11], l[12], l[13]), (3, 3, 2, 1));
+        let l = limited_lengths(&f, 2);
+        assert_eq!((l[10], l[11], l[12], l[13]), (2, 2, 2, 2));
+    }
+
+    #[test]
+    fn random_and_small_sizes() {
+        let mut seed = 99;
+        for n in [1usize, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 100, 2047, 2048, 2049, 2050, 2051, 10_001] {
+            let data: Vec<u8> = (0..n).map(|_| (rng(&mut seed) % 7) as u8 + b'a').collect();
+            roundtrip(&data);
+            let data: Vec<u8> = (0..n).map(|_| rng(&mut seed) as u8).collect();
+            roundtrip(&data);
+        }
+    }
+
+    #[test]
+    fn size_within_2pct_of_entropy_plus_table() {
+        for size in [64 * 1024, 1 << 20] {
+            let data = chat_corpus(size);
+            let blob = encode(&data);
+            let ent = entropy_bytes(&data);
+            // Table bytes: everything before the streams (header included).
+            let mut pos = 4 + 1;
+            get_varint(&blob, &mut pos).unwrap();
+            pos += 4;
+            read_table(&blob, &mut pos).unwrap();
+            let table_bytes = pos as f64;
+            let ratio = blob.len() as f64 / (ent + table_bytes);
+            println!(
+                "size={} blob={} entropy={:.0} table+hdr={} ratio={:.4}",
+                data.len(),
+                blob.len(),
+                ent,
+                table_bytes,
+                ratio
+            );
+            assert!(ratio < 1.02, "ratio {ratio}");
+            assert_eq!(decode(&blob).unwrap(), data);
+        }
+    }
+
+    #[test]
+    fn corruption_detected() {
+        let data = chat_corpus(50_000);
+        let blob = encode(&data);
+        let mut seed = 5;
+        for _ in 0..2000 {
+            let mut b = blob.clone();
+            let i = (rng(&mut seed) % b.len() as u64) as usize;
+            b[i] ^= 1 << (rng(&mut seed) % 8);
+            assert!(decode(&b).is_err(), "flip at {i} not detected");
+        }
+        for cut in 0..blob.len().min(3000) {
+            assert!(decode(&blob[..cut]).is_err());
+        }
+        assert!(decode(&blob[..blob.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn absurd_length_rejected_without_alloc() {
+        let mut b = Vec::new();
+        b.extend_from_slice(MAGIC);
+        b.push(MODE_HUFF1);
+        put_varint(&mut b, u64::MAX / 2);
+        b.extend_from_slice(&[0; 4]);
+        let mut lens = [0u8; 256];
+        lens[0] = 1;
+        lens[1] = 1;
+        write_table(&mut b, &lens);
+        b.extend_from_slice(&[0; 10]);
+        assert!(matches!(decode(&b), Err(HuffmanError::BadLength { .. })));
+    }
+
+    // ---- legacy
+
+    /// Reference HCv1 encoder mirroring lix's (unlimited Huffman lengths).
+    fn lix_encode(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(b"HCv1");
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        if data.is_empty() {
+            out.extend_from_slice(&[0, 0]);
+            return out;
+        }
+        let freq = histogram(data);
+        let mut lens = [0u8; 256];
+        let used: Vec<usize> = (0..256).filter(|&s| freq[s] > 0).collect();
+        if used.len() == 1 {
+            lens[used[0]] = 1;
+        } else {
+            // plain Huffman via repeated merging of (weight, symbols)
+            let mut nodes: Vec<(u64, Vec<usize>)> =
+                used.iter().map(|&s| (freq[s], vec![s])).collect();
+            while nodes.len() > 1 {
+                nodes.sort_by(|a, b| b.0.cmp(&a.0));
+                let a = nodes.pop().unwrap();
+                let b = nodes.pop().unwrap();
+                for &s in a.1.iter().chain(b.1.iter()) {
+                    lens[s] += 1;
+                }
+                let mut syms = a.1;
+                syms.extend(b.1);
+                nodes.push((a.0 + b.0, syms));
+            }
+        }
+        let mut sorted: Vec<(u8, u8)> =
+            used.iter().map(|&s| (s as u8, lens[s])).collect();
+        sorted.sort_by_key(|&(s, l)| (l, s));
+        // canonical codes as big bit-vectors (lengths may exceed 64)
+        let mut code: Vec<bool> = Vec::new();
+        let mut codes: Vec<Vec<bool>> = vec![Vec::new(); 256];
+        let mut first = true;
+        for &(s, l) in &sorted {
+            if first {
+                code = vec![false; l as usize];
+                first = false;
+            } else {
+                // increment
+                let mut i = code.len();
+                loop {
+                    i -= 1;
+                    if code[i] {
+                        code[i] = false;
+                    } else {
+                        code[i] = true;
+                        break;
+                    }
+                }
+                while code.len() < l as usize {
+                    code.push(false);
+                }
+            }
+            codes[s as usize] = code.clone();
+        }
+        out.extend_from_slice(&(sorted.len() as u16).to_le_bytes());
+        for &(s, l) in &sorted {
+            out.push(s);
+            out.push(l);
+        }
+        let mut bits = Vec::new();
+        for &b in data {
+            bits.extend_from_slice(&codes[b as usize]);
+        }
+        let padding = (8 - bits.len() % 8) % 8;
+        out.extend_from_slice(&(padding as u32).to_le_bytes());
+        for chunk in bits.chunks(8) {
+            let mut byte = 0u8;
+            for (i, &bit) in chunk.iter().enumerate() {
+                if bit {
+                    byte |= 0x80 >> i;
+                }
+            }
+            out.push(byte);
+        }
+        out
+    }
+
+    #[test]
+    fn lix_reference_roundtrips() {
+        let mut cases: Vec<Vec<u8>> = vec![
+            vec![],
+            b"a".to_vec(),
+            b"aaaaaaaaaaaaa".to_vec(),
+            (0..=255u8).collect(),
+            chat_corpus(20_000),
+        ];
+        // Fibonacci frequencies over 40 symbols: codes up to 39 bits.
+        let mut fib = Vec::new();
+        let (mut a, mut b) = (1usize, 1usize);
+        for sym in 0..28u8 {
+            fib.extend(std::iter::repeat_n(sym, a));
+            let c = a + b;
+            a = b;
+            b = c;
+        }
+        cases.push(fib);
+        for c in &cases {
+            let blob = lix_encode(c);
+            assert_eq!(&decode_lix_hcv1(&blob).unwrap(), c);
+        }
+    }
+
+    #[test]
+    fn lix_deep_codes_over_64_bits() {
+        // Hand-made table: lengths 1..=70 for 70 symbols + one extra at 70.
+        let mut blob = Vec::new();
+        blob.extend_from_slice(b"HCv1");
+        let msg: Vec<u8> = vec![69, 70, 0, 1, 69, 70];
+        blob.extend_from_slice(&(msg.len() as u32).to_le_bytes());
+        blob.extend_from_slice(&71u16.to_le_bytes());
+        for s in 0..70u8 {
+            blob.push(s);
+            blob.push(s + 1);
+        }
+        blob.push(70);
+        blob.push(70);
+        // canonical codes: sym k (<69) = k ones then a zero; sym 69 = 69 ones + 0; sym 70 = 70 ones
+        let mut bits: Vec<bool> = Vec::new();
+        for &s in &msg {
+            let ones = if s == 70 { 70 } else { s as usize };
+            bits.extend(std::iter::repeat_n(true, ones));
+            if s != 70 {
+                bits.push(false);
+            }
+        }
+        let padding = (8 - bits.len() % 8) % 8;
+        blob.extend_from_slice(&(padding as u32).to_le_bytes());
+        for chunk in bits.chunks(8) {
+            let mut byte = 0u8;
+            for (i, &bit) in chunk.iter().enumerate() {
+                if bit {
+                    byte |= 0x80 >> i;
+                }
+            }
+            blob.push(byte);
+        }
+        assert_eq!(decode_lix_hcv1(&blob).unwrap(), msg);
+    }
+
+    #[test]
+    fn lix_corruption_never_panics() {
+        let blob = lix_encode(&chat_corpus(5_000));
+        let mut seed = 11;
+        for _ in 0..3000 {
+            let mut b = blob.clone();
+            for _ in 0..1 + rng(&mut seed) % 3 {
+                let i = (rng(&mut seed) % b.len() as u64) as usize;
+                b[i] ^= 1 << (rng(&mut seed) % 8);
+            }
+            let _ = decode_lix_hcv1(&b);
+        }
+        for cut in 0..blob.len() {
+            let _ = decode_lix_hcv1(&blob[..cut]);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn prop_roundtrip(data in proptest::collection::vec(any::<u8>(), 0..5000)) {
+            prop_assert_eq!(decode(&encode(&data)).unwrap(), data);
+        }
+
+        #[test]
+        fn prop_roundtrip_small_alphabet(data in proptest::collection::vec(0u8..5, 0..9000)) {
+            prop_assert_eq!(decode(&encode(&data)).unwrap(), data.clone());
+            prop_assert_eq!(decode_lix_hcv1(&lix_encode(&data)).unwrap(), data);
+        }
+
+        #[test]
+        fn prop_corruption_never_panics(
+            data in proptest::collection::vec(0u8..40, 1..6000),
+            flips in proptest::collection::vec((any::<usize>(), 0u8..8), 1..4),
+            cut in any::<usize>(),
+        ) {
+            let mut blob = encode(&data);
+            for (i, bit) in flips {
+                let n = blob.len();
+                blob[i % n] ^= 1 << bit;
+            }
+            let _ = decode(&blob);
+            let _ = decode(&blob[..cut % (blob.len() + 1)]);
+            let mut legacy = lix_encode(&data);
+            let n = legacy.len();
+            legacy[cut % n] ^= 0x10;
+            let _ = decode_lix_hcv1(&legacy);
+        }
+
+        #[test]
+        fn prop_garbage_never_panics(mut data in proptest::collection::vec(any::<u8>(), 0..400), mode in 0u8..5) {
+            if data.len() >= 5 {
+                data[..4].copy_from_slice(MAGIC);
+                data[4] = mode;
+            }
+            let _ = decode(&data);
+            if data.len() >= 4 {
+                data[..4].copy_from_slice(LEGACY_MAGIC);
+            }
+            let _ = decode_lix_hcv1(&data);
+        }
+    }
+
+    /// `cargo test --release -- --ignored --nocapture bench_huffman`
+    #[test]
+    #[ignore]
+    fn bench_huffman() {
+        use std::time::Instant;
+        let data = chat_corpus(1 << 20);
+        let mb = data.len() as f64 / 1e6;
+        let iters = 200;
+        let mut blob = encode(&data);
+        let t = Instant::now();
+        for _ in 0..iters {
+            blob = std::hint::black_box(encode(std::hint::black_box(&data)));
+        }
+        let enc = mb * iters as f64 / t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for _ in 0..iters {
+            let out = decode(std::hint::black_box(&blob)).unwrap();
+            std::hint::black_box(out);
+        }
+        let dec = mb * iters as f64 / t.elapsed().as_secs_f64();
+        let legacy = lix_encode(&data);
+        let t = Instant::now();
+        for _ in 0..10 {
+            std::hint::black_box(decode_lix_hcv1(&legacy).unwrap());
+        }
+        let leg = mb * 10.0 / t.elapsed().as_secs_f64();
+        let ent = entropy_bytes(&data);
+        println!(
+            "input {} bytes, blob {} bytes ({:.2}% of input), order-0 entropy {:.0} bytes, blob/entropy = {:.4}",
+            data.len(),
+            blob.len(),
+            100.0 * blob.len() as f64 / data.len() as f64,
+            ent,
+            blob.len() as f64 / ent
+        );
+        println!("encode {enc:.0} MB/s, decode {dec:.0} MB/s, legacy HCv1 decode {leg:.0} MB/s");
+    }
+}

@@ -1,0 +1,116 @@
+//! Cold tier: on-disk conversation archives.
+//!
+//! * [`huffman`]: length-limited canonical Huffman codec (and the legacy lix
+//!   `HCv1` decoder).
+//! * [`format`]: our appendable, recoverable `CCAR` archive file format.
+//! * [`lix`]: reader for lix_open_cache `CAv1` archives (import).
+//! * [`filename`]: safe, stable file names for arbitrary keys.
+//!
+//! Everything here is pure Rust with no server calls.
+
+pub mod filename;
+pub mod format;
+pub mod huffman;
+pub mod lix;
+
+use std::fmt;
+
+pub use huffman::HuffmanError;
+
+/// Errors of the archive readers. The `Display` text is meant for operators
+/// ("corrupt archive: checksum mismatch in segment 3").
+#[derive(Debug, Clone, PartialEq)]
+pub enum ArchiveError {
+    /// The file does not start with the expected magic.
+    BadMagic { expected: &'static str },
+    /// A format version this code does not read.
+    UnsupportedVersion(u16),
+    /// The data ends before a fixed-size part (`what`).
+    Truncated { what: &'static str },
+    /// A CRC32 does not match; `segment` is the segment index if any.
+    ChecksumMismatch {
+        what: &'static str,
+        segment: Option<usize>,
+    },
+    /// Structurally invalid content.
+    Corrupt {
+        segment: Option<usize>,
+        detail: String,
+    },
+    /// The Huffman payload of a segment (or lix blob) did not decode.
+    Huffman {
+        segment: Option<usize>,
+        source: HuffmanError,
+    },
+    /// The lix JSON payload is not what was expected.
+    Json(String),
+    /// The turn count in a header differs from the decoded payload.
+    TurnCountMismatch { expected: u64, found: u64 },
+    /// A caller-side misuse (e.g. empty segment) when writing.
+    InvalidInput(String),
+}
+
+fn seg(f: &mut fmt::Formatter<'_>, segment: &Option<usize>) -> fmt::Result {
+    match segment {
+        Some(i) => write!(f, " in segment {i}"),
+        None => Ok(()),
+    }
+}
+
+impl fmt::Display for ArchiveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ArchiveError::BadMagic { expected } => {
+                write!(f, "not an archive: expected magic {expected:?}")
+            }
+            ArchiveError::UnsupportedVersion(v) => {
+                write!(f, "unsupported archive format version {v}")
+            }
+            ArchiveError::Truncated { what } => write!(f, "corrupt archive: truncated {what}"),
+            ArchiveError::ChecksumMismatch { what, segment } => {
+                write!(f, "corrupt archive: checksum mismatch ({what})")?;
+                seg(f, segment)
+            }
+            ArchiveError::Corrupt { segment, detail } => {
+                write!(f, "corrupt archive: {detail}")?;
+                seg(f, segment)
+            }
+            ArchiveError::Huffman { segment, source } => {
+                write!(f, "corrupt archive: {source}")?;
+                seg(f, segment)
+            }
+            ArchiveError::Json(e) => write!(f, "corrupt archive: bad JSON payload: {e}"),
+            ArchiveError::TurnCountMismatch { expected, found } => write!(
+                f,
+                "corrupt archive: header says {expected} turns, payload has {found}"
+            ),
+            ArchiveError::InvalidInput(e) => write!(f, "invalid archive input: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ArchiveError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_messages() {
+        let e = ArchiveError::ChecksumMismatch {
+            what: "segment payload",
+            segment: Some(3),
+        };
+        assert_eq!(
+            e.to_string(),
+            "corrupt archive: checksum mismatch (segment payload) in segment 3"
+        );
+        let e = ArchiveError::Truncated { what: "header" };
+        assert_eq!(e.to_string(), "corrupt archive: truncated header");
+        let e = ArchiveError::Huffman {
+            segment: None,
+            source: HuffmanError::ChecksumMismatch,
+        };
+        assert!(e.to_string().contains("checksum"));
+    }
+}

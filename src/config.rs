@@ -1,0 +1,101 @@
+//! Every tunable of the module in one place: name, default, range and why.
+//! Values live in atomics (or a mutex for strings) so background threads can read them.
+//! Registered in `lib.rs`; each name is `convcache.<name>` for CONFIG GET/SET and can also be
+//! given as a `loadmodule` argument pair (`window 9`).
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
+
+use redis_module::configuration::{ConfigurationContext, ConfigurationValue};
+use redis_module::{RedisError, RedisString};
+
+use lazy_static::lazy_static;
+
+/// Messages kept in a session's window (lix-open-cache's default: 20).
+pub const WINDOW_DEFAULT: i64 = 20;
+/// Largest content accepted by CONV.ADD; bigger is refused rather than silently truncated.
+pub const MAX_CONTENT_DEFAULT: i64 = 16 * 1024 * 1024;
+/// Idle seconds before a session moves whole to disk (lix: 2 h).
+pub const IDLE_ARCHIVE_DEFAULT: i64 = 7200;
+/// Retention of cold sessions in days (lix: 14).
+pub const ARCHIVE_TTL_DAYS_DEFAULT: i64 = 14;
+pub const IO_THREADS_DEFAULT: i64 = 2;
+pub const TIMER_INTERVAL_MS_DEFAULT: i64 = 100;
+/// Main-thread time one timer tick may spend choosing and preparing work.
+pub const TIMER_BUDGET_US_DEFAULT: i64 = 1000;
+/// Entries per semantic-cache bucket (lix: 50).
+pub const SEMCACHE_MAX_ITEMS_DEFAULT: i64 = 50;
+/// Semantic-cache entry TTL in seconds (lix: 300); 0 = no expiry.
+pub const SEMCACHE_TTL_DEFAULT: i64 = 300;
+/// Cosine similarity threshold (lix: 0.90).
+pub const SEMCACHE_MIN_SIM_DEFAULT: &str = "0.90";
+/// Above this many bytes of vectors a lookup scans on a background thread.
+pub const SEMCACHE_INLINE_BYTES_DEFAULT: i64 = 4 * 1024 * 1024;
+/// URL embedding TTL in seconds (lix: 24 h).
+pub const URLEMB_TTL_DEFAULT: i64 = 86400;
+
+lazy_static! {
+    pub static ref WINDOW: AtomicI64 = AtomicI64::new(WINDOW_DEFAULT);
+    pub static ref MAX_CONTENT_BYTES: AtomicI64 = AtomicI64::new(MAX_CONTENT_DEFAULT);
+    pub static ref IDLE_ARCHIVE_SECS: AtomicI64 = AtomicI64::new(IDLE_ARCHIVE_DEFAULT);
+    pub static ref ARCHIVE_TTL_DAYS: AtomicI64 = AtomicI64::new(ARCHIVE_TTL_DAYS_DEFAULT);
+    pub static ref IO_THREADS: AtomicI64 = AtomicI64::new(IO_THREADS_DEFAULT);
+    pub static ref TIMER_INTERVAL_MS: AtomicI64 = AtomicI64::new(TIMER_INTERVAL_MS_DEFAULT);
+    pub static ref TIMER_BUDGET_US: AtomicI64 = AtomicI64::new(TIMER_BUDGET_US_DEFAULT);
+    pub static ref ARCHIVE_DIR: Mutex<String> = Mutex::new("convcache-archive".into());
+    pub static ref IMPORT_DIR: Mutex<String> = Mutex::new("convcache-import".into());
+    pub static ref SEMCACHE_MAX_ITEMS: AtomicI64 = AtomicI64::new(SEMCACHE_MAX_ITEMS_DEFAULT);
+    pub static ref SEMCACHE_TTL_SECS: AtomicI64 = AtomicI64::new(SEMCACHE_TTL_DEFAULT);
+    pub static ref SEMCACHE_MIN_SIM: FloatConfig = FloatConfig::new(0.90, -1.0, 1.0);
+    pub static ref SEMCACHE_INLINE_BYTES: AtomicI64 = AtomicI64::new(SEMCACHE_INLINE_BYTES_DEFAULT);
+    pub static ref URLEMB_TTL_SECS: AtomicI64 = AtomicI64::new(URLEMB_TTL_DEFAULT);
+}
+
+/// Reads an integer config from any thread.
+pub fn get(v: &AtomicI64) -> i64 {
+    v.load(Ordering::Relaxed)
+}
+
+pub fn get_string(v: &Mutex<String>) -> String {
+    v.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// A float setting exposed as a string config (the server has no float configs);
+/// CONFIG SET refuses text that is not a number in range.
+pub struct FloatConfig {
+    bits: std::sync::atomic::AtomicU64,
+    min: f64,
+    max: f64,
+}
+
+impl FloatConfig {
+    pub fn new(v: f64, min: f64, max: f64) -> Self {
+        FloatConfig {
+            bits: std::sync::atomic::AtomicU64::new(v.to_bits()),
+            min,
+            max,
+        }
+    }
+    pub fn value(&self) -> f64 {
+        f64::from_bits(self.bits.load(Ordering::Relaxed))
+    }
+}
+
+impl ConfigurationValue<RedisString> for FloatConfig {
+    fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
+        RedisString::create(None, format!("{}", self.value()).as_str())
+    }
+    fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
+        let text = val.try_as_str()?;
+        match text.trim().parse::<f64>() {
+            Ok(v) if v.is_finite() && v >= self.min && v <= self.max => {
+                self.bits.store(v.to_bits(), Ordering::Relaxed);
+                Ok(())
+            }
+            _ => Err(RedisError::String(format!(
+                "ERR value '{text}' is not a number between {} and {}",
+                self.min, self.max
+            ))),
+        }
+    }
+}

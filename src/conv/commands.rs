@@ -1,0 +1,323 @@
+//! CONV.* command handlers: parse, call the session core, reply, replicate what was decided.
+
+use redis_module::{
+    Context, NotifyEvent, RedisError, RedisResult, RedisString, RedisValue,
+};
+use std::collections::BTreeMap;
+
+use redis_module::key::RedisKeyWritable;
+use redis_module::redisvalue::RedisValueKey;
+
+use super::codec::{self, Decoded};
+use super::message::Message;
+use super::render::{self, Format};
+use super::session::Session;
+use super::r#type::SESSION_TYPE;
+use crate::args::{self, err, Args};
+use crate::{config, keys, metrics, vector};
+
+/// The command AOF rewrite emits to rebuild a session (also accepted from clients, as RESTORE is).
+pub const LOAD_COMMAND: &str = "CONV._LOAD";
+const MAX_ROLE_BYTES: usize = 256;
+const MAX_WINDOW: i64 = 1_000_000;
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// CONV.ADD key role content [META json] [EMB fp32blob] [TS ms] [WINDOW n] [SEQ n]
+pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+    metrics::CONV_COMMANDS.incr();
+    metrics::CONV_ADDS.incr();
+    if argv.len() < 4 {
+        return Err(RedisError::WrongArity);
+    }
+    let role = std::str::from_utf8(argv[2].as_slice())
+        .ok()
+        .filter(|r| !r.is_empty() && r.len() <= MAX_ROLE_BYTES)
+        .ok_or_else(|| {
+            RedisError::String(format!(
+                "ERR role must be non-empty UTF-8 of at most {MAX_ROLE_BYTES} bytes"
+            ))
+        })?;
+    let content = argv[3].as_slice();
+    let max_content = config::get(&config::MAX_CONTENT_BYTES);
+    if content.len() as i64 > max_content {
+        return err(format!(
+            "content is {} bytes, over the maximum of {max_content} (convcache.max-content-bytes)",
+            content.len()
+        ));
+    }
+    let (mut meta, mut emb, mut ts, mut seq, mut window) = (None, None, None, None, None);
+    let mut opts = Args::from(argv.clone(), 4);
+    while !opts.done() {
+        let kw = opts.next_keyword()?;
+        match kw.as_str() {
+            "META" => meta = Some(args::json_object("META", opts.value_of("META")?)?),
+            "EMB" => {
+                let v = vector::parse_fp32_blob(opts.value_of("EMB")?)
+                    .map_err(|e| RedisError::String(format!("ERR EMB: {e}")))?;
+                emb = Some(v);
+            }
+            "TS" => ts = Some(opts.int_in("TS", 0, i64::MAX)?),
+            "SEQ" => seq = Some(opts.int_in("SEQ", 1, i64::MAX)? as u64),
+            "WINDOW" => window = Some(opts.int_in("WINDOW", 1, MAX_WINDOW)? as u32),
+            other => return args::unknown_option(other),
+        }
+    }
+
+    let key = ctx.open_key_writable(&argv[1]);
+    let now = now_ms();
+    let window = window.unwrap_or_else(|| config::get(&config::WINDOW) as u32);
+    let ts = ts.unwrap_or(now);
+    let msg = Message {
+        seq: 0,
+        ts_ms: ts,
+        role: role.to_string(),
+        content: content.to_vec(),
+        meta,
+        emb,
+    };
+    let seq = match keys::write::<Session>(&key, &SESSION_TYPE)? {
+        Some(s) => {
+            let seq = metrics::tracked(s, |s| {
+                s.window = window;
+                s.add(msg, seq)
+            })
+            .map_err(|e| RedisError::String(format!("ERR {e}")))?;
+            s.touch(now);
+            seq
+        }
+        None => {
+            let mut s = Session::new(window, now);
+            let seq = s
+                .add(msg, seq)
+                .map_err(|e| RedisError::String(format!("ERR {e}")))?;
+            store_new(&key, s)?;
+            seq
+        }
+    };
+    replicate_add(ctx, &argv, ts, seq, window);
+    ctx.notify_keyspace_event(NotifyEvent::MODULE, "conv.add", &argv[1]);
+    Ok(RedisValue::Integer(seq as i64))
+}
+
+/// Replicas and the AOF get the primary's decisions (time, sequence, window), so a replay
+/// reaches the same state whatever the replica's clock or config.
+fn replicate_add(ctx: &Context, argv: &[RedisString], ts: i64, seq: u64, window: u32) {
+    let mut out: Vec<RedisString> = argv[1..4]
+        .iter()
+        .map(|a| ctx.create_string(a.as_slice()))
+        .collect();
+    let mut i = 4;
+    while i + 1 < argv.len() {
+        let kw = argv[i].as_slice().to_ascii_uppercase();
+        if kw == b"META" || kw == b"EMB" {
+            out.push(ctx.create_string(kw));
+            out.push(ctx.create_string(argv[i + 1].as_slice()));
+        }
+        i += 2;
+    }
+    for (k, v) in [("TS", ts.to_string()), ("SEQ", seq.to_string()), ("WINDOW", window.to_string())] {
+        out.push(ctx.create_string(k));
+        out.push(ctx.create_string(v));
+    }
+    let refs: Vec<&RedisString> = out.iter().collect();
+    ctx.replicate("CONV.ADD", refs.as_slice());
+}
+
+/// Gives a new session to the server and counts it; `free` uncounts it.
+fn store_new(key: &RedisKeyWritable, s: Session) -> Result<(), RedisError> {
+    metrics::session_created(&s);
+    key.set_value(&SESSION_TYPE, s)
+}
+
+fn parse_format(opts: &mut Args) -> Result<Format, RedisError> {
+    let v = opts.value_of("FORMAT")?;
+    Format::parse(v).ok_or_else(|| {
+        RedisError::String(format!(
+            "ERR FORMAT must be messages, full, text or resp, got '{}'",
+            String::from_utf8_lossy(v)
+        ))
+    })
+}
+
+fn reply_messages<'a>(format: Format, msgs: impl Iterator<Item = &'a Message>) -> RedisValue {
+    match format {
+        Format::Resp => RedisValue::Array(
+            msgs.map(|m| {
+                RedisValue::Array(vec![
+                    RedisValue::Integer(m.seq as i64),
+                    RedisValue::Integer(m.ts_ms),
+                    RedisValue::StringBuffer(m.role.as_bytes().to_vec()),
+                    RedisValue::StringBuffer(m.content.clone()),
+                    m.meta
+                        .as_ref()
+                        .map_or(RedisValue::Null, |x| RedisValue::StringBuffer(x.as_bytes().to_vec())),
+                ])
+            })
+            .collect(),
+        ),
+        _ => RedisValue::StringBuffer(render::render(format, msgs)),
+    }
+}
+
+/// CONV.CTX key [COUNT n] [TOKENS budget] [FORMAT messages|full|text|resp]
+pub fn ctx_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+    metrics::CONV_COMMANDS.incr();
+    metrics::CONV_READS.incr();
+    let mut a = Args::new(argv, 1)?;
+    let key_name = a.next()?.clone();
+    let (mut count, mut tokens, mut format) = (None, None, Format::Messages);
+    while !a.done() {
+        match a.next_keyword()?.as_str() {
+            "COUNT" => count = Some(a.int_in("COUNT", 0, i64::MAX)? as usize),
+            "TOKENS" => tokens = Some(a.int_in("TOKENS", 0, i64::MAX)? as u64),
+            "FORMAT" => format = parse_format(&mut a)?,
+            other => return args::unknown_option(other),
+        }
+    }
+    let key = ctx.open_key(&key_name);
+    let Some(s) = keys::read::<Session>(&key, &SESSION_TYPE)? else {
+        return Ok(reply_messages(format, std::iter::empty()));
+    };
+    s.touch(now_ms());
+    let mut n = count.unwrap_or(s.window as usize);
+    if let Some(budget) = tokens {
+        n = s.fit_tokens(n, budget);
+    }
+    Ok(reply_messages(format, s.last_n(n)))
+}
+
+/// CONV.HISTORY key [FROM seq] [TO seq] [FORMAT ...]
+pub fn history(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+    metrics::CONV_COMMANDS.incr();
+    metrics::CONV_READS.incr();
+    let mut a = Args::new(argv, 1)?;
+    let key_name = a.next()?.clone();
+    let (mut from, mut to, mut format) = (0u64, u64::MAX, Format::Messages);
+    while !a.done() {
+        match a.next_keyword()?.as_str() {
+            "FROM" => from = a.int_in("FROM", 0, i64::MAX)? as u64,
+            "TO" => to = a.int_in("TO", 0, i64::MAX)? as u64,
+            "FORMAT" => format = parse_format(&mut a)?,
+            other => return args::unknown_option(other),
+        }
+    }
+    let key = ctx.open_key(&key_name);
+    let Some(s) = keys::read::<Session>(&key, &SESSION_TYPE)? else {
+        return Ok(reply_messages(format, std::iter::empty()));
+    };
+    s.touch(now_ms());
+    Ok(reply_messages(format, s.range(from, to)))
+}
+
+fn single_key(argv: Vec<RedisString>) -> Result<RedisString, RedisError> {
+    if argv.len() != 2 {
+        return Err(RedisError::WrongArity);
+    }
+    Ok(argv.into_iter().nth(1).expect("checked"))
+}
+
+/// CONV.LEN key
+pub fn len(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+    metrics::CONV_COMMANDS.incr();
+    let key = ctx.open_key(&single_key(argv)?);
+    let n = keys::read::<Session>(&key, &SESSION_TYPE)?.map_or(0, |s| s.total_len());
+    Ok(RedisValue::Integer(n as i64))
+}
+
+/// CONV.INFO key: a map (RESP3) / flat array (RESP2); nil when the key is missing.
+pub fn info(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+    metrics::CONV_COMMANDS.incr();
+    let key = ctx.open_key(&single_key(argv)?);
+    let Some(s) = keys::read::<Session>(&key, &SESSION_TYPE)? else {
+        return Ok(RedisValue::Null);
+    };
+    let int = |v: i64| RedisValue::Integer(v);
+    let fields: Vec<(&str, RedisValue)> = vec![
+        ("window", int(i64::from(s.window))),
+        ("hot", int(s.hot_len() as i64)),
+        ("archived", int(s.archived.count as i64)),
+        ("len", int(s.total_len() as i64)),
+        ("first_seq", int(s.first_seq().unwrap_or(0) as i64)),
+        ("last_seq", int(s.last_seq().unwrap_or(0) as i64)),
+        ("next_seq", int(s.next_seq as i64)),
+        ("created_ms", int(s.created_ms)),
+        ("last_access_ms", int(s.last_access_ms.get())),
+        ("memory_bytes", int(s.mem_bytes() as i64)),
+    ];
+    Ok(ordered_map(fields))
+}
+
+/// A map reply whose fields keep the given order (BTreeMap would sort them).
+pub fn ordered_map(fields: Vec<(&str, RedisValue)>) -> RedisValue {
+    // OrderedMap sorts by key; prefix-free ordering is not needed by clients, but a stable
+    // documented order is, so keys are emitted sorted.
+    let map: BTreeMap<RedisValueKey, RedisValue> = fields
+        .into_iter()
+        .map(|(k, v)| (RedisValueKey::String(k.to_string()), v))
+        .collect();
+    RedisValue::OrderedMap(map)
+}
+
+/// CONV.CLEAR key: drops every message, keeps the sequence counter. Replies the count dropped.
+pub fn clear(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+    metrics::CONV_COMMANDS.incr();
+    let name = single_key(argv)?;
+    let key = ctx.open_key_writable(&name);
+    let Some(s) = keys::write::<Session>(&key, &SESSION_TYPE)? else {
+        return Ok(RedisValue::Integer(0));
+    };
+    let dropped = s.total_len();
+    metrics::tracked(s, |s| s.clear());
+    ctx.replicate_verbatim();
+    ctx.notify_keyspace_event(NotifyEvent::MODULE, "conv.clear", &name);
+    Ok(RedisValue::Integer(dropped as i64))
+}
+
+/// CONV.DEL key: deletes the session. Replies 1 if it existed.
+pub fn del(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+    metrics::CONV_COMMANDS.incr();
+    let name = single_key(argv)?;
+    let key = ctx.open_key_writable(&name);
+    if keys::write::<Session>(&key, &SESSION_TYPE)?.is_none() {
+        return Ok(RedisValue::Integer(0));
+    }
+    key.delete()?;
+    ctx.replicate_verbatim();
+    ctx.notify_keyspace_event(NotifyEvent::GENERIC, "del", &name);
+    Ok(RedisValue::Integer(1))
+}
+
+/// CONV._LOAD key payload: rebuilds a session from the AOF-rewrite encoding. A payload with
+/// a session header replaces the key; one without appends to the session being rebuilt.
+pub fn load(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+    if argv.len() != 3 {
+        return Err(RedisError::WrongArity);
+    }
+    let decoded = codec::decode(argv[2].as_slice()).map_err(|e| RedisError::String(format!("ERR {e}")))?;
+    let key = ctx.open_key_writable(&argv[1]);
+    match decoded {
+        Decoded::Session(s) => {
+            if keys::write::<Session>(&key, &SESSION_TYPE).is_err() {
+                return Err(RedisError::WrongType);
+            }
+            store_new(&key, s)?;
+        }
+        Decoded::More(msgs) => {
+            let Some(s) = keys::write::<Session>(&key, &SESSION_TYPE)? else {
+                return err("no session to continue loading into");
+            };
+            metrics::tracked(s, |s| {
+                msgs.into_iter()
+                    .try_for_each(|m| s.push_loaded(m))
+                    .map_err(|e| RedisError::String(format!("ERR {e}")))
+            })?;
+        }
+    }
+    ctx.replicate_verbatim();
+    Ok(RedisValue::SimpleStringStatic("OK"))
+}

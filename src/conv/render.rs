@@ -1,0 +1,137 @@
+//! How messages are shown to clients: a JSON array ready for a chat API, the same with
+//! sequence/time/metadata, plain `role: content` lines, or RESP arrays (binary-safe).
+
+use super::message::Message;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `[{"role","content"}]`
+    Messages,
+    /// `[{"seq","ts","role","content","meta"}]`
+    Full,
+    /// `role: content` lines
+    Text,
+    /// One RESP array per message: seq, ts, role, content, meta (binary-safe)
+    Resp,
+}
+
+impl Format {
+    pub fn parse(word: &[u8]) -> Option<Format> {
+        match word.to_ascii_lowercase().as_slice() {
+            b"messages" => Some(Format::Messages),
+            b"full" => Some(Format::Full),
+            b"text" => Some(Format::Text),
+            b"resp" => Some(Format::Resp),
+            _ => None,
+        }
+    }
+}
+
+/// JSON string of possibly non-UTF-8 bytes: invalid sequences become U+FFFD
+/// (JSON can only carry Unicode; FORMAT resp returns the exact bytes).
+fn push_json_str(out: &mut Vec<u8>, bytes: &[u8]) {
+    let text = String::from_utf8_lossy(bytes);
+    serde_json::to_writer(&mut *out, text.as_ref()).expect("writing to a Vec cannot fail");
+}
+
+pub fn push_json_message(out: &mut Vec<u8>, m: &Message, full: bool) {
+    if full {
+        out.extend_from_slice(b"{\"seq\":");
+        out.extend_from_slice(m.seq.to_string().as_bytes());
+        out.extend_from_slice(b",\"ts\":");
+        out.extend_from_slice(m.ts_ms.to_string().as_bytes());
+        out.extend_from_slice(b",\"role\":");
+    } else {
+        out.extend_from_slice(b"{\"role\":");
+    }
+    push_json_str(out, m.role.as_bytes());
+    out.extend_from_slice(b",\"content\":");
+    push_json_str(out, &m.content);
+    if full {
+        out.extend_from_slice(b",\"meta\":");
+        match &m.meta {
+            Some(meta) => out.extend_from_slice(meta.as_bytes()),
+            None => out.extend_from_slice(b"{}"),
+        }
+    }
+    out.push(b'}');
+}
+
+/// Renders messages (oldest first) as one string in a text-like format.
+pub fn render<'a>(format: Format, messages: impl Iterator<Item = &'a Message>) -> Vec<u8> {
+    let mut out = Vec::new();
+    match format {
+        Format::Messages | Format::Full => {
+            out.push(b'[');
+            for (i, m) in messages.enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                push_json_message(&mut out, m, format == Format::Full);
+            }
+            out.push(b']');
+        }
+        Format::Text => {
+            for (i, m) in messages.enumerate() {
+                if i > 0 {
+                    out.push(b'\n');
+                }
+                out.extend_from_slice(m.role.as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(&m.content);
+            }
+        }
+        Format::Resp => unreachable!("RESP is built by the command layer"),
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(seq: u64, role: &str, content: &[u8], meta: Option<&str>) -> Message {
+        Message {
+            seq,
+            ts_ms: 7,
+            role: role.into(),
+            content: content.to_vec(),
+            meta: meta.map(str::to_string),
+            emb: None,
+        }
+    }
+
+    #[test]
+    fn messages_format_is_valid_json_for_chat_apis() {
+        let msgs = [m(1, "user", "hé \"q\"\n".as_bytes(), None), m(2, "assistant", b"ok", None)];
+        let out = render(Format::Messages, msgs.iter());
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v[0]["role"], "user");
+        assert_eq!(v[0]["content"], "hé \"q\"\n");
+        assert_eq!(v[1]["content"], "ok");
+        assert!(v[0].get("seq").is_none());
+    }
+
+    #[test]
+    fn full_format_carries_seq_ts_meta() {
+        let msgs = [m(3, "user", b"x", Some("{\"a\":[1]}"))];
+        let v: serde_json::Value = serde_json::from_slice(&render(Format::Full, msgs.iter())).unwrap();
+        assert_eq!(v[0]["seq"], 3);
+        assert_eq!(v[0]["ts"], 7);
+        assert_eq!(v[0]["meta"]["a"][0], 1);
+    }
+
+    #[test]
+    fn invalid_utf8_becomes_replacement_char_in_json() {
+        let msgs = [m(1, "user", &[0xff, b'a'], None)];
+        let v: serde_json::Value = serde_json::from_slice(&render(Format::Messages, msgs.iter())).unwrap();
+        assert_eq!(v[0]["content"], "\u{fffd}a");
+    }
+
+    #[test]
+    fn text_format() {
+        let msgs = [m(1, "user", b"hi", None), m(2, "assistant", b"hello", None)];
+        assert_eq!(render(Format::Text, msgs.iter()), b"user: hi\nassistant: hello".to_vec());
+        assert_eq!(render(Format::Messages, [].iter()), b"[]".to_vec());
+    }
+}

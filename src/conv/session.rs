@@ -1,0 +1,303 @@
+//! The pure session window: messages in memory, oldest first, plus a record of the turns that
+//! already live in the archive. No server calls here; the shell passes clocks and decisions in.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+
+use super::message::Message;
+
+/// What the archive holds for this session: how many turns and which sequence range.
+/// Archived turns always precede the in-memory ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ArchivedRange {
+    pub count: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum SessionError {
+    /// An explicit sequence number (replica / AOF replay) that is not past the last one.
+    SeqNotIncreasing { given: u64, next: u64 },
+}
+
+impl std::fmt::Display for SessionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SessionError::SeqNotIncreasing { given, next } => {
+                write!(f, "SEQ {given} is not past the session's last sequence ({})", next - 1)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    /// Messages that stay in memory for CONV.CTX; older ones are due for archiving.
+    pub window: u32,
+    /// Sequence number the next message gets; never goes back, even after CLEAR.
+    pub next_seq: u64,
+    pub created_ms: i64,
+    /// Not part of the replicated state: reads touch it through a shared reference, and only
+    /// the primary's idle timer looks at it.
+    pub last_access_ms: Cell<i64>,
+    pub archived: ArchivedRange,
+    messages: VecDeque<Message>,
+    /// Sum of `Message::heap_bytes` of `messages`, kept so MEMORY USAGE is O(1).
+    heap_bytes: usize,
+}
+
+/// Approximate tokens of a message: a quarter of its content bytes, rounded up, plus 4 for
+/// the role and the chat-format framing (the usual rule of thumb for English text with
+/// OpenAI-style tokenizers).
+pub fn estimate_tokens(m: &Message) -> u64 {
+    (m.content.len() as u64).div_ceil(4) + 4
+}
+
+impl Session {
+    pub fn new(window: u32, now_ms: i64) -> Session {
+        Session {
+            window,
+            next_seq: 1,
+            created_ms: now_ms,
+            last_access_ms: Cell::new(now_ms),
+            archived: ArchivedRange::default(),
+            messages: VecDeque::new(),
+            heap_bytes: 0,
+        }
+    }
+
+    /// Appends a message. `seq` is `None` on the primary (the session decides) and the
+    /// primary's decision on a replica or during AOF replay. Returns the sequence number.
+    pub fn add(&mut self, mut msg: Message, seq: Option<u64>) -> Result<u64, SessionError> {
+        let seq = match seq {
+            Some(s) if s < self.next_seq => {
+                return Err(SessionError::SeqNotIncreasing {
+                    given: s,
+                    next: self.next_seq,
+                })
+            }
+            Some(s) => s,
+            None => self.next_seq,
+        };
+        msg.seq = seq;
+        self.next_seq = seq + 1;
+        self.heap_bytes += msg.heap_bytes();
+        self.messages.push_back(msg);
+        Ok(seq)
+    }
+
+    /// Puts back a message read from RDB/AOF; sequence numbers must ascend.
+    pub fn push_loaded(&mut self, msg: Message) -> Result<(), SessionError> {
+        if let Some(last) = self.messages.back() {
+            if msg.seq <= last.seq {
+                return Err(SessionError::SeqNotIncreasing {
+                    given: msg.seq,
+                    next: last.seq + 1,
+                });
+            }
+        }
+        self.next_seq = self.next_seq.max(msg.seq + 1);
+        self.heap_bytes += msg.heap_bytes();
+        self.messages.push_back(msg);
+        Ok(())
+    }
+
+    /// Drops all messages (memory and archive record) but keeps the sequence counter.
+    pub fn clear(&mut self) {
+        self.messages = VecDeque::new();
+        self.heap_bytes = 0;
+        self.archived = ArchivedRange::default();
+    }
+
+    pub fn hot(&self) -> &VecDeque<Message> {
+        &self.messages
+    }
+
+    pub fn hot_len(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// Every message the session has, in memory or archived.
+    pub fn total_len(&self) -> u64 {
+        self.archived.count + self.messages.len() as u64
+    }
+
+    pub fn first_seq(&self) -> Option<u64> {
+        if self.archived.count > 0 {
+            Some(self.archived.first_seq)
+        } else {
+            self.messages.front().map(|m| m.seq)
+        }
+    }
+
+    pub fn last_seq(&self) -> Option<u64> {
+        match self.messages.back() {
+            Some(m) => Some(m.seq),
+            None if self.archived.count > 0 => Some(self.archived.last_seq),
+            None => None,
+        }
+    }
+
+    /// In-memory messages older than the window: what the archiver should move to disk.
+    pub fn overflow_len(&self) -> usize {
+        self.messages.len().saturating_sub(self.window as usize)
+    }
+
+    /// The newest `count` in-memory messages, oldest first.
+    pub fn last_n(&self, count: usize) -> impl Iterator<Item = &Message> {
+        let skip = self.messages.len().saturating_sub(count);
+        self.messages.iter().skip(skip)
+    }
+
+    /// How many of the newest `max` messages fit a token budget (at least none, newest kept).
+    pub fn fit_tokens(&self, max: usize, budget: u64) -> usize {
+        let mut used = 0u64;
+        let mut n = 0;
+        for m in self.messages.iter().rev().take(max) {
+            used += estimate_tokens(m);
+            if used > budget {
+                break;
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// In-memory messages with `from <= seq <= to`, oldest first.
+    pub fn range(&self, from: u64, to: u64) -> impl Iterator<Item = &Message> {
+        // Sequence numbers ascend, so binary search finds the start.
+        let start = self.messages.partition_point(|m| m.seq < from);
+        self.messages
+            .range(start..)
+            .take_while(move |m| m.seq <= to)
+    }
+
+    /// Removes the `n` oldest in-memory messages after they were made durable in the archive.
+    pub fn drop_oldest(&mut self, n: usize) -> Vec<Message> {
+        let n = n.min(self.messages.len());
+        let gone: Vec<Message> = self.messages.drain(..n).collect();
+        for m in &gone {
+            self.heap_bytes -= m.heap_bytes();
+        }
+        if let (Some(first), Some(last)) = (gone.first(), gone.last()) {
+            if self.archived.count == 0 {
+                self.archived.first_seq = first.seq;
+            }
+            self.archived.last_seq = last.seq;
+            self.archived.count += gone.len() as u64;
+        }
+        gone
+    }
+
+    /// Bytes this session holds in memory (the struct, the ring's slots and the messages).
+    pub fn mem_bytes(&self) -> usize {
+        std::mem::size_of::<Session>()
+            + self.messages.capacity() * std::mem::size_of::<Message>()
+            + self.heap_bytes
+    }
+
+    pub fn touch(&self, now_ms: i64) {
+        self.last_access_ms.set(now_ms);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(content: &str) -> Message {
+        Message {
+            seq: 0,
+            ts_ms: 1,
+            role: "user".into(),
+            content: content.as_bytes().to_vec(),
+            meta: None,
+            emb: None,
+        }
+    }
+
+    #[test]
+    fn sequence_numbers_ascend_and_survive_clear() {
+        let mut s = Session::new(3, 0);
+        assert_eq!(s.add(msg("a"), None), Ok(1));
+        assert_eq!(s.add(msg("b"), None), Ok(2));
+        s.clear();
+        assert_eq!(s.total_len(), 0);
+        assert_eq!(s.add(msg("c"), None), Ok(3));
+        assert_eq!(s.first_seq(), Some(3));
+    }
+
+    #[test]
+    fn explicit_seq_must_advance() {
+        let mut s = Session::new(3, 0);
+        assert_eq!(s.add(msg("a"), Some(5)), Ok(5));
+        assert_eq!(
+            s.add(msg("b"), Some(5)),
+            Err(SessionError::SeqNotIncreasing { given: 5, next: 6 })
+        );
+        assert_eq!(s.add(msg("c"), None), Ok(6));
+    }
+
+    #[test]
+    fn window_and_overflow() {
+        let mut s = Session::new(3, 0);
+        for i in 0..5 {
+            s.add(msg(&i.to_string()), None).unwrap();
+        }
+        assert_eq!(s.overflow_len(), 2);
+        let last: Vec<u64> = s.last_n(3).map(|m| m.seq).collect();
+        assert_eq!(last, vec![3, 4, 5]);
+        let all: Vec<u64> = s.last_n(100).map(|m| m.seq).collect();
+        assert_eq!(all, vec![1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn drop_oldest_records_archived_range_and_bytes() {
+        let mut s = Session::new(2, 0);
+        for i in 0..5 {
+            s.add(msg(&"x".repeat(i * 10)), None).unwrap();
+        }
+        let before = s.mem_bytes();
+        let gone = s.drop_oldest(3);
+        assert_eq!(gone.len(), 3);
+        assert_eq!(
+            s.archived,
+            ArchivedRange {
+                count: 3,
+                first_seq: 1,
+                last_seq: 3
+            }
+        );
+        assert_eq!(s.total_len(), 5);
+        assert_eq!(s.first_seq(), Some(1));
+        assert_eq!(s.last_seq(), Some(5));
+        assert!(s.mem_bytes() < before);
+        s.drop_oldest(2);
+        assert_eq!(s.last_seq(), Some(5));
+        assert_eq!(s.hot_len(), 0);
+    }
+
+    #[test]
+    fn token_budget_keeps_newest() {
+        let mut s = Session::new(10, 0);
+        for _ in 0..5 {
+            s.add(msg(&"x".repeat(40)), None).unwrap(); // 10 + 4 tokens each
+        }
+        assert_eq!(s.fit_tokens(10, 14), 1);
+        assert_eq!(s.fit_tokens(10, 41), 2);
+        assert_eq!(s.fit_tokens(10, 13), 0);
+        assert_eq!(s.fit_tokens(3, 1000), 3);
+    }
+
+    #[test]
+    fn range_by_seq() {
+        let mut s = Session::new(10, 0);
+        for _ in 0..10 {
+            s.add(msg("m"), None).unwrap();
+        }
+        let r: Vec<u64> = s.range(3, 6).map(|m| m.seq).collect();
+        assert_eq!(r, vec![3, 4, 5, 6]);
+        assert_eq!(s.range(11, 20).count(), 0);
+    }
+}

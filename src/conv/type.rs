@@ -1,0 +1,166 @@
+//! The `convcache` data type: every server callback casts its pointer and delegates to the
+//! pure session code. No logic of its own lives here.
+
+use std::ffi::CString;
+use std::os::raw::{c_int, c_void};
+
+use redis_module::native_types::RedisType;
+use redis_module::{raw, RedisString};
+
+use super::codec::{self, Decoded};
+use super::message::Message;
+use super::session::Session;
+use crate::metrics;
+
+/// RDB encoding version of the type. 1: one `codec` payload (which carries its own version).
+pub const ENCODING_VERSION: i32 = 1;
+
+/// AOF rewrite emits the session in commands of at most this many messages, so a huge
+/// session never builds one argument bigger than the server's bulk limit.
+const AOF_MESSAGES_PER_COMMAND: usize = 1000;
+
+pub static SESSION_TYPE: RedisType = RedisType::new(
+    "convcache",
+    ENCODING_VERSION,
+    raw::RedisModuleTypeMethods {
+        version: raw::REDISMODULE_TYPE_METHOD_VERSION as u64,
+        rdb_load: Some(rdb_load),
+        rdb_save: Some(rdb_save),
+        aof_rewrite: Some(aof_rewrite),
+        free: Some(free),
+        mem_usage: Some(mem_usage),
+        digest: Some(digest),
+        aux_load: None,
+        aux_save: None,
+        aux_save2: None,
+        aux_save_triggers: 0,
+        free_effort: Some(free_effort),
+        unlink: None,
+        copy: Some(copy),
+        defrag: None,
+        copy2: None,
+        free_effort2: None,
+        mem_usage2: None,
+        unlink2: None,
+    },
+);
+
+unsafe fn session<'a>(value: *const c_void) -> &'a Session {
+    &*(value as *const Session)
+}
+
+/// Hands a session to the server, counting it in INFO.
+pub fn into_raw(s: Session) -> *mut c_void {
+    metrics::session_created(&s);
+    Box::into_raw(Box::new(s)).cast()
+}
+
+unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
+    if encver > ENCODING_VERSION {
+        log_warning(&format!(
+            "convcache: RDB holds session encoding {encver}, newer than this module ({ENCODING_VERSION}); upgrade the module"
+        ));
+        return std::ptr::null_mut();
+    }
+    let Ok(buf) = raw::load_string_buffer(rdb) else {
+        return std::ptr::null_mut();
+    };
+    match codec::decode(buf.as_ref()) {
+        Ok(Decoded::Session(s)) => into_raw(s),
+        Ok(Decoded::More(_)) => {
+            log_warning("convcache: RDB session payload has no header");
+            std::ptr::null_mut()
+        }
+        Err(e) => {
+            log_warning(&format!("convcache: {e}"));
+            std::ptr::null_mut()
+        }
+    }
+}
+
+unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
+    let s = session(value);
+    let all: Vec<&Message> = s.hot().iter().collect();
+    raw::save_slice(rdb, &codec::encode_session(s, &all));
+}
+
+unsafe extern "C" fn aof_rewrite(
+    aof: *mut raw::RedisModuleIO,
+    key: *mut raw::RedisModuleString,
+    value: *mut c_void,
+) {
+    let s = session(value);
+    let all: Vec<&Message> = s.hot().iter().collect();
+    let mut chunks = all.chunks(AOF_MESSAGES_PER_COMMAND);
+    let first = chunks.next().unwrap_or(&[]);
+    emit_load(aof, key, &codec::encode_session(s, first));
+    for chunk in chunks {
+        emit_load(aof, key, &codec::encode_more(chunk));
+    }
+}
+
+unsafe fn emit_load(aof: *mut raw::RedisModuleIO, key: *mut raw::RedisModuleString, payload: &[u8]) {
+    let cmd = CString::new(super::commands::LOAD_COMMAND).expect("no NUL");
+    let fmt = CString::new("sb").expect("no NUL");
+    raw::RedisModule_EmitAOF.expect("EmitAOF")(
+        aof,
+        cmd.as_ptr(),
+        fmt.as_ptr(),
+        key,
+        payload.as_ptr(),
+        payload.len(),
+    );
+}
+
+unsafe extern "C" fn free(value: *mut c_void) {
+    let s = Box::from_raw(value.cast::<Session>());
+    metrics::session_freed(&s);
+}
+
+unsafe extern "C" fn mem_usage(value: *const c_void) -> usize {
+    session(value).mem_bytes()
+}
+
+/// Large sessions are freed on a background thread by UNLINK/FLUSHALL ASYNC.
+unsafe extern "C" fn free_effort(_key: *mut raw::RedisModuleString, value: *const c_void) -> usize {
+    session(value).hot_len() + 1
+}
+
+unsafe extern "C" fn copy(
+    _from: *mut raw::RedisModuleString,
+    _to: *mut raw::RedisModuleString,
+    value: *const c_void,
+) -> *mut c_void {
+    into_raw(session(value).clone())
+}
+
+/// Digest of the replicated state: everything but the last-access time, which reads change.
+unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
+    let s = session(value);
+    let add = |b: &[u8]| raw::RedisModule_DigestAddStringBuffer.expect("digest")(md, b.as_ptr().cast(), b.len());
+    let mut head = Vec::new();
+    codec::put_varint(&mut head, u64::from(s.window));
+    codec::put_varint(&mut head, s.next_seq);
+    head.extend_from_slice(&s.created_ms.to_le_bytes());
+    codec::put_varint(&mut head, s.archived.count);
+    codec::put_varint(&mut head, s.archived.first_seq);
+    codec::put_varint(&mut head, s.archived.last_seq);
+    add(&head);
+    raw::RedisModule_DigestEndSequence.expect("digest")(md);
+    let mut buf = Vec::new();
+    for m in s.hot() {
+        buf.clear();
+        codec::put_message(&mut buf, m);
+        add(&buf);
+        raw::RedisModule_DigestEndSequence.expect("digest")(md);
+    }
+}
+
+fn log_warning(msg: &str) {
+    redis_module::logging::log_warning(msg);
+}
+
+/// Keeps a `RedisString` key name usable in log lines.
+pub fn key_text(key: &RedisString) -> String {
+    String::from_utf8_lossy(key.as_slice()).into_owned()
+}
