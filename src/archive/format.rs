@@ -1,1 +1,792 @@
-// placeholder
+//! The `CCAR` archive file: one file per conversation key, built for cheap
+//! appends and crash recovery.
+//!
+//! # Layout
+//!
+//! All integers are little-endian. CRC32 is the IEEE/zlib polynomial
+//! (`crc32fast`, same as `zlib.crc32`).
+//!
+//! ## File header (`18 + key_len + 4` bytes, readable without decoding)
+//!
+//! | offset | size | field |
+//! |--------|------|-------|
+//! | 0      | 4    | magic `"CCAR"` |
+//! | 4      | 2    | format version, u16 = 1 |
+//! | 6      | 2    | flags, u16 = 0 (reserved; readers reject unknown bits) |
+//! | 8      | 8    | created, i64 unix milliseconds |
+//! | 16     | 4    | key length `K`, u32 |
+//! | 20     | K    | key bytes (the full Valkey key, binary) |
+//! | 20+K   | 4    | CRC32 of bytes `0 .. 20+K` |
+//!
+//! ## Segments (zero or more, back to back until end of file)
+//!
+//! Each segment is a 40-byte header followed by its payload:
+//!
+//! | offset | size | field |
+//! |--------|------|-------|
+//! | 0      | 4    | magic `"SEG1"` |
+//! | 4      | 8    | first_seq, u64 |
+//! | 12     | 8    | last_seq, u64 |
+//! | 20     | 4    | turn count, u32 (>= 1) |
+//! | 24     | 4    | raw length, u32: size of the serialized turns |
+//! | 28     | 4    | compressed length `C`, u32: size of the payload |
+//! | 32     | 4    | CRC32 of the payload |
+//! | 36     | 4    | CRC32 of bytes 0..36 of this segment header |
+//! | 40     | C    | payload = [`huffman::encode`](super::huffman::encode) of the serialized turns |
+//!
+//! Sequence numbers are strictly ascending within a segment and across
+//! segments (`first_seq` of a segment > `last_seq` of the previous one), and
+//! `count <= last_seq - first_seq + 1`. Every segment carries its own Huffman
+//! table, so appending costs O(new turns): truncate the file to
+//! [`ArchiveScan::valid_len`], then write one new segment.
+//!
+//! ## Serialized turns (the raw payload)
+//!
+//! `count` records back to back, nothing else. Varints are LEB128 (7 bits per
+//! byte, low group first, at most 10 bytes), zigzag for signed values:
+//!
+//! | field | encoding |
+//! |-------|----------|
+//! | seq | varint: `seq - first_seq` for the first record, `seq - previous seq` (>= 1) after |
+//! | ts_ms | zigzag varint: absolute for the first record, `ts_ms - previous ts_ms` after |
+//! | flags | 1 byte: bit 0 = meta present, bit 1 = emb present; other bits 0 |
+//! | role | varint length + UTF-8 bytes |
+//! | content | varint length + bytes (binary) |
+//! | meta | if flag bit 0: varint length + UTF-8 bytes (compact JSON object text) |
+//! | emb | if flag bit 1: varint element count + count * f32 little-endian |
+//!
+//! ## Recovery
+//!
+//! [`scan`] validates the header (a bad header is an error for the whole
+//! file), then walks the segment headers, checking each header CRC, the
+//! payload CRC and the sequence ordering, without decoding payloads. The
+//! first segment that is incomplete or fails a check ends the valid prefix:
+//! `valid_len` is its offset and `torn_tail` is set. If a later intact
+//! segment exists after the damage (a corrupt middle segment rather than a
+//! torn append), its offset is reported in `resync_offset` so the writer can
+//! refuse to truncate away good data.
+
+use super::huffman;
+use super::huffman::get_varint;
+use super::ArchiveError;
+use crate::conv::message::Message;
+
+/// File magic.
+pub const FILE_MAGIC: &[u8; 4] = b"CCAR";
+/// Segment magic.
+pub const SEGMENT_MAGIC: &[u8; 4] = b"SEG1";
+/// The format version written by this code.
+pub const FORMAT_VERSION: u16 = 1;
+/// Size of a segment header.
+pub const SEGMENT_HEADER_LEN: usize = 40;
+const FIXED_HEADER_LEN: usize = 20;
+
+/// The decoded file header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveHeader {
+    pub version: u16,
+    pub flags: u16,
+    pub created_ms: i64,
+    pub key: Vec<u8>,
+}
+
+/// One intact segment found by [`scan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// Index of the segment in the file (0-based), for error messages.
+    pub index: usize,
+    /// Byte offset of the segment header in the file.
+    pub offset: usize,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub count: u32,
+    pub raw_len: u32,
+    pub comp_len: u32,
+    pub payload_crc: u32,
+}
+
+impl SegmentInfo {
+    /// Offset just past the segment's payload.
+    pub fn end(&self) -> usize {
+        self.offset + SEGMENT_HEADER_LEN + self.comp_len as usize
+    }
+}
+
+/// Result of [`scan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveScan {
+    pub header: ArchiveHeader,
+    /// Length of the file header in bytes (offset of the first segment).
+    pub header_len: usize,
+    /// Intact segments, in file order.
+    pub segments: Vec<SegmentInfo>,
+    /// Length of the valid prefix: header plus all intact segments.
+    pub valid_len: usize,
+    /// True if bytes after `valid_len` exist but do not form an intact
+    /// segment (torn append, garbage, or corruption).
+    pub torn_tail: bool,
+    /// Why the tail was rejected, when `torn_tail`.
+    pub tail_reason: Option<String>,
+    /// Offset of an intact segment found after the damage, if any: the
+    /// damage is then not just a torn last append.
+    pub resync_offset: Option<usize>,
+}
+
+impl ArchiveScan {
+    /// Total number of turns in the intact segments.
+    pub fn turn_count(&self) -> u64 {
+        self.segments.iter().map(|s| s.count as u64).sum()
+    }
+
+    /// Last sequence number stored, if any segment.
+    pub fn last_seq(&self) -> Option<u64> {
+        self.segments.last().map(|s| s.last_seq)
+    }
+}
+
+fn u16_at(b: &[u8], o: usize) -> u16 {
+    u16::from_le_bytes([b[o], b[o + 1]])
+}
+fn u32_at(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+}
+fn u64_at(b: &[u8], o: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[o..o + 8]);
+    u64::from_le_bytes(a)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// Encodes the file header for `key`.
+pub fn encode_header(key: &[u8], created_ms: i64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(FIXED_HEADER_LEN + key.len() + 4);
+    out.extend_from_slice(FILE_MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&created_ms.to_le_bytes());
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(key);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Reads and validates the file header; returns it and its length.
+pub fn read_header(bytes: &[u8]) -> Result<(ArchiveHeader, usize), ArchiveError> {
+    if bytes.len() < 4 {
+        return Err(ArchiveError::Truncated { what: "file header" });
+    }
+    if &bytes[..4] != FILE_MAGIC {
+        return Err(ArchiveError::BadMagic { expected: "CCAR" });
+    }
+    if bytes.len() < FIXED_HEADER_LEN {
+        return Err(ArchiveError::Truncated { what: "file header" });
+    }
+    let key_len = u32_at(bytes, 16) as usize;
+    let crc_off = FIXED_HEADER_LEN
+        .checked_add(key_len)
+        .ok_or(ArchiveError::Truncated { what: "file header" })?;
+    if bytes.len() < crc_off + 4 {
+        return Err(ArchiveError::Truncated { what: "file header" });
+    }
+    if crc32fast::hash(&bytes[..crc_off]) != u32_at(bytes, crc_off) {
+        return Err(ArchiveError::ChecksumMismatch {
+            what: "file header",
+            segment: None,
+        });
+    }
+    let version = u16_at(bytes, 4);
+    if version != FORMAT_VERSION {
+        return Err(ArchiveError::UnsupportedVersion(version));
+    }
+    let flags = u16_at(bytes, 6);
+    if flags != 0 {
+        return Err(ArchiveError::Corrupt {
+            segment: None,
+            detail: format!("unknown header flags {flags:#06x}"),
+        });
+    }
+    let header = ArchiveHeader {
+        version,
+        flags,
+        created_ms: u64_at(bytes, 8) as i64,
+        key: bytes[FIXED_HEADER_LEN..crc_off].to_vec(),
+    };
+    Ok((header, crc_off + 4))
+}
+
+/// Serializes turns into the raw payload format (see module docs).
+pub fn serialize_turns(turns: &[Message]) -> Result<Vec<u8>, ArchiveError> {
+    let first = turns
+        .first()
+        .ok_or_else(|| ArchiveError::InvalidInput("segment with no turns".into()))?;
+    let size: usize = turns
+        .iter()
+        .map(|m| {
+            32 + m.role.len()
+                + m.content.len()
+                + m.meta.as_ref().map_or(0, |s| s.len() + 10)
+                + m.emb.as_ref().map_or(0, |e| e.len() * 4 + 10)
+        })
+        .sum();
+    let mut out = Vec::with_capacity(size);
+    let mut prev_seq = first.seq;
+    let mut prev_ts = 0i64;
+    for (i, m) in turns.iter().enumerate() {
+        if i > 0 && m.seq <= prev_seq {
+            return Err(ArchiveError::InvalidInput(format!(
+                "turn seqs not ascending: {} after {}",
+                m.seq, prev_seq
+            )));
+        }
+        put_varint(&mut out, m.seq - prev_seq);
+        put_varint(&mut out, zigzag(m.ts_ms.wrapping_sub(prev_ts)));
+        prev_seq = m.seq;
+        prev_ts = m.ts_ms;
+        let flags = (m.meta.is_some() as u8) | ((m.emb.is_some() as u8) << 1);
+        out.push(flags);
+        put_varint(&mut out, m.role.len() as u64);
+        out.extend_from_slice(m.role.as_bytes());
+        put_varint(&mut out, m.content.len() as u64);
+        out.extend_from_slice(&m.content);
+        if let Some(meta) = &m.meta {
+            put_varint(&mut out, meta.len() as u64);
+            out.extend_from_slice(meta.as_bytes());
+        }
+        if let Some(emb) = &m.emb {
+            put_varint(&mut out, emb.len() as u64);
+            for f in emb {
+                out.extend_from_slice(&f.to_le_bytes());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Parses a raw payload holding exactly `count` turns starting at
+/// `first_seq`. Every length is checked against the remaining bytes.
+pub fn parse_turns(
+    raw: &[u8],
+    first_seq: u64,
+    count: u32,
+    segment: Option<usize>,
+) -> Result<Vec<Message>, ArchiveError> {
+    let corrupt = |detail: &str| ArchiveError::Corrupt {
+        segment,
+        detail: format!("bad turn record: {detail}"),
+    };
+    // Each record is at least 5 bytes: bound the allocation by the input.
+    let mut out = Vec::with_capacity((count as usize).min(raw.len() / 5 + 1));
+    let mut pos = 0usize;
+    let mut seq = first_seq;
+    let mut ts = 0i64;
+    let take = |pos: &mut usize, n: u64| -> Result<&[u8], ArchiveError> {
+        let n = usize::try_from(n).map_err(|_| corrupt("length"))?;
+        let end = pos.checked_add(n).ok_or_else(|| corrupt("length"))?;
+        let s = raw.get(*pos..end).ok_or_else(|| corrupt("length past end"))?;
+        *pos = end;
+        Ok(s)
+    };
+    for i in 0..count {
+        let dseq = get_varint(raw, &mut pos).ok_or_else(|| corrupt("seq"))?;
+        if (i == 0) != (dseq == 0) {
+            return Err(corrupt("seq not ascending from first_seq"));
+        }
+        seq = seq.checked_add(dseq).ok_or_else(|| corrupt("seq overflow"))?;
+        let dts = get_varint(raw, &mut pos).ok_or_else(|| corrupt("timestamp"))?;
+        ts = ts.wrapping_add(unzigzag(dts));
+        let flags = *raw.get(pos).ok_or_else(|| corrupt("flags"))?;
+        pos += 1;
+        if flags & !3 != 0 {
+            return Err(corrupt("unknown flags"));
+        }
+        let n = get_varint(raw, &mut pos).ok_or_else(|| corrupt("role length"))?;
+        let role = String::from_utf8(take(&mut pos, n)?.to_vec())
+            .map_err(|_| corrupt("role not UTF-8"))?;
+        let n = get_varint(raw, &mut pos).ok_or_else(|| corrupt("content length"))?;
+        let content = take(&mut pos, n)?.to_vec();
+        let meta = if flags & 1 != 0 {
+            let n = get_varint(raw, &mut pos).ok_or_else(|| corrupt("meta length"))?;
+            Some(
+                String::from_utf8(take(&mut pos, n)?.to_vec())
+                    .map_err(|_| corrupt("meta not UTF-8"))?,
+            )
+        } else {
+            None
+        };
+        let emb = if flags & 2 != 0 {
+            let n = get_varint(raw, &mut pos).ok_or_else(|| corrupt("emb length"))?;
+            let bytes = take(&mut pos, n.checked_mul(4).ok_or_else(|| corrupt("emb length"))?)?;
+            Some(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            )
+        } else {
+            None
+        };
+        out.push(Message {
+            seq,
+            ts_ms: ts,
+            role,
+            content,
+            meta,
+            emb,
+        });
+    }
+    if pos != raw.len() {
+        return Err(corrupt("trailing bytes after last turn"));
+    }
+    Ok(out)
+}
+
+/// Encodes one segment (header + Huffman payload). `turns` must be non-empty
+/// with strictly ascending `seq`, and serialize to < 4 GiB.
+pub fn try_encode_segment(turns: &[Message]) -> Result<Vec<u8>, ArchiveError> {
+    let raw = serialize_turns(turns)?;
+    let payload = huffman::encode(&raw);
+    let too_big = |what: &str| ArchiveError::InvalidInput(format!("segment {what} exceeds 4 GiB"));
+    let raw_len = u32::try_from(raw.len()).map_err(|_| too_big("raw length"))?;
+    let comp_len = u32::try_from(payload.len()).map_err(|_| too_big("compressed length"))?;
+    let count = u32::try_from(turns.len()).map_err(|_| too_big("turn count"))?;
+    let mut out = Vec::with_capacity(SEGMENT_HEADER_LEN + payload.len());
+    out.extend_from_slice(SEGMENT_MAGIC);
+    out.extend_from_slice(&turns[0].seq.to_le_bytes());
+    out.extend_from_slice(&turns[turns.len() - 1].seq.to_le_bytes());
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&raw_len.to_le_bytes());
+    out.extend_from_slice(&comp_len.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    let hcrc = crc32fast::hash(&out);
+    out.extend_from_slice(&hcrc.to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+/// Encodes one segment.
+///
+/// # Panics
+/// If `turns` is empty, not strictly ascending by `seq`, or larger than
+/// 4 GiB serialized; use [`try_encode_segment`] to get an error instead.
+pub fn encode_segment(turns: &[Message]) -> Vec<u8> {
+    match try_encode_segment(turns) {
+        Ok(v) => v,
+        Err(e) => panic!("encode_segment: {e}"),
+    }
+}
+
+/// Checks the segment at `off`; `min_seq` is the smallest allowed first_seq.
+fn check_segment(
+    bytes: &[u8],
+    off: usize,
+    index: usize,
+    min_seq: Option<u64>,
+) -> Result<SegmentInfo, String> {
+    let rest = &bytes[off..];
+    if rest.len() < SEGMENT_HEADER_LEN {
+        return Err(format!(
+            "partial segment header ({} of {SEGMENT_HEADER_LEN} bytes)",
+            rest.len()
+        ));
+    }
+    if &rest[..4] != SEGMENT_MAGIC {
+        return Err("bad segment magic".into());
+    }
+    if crc32fast::hash(&rest[..36]) != u32_at(rest, 36) {
+        return Err("segment header checksum mismatch".into());
+    }
+    let info = SegmentInfo {
+        index,
+        offset: off,
+        first_seq: u64_at(rest, 4),
+        last_seq: u64_at(rest, 12),
+        count: u32_at(rest, 20),
+        raw_len: u32_at(rest, 24),
+        comp_len: u32_at(rest, 28),
+        payload_crc: u32_at(rest, 32),
+    };
+    if info.count == 0
+        || info.last_seq < info.first_seq
+        || (info.count as u64 - 1) > info.last_seq - info.first_seq
+    {
+        return Err("segment header has inconsistent seq range/count".into());
+    }
+    if let Some(min) = min_seq {
+        if info.first_seq < min {
+            return Err(format!(
+                "segment seqs not ascending (first_seq {} < {min})",
+                info.first_seq
+            ));
+        }
+    }
+    let avail = rest.len() - SEGMENT_HEADER_LEN;
+    if (info.comp_len as usize) > avail {
+        return Err(format!(
+            "partial segment payload ({avail} of {} bytes)",
+            info.comp_len
+        ));
+    }
+    let payload = &rest[SEGMENT_HEADER_LEN..SEGMENT_HEADER_LEN + info.comp_len as usize];
+    if crc32fast::hash(payload) != info.payload_crc {
+        return Err("segment payload checksum mismatch".into());
+    }
+    Ok(info)
+}
+
+/// Validates the header and walks the segments (CRC checks only, no
+/// decoding). Only a bad file header is an error; damage after it ends the
+/// valid prefix (see module docs).
+pub fn scan(bytes: &[u8]) -> Result<ArchiveScan, ArchiveError> {
+    let (header, header_len) = read_header(bytes)?;
+    let mut segments: Vec<SegmentInfo> = Vec::new();
+    let mut off = header_len;
+    let mut tail_reason = None;
+    while off < bytes.len() {
+        let min_seq = segments.last().map(|s| s.last_seq.saturating_add(1));
+        if segments.last().is_some_and(|s| s.last_seq == u64::MAX) {
+            tail_reason = Some("data after a segment ending at seq u64::MAX".to_string());
+            break;
+        }
+        match check_segment(bytes, off, segments.len(), min_seq) {
+            Ok(info) => {
+                off = info.end();
+                segments.push(info);
+            }
+            Err(reason) => {
+                tail_reason = Some(format!("segment {} at offset {off}: {reason}", segments.len()));
+                break;
+            }
+        }
+    }
+    let torn_tail = tail_reason.is_some();
+    let resync_offset = if torn_tail {
+        find_resync(bytes, off, segments.len())
+    } else {
+        None
+    };
+    Ok(ArchiveScan {
+        header,
+        header_len,
+        segments,
+        valid_len: off,
+        torn_tail,
+        tail_reason,
+        resync_offset,
+    })
+}
+
+/// Looks for an intact segment after a damaged one at `bad_off`.
+fn find_resync(bytes: &[u8], bad_off: usize, index: usize) -> Option<usize> {
+    let mut from = bad_off + 1;
+    while from < bytes.len() {
+        let hit = memchr::memmem::find(&bytes[from..], SEGMENT_MAGIC)? + from;
+        if check_segment(bytes, hit, index, None).is_ok() {
+            return Some(hit);
+        }
+        from = hit + 1;
+    }
+    None
+}
+
+/// Decodes one segment found by [`scan`] (payload CRC re-checked).
+pub fn decode_segment(bytes: &[u8], seg: &SegmentInfo) -> Result<Vec<Message>, ArchiveError> {
+    let idx = Some(seg.index);
+    let start = seg.offset + SEGMENT_HEADER_LEN;
+    let payload = bytes
+        .get(start..start + seg.comp_len as usize)
+        .ok_or(ArchiveError::Truncated {
+            what: "segment payload",
+        })?;
+    if crc32fast::hash(payload) != seg.payload_crc {
+        return Err(ArchiveError::ChecksumMismatch {
+            what: "segment payload",
+            segment: idx,
+        });
+    }
+    let raw = huffman::decode(payload).map_err(|source| ArchiveError::Huffman {
+        segment: idx,
+        source,
+    })?;
+    if raw.len() != seg.raw_len as usize {
+        return Err(ArchiveError::Corrupt {
+            segment: idx,
+            detail: format!(
+                "decoded {} bytes, header says {}",
+                raw.len(),
+                seg.raw_len
+            ),
+        });
+    }
+    let turns = parse_turns(&raw, seg.first_seq, seg.count, idx)?;
+    if turns.last().map(|m| m.seq) != Some(seg.last_seq) {
+        return Err(ArchiveError::Corrupt {
+            segment: idx,
+            detail: "last turn seq differs from segment header".into(),
+        });
+    }
+    Ok(turns)
+}
+
+/// Scans and decodes every intact segment.
+pub fn read_all(bytes: &[u8]) -> Result<(ArchiveHeader, Vec<Message>, ArchiveScan), ArchiveError> {
+    let sc = scan(bytes)?;
+    let mut turns = Vec::with_capacity(sc.turn_count().min(1 << 20) as usize);
+    for seg in &sc.segments {
+        turns.extend(decode_segment(bytes, seg)?);
+    }
+    Ok((sc.header.clone(), turns, sc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(seq: u64, content: &[u8]) -> Message {
+        Message {
+            seq,
+            ts_ms: 1_700_000_000_000 + seq as i64 * 1234,
+            role: if seq % 2 == 0 { "user" } else { "assistant" }.into(),
+            content: content.to_vec(),
+            meta: if seq % 3 == 0 {
+                Some(format!("{{\"n\":{seq},\"model\":\"gpt\"}}"))
+            } else {
+                None
+            },
+            emb: if seq % 4 == 0 {
+                Some(vec![0.5, -1.25, f32::MIN_POSITIVE, seq as f32])
+            } else {
+                None
+            },
+        }
+    }
+
+    fn batch(from: u64, n: u64) -> Vec<Message> {
+        (from..from + n)
+            .map(|s| msg(s, format!("turn {s}: héllo wörld 🙂 — some text to compress").as_bytes()))
+            .collect()
+    }
+
+    fn file_of(batches: &[Vec<Message>]) -> Vec<u8> {
+        let mut f = encode_header(b"conv:\x00user/../42", 1_700_000_000_123);
+        for b in batches {
+            f.extend(encode_segment(b));
+        }
+        f
+    }
+
+    #[test]
+    fn header_roundtrip() {
+        for key in [&b""[..], b"k", b"\xff\x00/..", &[7u8; 5000]] {
+            let h = encode_header(key, -5);
+            let (hdr, len) = read_header(&h).unwrap();
+            assert_eq!(len, h.len());
+            assert_eq!(hdr.key, key);
+            assert_eq!(hdr.created_ms, -5);
+            assert_eq!(hdr.version, 1);
+        }
+        assert!(matches!(read_header(b"XXXX"), Err(ArchiveError::BadMagic { .. })));
+    }
+
+    #[test]
+    fn roundtrip_several_segments() {
+        let batches = vec![batch(1, 5), batch(6, 1), batch(10, 40)];
+        let f = file_of(&batches);
+        let (hdr, turns, sc) = read_all(&f).unwrap();
+        assert_eq!(hdr.key, b"conv:\x00user/../42");
+        assert_eq!(hdr.created_ms, 1_700_000_000_123);
+        assert!(!sc.torn_tail);
+        assert_eq!(sc.valid_len, f.len());
+        assert_eq!(sc.segments.len(), 3);
+        assert_eq!(sc.turn_count(), 46);
+        assert_eq!(sc.last_seq(), Some(49));
+        assert_eq!(
+            (sc.segments[2].first_seq, sc.segments[2].last_seq, sc.segments[2].count),
+            (10, 49, 40)
+        );
+        let all: Vec<Message> = batches.concat();
+        assert_eq!(turns, all);
+        // Appending = concat of another segment.
+        let mut f2 = f.clone();
+        f2.extend(encode_segment(&batch(100, 2)));
+        assert_eq!(read_all(&f2).unwrap().1.len(), 48);
+        // Header only.
+        let h = encode_header(b"k", 0);
+        let (_, t, sc) = read_all(&h).unwrap();
+        assert!(t.is_empty() && !sc.torn_tail && sc.valid_len == h.len());
+    }
+
+    #[test]
+    fn unicode_binary_empty_fields_and_big_content() {
+        let mut big = Vec::with_capacity(1 << 20);
+        let mut x = 1u32;
+        while big.len() < 1 << 20 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            big.push(b"abcdefgh \n{}\":"[(x >> 16) as usize % 14]);
+        }
+        let turns = vec![
+            Message {
+                seq: 0,
+                ts_ms: i64::MIN,
+                role: String::new(),
+                content: vec![],
+                meta: Some(String::new()),
+                emb: Some(vec![]),
+            },
+            Message {
+                seq: 1,
+                ts_ms: i64::MAX,
+                role: "ツール".into(),
+                content: vec![0, 255, 0xc3, 0x28, 0],
+                meta: Some("{\"ü\":\"🙂\"}".into()),
+                emb: Some(vec![f32::NAN, f32::INFINITY, -0.0]),
+            },
+            Message {
+                seq: u64::MAX - 1,
+                ts_ms: -1,
+                role: "user".into(),
+                content: big,
+                meta: None,
+                emb: None,
+            },
+        ];
+        let mut f = encode_header(b"", 0);
+        f.extend(encode_segment(&turns));
+        let (_, back, _) = read_all(&f).unwrap();
+        assert_eq!(back.len(), 3);
+        // NaN != NaN: compare emb bit patterns.
+        let bits = |m: &Message| m.emb.as_ref().map(|e| e.iter().map(|f| f.to_bits()).collect::<Vec<_>>());
+        for (a, b) in back.iter().zip(&turns) {
+            assert_eq!((a.seq, a.ts_ms, &a.role, &a.content, &a.meta), (b.seq, b.ts_ms, &b.role, &b.content, &b.meta));
+            assert_eq!(bits(a), bits(b));
+        }
+        // The 1 MiB segment compresses.
+        assert!(f.len() < (1 << 20) * 6 / 10);
+    }
+
+    #[test]
+    fn bad_input_to_encoder() {
+        assert!(try_encode_segment(&[]).is_err());
+        assert!(try_encode_segment(&[msg(5, b"a"), msg(5, b"b")]).is_err());
+        assert!(try_encode_segment(&[msg(5, b"a"), msg(4, b"b")]).is_err());
+    }
+
+    #[test]
+    fn truncation_at_every_offset() {
+        let batches = vec![batch(1, 3), batch(4, 7), batch(20, 2)];
+        let f = file_of(&batches);
+        let full = scan(&f).unwrap();
+        let hlen = full.header_len;
+        let ends: Vec<usize> = full.segments.iter().map(|s| s.end()).collect();
+        for cut in 0..=f.len() {
+            let r = scan(&f[..cut]);
+            if cut < hlen {
+                assert!(r.is_err(), "cut {cut}");
+                continue;
+            }
+            let sc = r.unwrap();
+            let whole = ends.iter().filter(|&&e| e <= cut).count();
+            assert_eq!(sc.segments.len(), whole, "cut {cut}");
+            let expect_valid = if whole == 0 { hlen } else { ends[whole - 1] };
+            assert_eq!(sc.valid_len, expect_valid, "cut {cut}");
+            assert_eq!(sc.torn_tail, cut != expect_valid, "cut {cut}");
+            assert_eq!(sc.resync_offset, None);
+            // The valid prefix decodes.
+            let (_, turns, _) = read_all(&f[..cut]).unwrap();
+            assert_eq!(turns.len() as u64, sc.turn_count());
+        }
+    }
+
+    #[test]
+    fn bit_flips_detected() {
+        let batches = vec![batch(1, 3), batch(4, 7), batch(20, 2)];
+        let f = file_of(&batches);
+        let full = scan(&f).unwrap();
+        for i in 0..f.len() {
+            for bit in [0u8, 3, 7] {
+                let mut g = f.clone();
+                g[i] ^= 1 << bit;
+                match scan(&g) {
+                    Err(_) => assert!(i < full.header_len, "byte {i}"),
+                    Ok(sc) => {
+                        assert!(i >= full.header_len);
+                        // The damaged segment and everything after is dropped.
+                        let hit = full.segments.iter().position(|s| i >= s.offset && i < s.end()).unwrap();
+                        assert_eq!(sc.segments.len(), hit, "byte {i}");
+                        assert!(sc.torn_tail);
+                        assert_eq!(sc.valid_len, full.segments[hit].offset);
+                        // Middle damage: the next intact segment is found.
+                        if hit + 1 < full.segments.len() {
+                            assert_eq!(sc.resync_offset, Some(full.segments[hit + 1].offset), "byte {i}");
+                        }
+                        read_all(&g).unwrap();
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn decode_segment_rechecks() {
+        let f = file_of(&[batch(1, 3)]);
+        let sc = scan(&f).unwrap();
+        let mut g = f.clone();
+        let last = g.len() - 1;
+        g[last] ^= 1;
+        let e = decode_segment(&g, &sc.segments[0]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "corrupt archive: checksum mismatch (segment payload) in segment 0"
+        );
+        assert!(decode_segment(&f[..f.len() - 1], &sc.segments[0]).is_err());
+    }
+
+    #[test]
+    fn garbage_after_valid_data_and_non_ascending_segments() {
+        let mut f = file_of(&[batch(1, 3)]);
+        let good = f.len();
+        f.extend_from_slice(b"SEG1 this is garbage that is long enough to be a header.....");
+        let sc = scan(&f).unwrap();
+        assert_eq!(sc.valid_len, good);
+        assert!(sc.torn_tail);
+        assert!(sc.tail_reason.unwrap().contains("checksum"));
+        // A segment whose seqs go backwards is not accepted.
+        let mut f = file_of(&[batch(10, 3)]);
+        let good = f.len();
+        f.extend(encode_segment(&batch(5, 2)));
+        let sc = scan(&f).unwrap();
+        assert_eq!((sc.valid_len, sc.torn_tail), (good, true));
+    }
+
+    #[test]
+    fn parse_turns_rejects_garbage() {
+        let raw = serialize_turns(&batch(1, 4)).unwrap();
+        assert_eq!(parse_turns(&raw, 1, 4, None).unwrap().len(), 4);
+        assert!(parse_turns(&raw, 1, 5, None).is_err());
+        assert!(parse_turns(&raw, 1, 3, None).is_err());
+        let mut x = 0x9e37_79b9u32;
+        for _ in 0..5000 {
+            let mut r = raw.clone();
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let i = (x as usize >> 8) % r.len();
+            r[i] = (x >> 3) as u8;
+            let _ = parse_turns(&r, 1, 4, None);
+            let _ = parse_turns(&r[..i], 1, u32::MAX, None);
+        }
+    }
+}

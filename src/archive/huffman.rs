@@ -492,6 +492,25 @@ impl Reader {
     }
 }
 
+/// Two-symbol table: entry = sym1 | sym2 << 8 | bits << 16 | nsyms << 24,
+/// built from the single-symbol table: a second symbol is included when its
+/// whole code fits in the 11 looked-up bits.
+fn build_double_table(single: &DecodeTable) -> Box<[u32; TABLE_SIZE]> {
+    let mut t = Box::new([0u32; TABLE_SIZE]);
+    for (i, e) in t.iter_mut().enumerate() {
+        let e1 = single[i] as u32;
+        let l1 = e1 >> 8;
+        let e2 = single[i >> l1] as u32;
+        let l2 = e2 >> 8;
+        *e = if l1 + l2 <= MAX_CODE_LEN {
+            (e1 & 0xff) | ((e2 & 0xff) << 8) | ((l1 + l2) << 16) | (2 << 24)
+        } else {
+            (e1 & 0xff) | (l1 << 16) | (1 << 24)
+        };
+    }
+    t
+}
+
 fn decode_streams(
     buf: &[u8],
     table: &DecodeTable,
@@ -502,44 +521,42 @@ fn decode_streams(
     let k = bounds.len();
     let q = n.div_ceil(k);
     if k == 4 {
-        let (o0, rest) = out.split_at_mut(q);
-        let (o1, rest) = rest.split_at_mut(q);
-        let (o2, o3) = rest.split_at_mut(q);
+        let double = build_double_table(table);
         let mut r = [
             Reader::new(bounds[0].0, bounds[0].1),
             Reader::new(bounds[1].0, bounds[1].1),
             Reader::new(bounds[2].0, bounds[2].1),
             Reader::new(bounds[3].0, bounds[3].1),
         ];
-        // Interleaved main loop: 4 symbols per stream per refill.
-        let rounds = o3.len() / 4;
+        let mut op = [0, q, 2 * q, 3 * q];
+        let oend = [q, 2 * q, 3 * q, n];
+        // Interleaved main loop: 4 lookups (<= 44 bits, <= 8 bytes out) per
+        // stream per refill, while every stream has >= 8 bytes of room left
+        // in its own quarter (the 2-byte stores never cross into the next).
+        while op[0] + 8 <= oend[0]
+            && op[1] + 8 <= oend[1]
+            && op[2] + 8 <= oend[2]
+            && op[3] + 8 <= oend[3]
         {
-            let mut c0 = o0.chunks_exact_mut(4);
-            let mut c1 = o1.chunks_exact_mut(4);
-            let mut c2 = o2.chunks_exact_mut(4);
-            let mut c3 = o3.chunks_exact_mut(4);
-            for _ in 0..rounds {
-                let (Some(d0), Some(d1), Some(d2), Some(d3)) =
-                    (c0.next(), c1.next(), c2.next(), c3.next())
-                else {
-                    break;
-                };
-                let ok = r[0].refill(buf) & r[1].refill(buf) & r[2].refill(buf) & r[3].refill(buf);
-                if !ok {
-                    return Err(HuffmanError::BadStream("stream overrun"));
-                }
-                for j in 0..4 {
-                    d0[j] = r[0].decode(table);
-                    d1[j] = r[1].decode(table);
-                    d2[j] = r[2].decode(table);
-                    d3[j] = r[3].decode(table);
+            let ok = r[0].refill(buf) & r[1].refill(buf) & r[2].refill(buf) & r[3].refill(buf);
+            if !ok {
+                return Err(HuffmanError::BadStream("stream overrun"));
+            }
+            for _ in 0..4 {
+                for s in 0..4 {
+                    let rd = &mut r[s];
+                    let e = double[(rd.bits as usize) & (TABLE_SIZE - 1)];
+                    let l = (e >> 16) & 0xff;
+                    rd.bits >>= l;
+                    rd.count -= l;
+                    out[op[s]..op[s] + 2].copy_from_slice(&(e as u16).to_le_bytes());
+                    op[s] += (e >> 24) as usize;
                 }
             }
         }
-        let done = rounds * 4;
-        for (reader, o) in r.iter_mut().zip([o0, o1, o2, o3]) {
-            decode_tail(buf, table, reader, &mut o[done..])?;
-            if !reader.finished_exactly(buf) {
+        for s in 0..4 {
+            decode_tail(buf, table, &mut r[s], &mut out[op[s]..oend[s]])?;
+            if !r[s].finished_exactly(buf) {
                 return Err(HuffmanError::BadStream("stream length mismatch"));
             }
         }
@@ -1252,31 +1269,36 @@ mod tests {
     }
 
     /// `cargo test --release -- --ignored --nocapture bench_huffman`
+    /// Prints best and median per-call throughput (the machine may be shared).
     #[test]
     #[ignore]
     fn bench_huffman() {
         use std::time::Instant;
+        fn stats(mb: f64, mut secs: Vec<f64>) -> (f64, f64) {
+            secs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            (mb / secs[0], mb / secs[secs.len() / 2])
+        }
         let data = chat_corpus(1 << 20);
         let mb = data.len() as f64 / 1e6;
-        let iters = 200;
-        let mut blob = encode(&data);
-        let t = Instant::now();
+        let iters = 300;
+        let blob = encode(&data);
+        let mut t_enc = Vec::new();
+        let mut t_dec = Vec::new();
         for _ in 0..iters {
-            blob = std::hint::black_box(encode(std::hint::black_box(&data)));
+            let t = Instant::now();
+            std::hint::black_box(encode(std::hint::black_box(&data)));
+            t_enc.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            std::hint::black_box(decode(std::hint::black_box(&blob)).unwrap());
+            t_dec.push(t.elapsed().as_secs_f64());
         }
-        let enc = mb * iters as f64 / t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        for _ in 0..iters {
-            let out = decode(std::hint::black_box(&blob)).unwrap();
-            std::hint::black_box(out);
-        }
-        let dec = mb * iters as f64 / t.elapsed().as_secs_f64();
         let legacy = lix_encode(&data);
-        let t = Instant::now();
+        let mut t_leg = Vec::new();
         for _ in 0..10 {
+            let t = Instant::now();
             std::hint::black_box(decode_lix_hcv1(&legacy).unwrap());
+            t_leg.push(t.elapsed().as_secs_f64());
         }
-        let leg = mb * 10.0 / t.elapsed().as_secs_f64();
         let ent = entropy_bytes(&data);
         println!(
             "input {} bytes, blob {} bytes ({:.2}% of input), order-0 entropy {:.0} bytes, blob/entropy = {:.4}",
@@ -1286,6 +1308,11 @@ mod tests {
             ent,
             blob.len() as f64 / ent
         );
-        println!("encode {enc:.0} MB/s, decode {dec:.0} MB/s, legacy HCv1 decode {leg:.0} MB/s");
+        let (eb, em) = stats(mb, t_enc);
+        let (db, dm) = stats(mb, t_dec);
+        let (lb, lm) = stats(mb, t_leg);
+        println!("encode best {eb:.0} MB/s median {em:.0} MB/s");
+        println!("decode best {db:.0} MB/s median {dm:.0} MB/s");
+        println!("legacy HCv1 decode best {lb:.0} MB/s median {lm:.0} MB/s");
     }
 }

@@ -144,8 +144,7 @@ fn search_rows(rows: Rows<'_>, query: &[f32], min_sim: f32, k: usize, now_ms: i6
         .enumerate()
         .filter_map(|(index, &s)| {
             let score = s.clamp(-1.0, 1.0);
-            // `!(>=)` also drops a NaN score.
-            if !(score >= threshold) || is_expired(expire_at_ms[index], now_ms) {
+            if score.is_nan() || score < threshold || is_expired(expire_at_ms[index], now_ms) {
                 return None;
             }
             Some(Hit {
@@ -674,11 +673,12 @@ mod tests {
             }
             for (i, v) in raws.iter().enumerate() {
                 let q = normalized(v).unwrap();
-                let hits = b.search(&q, 1.0, 1, 0);
-                assert_eq!(ids(&hits), vec![i as u64 + 1], "dim {dim} entry {i}");
-                assert!(hits[0].score <= 1.0);
-                let snap_hits = b.snapshot().search(&q, 1.0, 1, 0);
-                assert_eq!(ids(&snap_hits), vec![i as u64 + 1]);
+                // (In dims 1 and 3 other entries may share the direction.)
+                let hits = b.search(&q, 1.0, usize::MAX, 0);
+                assert!(ids(&hits).contains(&(i as u64 + 1)), "dim {dim} entry {i}");
+                assert!(hits.iter().all(|h| h.score <= 1.0));
+                let snap_hits = b.snapshot().search(&q, 1.0, usize::MAX, 0);
+                assert_eq!(snap_hits, hits);
             }
         }
     }
@@ -973,8 +973,7 @@ mod tests {
             bound(dim, 1_000, resp)
         );
         assert!(hb >= 1_000 * 4 * dim + resp);
-        // Half full: the reservation is exact, so still within the bound of
-        // the full bucket; churn (evictions) keeps it.
+        // Churn (2,000 evictions) keeps the bound: eviction reuses the rows.
         let mut c = Bucket::new(1_000);
         let r2 = fill(&mut c, 3_000, dim, &mut rng);
         let live_resp: usize = c.entries().map(|e| e.2.len()).sum();

