@@ -35,14 +35,14 @@ impl Args {
     }
 
     /// The next argument, or an arity error.
-    pub fn next(&mut self) -> Result<&RedisString, RedisError> {
+    pub fn next_arg(&mut self) -> Result<&RedisString, RedisError> {
         let a = self.argv.get(self.pos).ok_or(RedisError::WrongArity)?;
         self.pos += 1;
         Ok(a)
     }
 
     pub fn next_bytes(&mut self) -> Result<&[u8], RedisError> {
-        Ok(self.next()?.as_slice())
+        Ok(self.next_arg()?.as_slice())
     }
 
     /// The value that must follow keyword `name`.
@@ -82,7 +82,10 @@ impl Args {
 }
 
 pub fn parse_i64(name: &str, v: &[u8]) -> Result<i64, RedisError> {
-    match std::str::from_utf8(v).ok().and_then(|s| s.parse::<i64>().ok()) {
+    match std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+    {
         Some(n) => Ok(n),
         None => err(format!(
             "value for {name} is not an integer: '{}'",
@@ -92,7 +95,10 @@ pub fn parse_i64(name: &str, v: &[u8]) -> Result<i64, RedisError> {
 }
 
 pub fn parse_f64(name: &str, v: &[u8]) -> Result<f64, RedisError> {
-    match std::str::from_utf8(v).ok().and_then(|s| s.parse::<f64>().ok()) {
+    match std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+    {
         Some(n) if n.is_finite() => Ok(n),
         _ => err(format!(
             "value for {name} is not a number: '{}'",

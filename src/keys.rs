@@ -9,6 +9,9 @@ pub fn read<'a, T>(key: &'a RedisKey, ty: &RedisType) -> Result<Option<&'a T>, R
     key.get_value::<T>(ty).map_err(|_| RedisError::WrongType)
 }
 
-pub fn write<'a, T>(key: &'a RedisKeyWritable, ty: &RedisType) -> Result<Option<&'a mut T>, RedisError> {
+pub fn write<'a, T>(
+    key: &'a RedisKeyWritable,
+    ty: &RedisType,
+) -> Result<Option<&'a mut T>, RedisError> {
     key.get_value::<T>(ty).map_err(|_| RedisError::WrongType)
 }

@@ -26,7 +26,10 @@ type Alloc = std::alloc::System;
 #[cfg(test)]
 const ALLOC: Alloc = std::alloc::System;
 
-extern "C" fn info_callback(ctx: *mut redis_module::raw::RedisModuleInfoCtx, for_crash_report: i32) {
+extern "C" fn info_callback(
+    ctx: *mut redis_module::raw::RedisModuleInfoCtx,
+    for_crash_report: i32,
+) {
     info::add_info(&redis_module::InfoContext::new(ctx), for_crash_report != 0);
 }
 

@@ -189,20 +189,28 @@ pub fn encode_header(key: &[u8], created_ms: i64) -> Vec<u8> {
 /// Reads and validates the file header; returns it and its length.
 pub fn read_header(bytes: &[u8]) -> Result<(ArchiveHeader, usize), ArchiveError> {
     if bytes.len() < 4 {
-        return Err(ArchiveError::Truncated { what: "file header" });
+        return Err(ArchiveError::Truncated {
+            what: "file header",
+        });
     }
     if &bytes[..4] != FILE_MAGIC {
         return Err(ArchiveError::BadMagic { expected: "CCAR" });
     }
     if bytes.len() < FIXED_HEADER_LEN {
-        return Err(ArchiveError::Truncated { what: "file header" });
+        return Err(ArchiveError::Truncated {
+            what: "file header",
+        });
     }
     let key_len = u32_at(bytes, 16) as usize;
     let crc_off = FIXED_HEADER_LEN
         .checked_add(key_len)
-        .ok_or(ArchiveError::Truncated { what: "file header" })?;
+        .ok_or(ArchiveError::Truncated {
+            what: "file header",
+        })?;
     if bytes.len() < crc_off + 4 {
-        return Err(ArchiveError::Truncated { what: "file header" });
+        return Err(ArchiveError::Truncated {
+            what: "file header",
+        });
     }
     if crc32fast::hash(&bytes[..crc_off]) != u32_at(bytes, crc_off) {
         return Err(ArchiveError::ChecksumMismatch {
@@ -298,7 +306,9 @@ pub fn parse_turns(
     let take = |pos: &mut usize, n: u64| -> Result<&[u8], ArchiveError> {
         let n = usize::try_from(n).map_err(|_| corrupt("length"))?;
         let end = pos.checked_add(n).ok_or_else(|| corrupt("length"))?;
-        let s = raw.get(*pos..end).ok_or_else(|| corrupt("length past end"))?;
+        let s = raw
+            .get(*pos..end)
+            .ok_or_else(|| corrupt("length past end"))?;
         *pos = end;
         Ok(s)
     };
@@ -307,7 +317,9 @@ pub fn parse_turns(
         if (i == 0) != (dseq == 0) {
             return Err(corrupt("seq not ascending from first_seq"));
         }
-        seq = seq.checked_add(dseq).ok_or_else(|| corrupt("seq overflow"))?;
+        seq = seq
+            .checked_add(dseq)
+            .ok_or_else(|| corrupt("seq overflow"))?;
         let dts = get_varint(raw, &mut pos).ok_or_else(|| corrupt("timestamp"))?;
         ts = ts.wrapping_add(unzigzag(dts));
         let flags = *raw.get(pos).ok_or_else(|| corrupt("flags"))?;
@@ -331,7 +343,10 @@ pub fn parse_turns(
         };
         let emb = if flags & 2 != 0 {
             let n = get_varint(raw, &mut pos).ok_or_else(|| corrupt("emb length"))?;
-            let bytes = take(&mut pos, n.checked_mul(4).ok_or_else(|| corrupt("emb length"))?)?;
+            let bytes = take(
+                &mut pos,
+                n.checked_mul(4).ok_or_else(|| corrupt("emb length"))?,
+            )?;
             Some(
                 bytes
                     .chunks_exact(4)
@@ -469,7 +484,10 @@ pub fn scan(bytes: &[u8]) -> Result<ArchiveScan, ArchiveError> {
                 segments.push(info);
             }
             Err(reason) => {
-                tail_reason = Some(format!("segment {} at offset {off}: {reason}", segments.len()));
+                tail_reason = Some(format!(
+                    "segment {} at offset {off}: {reason}",
+                    segments.len()
+                ));
                 break;
             }
         }
@@ -508,11 +526,12 @@ fn find_resync(bytes: &[u8], bad_off: usize, index: usize) -> Option<usize> {
 pub fn decode_segment(bytes: &[u8], seg: &SegmentInfo) -> Result<Vec<Message>, ArchiveError> {
     let idx = Some(seg.index);
     let start = seg.offset + SEGMENT_HEADER_LEN;
-    let payload = bytes
-        .get(start..start + seg.comp_len as usize)
-        .ok_or(ArchiveError::Truncated {
-            what: "segment payload",
-        })?;
+    let payload =
+        bytes
+            .get(start..start + seg.comp_len as usize)
+            .ok_or(ArchiveError::Truncated {
+                what: "segment payload",
+            })?;
     if crc32fast::hash(payload) != seg.payload_crc {
         return Err(ArchiveError::ChecksumMismatch {
             what: "segment payload",
@@ -526,11 +545,7 @@ pub fn decode_segment(bytes: &[u8], seg: &SegmentInfo) -> Result<Vec<Message>, A
     if raw.len() != seg.raw_len as usize {
         return Err(ArchiveError::Corrupt {
             segment: idx,
-            detail: format!(
-                "decoded {} bytes, header says {}",
-                raw.len(),
-                seg.raw_len
-            ),
+            detail: format!("decoded {} bytes, header says {}", raw.len(), seg.raw_len),
         });
     }
     let turns = parse_turns(&raw, seg.first_seq, seg.count, idx)?;
@@ -561,14 +576,19 @@ mod tests {
         Message {
             seq,
             ts_ms: 1_700_000_000_000 + seq as i64 * 1234,
-            role: if seq % 2 == 0 { "user" } else { "assistant" }.into(),
+            role: if seq.is_multiple_of(2) {
+                "user"
+            } else {
+                "assistant"
+            }
+            .into(),
             content: content.to_vec(),
-            meta: if seq % 3 == 0 {
+            meta: if seq.is_multiple_of(3) {
                 Some(format!("{{\"n\":{seq},\"model\":\"gpt\"}}"))
             } else {
                 None
             },
-            emb: if seq % 4 == 0 {
+            emb: if seq.is_multiple_of(4) {
                 Some(vec![0.5, -1.25, f32::MIN_POSITIVE, seq as f32])
             } else {
                 None
@@ -578,7 +598,12 @@ mod tests {
 
     fn batch(from: u64, n: u64) -> Vec<Message> {
         (from..from + n)
-            .map(|s| msg(s, format!("turn {s}: héllo wörld 🙂 — some text to compress").as_bytes()))
+            .map(|s| {
+                msg(
+                    s,
+                    format!("turn {s}: héllo wörld 🙂 — some text to compress").as_bytes(),
+                )
+            })
             .collect()
     }
 
@@ -600,7 +625,10 @@ mod tests {
             assert_eq!(hdr.created_ms, -5);
             assert_eq!(hdr.version, 1);
         }
-        assert!(matches!(read_header(b"XXXX"), Err(ArchiveError::BadMagic { .. })));
+        assert!(matches!(
+            read_header(b"XXXX"),
+            Err(ArchiveError::BadMagic { .. })
+        ));
     }
 
     #[test]
@@ -616,7 +644,11 @@ mod tests {
         assert_eq!(sc.turn_count(), 46);
         assert_eq!(sc.last_seq(), Some(49));
         assert_eq!(
-            (sc.segments[2].first_seq, sc.segments[2].last_seq, sc.segments[2].count),
+            (
+                sc.segments[2].first_seq,
+                sc.segments[2].last_seq,
+                sc.segments[2].count
+            ),
             (10, 49, 40)
         );
         let all: Vec<Message> = batches.concat();
@@ -670,9 +702,16 @@ mod tests {
         let (_, back, _) = read_all(&f).unwrap();
         assert_eq!(back.len(), 3);
         // NaN != NaN: compare emb bit patterns.
-        let bits = |m: &Message| m.emb.as_ref().map(|e| e.iter().map(|f| f.to_bits()).collect::<Vec<_>>());
+        let bits = |m: &Message| {
+            m.emb
+                .as_ref()
+                .map(|e| e.iter().map(|f| f.to_bits()).collect::<Vec<_>>())
+        };
         for (a, b) in back.iter().zip(&turns) {
-            assert_eq!((a.seq, a.ts_ms, &a.role, &a.content, &a.meta), (b.seq, b.ts_ms, &b.role, &b.content, &b.meta));
+            assert_eq!(
+                (a.seq, a.ts_ms, &a.role, &a.content, &a.meta),
+                (b.seq, b.ts_ms, &b.role, &b.content, &b.meta)
+            );
             assert_eq!(bits(a), bits(b));
         }
         // The 1 MiB segment compresses.
@@ -726,13 +765,21 @@ mod tests {
                     Ok(sc) => {
                         assert!(i >= full.header_len);
                         // The damaged segment and everything after is dropped.
-                        let hit = full.segments.iter().position(|s| i >= s.offset && i < s.end()).unwrap();
+                        let hit = full
+                            .segments
+                            .iter()
+                            .position(|s| i >= s.offset && i < s.end())
+                            .unwrap();
                         assert_eq!(sc.segments.len(), hit, "byte {i}");
                         assert!(sc.torn_tail);
                         assert_eq!(sc.valid_len, full.segments[hit].offset);
                         // Middle damage: the next intact segment is found.
                         if hit + 1 < full.segments.len() {
-                            assert_eq!(sc.resync_offset, Some(full.segments[hit + 1].offset), "byte {i}");
+                            assert_eq!(
+                                sc.resync_offset,
+                                Some(full.segments[hit + 1].offset),
+                                "byte {i}"
+                            );
                         }
                         read_all(&g).unwrap();
                     }

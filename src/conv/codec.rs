@@ -55,7 +55,10 @@ impl<'a> Reader<'a> {
         self.pos == self.buf.len()
     }
     pub fn u8(&mut self) -> Result<u8, CodecError> {
-        let b = *self.buf.get(self.pos).ok_or(CodecError("truncated".into()))?;
+        let b = *self
+            .buf
+            .get(self.pos)
+            .ok_or(CodecError("truncated".into()))?;
         self.pos += 1;
         Ok(b)
     }
@@ -93,7 +96,8 @@ pub fn put_message(out: &mut Vec<u8>, m: &Message) {
     out.extend_from_slice(&m.ts_ms.to_le_bytes());
     put_bytes(out, m.role.as_bytes());
     put_bytes(out, &m.content);
-    let flags = if m.meta.is_some() { HAS_META } else { 0 } | if m.emb.is_some() { HAS_EMB } else { 0 };
+    let flags =
+        if m.meta.is_some() { HAS_META } else { 0 } | if m.emb.is_some() { HAS_EMB } else { 0 };
     out.push(flags);
     if let Some(meta) = &m.meta {
         put_bytes(out, meta.as_bytes());
@@ -150,7 +154,8 @@ fn put_header(out: &mut Vec<u8>, s: &Session) {
 
 /// The whole session, or (for AOF rewrite of big sessions) its header and first messages.
 pub fn encode_session(s: &Session, messages: &[&Message]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + messages.iter().map(|m| m.content.len() + 32).sum::<usize>());
+    let mut out =
+        Vec::with_capacity(64 + messages.iter().map(|m| m.content.len() + 32).sum::<usize>());
     out.push(CODEC_VERSION);
     out.push(KIND_SESSION);
     put_header(&mut out, s);

@@ -1,8 +1,6 @@
 //! CONV.* command handlers: parse, call the session core, reply, replicate what was decided.
 
-use redis_module::{
-    Context, NotifyEvent, RedisError, RedisResult, RedisString, RedisValue,
-};
+use redis_module::{Context, NotifyEvent, RedisError, RedisResult, RedisString, RedisValue};
 use std::collections::BTreeMap;
 
 use redis_module::key::RedisKeyWritable;
@@ -10,9 +8,9 @@ use redis_module::redisvalue::RedisValueKey;
 
 use super::codec::{self, Decoded};
 use super::message::Message;
+use super::r#type::SESSION_TYPE;
 use super::render::{self, Format};
 use super::session::Session;
-use super::r#type::SESSION_TYPE;
 use crate::args::{self, err, Args};
 use crate::{config, keys, metrics, vector};
 
@@ -91,7 +89,8 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             seq
         }
         None => {
-            let mut s = Session::new(window, now);
+            // Created at its first message's time: decided by the primary, so replicas agree.
+            let mut s = Session::new(window, ts);
             let seq = s
                 .add(msg, seq)
                 .map_err(|e| RedisError::String(format!("ERR {e}")))?;
@@ -107,25 +106,25 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
 /// Replicas and the AOF get the primary's decisions (time, sequence, window), so a replay
 /// reaches the same state whatever the replica's clock or config.
 fn replicate_add(ctx: &Context, argv: &[RedisString], ts: i64, seq: u64, window: u32) {
-    let mut out: Vec<RedisString> = argv[1..4]
-        .iter()
-        .map(|a| ctx.create_string(a.as_slice()))
-        .collect();
-    let mut i = 4;
-    while i + 1 < argv.len() {
-        let kw = argv[i].as_slice().to_ascii_uppercase();
-        if kw == b"META" || kw == b"EMB" {
-            out.push(ctx.create_string(kw));
-            out.push(ctx.create_string(argv[i + 1].as_slice()));
+    let decided: Vec<RedisString> = [
+        ("TS", ts.to_string()),
+        ("SEQ", seq.to_string()),
+        ("WINDOW", window.to_string()),
+    ]
+    .into_iter()
+    .flat_map(|(k, v)| [k.to_string(), v])
+    .map(|s| RedisString::create_from_slice(ctx.ctx, s.as_bytes()))
+    .collect();
+    // key, role, content and META/EMB pairs are passed on as the client sent them.
+    let mut out: Vec<&RedisString> = argv[1..4].iter().collect();
+    for pair in argv[4..].chunks_exact(2) {
+        let kw = pair[0].as_slice();
+        if kw.eq_ignore_ascii_case(b"META") || kw.eq_ignore_ascii_case(b"EMB") {
+            out.extend(pair);
         }
-        i += 2;
     }
-    for (k, v) in [("TS", ts.to_string()), ("SEQ", seq.to_string()), ("WINDOW", window.to_string())] {
-        out.push(ctx.create_string(k));
-        out.push(ctx.create_string(v));
-    }
-    let refs: Vec<&RedisString> = out.iter().collect();
-    ctx.replicate("CONV.ADD", refs.as_slice());
+    out.extend(decided.iter());
+    ctx.replicate("CONV.ADD", out.as_slice());
 }
 
 /// Gives a new session to the server and counts it; `free` uncounts it.
@@ -153,9 +152,9 @@ fn reply_messages<'a>(format: Format, msgs: impl Iterator<Item = &'a Message>) -
                     RedisValue::Integer(m.ts_ms),
                     RedisValue::StringBuffer(m.role.as_bytes().to_vec()),
                     RedisValue::StringBuffer(m.content.clone()),
-                    m.meta
-                        .as_ref()
-                        .map_or(RedisValue::Null, |x| RedisValue::StringBuffer(x.as_bytes().to_vec())),
+                    m.meta.as_ref().map_or(RedisValue::Null, |x| {
+                        RedisValue::StringBuffer(x.as_bytes().to_vec())
+                    }),
                 ])
             })
             .collect(),
@@ -169,7 +168,7 @@ pub fn ctx_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     metrics::CONV_COMMANDS.incr();
     metrics::CONV_READS.incr();
     let mut a = Args::new(argv, 1)?;
-    let key_name = a.next()?.clone();
+    let key_name = a.next_arg()?.clone();
     let (mut count, mut tokens, mut format) = (None, None, Format::Messages);
     while !a.done() {
         match a.next_keyword()?.as_str() {
@@ -196,7 +195,7 @@ pub fn history(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     metrics::CONV_COMMANDS.incr();
     metrics::CONV_READS.incr();
     let mut a = Args::new(argv, 1)?;
-    let key_name = a.next()?.clone();
+    let key_name = a.next_arg()?.clone();
     let (mut from, mut to, mut format) = (0u64, u64::MAX, Format::Messages);
     while !a.done() {
         match a.next_keyword()?.as_str() {
@@ -298,7 +297,8 @@ pub fn load(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     if argv.len() != 3 {
         return Err(RedisError::WrongArity);
     }
-    let decoded = codec::decode(argv[2].as_slice()).map_err(|e| RedisError::String(format!("ERR {e}")))?;
+    let decoded =
+        codec::decode(argv[2].as_slice()).map_err(|e| RedisError::String(format!("ERR {e}")))?;
     let key = ctx.open_key_writable(&argv[1]);
     match decoded {
         Decoded::Session(s) => {

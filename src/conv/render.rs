@@ -103,7 +103,10 @@ mod tests {
 
     #[test]
     fn messages_format_is_valid_json_for_chat_apis() {
-        let msgs = [m(1, "user", "hé \"q\"\n".as_bytes(), None), m(2, "assistant", b"ok", None)];
+        let msgs = [
+            m(1, "user", "hé \"q\"\n".as_bytes(), None),
+            m(2, "assistant", b"ok", None),
+        ];
         let out = render(Format::Messages, msgs.iter());
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v[0]["role"], "user");
@@ -115,7 +118,8 @@ mod tests {
     #[test]
     fn full_format_carries_seq_ts_meta() {
         let msgs = [m(3, "user", b"x", Some("{\"a\":[1]}"))];
-        let v: serde_json::Value = serde_json::from_slice(&render(Format::Full, msgs.iter())).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&render(Format::Full, msgs.iter())).unwrap();
         assert_eq!(v[0]["seq"], 3);
         assert_eq!(v[0]["ts"], 7);
         assert_eq!(v[0]["meta"]["a"][0], 1);
@@ -124,14 +128,18 @@ mod tests {
     #[test]
     fn invalid_utf8_becomes_replacement_char_in_json() {
         let msgs = [m(1, "user", &[0xff, b'a'], None)];
-        let v: serde_json::Value = serde_json::from_slice(&render(Format::Messages, msgs.iter())).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&render(Format::Messages, msgs.iter())).unwrap();
         assert_eq!(v[0]["content"], "\u{fffd}a");
     }
 
     #[test]
     fn text_format() {
         let msgs = [m(1, "user", b"hi", None), m(2, "assistant", b"hello", None)];
-        assert_eq!(render(Format::Text, msgs.iter()), b"user: hi\nassistant: hello".to_vec());
+        assert_eq!(
+            render(Format::Text, msgs.iter()),
+            b"user: hi\nassistant: hello".to_vec()
+        );
         assert_eq!(render(Format::Messages, [].iter()), b"[]".to_vec());
     }
 }

@@ -25,7 +25,11 @@ impl std::fmt::Display for SessionError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SessionError::SeqNotIncreasing { given, next } => {
-                write!(f, "SEQ {given} is not past the session's last sequence ({})", next - 1)
+                write!(
+                    f,
+                    "SEQ {given} is not past the session's last sequence ({})",
+                    next - 1
+                )
             }
         }
     }

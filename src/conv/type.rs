@@ -99,7 +99,11 @@ unsafe extern "C" fn aof_rewrite(
     }
 }
 
-unsafe fn emit_load(aof: *mut raw::RedisModuleIO, key: *mut raw::RedisModuleString, payload: &[u8]) {
+unsafe fn emit_load(
+    aof: *mut raw::RedisModuleIO,
+    key: *mut raw::RedisModuleString,
+    payload: &[u8],
+) {
     let cmd = CString::new(super::commands::LOAD_COMMAND).expect("no NUL");
     let fmt = CString::new("sb").expect("no NUL");
     raw::RedisModule_EmitAOF.expect("EmitAOF")(
@@ -137,7 +141,9 @@ unsafe extern "C" fn copy(
 /// Digest of the replicated state: everything but the last-access time, which reads change.
 unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
     let s = session(value);
-    let add = |b: &[u8]| raw::RedisModule_DigestAddStringBuffer.expect("digest")(md, b.as_ptr().cast(), b.len());
+    let add = |b: &[u8]| {
+        raw::RedisModule_DigestAddStringBuffer.expect("digest")(md, b.as_ptr().cast(), b.len())
+    };
     let mut head = Vec::new();
     codec::put_varint(&mut head, u64::from(s.window));
     codec::put_varint(&mut head, s.next_seq);
