@@ -323,14 +323,30 @@ pub fn encode(data: &[u8]) -> Vec<u8> {
         return out;
     }
     let crc = crc32fast::hash(data);
-    let freq = histogram(data);
+    let streams = if data.len() >= MULTI_STREAM_MIN { 4 } else { 1 };
+    let q = data.len().div_ceil(streams);
+    // Per-stream histograms give the exact size of every stream up front,
+    // so the streams are written straight into `out`.
+    let hists: Vec<[u64; 256]> = data.chunks(q).map(histogram).collect();
+    let mut freq = [0u64; 256];
+    for h in &hists {
+        for (f, x) in freq.iter_mut().zip(h.iter()) {
+            *f += x;
+        }
+    }
     let lens = limited_lengths(&freq, MAX_CODE_LEN);
     let codes = canonical_codes_reversed(&lens);
-    let total_bits: u64 = (0..256).map(|s| freq[s] * lens[s] as u64).sum();
-    let streams = if data.len() >= MULTI_STREAM_MIN { 4 } else { 1 };
-    // Rough size of the Huffman form; fall back to stored if it is no gain.
-    let est = total_bits / 8 + 150 + 4 * streams as u64;
-    if est >= data.len() as u64 {
+    let sizes: Vec<usize> = hists
+        .iter()
+        .map(|h| {
+            let bits: u64 = (0..256).map(|s| h[s] * lens[s] as u64).sum();
+            bits.div_ceil(8) as usize
+        })
+        .collect();
+    let total: usize = sizes.iter().sum();
+    // Table <= 150 bytes, stream sizes <= 3 * 10: fall back to stored if the
+    // Huffman form is not smaller.
+    if total + 180 >= data.len() {
         out.push(MODE_STORED);
         put_varint(&mut out, data.len() as u64);
         out.extend_from_slice(&crc.to_le_bytes());
@@ -341,161 +357,142 @@ pub fn encode(data: &[u8]) -> Vec<u8> {
     put_varint(&mut out, data.len() as u64);
     out.extend_from_slice(&crc.to_le_bytes());
     write_table(&mut out, &lens);
-
+    if streams == 4 {
+        for &sz in &sizes[..3] {
+            put_varint(&mut out, sz as u64);
+        }
+    }
     // Packed (code | len << 16) per symbol for one load per byte.
     let mut packed = [0u32; 256];
     for s in 0..256 {
         packed[s] = codes[s] | ((lens[s] as u32) << 16);
     }
-    if streams == 1 {
-        let bytes = encode_stream(data, &packed);
-        out.extend_from_slice(&bytes);
+    let base = out.len();
+    // 8 bytes of slack for the last 64-bit stores, cut off below.
+    out.resize(base + total + 8, 0);
+    let mut starts = Vec::with_capacity(streams);
+    let mut off = base;
+    for &sz in &sizes {
+        starts.push(off);
+        off += sz;
+    }
+    if streams == 4 {
+        encode_streams4(data, &packed, &mut out, &starts);
     } else {
-        let parts = encode_streams4(data, &packed);
-        for p in &parts[..3] {
-            put_varint(&mut out, p.len() as u64);
-        }
-        for p in &parts {
-            out.extend_from_slice(p);
-        }
+        let mut w = BitWriter::new(base);
+        w.put_all(data, &packed, &mut out);
+        w.finish(&mut out);
+        debug_assert_eq!(w.pos, base + total);
     }
-    if out.len() >= data.len() + 9 + 4 {
-        // Should not happen given the estimate, but never expand much.
-        out.clear();
-        out.extend_from_slice(MAGIC);
-        out.push(MODE_STORED);
-        put_varint(&mut out, data.len() as u64);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out.extend_from_slice(data);
-    }
+    out.truncate(base + total);
     out
 }
 
-fn encode_stream(data: &[u8], packed: &[u32; 256]) -> Vec<u8> {
-    // Worst case 11 bits per byte, plus 8 bytes slack for the 64-bit stores.
-    let cap = data.len() * MAX_CODE_LEN as usize / 8 + 16;
-    let mut buf = vec![0u8; cap];
-    let mut pos = 0usize;
-    let mut bits: u64 = 0;
-    let mut nbits: u32 = 0;
-    let mut chunks = data.chunks_exact(4);
-    for c in &mut chunks {
-        // 4 codes of <= 11 bits on top of < 8 pending bits: <= 52 bits.
-        for &b in c {
-            let p = packed[b as usize];
-            bits |= ((p & 0xffff) as u64) << nbits;
-            nbits += p >> 16;
-        }
-        buf[pos..pos + 8].copy_from_slice(&bits.to_le_bytes());
-        let nbytes = (nbits >> 3) as usize;
-        pos += nbytes;
-        bits = if nbytes == 8 { 0 } else { bits >> (nbytes * 8) };
-        nbits &= 7;
-    }
-    for &b in chunks.remainder() {
-        let p = packed[b as usize];
-        bits |= ((p & 0xffff) as u64) << nbits;
-        nbits += p >> 16;
-    }
-    buf[pos..pos + 8].copy_from_slice(&bits.to_le_bytes());
-    pos += nbits.div_ceil(8) as usize;
-    buf.truncate(pos);
-    buf
+/// LSB-first bit writer into a shared, zero-initialised buffer. Stores are
+/// OR-ed 64-bit words: bytes past the current position are either still
+/// zero or belong to the next stream, and OR-ing zero bits keeps them.
+struct BitWriter {
+    pos: usize,
+    bits: u64,
+    n: u32,
 }
 
-/// Encodes the 4 quarters of `data` into 4 streams, interleaved so the four
-/// independent bit-buffer chains overlap in the CPU. Output is identical to
-/// calling [`encode_stream`] on each quarter.
-fn encode_streams4(data: &[u8], packed: &[u32; 256]) -> Vec<Vec<u8>> {
-    let q = data.len().div_ceil(4);
-    let quarters: Vec<&[u8]> = data.chunks(q).collect();
-    debug_assert_eq!(quarters.len(), 4);
-    let common = quarters[3].len() / 4 * 4;
-    let mut bufs: Vec<Vec<u8>> = quarters
-        .iter()
-        .map(|c| vec![0u8; c.len() * MAX_CODE_LEN as usize / 8 + 16])
-        .collect();
-    let mut pos = [0usize; 4];
-    let mut bits = [0u64; 4];
-    let mut nbits = [0u32; 4];
-    {
-        let [b0, b1, b2, b3] = &mut bufs[..] else {
-            unreachable!("4 buffers")
-        };
-        let (q0, q1, q2, q3) = (
-            &quarters[0][..common],
-            &quarters[1][..common],
-            &quarters[2][..common],
-            &quarters[3][..common],
-        );
-        let (mut p0, mut p1, mut p2, mut p3) = (0usize, 0usize, 0usize, 0usize);
-        let (mut w0, mut w1, mut w2, mut w3) = (0u64, 0u64, 0u64, 0u64);
-        let (mut n0, mut n1, mut n2, mut n3) = (0u32, 0u32, 0u32, 0u32);
-        macro_rules! put4 {
-            ($c:expr, $w:ident, $n:ident) => {
-                for &b in $c {
-                    let p = packed[b as usize];
-                    $w |= ((p & 0xffff) as u64) << $n;
-                    $n += p >> 16;
-                }
-            };
-        }
-        macro_rules! flush {
-            ($buf:ident, $p:ident, $w:ident, $n:ident) => {
-                $buf[$p..$p + 8].copy_from_slice(&$w.to_le_bytes());
-                let nbytes = ($n >> 3) as usize;
-                $p += nbytes;
-                $w = if nbytes == 8 { 0 } else { $w >> (nbytes * 8) };
-                $n &= 7;
-            };
-        }
-        for (((c0, c1), c2), c3) in q0
-            .chunks_exact(4)
-            .zip(q1.chunks_exact(4))
-            .zip(q2.chunks_exact(4))
-            .zip(q3.chunks_exact(4))
-        {
-            put4!(c0, w0, n0);
-            put4!(c1, w1, n1);
-            put4!(c2, w2, n2);
-            put4!(c3, w3, n3);
-            flush!(b0, p0, w0, n0);
-            flush!(b1, p1, w1, n1);
-            flush!(b2, p2, w2, n2);
-            flush!(b3, p3, w3, n3);
-        }
-        pos = [p0, p1, p2, p3];
-        bits = [w0, w1, w2, w3];
-        nbits = [n0, n1, n2, n3];
+impl BitWriter {
+    fn new(pos: usize) -> Self {
+        BitWriter { pos, bits: 0, n: 0 }
     }
-    // Finish each quarter on its own (same code as encode_stream's loop).
-    for k in 0..4 {
-        let buf = &mut bufs[k];
-        let (mut p, mut w, mut n) = (pos[k], bits[k], nbits[k]);
-        let rest = &quarters[k][common..];
-        let mut chunks = rest.chunks_exact(4);
+
+    #[inline(always)]
+    fn put(&mut self, e: u32) {
+        self.bits |= ((e & 0xffff) as u64) << self.n;
+        self.n += e >> 16;
+    }
+
+    /// Writes the pending bits; at most 56 may be pending.
+    #[inline(always)]
+    fn flush(&mut self, out: &mut [u8]) {
+        let dst = &mut out[self.pos..self.pos + 8];
+        let old = u64::from_le_bytes([
+            dst[0], dst[1], dst[2], dst[3], dst[4], dst[5], dst[6], dst[7],
+        ]);
+        dst.copy_from_slice(&(old | self.bits).to_le_bytes());
+        let nbytes = (self.n >> 3) as usize;
+        self.pos += nbytes;
+        self.bits = if nbytes == 8 {
+            0
+        } else {
+            self.bits >> (nbytes * 8)
+        };
+        self.n &= 7;
+    }
+
+    /// Codes all of `data`, 4 symbols (<= 44 bits) per flush.
+    fn put_all(&mut self, data: &[u8], packed: &[u32; 256], out: &mut [u8]) {
+        let mut chunks = data.chunks_exact(4);
         for c in &mut chunks {
             for &b in c {
-                let e = packed[b as usize];
-                w |= ((e & 0xffff) as u64) << n;
-                n += e >> 16;
+                self.put(packed[b as usize]);
             }
-            buf[p..p + 8].copy_from_slice(&w.to_le_bytes());
-            let nbytes = (n >> 3) as usize;
-            p += nbytes;
-            w = if nbytes == 8 { 0 } else { w >> (nbytes * 8) };
-            n &= 7;
+            self.flush(out);
         }
         for &b in chunks.remainder() {
-            let e = packed[b as usize];
-            w |= ((e & 0xffff) as u64) << n;
-            n += e >> 16;
+            self.put(packed[b as usize]);
         }
-        buf[p..p + 8].copy_from_slice(&w.to_le_bytes());
-        p += n.div_ceil(8) as usize;
-        buf.truncate(p);
     }
-    bufs
+
+    fn finish(&mut self, out: &mut [u8]) {
+        self.flush(out);
+        if self.n > 0 {
+            self.pos += 1;
+            self.n = 0;
+        }
+    }
+}
+
+/// Encodes the 4 quarters of `data` into the streams starting at `starts`,
+/// interleaved so the four independent bit-buffer chains overlap in the CPU.
+fn encode_streams4(data: &[u8], packed: &[u32; 256], out: &mut [u8], starts: &[usize]) {
+    let q = data.len().div_ceil(4);
+    let quarters: Vec<&[u8]> = data.chunks(q).collect();
+    let common = quarters[3].len() / 4 * 4;
+    let mut w = [
+        BitWriter::new(starts[0]),
+        BitWriter::new(starts[1]),
+        BitWriter::new(starts[2]),
+        BitWriter::new(starts[3]),
+    ];
+    {
+        let [w0, w1, w2, w3] = &mut w;
+        let (mut a, mut b, mut c, mut d) = (
+            BitWriter::new(w0.pos),
+            BitWriter::new(w1.pos),
+            BitWriter::new(w2.pos),
+            BitWriter::new(w3.pos),
+        );
+        for (((c0, c1), c2), c3) in quarters[0][..common]
+            .chunks_exact(4)
+            .zip(quarters[1][..common].chunks_exact(4))
+            .zip(quarters[2][..common].chunks_exact(4))
+            .zip(quarters[3][..common].chunks_exact(4))
+        {
+            for i in 0..4 {
+                a.put(packed[c0[i] as usize]);
+                b.put(packed[c1[i] as usize]);
+                c.put(packed[c2[i] as usize]);
+                d.put(packed[c3[i] as usize]);
+            }
+            a.flush(out);
+            b.flush(out);
+            c.flush(out);
+            d.flush(out);
+        }
+        (*w0, *w1, *w2, *w3) = (a, b, c, d);
+    }
+    for (k, wr) in w.iter_mut().enumerate() {
+        wr.put_all(&quarters[k][common..], packed, out);
+        wr.finish(out);
+        debug_assert_eq!(wr.pos, starts.get(k + 1).copied().unwrap_or(wr.pos));
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -522,8 +519,7 @@ fn build_decode_table(lens: &[u8; 256]) -> Box<DecodeTable> {
     table
 }
 
-/// One LSB-first bit reader over `buf[start..end]`; `buf` carries 16
-/// bytes of zero padding after the last stream so 64-bit loads never fail.
+/// One LSB-first bit reader over `buf[start..end]`.
 #[derive(Clone, Copy)]
 struct Reader {
     pos: usize,
@@ -546,8 +542,8 @@ impl Reader {
 
     /// Refills to >= 56 bits. Returns false if the reader already ran past
     /// its stream (corrupt data). A valid reader may have loaded up to 7
-    /// bytes past its end, so `pos <= end + 8`; the buffer has 16 bytes of
-    /// padding, so the load stays inside it.
+    /// bytes past its end, so `pos <= end + 8`; loads past the end of `buf`
+    /// read zeros.
     #[inline(always)]
     fn refill(&mut self, buf: &[u8]) -> bool {
         if self.pos > self.end + 8 {
@@ -555,7 +551,13 @@ impl Reader {
         }
         let w = match buf.get(self.pos..self.pos + 8) {
             Some(s) => u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]),
-            None => return false,
+            None => {
+                // Within 8 bytes of the end of the data: zero-fill.
+                let rest = buf.get(self.pos..).unwrap_or(&[]);
+                let mut a = [0u8; 8];
+                a[..rest.len()].copy_from_slice(rest);
+                u64::from_le_bytes(a)
+            }
         };
         self.bits |= w << self.count;
         self.pos += ((63 - self.count) >> 3) as usize;
@@ -772,10 +774,7 @@ pub fn decode(blob: &[u8]) -> Result<Vec<u8>, HuffmanError> {
             if k == 4 && quarter_lens[3] == 0 {
                 return Err(bad_len);
             }
-            // Padded copy of the bitstreams: 64-bit loads never leave it.
-            let mut buf = Vec::with_capacity(payload + 16);
-            buf.extend_from_slice(&blob[pos..]);
-            buf.extend_from_slice(&[0u8; 16]);
+            let buf = &blob[pos..];
             let mut bounds = Vec::with_capacity(k);
             let mut off = 0;
             for &s in sizes.iter().take(k) {
@@ -784,7 +783,7 @@ pub fn decode(blob: &[u8]) -> Result<Vec<u8>, HuffmanError> {
             }
             let table = build_decode_table(&lens);
             let mut out = vec![0u8; n];
-            decode_streams(&buf, &table, &bounds, &mut out)?;
+            decode_streams(buf, &table, &bounds, &mut out)?;
             out
         }
         m => return Err(HuffmanError::BadMode(m)),
@@ -1470,12 +1469,18 @@ mod tests {
             packed[s] = codes[s] | ((lens[s] as u32) << 16);
         }
         let e = best(&mut || {
-            std::hint::black_box(encode_stream(std::hint::black_box(&data), &packed));
+            let mut out = vec![0u8; data.len() * 2];
+            let mut w = BitWriter::new(0);
+            w.put_all(std::hint::black_box(&data), &packed, &mut out);
+            w.finish(&mut out);
+            std::hint::black_box(out);
         });
         let z = best(&mut || {
             std::hint::black_box(vec![0u8; 1 << 20]);
         });
-        println!("histogram {h:.0} MB/s, crc {c:.0} MB/s, encode_stream {e:.0} MB/s, alloc {z:.0} MB/s");
+        println!(
+            "histogram {h:.0} MB/s, crc {c:.0} MB/s, encode_stream {e:.0} MB/s, alloc {z:.0} MB/s"
+        );
     }
 
     /// `cargo test --release -- --ignored --nocapture bench_huffman`

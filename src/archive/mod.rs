@@ -12,6 +12,7 @@ pub mod filename;
 pub mod format;
 pub mod huffman;
 pub mod lix;
+pub mod store;
 
 use std::fmt;
 

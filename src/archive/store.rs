@@ -1,0 +1,394 @@
+//! Archive files on disk: where a session's file lives and the durable operations on it.
+//! Plain `std::fs`, no server calls; only the I/O worker threads call this (never the
+//! server's main thread).
+//!
+//! A file is `<archive-dir>/<db>/<archive_file_name(key)>`. Appends are idempotent: only
+//! turns past the file's last sequence number are written, so a job replayed after a crash
+//! never duplicates a turn. The file header names the key and the session's creation time;
+//! a file left by an earlier session of the same key (deleted, flushed) is replaced, never
+//! mixed with the new one.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::filename::archive_file_name;
+use super::format::{self, ArchiveScan};
+use crate::conv::message::Message;
+
+#[derive(Debug)]
+pub enum StoreError {
+    Io(String),
+    Corrupt(String),
+    /// The file belongs to another session (another key or incarnation).
+    Foreign,
+    /// The archive lacks turns the session counts as archived.
+    Missing {
+        want_last: u64,
+        have_last: u64,
+    },
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Io(e) => write!(f, "archive I/O error: {e}"),
+            StoreError::Corrupt(e) => write!(f, "archive file is corrupt: {e}"),
+            StoreError::Foreign => write!(f, "archive file belongs to another session"),
+            StoreError::Missing { want_last, have_last } => write!(
+                f,
+                "archive file is missing turns (has up to seq {have_last}, session archived up to {want_last})"
+            ),
+        }
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        StoreError::Io(e.to_string())
+    }
+}
+
+/// What the writer knows of a file without reading it again.
+#[derive(Debug, Clone, Copy)]
+struct FileState {
+    valid_len: u64,
+    last_seq: u64,
+    created_ms: i64,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub turns_written: u64,
+    pub bytes_written: u64,
+    /// Serialized (uncompressed) size of the turns written.
+    pub raw_bytes: u64,
+}
+
+pub fn session_path(root: &Path, db: i32, key: &[u8]) -> PathBuf {
+    root.join(db.to_string()).join(archive_file_name(key))
+}
+
+/// The writer side. Holds per-file state so an append costs O(new turns), not a re-read.
+#[derive(Default)]
+pub struct Store {
+    files: HashMap<PathBuf, FileState>,
+}
+
+impl Store {
+    pub fn new() -> Store {
+        Store::default()
+    }
+
+    /// Appends the turns past the file's last sequence and makes them durable (fsync; the
+    /// directory too when the file is new). `turns` ascend by seq.
+    pub fn append(
+        &mut self,
+        path: &Path,
+        key: &[u8],
+        created_ms: i64,
+        turns: &[Message],
+    ) -> Result<AppendOutcome, StoreError> {
+        let state = match self.files.get(path) {
+            Some(s) if s.created_ms == created_ms => *s,
+            _ => self.open_state(path, key, created_ms)?,
+        };
+        let new: Vec<Message> = turns
+            .iter()
+            .filter(|t| t.seq > state.last_seq)
+            .cloned()
+            .collect();
+        if new.is_empty() {
+            return Ok(AppendOutcome::default());
+        }
+        let raw_bytes = format::serialize_turns(&new)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?
+            .len() as u64;
+        let segment =
+            format::try_encode_segment(&new).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut f = OpenOptions::new().write(true).open(path)?;
+        // A torn tail from a crash mid-append is cut off before writing after it.
+        f.set_len(state.valid_len)?;
+        f.seek(SeekFrom::Start(state.valid_len))?;
+        let written = f.write_all(&segment).and_then(|_| f.sync_data());
+        if let Err(e) = written {
+            self.files.remove(path);
+            return Err(e.into());
+        }
+        let last_seq = new.last().map_or(state.last_seq, |t| t.seq);
+        self.files.insert(
+            path.to_path_buf(),
+            FileState {
+                valid_len: state.valid_len + segment.len() as u64,
+                last_seq,
+                created_ms,
+            },
+        );
+        Ok(AppendOutcome {
+            turns_written: new.len() as u64,
+            bytes_written: segment.len() as u64,
+            raw_bytes,
+        })
+    }
+
+    /// Reads (or creates) the file and learns its valid length and last sequence.
+    fn open_state(
+        &mut self,
+        path: &Path,
+        key: &[u8],
+        created_ms: i64,
+    ) -> Result<FileState, StoreError> {
+        let existing = match fs::read(path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(bytes) = existing {
+            if let Ok(scan) = format::scan(&bytes) {
+                if scan.header.key == key && scan.header.created_ms == created_ms {
+                    if scan.resync_offset.is_some() {
+                        return Err(StoreError::Corrupt(format!(
+                            "damaged segment in the middle of {}; refusing to append after it",
+                            path.display()
+                        )));
+                    }
+                    return Ok(FileState {
+                        valid_len: scan.valid_len as u64,
+                        last_seq: scan.last_seq().unwrap_or(0),
+                        created_ms,
+                    });
+                }
+            }
+            // Another session's file (or an unreadable header): start over in its place.
+        }
+        let header = format::encode_header(key, created_ms);
+        let dir = path.parent().expect("archive paths have a parent");
+        fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!(
+            ".{}.tmp",
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("archive")
+        ));
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&header)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()?;
+        Ok(FileState {
+            valid_len: header.len() as u64,
+            last_seq: 0,
+            created_ms,
+        })
+    }
+
+    pub fn delete(&mut self, path: &Path) -> Result<bool, StoreError> {
+        self.files.remove(path);
+        match fs::remove_file(path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Moves a session's file with its key (RENAME, MOVE). The header keeps naming the
+    /// original key; readers check the creation time, which a rename keeps.
+    pub fn rename(&mut self, from: &Path, to: &Path) -> Result<bool, StoreError> {
+        self.files.remove(from);
+        self.files.remove(to);
+        if let Some(dir) = to.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        match fs::rename(from, to) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Copies a session's file for COPY (temp file, fsync, rename).
+    pub fn copy(&mut self, from: &Path, to: &Path) -> Result<bool, StoreError> {
+        self.files.remove(to);
+        let bytes = match fs::read(from) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        let dir = to.parent().expect("archive paths have a parent");
+        fs::create_dir_all(dir)?;
+        let tmp = dir.join(".copy.tmp");
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, to)?;
+        Ok(true)
+    }
+}
+
+/// Reads the archived turns with `from <= seq <= to` of a session created at `created_ms`.
+/// Turns past `archived_last` (written but not yet acknowledged as archived) are left out,
+/// so a file never shows a turn twice next to the in-memory ones.
+pub fn read_turns(
+    path: &Path,
+    created_ms: i64,
+    archived_last: u64,
+    from: u64,
+    to: u64,
+) -> Result<(Vec<Message>, u64), StoreError> {
+    let mut bytes = Vec::new();
+    File::open(path)?.read_to_end(&mut bytes)?;
+    let scan: ArchiveScan = format::scan(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    if scan.header.created_ms != created_ms {
+        return Err(StoreError::Foreign);
+    }
+    let have_last = scan.last_seq().unwrap_or(0);
+    if have_last < archived_last.min(to) {
+        return Err(StoreError::Missing {
+            want_last: archived_last,
+            have_last,
+        });
+    }
+    let to = to.min(archived_last);
+    let mut out = Vec::new();
+    for seg in scan
+        .segments
+        .iter()
+        .filter(|s| s.last_seq >= from && s.first_seq <= to)
+    {
+        let turns =
+            format::decode_segment(&bytes, seg).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        out.extend(turns.into_iter().filter(|t| t.seq >= from && t.seq <= to));
+    }
+    Ok((out, bytes.len() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn turn(seq: u64) -> Message {
+        Message {
+            seq,
+            ts_ms: seq as i64 * 10,
+            role: "user".into(),
+            content: format!("turn {seq}").into_bytes(),
+            meta: None,
+            emb: None,
+        }
+    }
+
+    fn turns(r: std::ops::RangeInclusive<u64>) -> Vec<Message> {
+        r.map(turn).collect()
+    }
+
+    fn tmpdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("convcache-store-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn appends_are_idempotent_and_reads_filter_by_range() {
+        let root = tmpdir("idem");
+        let p = session_path(&root, 0, b"k");
+        let mut st = Store::new();
+        assert_eq!(
+            st.append(&p, b"k", 7, &turns(1..=5)).unwrap().turns_written,
+            5
+        );
+        // A replayed job with overlap writes only the new turns.
+        assert_eq!(
+            st.append(&p, b"k", 7, &turns(3..=8)).unwrap().turns_written,
+            3
+        );
+        // A fresh writer (after a restart) learns the state from the file.
+        let mut st2 = Store::new();
+        assert_eq!(
+            st2.append(&p, b"k", 7, &turns(1..=8))
+                .unwrap()
+                .turns_written,
+            0
+        );
+        let (got, _) = read_turns(&p, 7, 8, 0, u64::MAX).unwrap();
+        assert_eq!(got, turns(1..=8));
+        let (got, _) = read_turns(&p, 7, 6, 2, 100).unwrap();
+        assert_eq!(got, turns(2..=6));
+        assert!(matches!(
+            read_turns(&p, 8, 8, 0, 9),
+            Err(StoreError::Foreign)
+        ));
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn torn_tail_is_cut_before_the_next_append() {
+        let root = tmpdir("torn");
+        let p = session_path(&root, 0, b"k");
+        let mut st = Store::new();
+        st.append(&p, b"k", 1, &turns(1..=3)).unwrap();
+        let good = fs::metadata(&p).unwrap().len();
+        st.append(&p, b"k", 1, &turns(4..=6)).unwrap();
+        // Simulate a crash halfway through the second segment.
+        let f = OpenOptions::new().write(true).open(&p).unwrap();
+        f.set_len(good + 10).unwrap();
+        let mut st = Store::new();
+        let (got, _) = read_turns(&p, 1, 3, 0, u64::MAX).unwrap();
+        assert_eq!(got, turns(1..=3));
+        assert_eq!(
+            st.append(&p, b"k", 1, &turns(4..=7)).unwrap().turns_written,
+            4
+        );
+        assert_eq!(read_turns(&p, 1, 7, 0, u64::MAX).unwrap().0, turns(1..=7));
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_new_incarnation_replaces_a_stale_file() {
+        let root = tmpdir("stale");
+        let p = session_path(&root, 0, b"k");
+        let mut st = Store::new();
+        st.append(&p, b"k", 1, &turns(1..=9)).unwrap();
+        let mut st = Store::new();
+        assert_eq!(
+            st.append(&p, b"k", 2, &turns(1..=2)).unwrap().turns_written,
+            2
+        );
+        assert_eq!(read_turns(&p, 2, 2, 0, u64::MAX).unwrap().0, turns(1..=2));
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn missing_turns_are_an_error() {
+        let root = tmpdir("missing");
+        let p = session_path(&root, 0, b"k");
+        Store::new().append(&p, b"k", 1, &turns(1..=3)).unwrap();
+        assert!(matches!(
+            read_turns(&p, 1, 5, 0, u64::MAX),
+            Err(StoreError::Missing { .. })
+        ));
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn hostile_keys_stay_inside_the_root() {
+        let root = tmpdir("hostile");
+        for key in [
+            &b"../../etc/passwd"[..],
+            b"/abs",
+            b"..",
+            b"a\0b",
+            &[0xff; 600],
+        ] {
+            let p = session_path(&root, 3, key);
+            assert_eq!(p.parent().unwrap(), root.join("3"));
+            Store::new().append(&p, key, 1, &turns(1..=1)).unwrap();
+            assert!(p.exists());
+        }
+        fs::remove_dir_all(&root).unwrap();
+    }
+}
