@@ -1,0 +1,263 @@
+"""CONV.ADD / CONV.CTX against the plain-list code they replace (RPUSH / LRANGE), on ONE
+valkey-server with the module loaded, with the same client (redis-benchmark), the same
+concurrency and the same payload. Each figure is the median of 3 runs of >= BENCH_SECONDS,
+baseline and module alternating. A report, not a test: a missed goal is printed, exit stays 0;
+only a broken setup (server, tool, error replies) exits non-zero.
+
+Env: VALKEY_SERVER, MODULE_SO (set by `make bench`); optional BENCH_SECONDS (default 3),
+BENCH_CLIENTS (50), BENCH_REPS (3)."""
+import csv
+import datetime
+import io
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import redis
+
+VALKEY_SERVER = os.environ.get("VALKEY_SERVER", "")
+MODULE_SO = os.environ.get("MODULE_SO", "")
+BENCHMARK = shutil.which("redis-benchmark")
+SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
+CLIENTS = int(os.environ.get("BENCH_CLIENTS", "50"))
+REPS = int(os.environ.get("BENCH_REPS", "3"))
+PIPELINES = (1, 16)
+WINDOW = 20
+
+# A realistic chat turn: ~200 bytes of English with punctuation (and an apostrophe the JSON
+# renderer passes through, no escapes needed, as with most chat text).
+PAYLOAD = ("Can you help me rewrite this paragraph so it sounds more professional? I need to tell "
+           "the team the release slips two weeks because of the database migration, without it "
+           "sounding like I'm blaming anyone.")
+ADD_KEYS = 10_000  # -r: keys written, so no key grows huge during a run
+CTX_KEYS = 1_000   # pre-filled keys read by CTX / LRANGE
+CTX_MSGS = 20      # messages per pre-filled key = COUNT = window
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bench_key(prefix, i):
+    """The key redis-benchmark makes of `prefix__rand_int__`: the number padded to 12 digits."""
+    return f"{prefix}{i:012d}"
+
+
+class Valkey:
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="convcache-bench-")
+        self.port = free_port()
+        argv = [
+            VALKEY_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+            "--dir", self.dir, "--save", "", "--appendonly", "no",
+            "--logfile", os.path.join(self.dir, "server.log"),
+            "--loadmodule", os.path.abspath(MODULE_SO), "window", str(WINDOW),
+        ]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=60)
+        deadline = time.time() + 20
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"valkey-server exited early:\n{self.log_tail()}")
+            try:
+                if self.client.ping():
+                    return
+            except (redis.ConnectionError, redis.BusyLoadingError):
+                if time.time() > deadline:
+                    raise RuntimeError(f"valkey-server not ready:\n{self.log_tail()}")
+                time.sleep(0.05)
+
+    def log_tail(self, n=20):
+        try:
+            with open(os.path.join(self.dir, "server.log"), errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def redis_benchmark(port, command, n, pipeline, keyspace):
+    """One redis-benchmark run; returns (ops/s, p50 ms, p99 ms) from its CSV line."""
+    argv = [BENCHMARK, "-h", "127.0.0.1", "-p", str(port), "-c", str(CLIENTS),
+            "-P", str(pipeline), "-n", str(n), "-r", str(keyspace), "--csv", *command]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=True).stdout
+    rows = [r for r in csv.reader(io.StringIO(out)) if r]
+    header, row = rows[0], rows[-1]
+    if "p99_latency_ms" not in header:
+        raise RuntimeError(f"unexpected redis-benchmark output:\n{out}")
+    get = dict(zip(header, row))
+    return float(get["rps"]), float(get["p50_latency_ms"]), float(get["p99_latency_ms"])
+
+
+class Pair:
+    """One operation measured two ways: the plain-structure baseline and the module command."""
+
+    def __init__(self, name, goal, baseline, module, keyspace, before_run):
+        self.name, self.goal = name, goal
+        self.baseline, self.module = baseline, module
+        self.keyspace, self.before_run = keyspace, before_run
+
+
+def checked_run(server, cmd, n, pipeline, keyspace, before_run):
+    """Runs one measurement and makes sure every request was executed without an error reply,
+    so a typo or a WRONGTYPE cannot pass as a fast benchmark."""
+    before_run()
+    server.client.config_resetstat()
+    result = redis_benchmark(server.port, cmd, n, pipeline, keyspace)
+    stats = server.client.info("stats")
+    cmdstats = {k.lower(): v for k, v in server.client.info("commandstats").items()}
+    calls = cmdstats.get(f"cmdstat_{cmd[0].lower()}", {}).get("calls", 0)
+    if stats.get("total_error_replies", 0) or calls < n:
+        raise RuntimeError(f"{' '.join(cmd[:2])}: {calls} calls of {n}, "
+                           f"{stats.get('total_error_replies')} error replies")
+    return result
+
+
+def measure(server, pair, pipeline):
+    """Median ops/s, p50, p99 for baseline and module, REPS runs each, alternating (and the
+    order flipped every repetition so neither side always runs on a warmer machine)."""
+    # Calibrate each side with a short run (which also warms it up), so every measured run
+    # lasts >= SECONDS whatever the ratio, and the whole script stays around two minutes.
+    probe = min(10_000 * pipeline, 50_000)
+    cmds = {"baseline": pair.baseline, "module": pair.module}
+    n = {}
+    for side, cmd in cmds.items():
+        rps, _, _ = checked_run(server, cmd, probe, pipeline, pair.keyspace, pair.before_run)
+        n[side] = max(probe, int(rps * SECONDS * 1.1))
+    runs = {"baseline": [], "module": []}
+    for rep in range(REPS):
+        order = ("baseline", "module") if rep % 2 == 0 else ("module", "baseline")
+        for side in order:
+            runs[side].append(
+                checked_run(server, cmds[side], n[side], pipeline, pair.keyspace, pair.before_run))
+    med = {side: tuple(statistics.median(r[i] for r in rs) for i in range(3))
+           for side, rs in runs.items()}
+    return n, med, runs
+
+
+def prefill(server):
+    c = server.client
+    c.flushall()
+    p = c.pipeline(transaction=False)
+    for i in range(CTX_KEYS):
+        for _ in range(CTX_MSGS):
+            p.execute_command("CONV.ADD", bench_key("conv:", i), "user", PAYLOAD)
+        p.rpush(bench_key("list:", i), *([PAYLOAD] * CTX_MSGS))
+        if i % 100 == 99:
+            p.execute()
+    p.execute()
+    # Both sides hold the same 20 messages per key.
+    k = 123
+    ctx = c.execute_command("CONV.CTX", bench_key("conv:", k), "COUNT", CTX_MSGS)
+    assert ctx.count(PAYLOAD.encode()) == CTX_MSGS, ctx[:200]
+    assert c.lrange(bench_key("list:", k), -CTX_MSGS, -1) == [PAYLOAD.encode()] * CTX_MSGS
+    return len(ctx), sum(len(x) for x in c.lrange(bench_key("list:", k), -CTX_MSGS, -1))
+
+
+def main():
+    for what, path in (("VALKEY_SERVER", VALKEY_SERVER), ("MODULE_SO", MODULE_SO)):
+        if not path or not os.path.exists(path):
+            print(f"{what} is not set to an existing file (run through `make bench`)", file=sys.stderr)
+            return 2
+    if not BENCHMARK:
+        print("redis-benchmark not found (Debian: redis-tools)", file=sys.stderr)
+        return 2
+    tool = subprocess.run([BENCHMARK, "--version"], capture_output=True, text=True).stdout.strip()
+
+    server = Valkey()
+    try:
+        info = server.client.info("server")
+        print(f"server: valkey {info.get('valkey_version', info.get('redis_version'))} on "
+              f"127.0.0.1:{server.port}, module {os.path.basename(MODULE_SO)} window {WINDOW}")
+        print(f"client: {tool}, {CLIENTS} connections, pipelines {PIPELINES}, "
+              f"{REPS} runs per side of >= {SECONDS:g} s, median; payload {len(PAYLOAD)} bytes")
+        print(f"machine: {os.cpu_count()} cores, {cpu_model()}, {platform.system()} {platform.release()}")
+
+        flush = server.client.flushall
+        add = Pair("CONV.ADD vs RPUSH", 0.9,
+                   ["RPUSH", "list:__rand_int__", PAYLOAD],
+                   ["CONV.ADD", "conv:__rand_int__", "user", PAYLOAD],
+                   ADD_KEYS, lambda: flush(asynchronous=False))
+        ctx = Pair(f"CONV.CTX COUNT {CTX_MSGS} vs LRANGE -{CTX_MSGS} -1", 0.8,
+                   ["LRANGE", "list:__rand_int__", str(-CTX_MSGS), "-1"],
+                   ["CONV.CTX", "conv:__rand_int__", "COUNT", str(CTX_MSGS)],
+                   CTX_KEYS, lambda: None)
+
+        results = []
+        for pipeline in PIPELINES:
+            results.append((add, pipeline, *measure(server, add, pipeline)))
+            print(f"  measured {add.name}, pipeline {pipeline}", flush=True)
+        ctx_bytes, list_bytes = prefill(server)
+        print(f"  pre-filled {CTX_KEYS} keys x {CTX_MSGS} messages; one CTX reply is {ctx_bytes} "
+              f"bytes of JSON, one LRANGE reply {list_bytes} bytes of payload", flush=True)
+        for pipeline in PIPELINES:
+            results.append((ctx, pipeline, *measure(server, ctx, pipeline)))
+            print(f"  measured {ctx.name}, pipeline {pipeline}", flush=True)
+    finally:
+        server.stop()
+
+    report(results)
+    return 0
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def report(results):
+    print(f"\n### CONV.* vs plain lists ({datetime.date.today().isoformat()})\n")
+    print("| operation | pipeline | baseline ops/s | module ops/s | ratio | goal | met |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    missed = []
+    for pair, pipeline, _n, med, _runs in results:
+        b, m = med["baseline"][0], med["module"][0]
+        ratio = m / b
+        ok = ratio >= pair.goal
+        if not ok:
+            missed.append(f"{pair.name} at pipeline {pipeline}: {ratio:.2f}x < {pair.goal}x")
+        print(f"| {pair.name} | {pipeline} | {b:,.0f} | {m:,.0f} | {ratio:.2f}x | "
+              f">= {pair.goal}x | {'yes' if ok else '**NO**'} |")
+    print("\nLatency, ms (median of runs; with pipelining it is per batch as redis-benchmark times it)\n")
+    print("| operation | pipeline | baseline p50 | baseline p99 | module p50 | module p99 |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for pair, pipeline, _n, med, _runs in results:
+        (_, bp50, bp99), (_, mp50, mp99) = med["baseline"], med["module"]
+        print(f"| {pair.name} | {pipeline} | {bp50:.3f} | {bp99:.3f} | {mp50:.3f} | {mp99:.3f} |")
+    print("\nAll runs, ops/s (requests per run in brackets), to judge the noise:")
+    for pair, pipeline, n, _med, runs in results:
+        fmt = lambda side: (f"{side} [{n[side]:,}] "
+                            + ", ".join(f"{r[0]:,.0f}" for r in runs[side]))
+        print(f"  {pair.name}, P{pipeline}: {fmt('baseline')}; {fmt('module')}")
+    if missed:
+        print("\nGOAL MISSED:\n  " + "\n  ".join(missed))
+    else:
+        print("\nAll goals met.")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
