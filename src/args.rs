@@ -66,13 +66,10 @@ impl Args {
         parse_i64(name, v)
     }
 
-    /// A non-negative integer between `min` and `max`.
+    /// The value of keyword `name`, an integer between `min` and `max`.
     pub fn int_in(&mut self, name: &str, min: i64, max: i64) -> Result<i64, RedisError> {
-        let v = self.i64_of(name)?;
-        if v < min || v > max {
-            return err(format!("{name} must be between {min} and {max}, got {v}"));
-        }
-        Ok(v)
+        let v = self.value_of(name)?;
+        int_in(name, v, min, max)
     }
 
     pub fn f64_of(&mut self, name: &str) -> Result<f64, RedisError> {
@@ -92,6 +89,15 @@ pub fn parse_i64(name: &str, v: &[u8]) -> Result<i64, RedisError> {
             String::from_utf8_lossy(v)
         )),
     }
+}
+
+/// An integer argument between `min` and `max`.
+pub fn int_in(name: &str, v: &[u8], min: i64, max: i64) -> Result<i64, RedisError> {
+    let v = parse_i64(name, v)?;
+    if v < min || v > max {
+        return err(format!("{name} must be between {min} and {max}, got {v}"));
+    }
+    Ok(v)
 }
 
 pub fn parse_f64(name: &str, v: &[u8]) -> Result<f64, RedisError> {

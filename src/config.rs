@@ -19,6 +19,8 @@ pub const MAX_CONTENT_DEFAULT: i64 = 16 * 1024 * 1024;
 pub const IDLE_ARCHIVE_DEFAULT: i64 = 7200;
 /// Retention of cold sessions in days (lix: 14).
 pub const ARCHIVE_TTL_DAYS_DEFAULT: i64 = 14;
+/// Overflow turns that make one archive append (fewer wait for more, or for idleness).
+pub const ARCHIVE_BATCH_DEFAULT: i64 = 10;
 pub const IO_THREADS_DEFAULT: i64 = 2;
 pub const TIMER_INTERVAL_MS_DEFAULT: i64 = 100;
 /// Main-thread time one timer tick may spend choosing and preparing work.
@@ -39,6 +41,7 @@ lazy_static! {
     pub static ref MAX_CONTENT_BYTES: AtomicI64 = AtomicI64::new(MAX_CONTENT_DEFAULT);
     pub static ref IDLE_ARCHIVE_SECS: AtomicI64 = AtomicI64::new(IDLE_ARCHIVE_DEFAULT);
     pub static ref ARCHIVE_TTL_DAYS: AtomicI64 = AtomicI64::new(ARCHIVE_TTL_DAYS_DEFAULT);
+    pub static ref ARCHIVE_BATCH: AtomicI64 = AtomicI64::new(ARCHIVE_BATCH_DEFAULT);
     pub static ref IO_THREADS: AtomicI64 = AtomicI64::new(IO_THREADS_DEFAULT);
     pub static ref TIMER_INTERVAL_MS: AtomicI64 = AtomicI64::new(TIMER_INTERVAL_MS_DEFAULT);
     pub static ref TIMER_BUDGET_US: AtomicI64 = AtomicI64::new(TIMER_BUDGET_US_DEFAULT);

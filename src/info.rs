@@ -7,8 +7,30 @@ use crate::metrics;
 #[allow(deprecated)] // the builder API cannot add a section named after the module alone
 pub fn add_info(ctx: &InfoContext, _for_crash_report: bool) {
     ctx.add_info_section(None);
-    let fields: [(&str, i64); 6] = [
+    let written = metrics::ARCHIVE_BYTES_WRITTEN.get();
+    let raw = metrics::ARCHIVE_RAW_BYTES_WRITTEN.get();
+    let ticks = metrics::TIMER_TICKS.get().max(1);
+    let fields: [(&str, i64); 19] = [
         ("sessions", metrics::SESSIONS.get()),
+        (
+            "hot_sessions",
+            metrics::SESSIONS.get() - metrics::COLD_SESSIONS.get(),
+        ),
+        ("cold_sessions", metrics::COLD_SESSIONS.get()),
+        ("archived_turns", metrics::ARCHIVED_TURNS.get()),
+        ("archive_writes", metrics::ARCHIVE_WRITES.get()),
+        ("archive_reads", metrics::ARCHIVE_READS.get()),
+        ("archive_bytes_written", written),
+        ("archive_raw_bytes_written", raw),
+        ("archive_bytes_read", metrics::ARCHIVE_BYTES_READ.get()),
+        ("rehydrations", metrics::REHYDRATIONS.get()),
+        ("io_errors", metrics::IO_ERRORS.get()),
+        ("io_queue_depth", crate::conv::cold::queue_depth()),
+        ("timer_tick_us_max", metrics::TIMER_TICK_US_MAX.get()),
+        (
+            "timer_tick_us_avg",
+            metrics::TIMER_TICK_US_TOTAL.get() / ticks,
+        ),
         ("hot_messages", metrics::HOT_MESSAGES.get()),
         ("session_bytes", metrics::SESSION_BYTES.get()),
         ("conv_commands", metrics::CONV_COMMANDS.get()),
@@ -18,4 +40,11 @@ pub fn add_info(ctx: &InfoContext, _for_crash_report: bool) {
     for (name, value) in fields {
         ctx.add_info_field_long_long(name, value);
     }
+    // Raw (serialized) bytes per byte written to disk.
+    let ratio = if written > 0 {
+        raw as f64 / written as f64
+    } else {
+        0.0
+    };
+    ctx.add_info_field_str("archive_compression_ratio", &format!("{ratio:.3}"));
 }

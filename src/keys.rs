@@ -15,3 +15,41 @@ pub fn write<'a, T>(
 ) -> Result<Option<&'a mut T>, RedisError> {
     key.get_value::<T>(ty).map_err(|_| RedisError::WrongType)
 }
+
+use redis_module::{raw, Context, RedisString};
+
+fn with_raw_key<R>(
+    ctx: &Context,
+    name: &RedisString,
+    f: impl FnOnce(*mut raw::RedisModuleKey) -> R,
+) -> R {
+    let mode = (raw::REDISMODULE_READ | raw::REDISMODULE_WRITE) as i32;
+    // SAFETY: plain module API calls; the handle is closed before returning.
+    unsafe {
+        let k = raw::RedisModule_OpenKey.expect("OpenKey")(ctx.ctx, name.inner, mode);
+        let r = f(k);
+        raw::RedisModule_CloseKey.expect("CloseKey")(k);
+        r
+    }
+}
+
+/// Milliseconds the key has left, or -1 without a TTL.
+pub fn ttl_ms(ctx: &Context, name: &RedisString) -> i64 {
+    // SAFETY: `k` is an open key handle.
+    with_raw_key(ctx, name, |k| unsafe {
+        raw::RedisModule_GetExpire.expect("GetExpire")(k)
+    })
+}
+
+/// Sets an absolute expiry (unix ms), or removes it with `None`.
+pub fn set_expire_at(ctx: &Context, name: &RedisString, at_ms: Option<i64>) {
+    with_raw_key(ctx, name, |k| unsafe {
+        // SAFETY: `k` is an open key handle.
+        match at_ms {
+            Some(at) => raw::RedisModule_SetAbsExpire.expect("SetAbsExpire")(k, at),
+            None => {
+                raw::RedisModule_SetExpire.expect("SetExpire")(k, raw::REDISMODULE_NO_EXPIRE as i64)
+            }
+        }
+    });
+}

@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod args;
+pub mod blocking;
 pub mod config;
 pub mod conv;
 pub mod info;
@@ -13,6 +14,7 @@ pub mod vector;
 use redis_module::configuration::ConfigurationFlags;
 use redis_module::{redis_module, Context, RedisString, Status};
 
+use conv::cold;
 use conv::commands as convcmd;
 use conv::r#type::SESSION_TYPE;
 
@@ -37,6 +39,7 @@ extern "C" fn info_callback(
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     // Replaces the macro's default INFO callback with ours (its `info:` form needs an extra crate).
     redis_module::raw::register_info_function(ctx.ctx, Some(info_callback));
+    conv::cold::init(ctx);
     Status::Ok
 }
 
@@ -55,13 +58,29 @@ redis_module! {
         ["CONV.CLEAR", convcmd::clear, "write fast", 1, 1, 1, ""],
         ["CONV.DEL", convcmd::del, "write fast", 1, 1, 1, ""],
         ["CONV._LOAD", convcmd::load, "write deny-oom", 1, 1, 1, ""],
+        ["CONV.SEARCH", convcmd::search, "readonly", 1, 1, 1, ""],
+        ["CONV.FLUSH", cold::flush_cmd, "write", 1, 1, 1, ""],
+        ["CONV.IMPORT", cold::import_cmd, "write deny-oom", 1, 1, 1, ""],
+        ["CONV._ARCHIVED", cold::archived_cmd, "write", 1, 1, 1, ""],
+    ],
+    event_handlers: [
+        [@GENERIC @EXPIRED @EVICTED: cold::on_keyspace_event],
     ],
     configurations: [
         i64: [
             ["window", &*config::WINDOW, config::WINDOW_DEFAULT, 1, 1_000_000, ConfigurationFlags::DEFAULT, None],
             ["max-content-bytes", &*config::MAX_CONTENT_BYTES, config::MAX_CONTENT_DEFAULT, 1, 512 * 1024 * 1024, ConfigurationFlags::DEFAULT, None],
+            ["idle-archive", &*config::IDLE_ARCHIVE_SECS, config::IDLE_ARCHIVE_DEFAULT, 0, 10 * 365 * 86400, ConfigurationFlags::DEFAULT, None],
+            ["archive-ttl", &*config::ARCHIVE_TTL_DAYS, config::ARCHIVE_TTL_DAYS_DEFAULT, 1, 100 * 365, ConfigurationFlags::DEFAULT, None],
+            ["archive-batch", &*config::ARCHIVE_BATCH, config::ARCHIVE_BATCH_DEFAULT, 1, 1_000_000, ConfigurationFlags::DEFAULT, None],
+            ["io-threads", &*config::IO_THREADS, config::IO_THREADS_DEFAULT, 1, 64, ConfigurationFlags::IMMUTABLE, None],
+            ["timer-interval-ms", &*config::TIMER_INTERVAL_MS, config::TIMER_INTERVAL_MS_DEFAULT, 1, 60_000, ConfigurationFlags::DEFAULT, None],
+            ["timer-budget-us", &*config::TIMER_BUDGET_US, config::TIMER_BUDGET_US_DEFAULT, 10, 1_000_000, ConfigurationFlags::DEFAULT, None],
         ],
-        string: [],
+        string: [
+            ["archive-dir", &*config::ARCHIVE_DIR, "convcache-archive", ConfigurationFlags::DEFAULT, None],
+            ["import-dir", &*config::IMPORT_DIR, "convcache-import", ConfigurationFlags::DEFAULT, None],
+        ],
         bool: [],
         enum: [],
         module_args_as_configuration: true,

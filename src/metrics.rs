@@ -30,23 +30,58 @@ pub static CONV_COMMANDS: Counter = Counter::new();
 pub static CONV_ADDS: Counter = Counter::new();
 pub static CONV_READS: Counter = Counter::new();
 
+/// The gauges one session contributes: (hot messages, bytes, archived turns, cold).
+fn gauges(s: &Session) -> [i64; 4] {
+    [
+        s.hot_len() as i64,
+        s.mem_bytes() as i64,
+        s.archived.count as i64,
+        i64::from(s.is_cold()),
+    ]
+}
+
+fn apply(d: [i64; 4], sign: i64) {
+    HOT_MESSAGES.add(sign * d[0]);
+    SESSION_BYTES.add(sign * d[1]);
+    ARCHIVED_TURNS.add(sign * d[2]);
+    COLD_SESSIONS.add(sign * d[3]);
+}
+
 pub fn session_created(s: &Session) {
     SESSIONS.incr();
-    HOT_MESSAGES.add(s.hot_len() as i64);
-    SESSION_BYTES.add(s.mem_bytes() as i64);
+    apply(gauges(s), 1);
 }
 
 pub fn session_freed(s: &Session) {
     SESSIONS.add(-1);
-    HOT_MESSAGES.add(-(s.hot_len() as i64));
-    SESSION_BYTES.add(-(s.mem_bytes() as i64));
+    apply(gauges(s), -1);
 }
 
-/// Runs a mutation of a live session and moves the global counters by what it changed.
+/// Runs a mutation of a live session and moves the global gauges by what it changed.
 pub fn tracked<R>(s: &mut Session, f: impl FnOnce(&mut Session) -> R) -> R {
-    let (msgs, bytes) = (s.hot_len() as i64, s.mem_bytes() as i64);
+    let before = gauges(s);
     let r = f(s);
-    HOT_MESSAGES.add(s.hot_len() as i64 - msgs);
-    SESSION_BYTES.add(s.mem_bytes() as i64 - bytes);
+    let after = gauges(s);
+    apply([0, 1, 2, 3].map(|i| after[i] - before[i]), 1);
     r
+}
+
+// Cold tier.
+pub static ARCHIVE_WRITES: Counter = Counter::new();
+pub static ARCHIVE_READS: Counter = Counter::new();
+pub static ARCHIVE_BYTES_WRITTEN: Counter = Counter::new();
+pub static ARCHIVE_RAW_BYTES_WRITTEN: Counter = Counter::new();
+pub static ARCHIVE_BYTES_READ: Counter = Counter::new();
+pub static ARCHIVED_TURNS: Counter = Counter::new();
+pub static REHYDRATIONS: Counter = Counter::new();
+pub static IO_ERRORS: Counter = Counter::new();
+pub static COLD_SESSIONS: Counter = Counter::new();
+pub static TIMER_TICKS: Counter = Counter::new();
+pub static TIMER_TICK_US_TOTAL: Counter = Counter::new();
+pub static TIMER_TICK_US_MAX: Counter = Counter::new();
+
+impl Counter {
+    pub fn max(&self, v: i64) {
+        self.0.fetch_max(v, Relaxed);
+    }
 }

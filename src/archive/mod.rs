@@ -13,6 +13,7 @@ pub mod format;
 pub mod huffman;
 pub mod lix;
 pub mod store;
+pub mod worker;
 
 use std::fmt;
 

@@ -146,7 +146,9 @@ impl Store {
         };
         if let Some(bytes) = existing {
             if let Ok(scan) = format::scan(&bytes) {
-                if scan.header.key == key && scan.header.created_ms == created_ms {
+                // The creation time identifies the session; the key in the header is the one it
+                // had when the file was made (RENAME and COPY carry files to new names).
+                if scan.header.created_ms == created_ms {
                     if scan.resync_offset.is_some() {
                         return Err(StoreError::Corrupt(format!(
                             "damaged segment in the middle of {}; refusing to append after it",

@@ -9,7 +9,8 @@
 use super::message::Message;
 use super::session::{ArchivedRange, Session};
 
-pub const CODEC_VERSION: u8 = 1;
+/// 1: first release. 2: adds `archive_upto` and `auto_ttl` after the archived range.
+pub const CODEC_VERSION: u8 = 2;
 const KIND_SESSION: u8 = 0;
 const KIND_MORE: u8 = 1;
 const HAS_META: u8 = 1;
@@ -150,6 +151,8 @@ fn put_header(out: &mut Vec<u8>, s: &Session) {
     put_varint(out, s.archived.count);
     put_varint(out, s.archived.first_seq);
     put_varint(out, s.archived.last_seq);
+    put_varint(out, s.archive_upto);
+    out.push(u8::from(s.auto_ttl));
 }
 
 /// The whole session, or (for AOF rewrite of big sessions) its header and first messages.
@@ -204,7 +207,14 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
                 first_seq: r.varint()?,
                 last_seq: r.varint()?,
             };
+            let (archive_upto, auto_ttl) = if version >= 2 {
+                (r.varint()?, r.u8()? != 0)
+            } else {
+                (archived.last_seq, false)
+            };
             let mut s = Session::new(window, created_ms);
+            s.archive_upto = archive_upto;
+            s.auto_ttl = auto_ttl;
             s.last_access_ms.set(last_access_ms);
             s.archived = archived;
             s.next_seq = next_seq;
@@ -290,6 +300,35 @@ mod tests {
         for cut in 0..buf.len() {
             assert!(decode(&buf[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn reads_version_1_payloads() {
+        // A v1 session payload as the first release wrote it: window 4, next_seq 3,
+        // created 5, last access 6, archived (1 turn, seq 1..1), one message (seq 2).
+        let mut v1 = vec![1u8, KIND_SESSION, 4, 3];
+        v1.extend_from_slice(&5i64.to_le_bytes());
+        v1.extend_from_slice(&6i64.to_le_bytes());
+        v1.extend_from_slice(&[1, 1, 1, 1]);
+        put_message(
+            &mut v1,
+            &Message {
+                seq: 2,
+                ts_ms: 9,
+                role: "user".into(),
+                content: b"hi".to_vec(),
+                meta: None,
+                emb: None,
+            },
+        );
+        let Decoded::Session(s) = decode(&v1).unwrap() else {
+            panic!()
+        };
+        assert_eq!((s.window, s.next_seq, s.created_ms), (4, 3, 5));
+        assert_eq!(s.archived.count, 1);
+        assert_eq!(s.archive_upto, 1);
+        assert!(!s.auto_ttl);
+        assert_eq!(s.hot()[0].content, b"hi");
     }
 
     #[test]

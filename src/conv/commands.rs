@@ -10,7 +10,8 @@ use super::codec::{self, Decoded};
 use super::message::Message;
 use super::r#type::SESSION_TYPE;
 use super::render::{self, Format};
-use super::session::Session;
+use super::session::{self, Session};
+use super::{cold, search};
 use crate::args::{self, err, Args};
 use crate::{config, keys, metrics, vector};
 
@@ -49,23 +50,30 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         ));
     }
     let (mut meta, mut emb, mut ts, mut seq, mut window) = (None, None, None, None, None);
-    let mut opts = Args::from(argv.clone(), 4);
-    while !opts.done() {
-        let kw = opts.next_keyword()?;
-        match kw.as_str() {
-            "META" => meta = Some(args::json_object("META", opts.value_of("META")?)?),
+    let mut i = 4;
+    while i < argv.len() {
+        let kw = argv[i].as_slice();
+        let name = String::from_utf8_lossy(kw).to_ascii_uppercase();
+        let Some(value) = argv.get(i + 1).map(|v| v.as_slice()) else {
+            return match name.as_str() {
+                "META" | "EMB" | "TS" | "SEQ" | "WINDOW" => err(format!("{name} needs a value")),
+                _ => args::unknown_option(&name),
+            };
+        };
+        match name.as_str() {
+            "META" => meta = Some(args::json_object("META", value)?),
             "EMB" => {
-                let v = vector::parse_fp32_blob(opts.value_of("EMB")?)
+                let v = vector::parse_fp32_blob(value)
                     .map_err(|e| RedisError::String(format!("ERR EMB: {e}")))?;
                 emb = Some(v);
             }
-            "TS" => ts = Some(opts.int_in("TS", 0, i64::MAX)?),
-            "SEQ" => seq = Some(opts.int_in("SEQ", 1, i64::MAX)? as u64),
-            "WINDOW" => window = Some(opts.int_in("WINDOW", 1, MAX_WINDOW)? as u32),
+            "TS" => ts = Some(args::int_in("TS", value, 0, i64::MAX)?),
+            "SEQ" => seq = Some(args::int_in("SEQ", value, 1, i64::MAX)? as u64),
+            "WINDOW" => window = Some(args::int_in("WINDOW", value, 1, MAX_WINDOW)? as u32),
             other => return args::unknown_option(other),
         }
+        i += 2;
     }
-
     let key = ctx.open_key_writable(&argv[1]);
     let now = now_ms();
     let window = window.unwrap_or_else(|| config::get(&config::WINDOW) as u32);
@@ -78,6 +86,7 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         meta,
         emb,
     };
+    let mut drop_auto_ttl = false;
     let seq = match keys::write::<Session>(&key, &SESSION_TYPE)? {
         Some(s) => {
             let seq = metrics::tracked(s, |s| {
@@ -86,6 +95,8 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             })
             .map_err(|e| RedisError::String(format!("ERR {e}")))?;
             s.touch(now);
+            // A cold session that comes back to life loses the retention TTL idle archival gave it.
+            drop_auto_ttl = std::mem::take(&mut s.auto_ttl);
             seq
         }
         None => {
@@ -98,6 +109,10 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             seq
         }
     };
+    drop(key);
+    if drop_auto_ttl {
+        keys::set_expire_at(ctx, &argv[1], None);
+    }
     replicate_add(ctx, &argv, ts, seq, window);
     ctx.notify_keyspace_event(NotifyEvent::MODULE, "conv.add", &argv[1]);
     Ok(RedisValue::Integer(seq as i64))
@@ -143,7 +158,10 @@ fn parse_format(opts: &mut Args) -> Result<Format, RedisError> {
     })
 }
 
-fn reply_messages<'a>(format: Format, msgs: impl Iterator<Item = &'a Message>) -> RedisValue {
+pub fn reply_messages<'a>(
+    format: Format,
+    msgs: impl Iterator<Item = &'a Message> + Clone,
+) -> RedisValue {
     match format {
         Format::Resp => RedisValue::Array(
             msgs.map(|m| {
@@ -183,11 +201,34 @@ pub fn ctx_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         return Ok(reply_messages(format, std::iter::empty()));
     };
     s.touch(now_ms());
-    let mut n = count.unwrap_or(s.window as usize);
-    if let Some(budget) = tokens {
-        n = s.fit_tokens(n, budget);
+    let n = count.unwrap_or(s.window as usize);
+    let fit = move |newest_first: &mut dyn Iterator<Item = &Message>, max: usize| match tokens {
+        Some(budget) => session::fit_tokens(newest_first.take(max), budget),
+        None => max,
+    };
+    if n <= s.hot_len() || s.archived.count == 0 {
+        let n = fit(&mut s.hot().iter().rev(), n.min(s.hot_len()));
+        return Ok(reply_messages(format, s.last_n(n)));
     }
-    Ok(reply_messages(format, s.last_n(n)))
+    // Part of the answer is on disk: read it in the background, reply with it and the
+    // in-memory turns as they are now.
+    let need = ((n - s.hot_len()) as u64).min(s.archived.count);
+    let from = s.archived.last_seq + 1 - need;
+    let hot: Vec<Message> = s.hot().iter().cloned().collect();
+    let render = Box::new(move |mut turns: Vec<Message>| {
+        turns.extend(hot);
+        let keep = fit(&mut turns.iter().rev(), turns.len());
+        Ok(reply_messages(format, turns[turns.len() - keep..].iter()))
+    });
+    cold::read_archive(
+        ctx,
+        "CONV.CTX",
+        key_name.as_slice(),
+        s,
+        from,
+        s.archived.last_seq,
+        render,
+    )
 }
 
 /// CONV.HISTORY key [FROM seq] [TO seq] [FORMAT ...]
@@ -210,7 +251,74 @@ pub fn history(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         return Ok(reply_messages(format, std::iter::empty()));
     };
     s.touch(now_ms());
-    Ok(reply_messages(format, s.range(from, to)))
+    if s.archived.count == 0 || from > s.archived.last_seq || to < s.archived.first_seq {
+        return Ok(reply_messages(format, s.range(from, to)));
+    }
+    let hot: Vec<Message> = s.range(from, to).cloned().collect();
+    let render = Box::new(move |mut turns: Vec<Message>| {
+        turns.extend(hot);
+        Ok(reply_messages(format, turns.iter()))
+    });
+    let (lo, hi) = (from.max(s.archived.first_seq), to.min(s.archived.last_seq));
+    cold::read_archive(ctx, "CONV.HISTORY", key_name.as_slice(), s, lo, hi, render)
+}
+
+/// CONV.SEARCH key (EMB fp32 | TEXT query) [K n] [RECENT n]: the last RECENT turns and the K
+/// older turns most relevant to the query, as one JSON object.
+pub fn search(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+    metrics::CONV_COMMANDS.incr();
+    metrics::CONV_READS.incr();
+    let mut a = Args::new(argv, 3)?;
+    let key_name = a.next_arg()?.clone();
+    let (mut query, mut k, mut recent) = (None, 5usize, None);
+    while !a.done() {
+        match a.next_keyword()?.as_str() {
+            "EMB" => {
+                let v = vector::parse_fp32_blob(a.value_of("EMB")?)
+                    .map_err(|e| RedisError::String(format!("ERR EMB: {e}")))?;
+                query = Some(search::Query::Emb(v));
+            }
+            "TEXT" => {
+                query = Some(search::Query::Text(
+                    String::from_utf8_lossy(a.value_of("TEXT")?).into_owned(),
+                ))
+            }
+            "K" => k = a.int_in("K", 0, 10_000)? as usize,
+            "RECENT" => recent = Some(a.int_in("RECENT", 0, 1_000_000)? as usize),
+            other => return args::unknown_option(other),
+        }
+    }
+    let Some(query) = query else {
+        return err("CONV.SEARCH needs EMB vector or TEXT query");
+    };
+    let scorer = search::Scorer::new(query);
+    let key = ctx.open_key(&key_name);
+    let Some(s) = keys::read::<Session>(&key, &SESSION_TYPE)? else {
+        return Ok(RedisValue::StringBuffer(search::search_json(
+            &[],
+            &scorer,
+            0,
+            k,
+        )));
+    };
+    s.touch(now_ms());
+    let recent = recent.unwrap_or(s.window as usize);
+    if s.archived.count == 0 {
+        let all: Vec<&Message> = s.hot().iter().collect();
+        return Ok(RedisValue::StringBuffer(search::search_json(
+            &all, &scorer, recent, k,
+        )));
+    }
+    let hot: Vec<Message> = s.hot().iter().cloned().collect();
+    let render = Box::new(move |mut turns: Vec<Message>| {
+        turns.extend(hot);
+        let all: Vec<&Message> = turns.iter().collect();
+        Ok(RedisValue::StringBuffer(search::search_json(
+            &all, &scorer, recent, k,
+        )))
+    });
+    let (lo, hi) = (s.archived.first_seq, s.archived.last_seq);
+    cold::read_archive(ctx, "CONV.SEARCH", key_name.as_slice(), s, lo, hi, render)
 }
 
 fn single_key(argv: Vec<RedisString>) -> Result<RedisString, RedisError> {
@@ -271,6 +379,9 @@ pub fn clear(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         return Ok(RedisValue::Integer(0));
     };
     let dropped = s.total_len();
+    if s.archived.count > 0 || s.archive_upto > 0 || s.pending.is_some() {
+        cold::delete_archive(cold::selected_db(ctx), name.as_slice());
+    }
     metrics::tracked(s, |s| s.clear());
     ctx.replicate_verbatim();
     ctx.notify_keyspace_event(NotifyEvent::MODULE, "conv.clear", &name);

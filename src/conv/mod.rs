@@ -1,7 +1,9 @@
 //! Conversation memory: a per-session rolling window of messages in a native data type.
 pub mod codec;
+pub mod cold;
 pub mod commands;
 pub mod message;
 pub mod render;
+pub mod search;
 pub mod session;
 pub mod r#type;

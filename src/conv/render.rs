@@ -30,8 +30,32 @@ impl Format {
 /// JSON string of possibly non-UTF-8 bytes: invalid sequences become U+FFFD
 /// (JSON can only carry Unicode; FORMAT resp returns the exact bytes).
 fn push_json_str(out: &mut Vec<u8>, bytes: &[u8]) {
-    let text = String::from_utf8_lossy(bytes);
+    // Most chat text needs no escaping at all: copy it straight between quotes.
+    if bytes
+        .iter()
+        .all(|&b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push(b'"');
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => std::borrow::Cow::Borrowed(t),
+        Err(_) => String::from_utf8_lossy(bytes),
+    };
     serde_json::to_writer(&mut *out, text.as_ref()).expect("writing to a Vec cannot fail");
+}
+
+/// A message in the `full` form plus its relevance score (CONV.SEARCH).
+pub fn push_json_message_scored(out: &mut Vec<u8>, m: &Message, score: Option<f32>) {
+    push_json_message(out, m, true);
+    if let Some(score) = score {
+        out.pop();
+        out.extend_from_slice(b",\"score\":");
+        out.extend_from_slice(format!("{score:.6}").as_bytes());
+        out.push(b'}');
+    }
 }
 
 pub fn push_json_message(out: &mut Vec<u8>, m: &Message, full: bool) {
@@ -58,8 +82,12 @@ pub fn push_json_message(out: &mut Vec<u8>, m: &Message, full: bool) {
 }
 
 /// Renders messages (oldest first) as one string in a text-like format.
-pub fn render<'a>(format: Format, messages: impl Iterator<Item = &'a Message>) -> Vec<u8> {
-    let mut out = Vec::new();
+pub fn render<'a>(format: Format, messages: impl Iterator<Item = &'a Message> + Clone) -> Vec<u8> {
+    let size: usize = messages
+        .clone()
+        .map(|m| m.content.len() + m.role.len() + 32)
+        .sum();
+    let mut out = Vec::with_capacity(size + 2);
     match format {
         Format::Messages | Format::Full => {
             out.push(b'[');

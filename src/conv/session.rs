@@ -46,6 +46,15 @@ pub struct Session {
     /// the primary's idle timer looks at it.
     pub last_access_ms: Cell<i64>,
     pub archived: ArchivedRange,
+    /// Turns up to this seq are decided archived (by the primary). On a replica the local
+    /// write may still be under way; the turns stay in memory until it is durable.
+    pub archive_upto: u64,
+    /// The key's TTL was set by idle archival (archive retention), not by the user.
+    pub auto_ttl: bool,
+    /// An archive write of this node under way: (ticket, turns up to seq). Not persisted.
+    pub pending: Option<(u64, u64)>,
+    /// After a failed archive write, not before this time (ms). Not persisted.
+    pub retry_at_ms: i64,
     messages: VecDeque<Message>,
     /// Sum of `Message::heap_bytes` of `messages`, kept so MEMORY USAGE is O(1).
     heap_bytes: usize,
@@ -58,6 +67,20 @@ pub fn estimate_tokens(m: &Message) -> u64 {
     (m.content.len() as u64).div_ceil(4) + 4
 }
 
+/// How many messages, taken newest first, fit a token budget.
+pub fn fit_tokens<'a>(newest_first: impl Iterator<Item = &'a Message>, budget: u64) -> usize {
+    let mut used = 0u64;
+    let mut n = 0;
+    for m in newest_first {
+        used += estimate_tokens(m);
+        if used > budget {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
 impl Session {
     pub fn new(window: u32, now_ms: i64) -> Session {
         Session {
@@ -66,6 +89,10 @@ impl Session {
             created_ms: now_ms,
             last_access_ms: Cell::new(now_ms),
             archived: ArchivedRange::default(),
+            archive_upto: 0,
+            auto_ttl: false,
+            pending: None,
+            retry_at_ms: 0,
             messages: VecDeque::new(),
             heap_bytes: 0,
         }
@@ -112,6 +139,49 @@ impl Session {
         self.messages = VecDeque::new();
         self.heap_bytes = 0;
         self.archived = ArchivedRange::default();
+        self.pending = None;
+    }
+
+    /// True when every turn is on disk and none in memory: a small cold record.
+    pub fn is_cold(&self) -> bool {
+        self.messages.is_empty() && self.archived.count > 0
+    }
+
+    /// In-memory turns the primary may decide to archive now: the overflow past the window,
+    /// or everything when `all` (idle archival, CONV.FLUSH). Returns the seq to archive up to.
+    pub fn archive_candidates(&self, all: bool) -> Option<u64> {
+        let n = if all {
+            self.messages.len()
+        } else {
+            self.overflow_len()
+        };
+        (n > 0).then(|| self.messages[n - 1].seq)
+    }
+
+    /// Copies of the in-memory turns up to `upto`, for an archive write.
+    pub fn turns_upto(&self, upto: u64) -> Vec<Message> {
+        self.messages
+            .iter()
+            .take_while(|m| m.seq <= upto)
+            .cloned()
+            .collect()
+    }
+
+    /// Turns decided archived but still in memory (replica catching up, restart): work that
+    /// any node re-drives without deciding anything new.
+    pub fn undurable_upto(&self) -> Option<u64> {
+        match self.messages.front() {
+            Some(m) if m.seq <= self.archive_upto => Some(self.archive_upto),
+            _ => None,
+        }
+    }
+
+    /// The write of turns up to `upto` is durable: drop them from memory. Returns how many.
+    pub fn archived_durably(&mut self, upto: u64) -> usize {
+        let n = self.messages.iter().take_while(|m| m.seq <= upto).count();
+        self.drop_oldest(n);
+        self.archive_upto = self.archive_upto.max(upto);
+        n
     }
 
     pub fn hot(&self) -> &VecDeque<Message> {
@@ -149,27 +219,18 @@ impl Session {
     }
 
     /// The newest `count` in-memory messages, oldest first.
-    pub fn last_n(&self, count: usize) -> impl Iterator<Item = &Message> {
+    pub fn last_n(&self, count: usize) -> impl Iterator<Item = &Message> + Clone {
         let skip = self.messages.len().saturating_sub(count);
         self.messages.iter().skip(skip)
     }
 
     /// How many of the newest `max` messages fit a token budget (at least none, newest kept).
     pub fn fit_tokens(&self, max: usize, budget: u64) -> usize {
-        let mut used = 0u64;
-        let mut n = 0;
-        for m in self.messages.iter().rev().take(max) {
-            used += estimate_tokens(m);
-            if used > budget {
-                break;
-            }
-            n += 1;
-        }
-        n
+        fit_tokens(self.messages.iter().rev().take(max), budget)
     }
 
     /// In-memory messages with `from <= seq <= to`, oldest first.
-    pub fn range(&self, from: u64, to: u64) -> impl Iterator<Item = &Message> {
+    pub fn range(&self, from: u64, to: u64) -> impl Iterator<Item = &Message> + Clone {
         // Sequence numbers ascend, so binary search finds the start.
         let start = self.messages.partition_point(|m| m.seq < from);
         self.messages
@@ -181,6 +242,10 @@ impl Session {
     pub fn drop_oldest(&mut self, n: usize) -> Vec<Message> {
         let n = n.min(self.messages.len());
         let gone: Vec<Message> = self.messages.drain(..n).collect();
+        // A cold record must be small: give back the ring's slots once it is (nearly) empty.
+        if self.messages.capacity() > 2 * self.messages.len() + self.window as usize {
+            self.messages.shrink_to_fit();
+        }
         for m in &gone {
             self.heap_bytes -= m.heap_bytes();
         }

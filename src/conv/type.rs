@@ -8,6 +8,7 @@ use redis_module::native_types::RedisType;
 use redis_module::{raw, RedisString};
 
 use super::codec::{self, Decoded};
+use super::cold;
 use super::message::Message;
 use super::session::Session;
 use crate::metrics;
@@ -35,10 +36,10 @@ pub static SESSION_TYPE: RedisType = RedisType::new(
         aux_save2: None,
         aux_save_triggers: 0,
         free_effort: Some(free_effort),
-        unlink: None,
-        copy: Some(copy),
+        unlink: Some(unlink),
+        copy: None,
         defrag: None,
-        copy2: None,
+        copy2: Some(copy2),
         free_effort2: None,
         mem_usage2: None,
         unlink2: None,
@@ -130,12 +131,40 @@ unsafe extern "C" fn free_effort(_key: *mut raw::RedisModuleString, value: *cons
     session(value).hot_len() + 1
 }
 
-unsafe extern "C" fn copy(
-    _from: *mut raw::RedisModuleString,
-    _to: *mut raw::RedisModuleString,
+/// COPY: an independent session; its archived turns get their own copy of the file.
+unsafe extern "C" fn copy2(
+    octx: *mut raw::RedisModuleKeyOptCtx,
     value: *const c_void,
 ) -> *mut c_void {
-    into_raw(session(value).clone())
+    let s = session(value);
+    let name = |k: *const raw::RedisModuleString| {
+        let mut len = 0usize;
+        let p = raw::RedisModule_StringPtrLen.expect("StringPtrLen")(k, &mut len);
+        std::slice::from_raw_parts(p as *const u8, len).to_vec()
+    };
+    let from = name(raw::RedisModule_GetKeyNameFromOptCtx.expect("opt ctx")(
+        octx,
+    ));
+    let to = name(raw::RedisModule_GetToKeyNameFromOptCtx.expect("opt ctx")(
+        octx,
+    ));
+    let from_db = raw::RedisModule_GetDbIdFromOptCtx.expect("opt ctx")(octx);
+    let to_db = raw::RedisModule_GetToDbIdFromOptCtx.expect("opt ctx")(octx);
+    cold::on_copy(from_db, &from, to_db, &to, s);
+    let mut copy = s.clone();
+    copy.pending = None;
+    into_raw(copy)
+}
+
+/// The key leaves the keyspace (DEL, UNLINK, expiry, but also RENAME/MOVE): the keyspace
+/// event that follows decides what happens to the archive file.
+unsafe extern "C" fn unlink(key: *mut raw::RedisModuleString, value: *const c_void) {
+    let mut len = 0usize;
+    let p = raw::RedisModule_StringPtrLen.expect("StringPtrLen")(key, &mut len);
+    cold::on_unlink(
+        std::slice::from_raw_parts(p as *const u8, len),
+        session(value),
+    );
 }
 
 /// Digest of the replicated state: everything but the last-access time, which reads change.

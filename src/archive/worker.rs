@@ -1,0 +1,239 @@
+//! Background I/O threads. The main thread hands over a file task and a callback; a worker
+//! runs the task off the main thread and calls the callback with the outcome (the shell's
+//! callback wakes a blocked client or queues a completion for the timer). No server calls.
+//!
+//! Tasks are routed by file path, so the operations on one file run in the order they were
+//! submitted. A rename or copy touches two files: it runs on the source's thread while the
+//! destination's thread waits at a barrier, which keeps per-file order without locks.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use super::store::{self, AppendOutcome, Store, StoreError};
+use crate::conv::message::Message;
+
+pub enum Task {
+    Append {
+        path: PathBuf,
+        key: Vec<u8>,
+        created_ms: i64,
+        turns: Vec<Message>,
+    },
+    Read {
+        path: PathBuf,
+        created_ms: i64,
+        archived_last: u64,
+        from: u64,
+        to: u64,
+    },
+    Delete {
+        path: PathBuf,
+    },
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+    },
+    Copy {
+        from: PathBuf,
+        to: PathBuf,
+    },
+    /// Reads a whole file (imports).
+    ReadFile {
+        path: PathBuf,
+    },
+}
+
+pub enum Outcome {
+    Appended(Result<AppendOutcome, StoreError>),
+    /// Turns read and the file's size.
+    Read(Result<(Vec<Message>, u64), StoreError>),
+    Done(Result<bool, StoreError>),
+    File(Result<Vec<u8>, StoreError>),
+}
+
+pub type Callback = Box<dyn FnOnce(Outcome) + Send>;
+
+enum Item {
+    Run(Task, Callback),
+    /// Waits until the paired two-file task on another thread has finished.
+    Barrier(Receiver<()>),
+}
+
+pub struct Workers {
+    queues: Vec<Mutex<Sender<Item>>>,
+    /// Tasks submitted and not yet finished (INFO's queue depth).
+    pub depth: Arc<AtomicI64>,
+}
+
+fn route(path: &std::path::Path, n: usize) -> usize {
+    // FNV-1a over the path bytes: stable and cheap.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in path.as_os_str().as_encoded_bytes() {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x100000001b3);
+    }
+    (h % n as u64) as usize
+}
+
+impl Workers {
+    pub fn start(threads: usize) -> Workers {
+        let depth = Arc::new(AtomicI64::new(0));
+        let queues = (0..threads.max(1))
+            .map(|i| {
+                let (tx, rx) = channel::<Item>();
+                let depth = depth.clone();
+                thread::Builder::new()
+                    .name(format!("convcache-io-{i}"))
+                    .spawn(move || run(rx, depth))
+                    .expect("spawn archive I/O thread");
+                Mutex::new(tx)
+            })
+            .collect();
+        Workers { queues, depth }
+    }
+
+    fn send(&self, i: usize, item: Item) {
+        let q = self.queues[i].lock().unwrap_or_else(|e| e.into_inner());
+        // A worker only stops when its queue is dropped, so the send cannot fail.
+        let _ = q.send(item);
+    }
+
+    pub fn submit(&self, task: Task, done: Callback) {
+        let n = self.queues.len();
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        match &task {
+            Task::Rename { from, to } | Task::Copy { from, to } => {
+                let (a, b) = (route(from, n), route(to, n));
+                if a != b {
+                    let (signal, wait) = channel();
+                    self.send(b, Item::Barrier(wait));
+                    let done: Callback = Box::new(move |o| {
+                        done(o);
+                        let _ = signal.send(());
+                    });
+                    self.send(a, Item::Run(task, done));
+                    return;
+                }
+                self.send(a, Item::Run(task, done));
+            }
+            Task::Append { path, .. }
+            | Task::Read { path, .. }
+            | Task::Delete { path }
+            | Task::ReadFile { path } => {
+                let i = route(path, n);
+                self.send(i, Item::Run(task, done));
+            }
+        }
+    }
+}
+
+fn run(rx: Receiver<Item>, depth: Arc<AtomicI64>) {
+    let mut store = Store::new();
+    for item in rx {
+        match item {
+            Item::Barrier(wait) => {
+                let _ = wait.recv();
+            }
+            Item::Run(task, done) => {
+                let outcome = execute(&mut store, task);
+                depth.fetch_sub(1, Ordering::Relaxed);
+                done(outcome);
+            }
+        }
+    }
+}
+
+fn execute(store: &mut Store, task: Task) -> Outcome {
+    match task {
+        Task::Append {
+            path,
+            key,
+            created_ms,
+            turns,
+        } => Outcome::Appended(store.append(&path, &key, created_ms, &turns)),
+        Task::Read {
+            path,
+            created_ms,
+            archived_last,
+            from,
+            to,
+        } => Outcome::Read(store::read_turns(
+            &path,
+            created_ms,
+            archived_last,
+            from,
+            to,
+        )),
+        Task::Delete { path } => Outcome::Done(store.delete(&path)),
+        Task::Rename { from, to } => Outcome::Done(store.rename(&from, &to)),
+        Task::Copy { from, to } => Outcome::Done(store.copy(&from, &to)),
+        Task::ReadFile { path } => Outcome::File(std::fs::read(path).map_err(StoreError::from)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    fn turn(seq: u64) -> Message {
+        Message {
+            seq,
+            ts_ms: 1,
+            role: "user".into(),
+            content: vec![b'x'; 10],
+            meta: None,
+            emb: None,
+        }
+    }
+
+    #[test]
+    fn per_file_order_holds_across_renames() {
+        let root = std::env::temp_dir().join(format!("convcache-worker-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let w = Workers::start(3);
+        let (tx, rx) = mpsc::channel();
+        let a = root.join("0").join("a.huff");
+        let b = root.join("0").join("b.huff");
+        let t = tx.clone();
+        w.submit(
+            Task::Append {
+                path: a.clone(),
+                key: b"a".to_vec(),
+                created_ms: 1,
+                turns: (1..=3).map(turn).collect(),
+            },
+            Box::new(move |o| t.send(matches!(o, Outcome::Appended(Ok(_)))).unwrap()),
+        );
+        let t = tx.clone();
+        w.submit(
+            Task::Rename {
+                from: a.clone(),
+                to: b.clone(),
+            },
+            Box::new(move |o| t.send(matches!(o, Outcome::Done(Ok(true)))).unwrap()),
+        );
+        let t = tx.clone();
+        w.submit(
+            Task::Read {
+                path: b.clone(),
+                created_ms: 1,
+                archived_last: 3,
+                from: 0,
+                to: u64::MAX,
+            },
+            Box::new(move |o| {
+                t.send(matches!(o, Outcome::Read(Ok((ref v, _))) if v.len() == 3))
+                    .unwrap()
+            }),
+        );
+        for _ in 0..3 {
+            assert!(rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap());
+        }
+        assert!(!a.exists() && b.exists());
+        assert_eq!(w.depth.load(Ordering::Relaxed), 0);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

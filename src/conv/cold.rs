@@ -1,0 +1,572 @@
+//! The cold tier's server side: the timer that decides what to archive (primary only), the
+//! hand-off of file work to the I/O threads, and the application of their results on the
+//! main thread. Turns leave memory only after their write is durable.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use redis_module::{
+    raw, Context, ContextFlags, NotifyEvent, RedisError, RedisResult, RedisString, RedisValue,
+};
+
+use super::message::Message;
+use super::r#type::SESSION_TYPE;
+use super::session::Session;
+use crate::archive::store::{session_path, AppendOutcome, StoreError};
+use crate::archive::worker::{Outcome, Task, Workers};
+use crate::blocking::{self, Blocked};
+use crate::{config, keys, metrics};
+
+static WORKERS: OnceLock<Workers> = OnceLock::new();
+static TICKETS: AtomicU64 = AtomicU64::new(1);
+/// Finished background writes waiting for the main thread (the timer applies them).
+static COMPLETIONS: Mutex<Vec<Completion>> = Mutex::new(Vec::new());
+/// Sessions with archive files that the server just unlinked from the keyspace; the
+/// keyspace event that follows says whether the file goes (del/expired) or moves (rename).
+static UNLINKED: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// The source of a RENAME/MOVE in progress: (db, key).
+static MOVING: Mutex<Option<(i32, Vec<u8>)>> = Mutex::new(None);
+/// After a failed write, a session waits this long before the timer retries it.
+const RETRY_AFTER_MS: i64 = 5_000;
+
+pub const ARCHIVED_COMMAND: &str = "CONV._ARCHIVED";
+
+struct Completion {
+    db: i32,
+    key: Vec<u8>,
+    created_ms: i64,
+    ticket: u64,
+    upto: u64,
+    idle: bool,
+    result: Result<AppendOutcome, StoreError>,
+}
+
+fn workers() -> &'static Workers {
+    WORKERS.get_or_init(|| Workers::start(config::get(&config::IO_THREADS).max(1) as usize))
+}
+
+pub fn queue_depth() -> i64 {
+    WORKERS.get().map_or(0, |w| w.depth.load(Ordering::Relaxed))
+}
+
+pub fn archive_root() -> PathBuf {
+    PathBuf::from(config::get_string(&config::ARCHIVE_DIR))
+}
+
+pub fn path_for(db: i32, key: &[u8]) -> PathBuf {
+    session_path(&archive_root(), db, key)
+}
+
+pub fn selected_db(ctx: &Context) -> i32 {
+    // SAFETY: plain module API call on a live context.
+    unsafe { raw::RedisModule_GetSelectedDb.expect("GetSelectedDb")(ctx.ctx) }
+}
+
+fn is_primary(ctx: &Context) -> bool {
+    !ctx.get_flags().contains(ContextFlags::SLAVE)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts the I/O threads and the repeating timer.
+pub fn init(ctx: &Context) {
+    workers();
+    arm_timer(ctx, TimerState::new());
+}
+
+/// Sends the in-memory turns up to `upto` to disk. With `client`, the client is woken once
+/// the write is durable and applied; otherwise the timer applies the result.
+pub fn submit_append(
+    db: i32,
+    key: &[u8],
+    s: &mut Session,
+    upto: u64,
+    idle: bool,
+    client: Option<Blocked>,
+) {
+    let ticket = TICKETS.fetch_add(1, Ordering::Relaxed);
+    s.pending = Some((ticket, upto));
+    let turns = s.turns_upto(upto);
+    let (key, created_ms) = (key.to_vec(), s.created_ms);
+    let task = Task::Append {
+        path: path_for(db, &key),
+        key: key.clone(),
+        created_ms,
+        turns,
+    };
+    workers().submit(
+        task,
+        Box::new(move |outcome| {
+            let Outcome::Appended(result) = outcome else {
+                unreachable!("append tasks answer Appended")
+            };
+            let c = Completion {
+                db,
+                key,
+                created_ms,
+                ticket,
+                upto,
+                idle,
+                result,
+            };
+            match client {
+                None => lock(&COMPLETIONS).push(c),
+                Some(bc) => bc.finish(Box::new(move |ctx| {
+                    let n = apply_completion(ctx, c)?;
+                    Ok(RedisValue::Integer(n as i64))
+                })),
+            }
+        }),
+    );
+}
+
+/// Applies a finished write on the main thread. Returns the turns that left memory.
+fn apply_completion(ctx: &Context, c: Completion) -> Result<usize, RedisError> {
+    // SAFETY: plain module API call on a live context.
+    unsafe { raw::RedisModule_SelectDb.expect("SelectDb")(ctx.ctx, c.db) };
+    let name = RedisString::create_from_slice(ctx.ctx, &c.key);
+    let key = ctx.open_key_writable(&name);
+    let Ok(Some(s)) = keys::write::<Session>(&key, &SESSION_TYPE) else {
+        return Ok(0); // deleted meanwhile; the delete task removes the file
+    };
+    if s.created_ms != c.created_ms || s.pending.map(|p| p.0) != Some(c.ticket) {
+        return Ok(0); // cleared or superseded meanwhile
+    }
+    s.pending = None;
+    match c.result {
+        Ok(out) => {
+            metrics::ARCHIVE_WRITES.incr();
+            metrics::ARCHIVE_BYTES_WRITTEN.add(out.bytes_written as i64);
+            metrics::ARCHIVE_RAW_BYTES_WRITTEN.add(out.raw_bytes as i64);
+            let n = metrics::tracked(s, |s| s.archived_durably(c.upto));
+            if is_primary(ctx) {
+                let mut args = vec![name.clone(), ctx.create_string(c.upto.to_string())];
+                // Idle archival gives the key the archive retention as its TTL, unless the
+                // user set a TTL of their own.
+                let auto_ttl = s.auto_ttl;
+                drop(key);
+                if c.idle && (auto_ttl || keys::ttl_ms(ctx, &name) < 0) {
+                    let at = crate::conv::commands::now_ms()
+                        + config::get(&config::ARCHIVE_TTL_DAYS) * 86_400_000;
+                    keys::set_expire_at(ctx, &name, Some(at));
+                    set_auto_ttl(ctx, &name);
+                    args.push(ctx.create_string("PXAT"));
+                    args.push(ctx.create_string(at.to_string()));
+                }
+                let refs: Vec<&RedisString> = args.iter().collect();
+                ctx.replicate(ARCHIVED_COMMAND, refs.as_slice());
+            }
+            Ok(n)
+        }
+        Err(e) => {
+            metrics::IO_ERRORS.incr();
+            s.retry_at_ms = crate::conv::commands::now_ms() + RETRY_AFTER_MS;
+            ctx.log_warning(&format!(
+                "convcache: archiving '{}' failed, turns stay in memory and will be retried: {e}",
+                String::from_utf8_lossy(&c.key)
+            ));
+            Err(RedisError::String(format!("ERR {e}")))
+        }
+    }
+}
+
+fn set_auto_ttl(ctx: &Context, name: &RedisString) {
+    let key = ctx.open_key_writable(name);
+    if let Ok(Some(s)) = keys::write::<Session>(&key, &SESSION_TYPE) {
+        s.auto_ttl = true;
+    }
+}
+
+/// CONV._ARCHIVED key upto [PXAT ms]: the primary made turns up to `upto` durable; this node
+/// archives the same turns into its own archive (in the background) and drops them once durable.
+pub fn archived_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+    if argv.len() != 3 && argv.len() != 5 {
+        return Err(RedisError::WrongArity);
+    }
+    let upto = crate::args::parse_i64("upto", argv[2].as_slice())?.max(0) as u64;
+    let pxat = if argv.len() == 5 {
+        Some(crate::args::parse_i64("PXAT", argv[4].as_slice())?)
+    } else {
+        None
+    };
+    let key = ctx.open_key_writable(&argv[1]);
+    let Some(s) = keys::write::<Session>(&key, &SESSION_TYPE)? else {
+        return Ok(RedisValue::Integer(0));
+    };
+    s.archive_upto = s.archive_upto.max(upto);
+    if pxat.is_some() {
+        s.auto_ttl = true;
+    }
+    if s.pending.is_none() {
+        if let Some(upto) = s.undurable_upto() {
+            submit_append(selected_db(ctx), argv[1].as_slice(), s, upto, false, None);
+        }
+    }
+    drop(key);
+    if let Some(at) = pxat {
+        keys::set_expire_at(ctx, &argv[1], Some(at));
+    }
+    ctx.replicate_verbatim();
+    Ok(RedisValue::Integer(1))
+}
+
+/// CONV.FLUSH key: archives every in-memory turn now; replies (the number of turns that left
+/// memory) once they are durable on disk.
+pub fn flush_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+    metrics::CONV_COMMANDS.incr();
+    if argv.len() != 2 {
+        return Err(RedisError::WrongArity);
+    }
+    let key = ctx.open_key_writable(&argv[1]);
+    let Some(s) = keys::write::<Session>(&key, &SESSION_TYPE)? else {
+        return Ok(RedisValue::Integer(0));
+    };
+    let upto = match (s.archive_candidates(true), s.pending) {
+        (Some(u), _) => u,
+        (None, Some((_, u))) => u,
+        (None, None) => return Ok(RedisValue::Integer(0)),
+    };
+    let bc = blocking::block(ctx, "CONV.FLUSH")?;
+    submit_append(
+        selected_db(ctx),
+        argv[1].as_slice(),
+        s,
+        upto,
+        false,
+        Some(bc),
+    );
+    Ok(RedisValue::NoReply)
+}
+
+/// Reads archived turns `from..=to` of `s` on an I/O thread, then `render` (also off the main
+/// thread) builds the reply from them; the client waits meanwhile.
+pub fn read_archive(
+    ctx: &Context,
+    what: &str,
+    key: &[u8],
+    s: &Session,
+    from: u64,
+    to: u64,
+    render: Box<dyn FnOnce(Vec<Message>) -> RedisResult + Send>,
+) -> RedisResult {
+    let bc = blocking::block(ctx, what)?;
+    metrics::REHYDRATIONS.incr();
+    let task = Task::Read {
+        path: path_for(selected_db(ctx), key),
+        created_ms: s.created_ms,
+        archived_last: s.archived.last_seq,
+        from,
+        to,
+    };
+    let key_text = String::from_utf8_lossy(key).into_owned();
+    workers().submit(
+        task,
+        Box::new(move |outcome| {
+            let Outcome::Read(result) = outcome else {
+                unreachable!("read tasks answer Read")
+            };
+            let reply = match result {
+                Ok((turns, bytes)) => {
+                    metrics::ARCHIVE_READS.incr();
+                    metrics::ARCHIVE_BYTES_READ.add(bytes as i64);
+                    render(turns)
+                }
+                Err(e) => {
+                    metrics::IO_ERRORS.incr();
+                    Err(RedisError::String(format!("ERR session '{key_text}': {e}")))
+                }
+            };
+            let reply = PlainReply(reply);
+            bc.finish(Box::new(move |_| {
+                let whole = reply; // moves the Send wrapper, not just its field
+                whole.0
+            }));
+        }),
+    );
+    Ok(RedisValue::NoReply)
+}
+
+/// A reply built off the main thread. It holds only plain values (no server strings), so it
+/// can travel to the main thread.
+struct PlainReply(RedisResult);
+// SAFETY: replies built by `render` functions use owned bytes/integers only, never RedisString.
+unsafe impl Send for PlainReply {}
+
+/// Deletes a session's archive (CONV.CLEAR, DEL, expiry), in the background.
+pub fn delete_archive(db: i32, key: &[u8]) {
+    workers().submit(
+        Task::Delete {
+            path: path_for(db, key),
+        },
+        Box::new(|_| {}),
+    );
+}
+
+/// The `unlink` type callback: remember sessions that own archive files.
+pub fn on_unlink(key: &[u8], s: &Session) {
+    if s.archived.count > 0 || s.archive_upto > 0 || s.pending.is_some() {
+        lock(&UNLINKED).push(key.to_vec());
+    }
+}
+
+fn take_unlinked(key: &[u8]) -> bool {
+    let mut u = lock(&UNLINKED);
+    match u.iter().position(|k| k == key) {
+        Some(i) => {
+            u.swap_remove(i);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Keyspace events that decide the fate of an unlinked session's file.
+pub fn on_keyspace_event(ctx: &Context, _ty: NotifyEvent, event: &str, key: &[u8]) {
+    let db = selected_db(ctx);
+    match event {
+        "del" | "expired" | "evicted" if take_unlinked(key) => delete_archive(db, key),
+        "rename_from" | "move_from" if take_unlinked(key) => {
+            *lock(&MOVING) = Some((db, key.to_vec()));
+        }
+        "rename_to" | "move_to" => {
+            if let Some((from_db, from)) = lock(&MOVING).take() {
+                workers().submit(
+                    Task::Rename {
+                        from: path_for(from_db, &from),
+                        to: path_for(db, key),
+                    },
+                    Box::new(|_| {}),
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
+/// COPY of a session with archived turns copies its file too.
+pub fn on_copy(from_db: i32, from: &[u8], to_db: i32, to: &[u8], s: &Session) {
+    if s.archived.count > 0 {
+        workers().submit(
+            Task::Copy {
+                from: path_for(from_db, from),
+                to: path_for(to_db, to),
+            },
+            Box::new(|_| {}),
+        );
+    }
+}
+
+struct TimerState {
+    cursor: *mut raw::RedisModuleScanCursor,
+    db: i32,
+}
+
+impl TimerState {
+    fn new() -> TimerState {
+        // SAFETY: plain module API call; the cursor lives as long as the module.
+        let cursor = unsafe { raw::RedisModule_ScanCursorCreate.expect("ScanCursorCreate")() };
+        TimerState { cursor, db: 0 }
+    }
+}
+
+fn arm_timer(ctx: &Context, state: TimerState) {
+    let every = Duration::from_millis(config::get(&config::TIMER_INTERVAL_MS).max(1) as u64);
+    ctx.create_timer(every, tick, state);
+}
+
+/// What one scan step needs to decide per session.
+struct Visit {
+    db: i32,
+    now: i64,
+    primary: bool,
+    idle_ms: i64,
+    batch: usize,
+}
+
+/// One timer tick: apply finished writes, then walk the keyspace for a bounded time and
+/// hand sessions that should move to disk to the I/O threads.
+fn tick(ctx: &Context, mut state: TimerState) {
+    let started = Instant::now();
+    let done: Vec<Completion> = std::mem::take(&mut *lock(&COMPLETIONS));
+    for c in done {
+        let _ = apply_completion(ctx, c);
+    }
+    lock(&UNLINKED).clear();
+    let budget = Duration::from_micros(config::get(&config::TIMER_BUDGET_US).max(1) as u64);
+    let mut visit = Visit {
+        db: state.db,
+        now: crate::conv::commands::now_ms(),
+        primary: is_primary(ctx),
+        idle_ms: config::get(&config::IDLE_ARCHIVE_SECS) * 1000,
+        batch: config::get(&config::ARCHIVE_BATCH).max(1) as usize,
+    };
+    let start_db = state.db;
+    let mut wrapped = false;
+    while started.elapsed() < budget {
+        // SAFETY: plain module API calls on the timer's context.
+        let ok = unsafe { raw::RedisModule_SelectDb.expect("SelectDb")(ctx.ctx, state.db) };
+        if ok != raw::REDISMODULE_OK as i32 {
+            state.db = 0;
+            wrapped = true;
+            if start_db == 0 {
+                break;
+            }
+            continue;
+        }
+        visit.db = state.db;
+        let more = unsafe {
+            raw::RedisModule_Scan.expect("Scan")(
+                ctx.ctx,
+                state.cursor,
+                Some(scan_cb),
+                &mut visit as *mut Visit as *mut std::os::raw::c_void,
+            )
+        };
+        if more == 0 {
+            unsafe { raw::RedisModule_ScanCursorRestart.expect("ScanCursorRestart")(state.cursor) };
+            state.db += 1;
+            if wrapped && state.db > start_db {
+                break; // one full pass per tick at most
+            }
+        }
+    }
+    let us = started.elapsed().as_micros() as i64;
+    metrics::TIMER_TICKS.incr();
+    metrics::TIMER_TICK_US_TOTAL.add(us);
+    metrics::TIMER_TICK_US_MAX.max(us);
+    arm_timer(ctx, state);
+}
+
+extern "C" fn scan_cb(
+    _ctx: *mut raw::RedisModuleCtx,
+    keyname: *mut raw::RedisModuleString,
+    key: *mut raw::RedisModuleKey,
+    data: *mut std::os::raw::c_void,
+) {
+    if key.is_null() {
+        return;
+    }
+    // SAFETY: the scan hands us live handles for the duration of the callback; `data` is the
+    // Visit passed to RedisModule_Scan; the session value belongs to this module.
+    unsafe {
+        if raw::RedisModule_ModuleTypeGetType.expect("GetType")(key)
+            != *SESSION_TYPE.raw_type.borrow()
+        {
+            return;
+        }
+        let v = &*(data as *const Visit);
+        let s = &mut *(raw::RedisModule_ModuleTypeGetValue.expect("GetValue")(key) as *mut Session);
+        let mut len = 0usize;
+        let ptr = raw::RedisModule_StringPtrLen.expect("StringPtrLen")(keyname, &mut len);
+        let name = std::slice::from_raw_parts(ptr as *const u8, len);
+        visit_session(v, name, s);
+    }
+}
+
+fn visit_session(v: &Visit, key: &[u8], s: &mut Session) {
+    if s.pending.is_some() || v.now < s.retry_at_ms {
+        return;
+    }
+    // Work already decided by the primary (replica catching up, after a restart): any node.
+    if let Some(upto) = s.undurable_upto() {
+        submit_append(v.db, key, s, upto, false, None);
+        return;
+    }
+    if !v.primary {
+        return;
+    }
+    let idle = v.now - s.last_access_ms.get() >= v.idle_ms;
+    if idle {
+        if let Some(upto) = s.archive_candidates(true) {
+            submit_append(v.db, key, s, upto, true, None);
+        }
+    } else if s.overflow_len() >= v.batch {
+        if let Some(upto) = s.archive_candidates(false) {
+            submit_append(v.db, key, s, upto, false, None);
+        }
+    }
+}
+
+/// CONV.IMPORT key name: imports `<import-dir>/<name>.huff`, a lix_open_cache `CAv1`
+/// archive, into a new session `key`. Replies the number of turns imported.
+pub fn import_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+    metrics::CONV_COMMANDS.incr();
+    if argv.len() != 3 {
+        return Err(RedisError::WrongArity);
+    }
+    let name = argv[2].as_slice();
+    if !crate::archive::filename::is_safe_import_name(name) {
+        return Err(RedisError::String(format!(
+            "ERR import name '{}' must be a plain file name (no path separators, at most 200 bytes)",
+            String::from_utf8_lossy(name)
+        )));
+    }
+    let key = ctx.open_key(&argv[1]);
+    if !key.is_null() {
+        return Err(RedisError::Str("ERR target key already exists"));
+    }
+    drop(key);
+    let mut file = name.to_vec();
+    file.extend_from_slice(b".huff");
+    let path = PathBuf::from(config::get_string(&config::IMPORT_DIR))
+        .join(String::from_utf8_lossy(&file).as_ref());
+    let bc = blocking::block(ctx, "CONV.IMPORT")?;
+    let key_name = argv[1].as_slice().to_vec();
+    let shown = String::from_utf8_lossy(&file).into_owned();
+    workers().submit(
+        Task::ReadFile { path },
+        Box::new(move |outcome| {
+            let Outcome::File(bytes) = outcome else {
+                unreachable!("read-file tasks answer File")
+            };
+            // Parse off the main thread; the main thread only installs the session.
+            let parsed = bytes
+                .map_err(|e| format!("ERR cannot read import file '{shown}': {e}"))
+                .and_then(|b| {
+                    crate::archive::lix::read_cav1(&b)
+                        .map_err(|e| format!("ERR import file '{shown}': {e}"))
+                });
+            let session = parsed.map(|lix| {
+                let mut s = Session::new(config::get(&config::WINDOW) as u32, lix.created_ms);
+                for t in lix.turns {
+                    let m = Message {
+                        seq: 0,
+                        ts_ms: t.ts_ms,
+                        role: t.role,
+                        content: t.content.into_bytes(),
+                        meta: t.meta,
+                        emb: t.emb,
+                    };
+                    s.add(m, None).expect("fresh session numbers ascend");
+                }
+                s
+            });
+            bc.finish(Box::new(move |ctx| {
+                install_import(ctx, &key_name, session.map_err(RedisError::String)?)
+            }));
+        }),
+    );
+    Ok(RedisValue::NoReply)
+}
+
+fn install_import(ctx: &Context, key_name: &[u8], s: Session) -> RedisResult {
+    let name = RedisString::create_from_slice(ctx.ctx, key_name);
+    let key = ctx.open_key_writable(&name);
+    if !key.is_empty() {
+        return Err(RedisError::Str("ERR target key already exists"));
+    }
+    let n = s.total_len();
+    let all: Vec<&Message> = s.hot().iter().collect();
+    let payload = super::codec::encode_session(&s, &all);
+    metrics::session_created(&s);
+    key.set_value(&SESSION_TYPE, s)?;
+    // Replicas and the AOF get the imported session itself, not the file name.
+    let payload = RedisString::create_from_slice(ctx.ctx, &payload);
+    ctx.replicate(super::commands::LOAD_COMMAND, &[&name, &payload][..]);
+    ctx.notify_keyspace_event(NotifyEvent::MODULE, "conv.import", &name);
+    Ok(RedisValue::Integer(n as i64))
+}

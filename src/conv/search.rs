@@ -1,0 +1,159 @@
+//! Relevance of past turns to a query: cosine over stored embeddings, or word overlap for
+//! text. Pure; runs on an I/O thread when the turns come from the archive.
+
+use std::collections::HashSet;
+
+use super::message::Message;
+use super::render::push_json_message_scored;
+use crate::vector;
+
+pub enum Query {
+    Emb(Vec<f32>),
+    Text(String),
+}
+
+fn words(text: &str) -> HashSet<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+pub struct Scorer {
+    query: Query,
+    query_words: HashSet<String>,
+}
+
+impl Scorer {
+    pub fn new(query: Query) -> Scorer {
+        let query_words = match &query {
+            Query::Text(t) => words(t),
+            Query::Emb(_) => HashSet::new(),
+        };
+        Scorer { query, query_words }
+    }
+
+    /// Cosine similarity (-1..1) with the turn's embedding, or the fraction of query words
+    /// found in the turn (0..1). None when the turn cannot be compared (no or other-size
+    /// embedding, no word in common).
+    pub fn score(&self, m: &Message) -> Option<f32> {
+        match &self.query {
+            Query::Emb(q) => match &m.emb {
+                Some(e) if e.len() == q.len() => Some(vector::cosine(q, e)),
+                _ => None,
+            },
+            Query::Text(_) => {
+                if self.query_words.is_empty() {
+                    return None;
+                }
+                let text = String::from_utf8_lossy(&m.content);
+                let hits = words(&text).intersection(&self.query_words).count();
+                (hits > 0).then(|| hits as f32 / self.query_words.len() as f32)
+            }
+        }
+    }
+
+    /// The `k` best candidates, best first (ties: newer first).
+    pub fn top_k<'a>(
+        &self,
+        candidates: impl Iterator<Item = &'a Message>,
+        k: usize,
+    ) -> Vec<(f32, &'a Message)> {
+        let mut scored: Vec<(f32, &Message)> = candidates
+            .filter_map(|m| self.score(m).map(|s| (s, m)))
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.seq.cmp(&a.1.seq)));
+        scored.truncate(k);
+        scored
+    }
+}
+
+/// `{"recent":[...],"relevant":[...]}` from every turn of a session (oldest first): the last
+/// `recent` turns, and the `k` most relevant of the others with their scores.
+pub fn search_json(all: &[&Message], scorer: &Scorer, recent: usize, k: usize) -> Vec<u8> {
+    let split = all.len().saturating_sub(recent);
+    let (older, newest) = all.split_at(split);
+    let mut out = b"{\"recent\":[".to_vec();
+    for (i, m) in newest.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_json_message_scored(&mut out, m, None);
+    }
+    out.extend_from_slice(b"],\"relevant\":[");
+    for (i, (score, m)) in scorer
+        .top_k(older.iter().copied(), k)
+        .into_iter()
+        .enumerate()
+    {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_json_message_scored(&mut out, m, Some(score));
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(seq: u64, content: &str, emb: Option<Vec<f32>>) -> Message {
+        Message {
+            seq,
+            ts_ms: 0,
+            role: "user".into(),
+            content: content.as_bytes().to_vec(),
+            meta: None,
+            emb,
+        }
+    }
+
+    #[test]
+    fn text_overlap_ranks_by_shared_words() {
+        let turns = [
+            m(1, "the cat sat", None),
+            m(2, "dogs bark", None),
+            m(3, "a Cat and a hat", None),
+        ];
+        let s = Scorer::new(Query::Text("cat hat".into()));
+        let top = s.top_k(turns.iter(), 5);
+        assert_eq!(
+            top.iter().map(|(_, t)| t.seq).collect::<Vec<_>>(),
+            vec![3, 1]
+        );
+        assert_eq!(top[0].0, 1.0);
+        assert_eq!(top[1].0, 0.5);
+    }
+
+    #[test]
+    fn embeddings_rank_by_cosine_and_skip_other_dims() {
+        let turns = [
+            m(1, "a", Some(vec![1.0, 0.0])),
+            m(2, "b", Some(vec![0.7, 0.7])),
+            m(3, "c", Some(vec![1.0, 0.0, 0.0])),
+            m(4, "d", None),
+        ];
+        let s = Scorer::new(Query::Emb(vec![1.0, 0.1]));
+        let top = s.top_k(turns.iter(), 1);
+        assert_eq!(top[0].1.seq, 1);
+        assert_eq!(s.top_k(turns.iter(), 10).len(), 2);
+    }
+
+    #[test]
+    fn json_has_recent_and_scored_relevant() {
+        let turns = [
+            m(1, "alpha beta", None),
+            m(2, "gamma", None),
+            m(3, "beta", None),
+        ];
+        let refs: Vec<&Message> = turns.iter().collect();
+        let out = search_json(&refs, &Scorer::new(Query::Text("beta".into())), 1, 3);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["recent"][0]["seq"], 3);
+        assert_eq!(v["relevant"].as_array().unwrap().len(), 1);
+        assert_eq!(v["relevant"][0]["seq"], 1);
+        assert_eq!(v["relevant"][0]["score"], 1.0);
+    }
+}
