@@ -28,9 +28,13 @@ def servers():
         s.cleanup()
 
 
+# In-memory behaviour: the archiver stays out of the way (no overflow batch is ever reached).
+MEMORY_ONLY = ["window", "5", "archive-batch", "1000000"]
+
+
 @pytest.fixture
 def server(kind, servers):
-    return servers(kind, module_args=["window", "5"])
+    return servers(kind, module_args=MEMORY_ONLY)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ import struct
 import pytest
 import redis
 
+from conftest import MEMORY_ONLY
 from harness import replica_of, wait_replica_caught_up
 
 
@@ -246,7 +247,7 @@ def test_debug_reload_identical(r):
 
 
 def test_real_restart_rdb_identical(servers, kind):
-    s = servers(kind, module_args=["window", "5"])
+    s = servers(kind, module_args=MEMORY_ONLY)
     r = s.client()
     fill(r)
     before = snapshot(r)
@@ -256,7 +257,7 @@ def test_real_restart_rdb_identical(servers, kind):
 
 
 def test_aof_restart_identical_and_rewrite(servers, kind):
-    s = servers(kind, module_args=["window", "5"], extra=["--appendonly", "yes", "--appendfsync", "always"])
+    s = servers(kind, module_args=MEMORY_ONLY, extra=["--appendonly", "yes", "--appendfsync", "always"])
     r = s.client()
     fill(r)
     r.execute_command("CONV.ADD", "s", "user", "after", "TS", 42)
@@ -359,7 +360,7 @@ def test_info_section(r):
 
 
 def test_replica_answers_identically(servers, kind):
-    primary = servers(kind, module_args=["window", "5"])
+    primary = servers(kind, module_args=MEMORY_ONLY)
     p = primary.client()
     fill(p, "before")  # full sync carries this one (RDB)
     replica = replica_of(servers, primary)

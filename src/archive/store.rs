@@ -211,23 +211,57 @@ impl Store {
         }
     }
 
-    /// Copies a session's file for COPY (temp file, fsync, rename).
+    /// Copies a session's file for COPY.
     pub fn copy(&mut self, from: &Path, to: &Path) -> Result<bool, StoreError> {
-        self.files.remove(to);
         let bytes = match fs::read(from) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(e.into()),
         };
-        let dir = to.parent().expect("archive paths have a parent");
+        self.replace(to, &bytes)?;
+        Ok(true)
+    }
+
+    /// Writes `bytes` as the whole file, atomically (temp file, fsync, rename, fsync dir).
+    fn replace(&mut self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        self.files.remove(path);
+        let dir = path.parent().expect("archive paths have a parent");
         fs::create_dir_all(dir)?;
-        let tmp = dir.join(".copy.tmp");
+        let tmp = dir.join(format!(
+            ".{}.tmp",
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("archive")
+        ));
         {
             let mut f = File::create(&tmp)?;
-            f.write_all(&bytes)?;
+            f.write_all(bytes)?;
             f.sync_all()?;
         }
-        fs::rename(&tmp, to)?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()?;
+        Ok(())
+    }
+
+    /// An archive that came with an RDB (full sync, RESTORE, restart): written unless this
+    /// node's file of the same session already reaches `archived_last`.
+    pub fn restore(
+        &mut self,
+        path: &Path,
+        bytes: &[u8],
+        created_ms: i64,
+        archived_last: u64,
+    ) -> Result<bool, StoreError> {
+        if let Ok(local) = fs::read(path) {
+            if let Ok(scan) = format::scan(&local) {
+                if scan.header.created_ms == created_ms
+                    && scan.last_seq().unwrap_or(0) >= archived_last
+                {
+                    return Ok(false);
+                }
+            }
+        }
+        self.replace(path, bytes)?;
         Ok(true)
     }
 }
@@ -361,6 +395,29 @@ mod tests {
             2
         );
         assert_eq!(read_turns(&p, 2, 2, 0, u64::MAX).unwrap().0, turns(1..=2));
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn restore_keeps_a_complete_local_file_and_replaces_an_incomplete_one() {
+        let root = tmpdir("restore");
+        let (p, q) = (
+            session_path(&root, 0, b"k"),
+            session_path(&root, 0, b"other"),
+        );
+        let mut st = Store::new();
+        st.append(&p, b"k", 1, &turns(1..=4)).unwrap();
+        let full = fs::read(&p).unwrap();
+        assert!(!st.restore(&p, b"ignored", 1, 4).unwrap());
+        assert!(st.restore(&q, &full, 1, 4).unwrap());
+        assert_eq!(read_turns(&q, 1, 4, 0, u64::MAX).unwrap().0, turns(1..=4));
+        // Appends continue after a restored file.
+        assert_eq!(
+            st.append(&q, b"other", 1, &turns(1..=6))
+                .unwrap()
+                .turns_written,
+            2
+        );
         fs::remove_dir_all(&root).unwrap();
     }
 

@@ -44,6 +44,13 @@ pub enum Task {
     ReadFile {
         path: PathBuf,
     },
+    /// Puts an archive received in an RDB on disk unless the local file is complete.
+    Restore {
+        path: PathBuf,
+        bytes: Vec<u8>,
+        created_ms: i64,
+        archived_last: u64,
+    },
 }
 
 pub enum Outcome {
@@ -121,7 +128,8 @@ impl Workers {
             Task::Append { path, .. }
             | Task::Read { path, .. }
             | Task::Delete { path }
-            | Task::ReadFile { path } => {
+            | Task::ReadFile { path }
+            | Task::Restore { path, .. } => {
                 let i = route(path, n);
                 self.send(i, Item::Run(task, done));
             }
@@ -170,6 +178,12 @@ fn execute(store: &mut Store, task: Task) -> Outcome {
         Task::Rename { from, to } => Outcome::Done(store.rename(&from, &to)),
         Task::Copy { from, to } => Outcome::Done(store.copy(&from, &to)),
         Task::ReadFile { path } => Outcome::File(std::fs::read(path).map_err(StoreError::from)),
+        Task::Restore {
+            path,
+            bytes,
+            created_ms,
+            archived_last,
+        } => Outcome::Done(store.restore(&path, &bytes, created_ms, archived_last)),
     }
 }
 

@@ -296,6 +296,32 @@ struct PlainReply(RedisResult);
 // SAFETY: replies built by `render` functions use owned bytes/integers only, never RedisString.
 unsafe impl Send for PlainReply {}
 
+/// The session's archive file as it is (for RDB); empty if it cannot be read.
+pub fn archive_bytes(db: i32, key: &[u8]) -> Vec<u8> {
+    std::fs::read(path_for(db, key)).unwrap_or_default()
+}
+
+/// After an RDB load: put the archive carried in the RDB on disk unless this node's own file
+/// already holds every archived turn of the session.
+pub fn restore_archive(db: i32, key: &[u8], s: &Session, bytes: Vec<u8>) {
+    workers().submit(
+        Task::Restore {
+            path: path_for(db, key),
+            bytes,
+            created_ms: s.created_ms,
+            archived_last: s.archived.last_seq,
+        },
+        Box::new(|outcome| {
+            if let Outcome::Done(Err(e)) = outcome {
+                metrics::IO_ERRORS.incr();
+                redis_module::logging::log_warning(format!(
+                    "convcache: restoring an archive from RDB failed: {e}"
+                ));
+            }
+        }),
+    );
+}
+
 /// Deletes a session's archive (CONV.CLEAR, DEL, expiry), in the background.
 pub fn delete_archive(db: i32, key: &[u8]) {
     workers().submit(
@@ -391,12 +417,23 @@ struct Visit {
 /// hand sessions that should move to disk to the I/O threads.
 fn tick(ctx: &Context, mut state: TimerState) {
     let started = Instant::now();
-    let done: Vec<Completion> = std::mem::take(&mut *lock(&COMPLETIONS));
-    for c in done {
+    let budget = Duration::from_micros(config::get(&config::TIMER_BUDGET_US).max(1) as u64);
+    // Finished writes first, within the budget; the rest wait for the next tick.
+    let mut done = std::mem::take(&mut *lock(&COMPLETIONS)).into_iter();
+    for c in done.by_ref() {
         let _ = apply_completion(ctx, c);
+        if started.elapsed() >= budget {
+            break;
+        }
+    }
+    let rest: Vec<Completion> = done.collect();
+    if !rest.is_empty() {
+        let mut queue = lock(&COMPLETIONS);
+        let newer = std::mem::take(&mut *queue);
+        queue.extend(rest);
+        queue.extend(newer);
     }
     lock(&UNLINKED).clear();
-    let budget = Duration::from_micros(config::get(&config::TIMER_BUDGET_US).max(1) as u64);
     let mut visit = Visit {
         db: state.db,
         now: crate::conv::commands::now_ms(),

@@ -14,7 +14,9 @@ use super::session::Session;
 use crate::metrics;
 
 /// RDB encoding version of the type. 1: one `codec` payload (which carries its own version).
-pub const ENCODING_VERSION: i32 = 1;
+/// 2: then the session's archive file as it is on disk (empty when nothing is archived), so a
+/// replica after a full sync, or a RESTOREd key, gets the archived turns too.
+pub const ENCODING_VERSION: i32 = 2;
 
 /// AOF rewrite emits the session in commands of at most this many messages, so a huge
 /// session never builds one argument bigger than the server's bulk limit.
@@ -66,8 +68,23 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
     let Ok(buf) = raw::load_string_buffer(rdb) else {
         return std::ptr::null_mut();
     };
+    let archive = if encver >= 2 {
+        match raw::load_string_buffer(rdb) {
+            Ok(b) => b.as_ref().to_vec(),
+            Err(_) => return std::ptr::null_mut(),
+        }
+    } else {
+        Vec::new()
+    };
     match codec::decode(buf.as_ref()) {
-        Ok(Decoded::Session(s)) => into_raw(s),
+        Ok(Decoded::Session(s)) => {
+            if !archive.is_empty() {
+                if let Some((db, key)) = io_key(rdb) {
+                    cold::restore_archive(db, &key, &s, archive);
+                }
+            }
+            into_raw(s)
+        }
         Ok(Decoded::More(_)) => {
             log_warning("convcache: RDB session payload has no header");
             std::ptr::null_mut()
@@ -83,6 +100,25 @@ unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) 
     let s = session(value);
     let all: Vec<&Message> = s.hot().iter().collect();
     raw::save_slice(rdb, &codec::encode_session(s, &all));
+    // BGSAVE and replication run this in a forked child, where reading the file blocks no
+    // client; DUMP, SAVE and DEBUG RELOAD read it on the main thread, like the rest of them.
+    let archive = match io_key(rdb) {
+        Some((db, key)) if s.archived.count > 0 => cold::archive_bytes(db, &key),
+        _ => Vec::new(),
+    };
+    raw::save_slice(rdb, &archive);
+}
+
+/// The key and database an RDB read or write is for (absent for some server paths).
+unsafe fn io_key(rdb: *mut raw::RedisModuleIO) -> Option<(i32, Vec<u8>)> {
+    let name = raw::RedisModule_GetKeyNameFromIO.expect("GetKeyNameFromIO")(rdb);
+    if name.is_null() {
+        return None;
+    }
+    let db = raw::RedisModule_GetDbIdFromIO.map_or(0, |f| f(rdb));
+    let mut len = 0usize;
+    let p = raw::RedisModule_StringPtrLen.expect("StringPtrLen")(name, &mut len);
+    Some((db, std::slice::from_raw_parts(p as *const u8, len).to_vec()))
 }
 
 unsafe extern "C" fn aof_rewrite(
@@ -167,7 +203,9 @@ unsafe extern "C" fn unlink(key: *mut raw::RedisModuleString, value: *const c_vo
     );
 }
 
-/// Digest of the replicated state: everything but the last-access time, which reads change.
+/// Digest of the replicated state: the conversation as the primary decided it, whatever part
+/// of it this node has already moved to disk (a replica may still be writing what the primary
+/// archived), and without the last-access time, which reads change.
 unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
     let s = session(value);
     let add = |b: &[u8]| {
@@ -177,13 +215,13 @@ unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void)
     codec::put_varint(&mut head, u64::from(s.window));
     codec::put_varint(&mut head, s.next_seq);
     head.extend_from_slice(&s.created_ms.to_le_bytes());
-    codec::put_varint(&mut head, s.archived.count);
-    codec::put_varint(&mut head, s.archived.first_seq);
-    codec::put_varint(&mut head, s.archived.last_seq);
+    codec::put_varint(&mut head, s.archive_upto);
+    codec::put_varint(&mut head, s.total_len());
+    codec::put_varint(&mut head, s.first_seq().unwrap_or(0));
     add(&head);
     raw::RedisModule_DigestEndSequence.expect("digest")(md);
     let mut buf = Vec::new();
-    for m in s.hot() {
+    for m in s.hot().iter().filter(|m| m.seq > s.archive_upto) {
         buf.clear();
         codec::put_message(&mut buf, m);
         add(&buf);
