@@ -62,6 +62,7 @@ redis_module! {
         ["CONV.FLUSH", cold::flush_cmd, "write", 1, 1, 1, ""],
         ["CONV.IMPORT", cold::import_cmd, "write deny-oom", 1, 1, 1, ""],
         ["CONV._ARCHIVED", cold::archived_cmd, "write", 1, 1, 1, ""],
+        ["CONV._REHYDRATED", cold::rehydrated_cmd, "write deny-oom", 1, 1, 1, ""],
     ],
     event_handlers: [
         [@GENERIC @EXPIRED @EVICTED: cold::on_keyspace_event],

@@ -32,6 +32,7 @@ static MOVING: Mutex<Option<(i32, Vec<u8>)>> = Mutex::new(None);
 const RETRY_AFTER_MS: i64 = 5_000;
 
 pub const ARCHIVED_COMMAND: &str = "CONV._ARCHIVED";
+pub const REHYDRATED_COMMAND: &str = "CONV._REHYDRATED";
 
 struct Completion {
     db: i32,
@@ -244,6 +245,10 @@ pub fn flush_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
 
 /// Reads archived turns `from..=to` of `s` on an I/O thread, then `render` (also off the main
 /// thread) builds the reply from them; the client waits meanwhile.
+///
+/// With `bring_back > 0` (CONV.CTX on the primary), that many of the newest turns read come
+/// back into memory too, so the next reads of a resumed conversation need no disk.
+#[allow(clippy::too_many_arguments)]
 pub fn read_archive(
     ctx: &Context,
     what: &str,
@@ -251,12 +256,20 @@ pub fn read_archive(
     s: &Session,
     from: u64,
     to: u64,
+    bring_back: usize,
     render: Box<dyn FnOnce(Vec<Message>) -> RedisResult + Send>,
 ) -> RedisResult {
     let bc = blocking::block(ctx, what)?;
-    metrics::REHYDRATIONS.incr();
+    let db = selected_db(ctx);
+    let (created_ms, archived_last) = (s.created_ms, s.archived.last_seq);
+    let bring_back = if is_primary(ctx) && s.pending.is_none() && to == archived_last {
+        bring_back
+    } else {
+        0
+    };
+    let key_bytes = key.to_vec();
     let task = Task::Read {
-        path: path_for(selected_db(ctx), key),
+        path: path_for(db, key),
         created_ms: s.created_ms,
         archived_last: s.archived.last_seq,
         from,
@@ -269,10 +282,12 @@ pub fn read_archive(
             let Outcome::Read(result) = outcome else {
                 unreachable!("read tasks answer Read")
             };
+            let mut back = Vec::new();
             let reply = match result {
                 Ok((turns, bytes)) => {
                     metrics::ARCHIVE_READS.incr();
                     metrics::ARCHIVE_BYTES_READ.add(bytes as i64);
+                    back = turns[turns.len() - bring_back.min(turns.len())..].to_vec();
                     render(turns)
                 }
                 Err(e) => {
@@ -281,13 +296,63 @@ pub fn read_archive(
                 }
             };
             let reply = PlainReply(reply);
-            bc.finish(Box::new(move |_| {
+            bc.finish(Box::new(move |ctx| {
                 let whole = reply; // moves the Send wrapper, not just its field
+                if !back.is_empty() {
+                    bring_back_turns(ctx, db, &key_bytes, created_ms, archived_last, back);
+                }
                 whole.0
             }));
         }),
     );
     Ok(RedisValue::NoReply)
+}
+
+/// Puts turns read from disk back into memory on the primary, if the session has not changed
+/// since they were read, and replicates them so replicas hold the same turns in memory.
+fn bring_back_turns(
+    ctx: &Context,
+    db: i32,
+    key: &[u8],
+    created_ms: i64,
+    archived_last: u64,
+    turns: Vec<Message>,
+) {
+    // SAFETY: plain module API call on a live context.
+    unsafe { raw::RedisModule_SelectDb.expect("SelectDb")(ctx.ctx, db) };
+    let name = RedisString::create_from_slice(ctx.ctx, key);
+    let k = ctx.open_key_writable(&name);
+    let Ok(Some(s)) = keys::write::<Session>(&k, &SESSION_TYPE) else {
+        return;
+    };
+    if s.created_ms != created_ms || s.archived.last_seq != archived_last || s.pending.is_some() {
+        return;
+    }
+    let payload = super::codec::encode_more(&turns.iter().collect::<Vec<_>>());
+    if metrics::tracked(s, |s| s.rehydrate(turns)) > 0 {
+        metrics::REHYDRATIONS.incr();
+        let payload = RedisString::create_from_slice(ctx.ctx, &payload);
+        ctx.replicate(REHYDRATED_COMMAND, &[&name, &payload][..]);
+    }
+}
+
+/// CONV._REHYDRATED key payload: the primary brought these archived turns back into memory.
+pub fn rehydrated_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+    if argv.len() != 3 {
+        return Err(RedisError::WrongArity);
+    }
+    let super::codec::Decoded::More(turns) = super::codec::decode(argv[2].as_slice())
+        .map_err(|e| RedisError::String(format!("ERR {e}")))?
+    else {
+        return Err(RedisError::Str("ERR payload must hold turns only"));
+    };
+    let key = ctx.open_key_writable(&argv[1]);
+    let Some(s) = keys::write::<Session>(&key, &SESSION_TYPE)? else {
+        return Ok(RedisValue::Integer(0));
+    };
+    let n = metrics::tracked(s, |s| s.rehydrate(turns));
+    ctx.replicate_verbatim();
+    Ok(RedisValue::Integer(n as i64))
 }
 
 /// A reply built off the main thread. It holds only plain values (no server strings), so it

@@ -220,13 +220,16 @@ pub fn ctx_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         let keep = fit(&mut turns.iter().rev(), turns.len());
         Ok(reply_messages(format, turns[turns.len() - keep..].iter()))
     });
+    let bring_back = (s.window as usize).saturating_sub(s.hot_len());
+    let last = s.archived.last_seq;
     cold::read_archive(
         ctx,
         "CONV.CTX",
         key_name.as_slice(),
         s,
         from,
-        s.archived.last_seq,
+        last,
+        bring_back,
         render,
     )
 }
@@ -260,7 +263,16 @@ pub fn history(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         Ok(reply_messages(format, turns.iter()))
     });
     let (lo, hi) = (from.max(s.archived.first_seq), to.min(s.archived.last_seq));
-    cold::read_archive(ctx, "CONV.HISTORY", key_name.as_slice(), s, lo, hi, render)
+    cold::read_archive(
+        ctx,
+        "CONV.HISTORY",
+        key_name.as_slice(),
+        s,
+        lo,
+        hi,
+        0,
+        render,
+    )
 }
 
 /// CONV.SEARCH key (EMB fp32 | TEXT query) [K n] [RECENT n]: the last RECENT turns and the K
@@ -318,7 +330,16 @@ pub fn search(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         )))
     });
     let (lo, hi) = (s.archived.first_seq, s.archived.last_seq);
-    cold::read_archive(ctx, "CONV.SEARCH", key_name.as_slice(), s, lo, hi, render)
+    cold::read_archive(
+        ctx,
+        "CONV.SEARCH",
+        key_name.as_slice(),
+        s,
+        lo,
+        hi,
+        0,
+        render,
+    )
 }
 
 fn single_key(argv: Vec<RedisString>) -> Result<RedisString, RedisError> {

@@ -259,6 +259,38 @@ impl Session {
         gone
     }
 
+    /// Brings the newest archived turns (read back from disk, ascending) into memory again.
+    /// They stay in the file; appends skip them when they are archived again. Returns how
+    /// many came back. Turns still in memory (a replica that has not finished writing them)
+    /// only move the watermark.
+    pub fn rehydrate(&mut self, turns: Vec<Message>) -> usize {
+        let (Some(first), Some(last)) = (turns.first().map(|m| m.seq), turns.last().map(|m| m.seq))
+        else {
+            return 0;
+        };
+        self.pending = None;
+        self.archive_upto = self.archive_upto.min(first - 1);
+        if self.messages.front().is_some_and(|m| m.seq <= last)
+            || self.archived.count < turns.len() as u64
+            || last != self.archived.last_seq
+            || first < self.archived.first_seq
+        {
+            return 0;
+        }
+        let n = turns.len();
+        for m in turns.into_iter().rev() {
+            self.heap_bytes += m.heap_bytes();
+            self.messages.push_front(m);
+        }
+        self.archived.count -= n as u64;
+        if self.archived.count == 0 {
+            self.archived = ArchivedRange::default();
+        } else {
+            self.archived.last_seq = first - 1;
+        }
+        n
+    }
+
     /// Bytes this session holds in memory (the struct, the ring's slots and the messages).
     pub fn mem_bytes(&self) -> usize {
         std::mem::size_of::<Session>()
@@ -345,6 +377,52 @@ mod tests {
         s.drop_oldest(2);
         assert_eq!(s.last_seq(), Some(5));
         assert_eq!(s.hot_len(), 0);
+    }
+
+    #[test]
+    fn rehydrate_brings_the_newest_archived_turns_back() {
+        let mut s = Session::new(3, 0);
+        for i in 0..6 {
+            s.add(msg(&i.to_string()), None).unwrap();
+        }
+        let gone = s.drop_oldest(6);
+        s.archive_upto = 6;
+        assert!(s.is_cold());
+        assert_eq!(s.rehydrate(gone[3..].to_vec()), 3);
+        assert_eq!(
+            s.archived,
+            ArchivedRange {
+                count: 3,
+                first_seq: 1,
+                last_seq: 3
+            }
+        );
+        assert_eq!(s.archive_upto, 3);
+        assert_eq!(
+            s.last_n(10).map(|m| m.seq).collect::<Vec<_>>(),
+            vec![4, 5, 6]
+        );
+        assert_eq!(s.total_len(), 6);
+        // Not the newest archived turns: refused.
+        assert_eq!(s.rehydrate(gone[..1].to_vec()), 0);
+        assert_eq!(s.hot_len(), 3);
+        // All the rest.
+        assert_eq!(s.rehydrate(gone[..3].to_vec()), 3);
+        assert_eq!(s.archived, ArchivedRange::default());
+        assert_eq!(s.total_len(), 6);
+    }
+
+    #[test]
+    fn rehydrate_on_a_replica_still_holding_the_turns_only_moves_the_watermark() {
+        let mut s = Session::new(3, 0);
+        for i in 0..6 {
+            s.add(msg(&i.to_string()), None).unwrap();
+        }
+        s.archive_upto = 4; // decided, not yet durable here
+        s.pending = Some((1, 4));
+        let copies: Vec<Message> = s.hot().iter().skip(2).take(2).cloned().collect();
+        assert_eq!(s.rehydrate(copies), 0);
+        assert_eq!((s.archive_upto, s.pending, s.hot_len()), (2, None, 6));
     }
 
     #[test]
