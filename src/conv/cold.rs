@@ -28,8 +28,13 @@ static COMPLETIONS: Mutex<Vec<Completion>> = Mutex::new(Vec::new());
 static UNLINKED: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 /// The source of a RENAME/MOVE in progress: (db, key).
 static MOVING: Mutex<Option<(i32, Vec<u8>)>> = Mutex::new(None);
+/// Sessions whose overflow reached a batch at CONV.ADD time: (db, key). The timer serves
+/// them first, so overflow archiving does not wait for a keyspace pass.
+static DIRTY: Mutex<Vec<(i32, Vec<u8>)>> = Mutex::new(Vec::new());
 /// After a failed write, a session waits this long before the timer retries it.
 const RETRY_AFTER_MS: i64 = 5_000;
+/// Writes queued beyond this wait: each queued job holds a copy of its turns.
+const MAX_QUEUED_WRITES: i64 = 4096;
 
 pub const ARCHIVED_COMMAND: &str = "CONV._ARCHIVED";
 pub const REHYDRATED_COMMAND: &str = "CONV._REHYDRATED";
@@ -130,8 +135,7 @@ fn apply_completion(ctx: &Context, c: Completion) -> Result<usize, RedisError> {
     // SAFETY: plain module API call on a live context.
     unsafe { raw::RedisModule_SelectDb.expect("SelectDb")(ctx.ctx, c.db) };
     let name = RedisString::create_from_slice(ctx.ctx, &c.key);
-    let key = ctx.open_key_writable(&name);
-    let Ok(Some(s)) = keys::write::<Session>(&key, &SESSION_TYPE) else {
+    let Some(s) = keys::internal_value::<Session>(ctx, &name, &SESSION_TYPE) else {
         return Ok(0); // deleted meanwhile; the delete task removes the file
     };
     if s.created_ms != c.created_ms || s.pending.map(|p| p.0) != Some(c.ticket) {
@@ -148,13 +152,11 @@ fn apply_completion(ctx: &Context, c: Completion) -> Result<usize, RedisError> {
                 let mut args = vec![name.clone(), ctx.create_string(c.upto.to_string())];
                 // Idle archival gives the key the archive retention as its TTL, unless the
                 // user set a TTL of their own.
-                let auto_ttl = s.auto_ttl;
-                drop(key);
-                if c.idle && (auto_ttl || keys::ttl_ms(ctx, &name) < 0) {
+                if c.idle && (s.auto_ttl || keys::ttl_ms(ctx, &name) < 0) {
                     let at = crate::conv::commands::now_ms()
                         + config::get(&config::ARCHIVE_TTL_DAYS) * 86_400_000;
+                    s.auto_ttl = true;
                     keys::set_expire_at(ctx, &name, Some(at));
-                    set_auto_ttl(ctx, &name);
                     args.push(ctx.create_string("PXAT"));
                     args.push(ctx.create_string(at.to_string()));
                 }
@@ -172,13 +174,6 @@ fn apply_completion(ctx: &Context, c: Completion) -> Result<usize, RedisError> {
             ));
             Err(RedisError::String(format!("ERR {e}")))
         }
-    }
-}
-
-fn set_auto_ttl(ctx: &Context, name: &RedisString) {
-    let key = ctx.open_key_writable(name);
-    if let Ok(Some(s)) = keys::write::<Session>(&key, &SESSION_TYPE) {
-        s.auto_ttl = true;
     }
 }
 
@@ -321,8 +316,7 @@ fn bring_back_turns(
     // SAFETY: plain module API call on a live context.
     unsafe { raw::RedisModule_SelectDb.expect("SelectDb")(ctx.ctx, db) };
     let name = RedisString::create_from_slice(ctx.ctx, key);
-    let k = ctx.open_key_writable(&name);
-    let Ok(Some(s)) = keys::write::<Session>(&k, &SESSION_TYPE) else {
+    let Some(s) = keys::internal_value::<Session>(ctx, &name, &SESSION_TYPE) else {
         return;
     };
     if s.created_ms != created_ms || s.archived.last_seq != archived_last || s.pending.is_some() {
@@ -451,16 +445,31 @@ pub fn on_copy(from_db: i32, from: &[u8], to_db: i32, to: &[u8], s: &Session) {
     }
 }
 
+/// CONV.ADD on the primary: the session's overflow reached a batch; archive it soon.
+pub fn overflow_ready(db: i32, key: &[u8], s: &mut Session) {
+    if !s.queued && s.pending.is_none() {
+        s.queued = true;
+        lock(&DIRTY).push((db, key.to_vec()));
+    }
+}
+
 struct TimerState {
     cursor: *mut raw::RedisModuleScanCursor,
     db: i32,
+    /// When the last full keyspace pass ended; idle sessions need no faster passes than
+    /// a tenth of the idle time.
+    pass_done_ms: i64,
 }
 
 impl TimerState {
     fn new() -> TimerState {
         // SAFETY: plain module API call; the cursor lives as long as the module.
         let cursor = unsafe { raw::RedisModule_ScanCursorCreate.expect("ScanCursorCreate")() };
-        TimerState { cursor, db: 0 }
+        TimerState {
+            cursor,
+            db: 0,
+            pass_done_ms: 0,
+        }
     }
 }
 
@@ -476,6 +485,14 @@ struct Visit {
     primary: bool,
     idle_ms: i64,
     batch: usize,
+    started: Instant,
+    budget: Duration,
+}
+
+impl Visit {
+    fn over_budget(&self) -> bool {
+        self.started.elapsed() >= self.budget || queue_depth() >= MAX_QUEUED_WRITES
+    }
 }
 
 /// One timer tick: apply finished writes, then walk the keyspace for a bounded time and
@@ -505,14 +522,34 @@ fn tick(ctx: &Context, mut state: TimerState) {
         primary: is_primary(ctx),
         idle_ms: config::get(&config::IDLE_ARCHIVE_SECS) * 1000,
         batch: config::get(&config::ARCHIVE_BATCH).max(1) as usize,
+        started,
+        budget,
     };
+    // Sessions that reached an overflow batch since the last tick.
+    let dirty: Vec<(i32, Vec<u8>)> = std::mem::take(&mut *lock(&DIRTY));
+    let mut dirty = dirty.into_iter();
+    for (db, key) in dirty.by_ref() {
+        visit.db = db;
+        visit_by_name(ctx, &visit, db, &key);
+        if visit.over_budget() {
+            break;
+        }
+    }
+    let rest: Vec<(i32, Vec<u8>)> = dirty.collect();
+    if !rest.is_empty() {
+        lock(&DIRTY).extend(rest);
+    }
+    // Then a slice of the keyspace pass that finds idle sessions (and work a replica or a
+    // restart left undone).
+    let pause_ms = (visit.idle_ms / 10).clamp(100, 10_000);
     let start_db = state.db;
     let mut wrapped = false;
-    while started.elapsed() < budget {
+    while !visit.over_budget() && visit.now - state.pass_done_ms >= pause_ms {
         // SAFETY: plain module API calls on the timer's context.
         let ok = unsafe { raw::RedisModule_SelectDb.expect("SelectDb")(ctx.ctx, state.db) };
         if ok != raw::REDISMODULE_OK as i32 {
             state.db = 0;
+            state.pass_done_ms = visit.now;
             wrapped = true;
             if start_db == 0 {
                 break;
@@ -569,8 +606,19 @@ extern "C" fn scan_cb(
     }
 }
 
+fn visit_by_name(ctx: &Context, v: &Visit, db: i32, key: &[u8]) {
+    // SAFETY: plain module API call on the timer's context.
+    unsafe { raw::RedisModule_SelectDb.expect("SelectDb")(ctx.ctx, db) };
+    let name = RedisString::create_from_slice(ctx.ctx, key);
+    if let Some(s) = keys::internal_value::<Session>(ctx, &name, &SESSION_TYPE) {
+        s.queued = false;
+        visit_session(v, key, s);
+    }
+}
+
 fn visit_session(v: &Visit, key: &[u8], s: &mut Session) {
-    if s.pending.is_some() || v.now < s.retry_at_ms {
+    // Past the budget the rest of this scan step is skipped; the next pass sees it again.
+    if s.pending.is_some() || v.now < s.retry_at_ms || v.over_budget() {
         return;
     }
     // Work already decided by the primary (replica catching up, after a restart): any node.

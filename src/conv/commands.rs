@@ -97,6 +97,11 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             s.touch(now);
             // A cold session that comes back to life loses the retention TTL idle archival gave it.
             drop_auto_ttl = std::mem::take(&mut s.auto_ttl);
+            if s.overflow_len() >= config::get(&config::ARCHIVE_BATCH).max(1) as usize
+                && !ctx.get_flags().contains(redis_module::ContextFlags::SLAVE)
+            {
+                cold::overflow_ready(cold::selected_db(ctx), argv[1].as_slice(), s);
+            }
             seq
         }
         None => {

@@ -55,6 +55,8 @@ pub struct Session {
     pub pending: Option<(u64, u64)>,
     /// After a failed archive write, not before this time (ms). Not persisted.
     pub retry_at_ms: i64,
+    /// Waiting in the timer's overflow queue. Not persisted.
+    pub queued: bool,
     messages: VecDeque<Message>,
     /// Sum of `Message::heap_bytes` of `messages`, kept so MEMORY USAGE is O(1).
     heap_bytes: usize,
@@ -93,6 +95,7 @@ impl Session {
             auto_ttl: false,
             pending: None,
             retry_at_ms: 0,
+            queued: false,
             messages: VecDeque::new(),
             heap_bytes: 0,
         }

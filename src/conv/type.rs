@@ -189,6 +189,7 @@ unsafe extern "C" fn copy2(
     cold::on_copy(from_db, &from, to_db, &to, s);
     let mut copy = s.clone();
     copy.pending = None;
+    copy.queued = false;
     into_raw(copy)
 }
 
