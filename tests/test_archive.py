@@ -707,7 +707,7 @@ def test_info_convcache_fields_move(servers, kind):
     assert st["archive_raw_bytes_written"] > st["archive_bytes_written"] > 0
     assert st["archive_compression_ratio"] > 1.3
     assert st["hot_messages"] == 3
-    assert 0 <= st["timer_tick_us_avg"] <= st["timer_tick_us_max"] and st["timer_tick_us_max"] > 0
+    assert 0 <= st["timer_tick_us_avg"] <= st["timer_tick_us_max"]  # a tick over 2 keys may round to 0 us
     assert st["io_queue_depth"] == 0
     r.execute_command("CONV.CTX", "h")
     assert stats(r)["rehydrations"] == st["rehydrations"]
