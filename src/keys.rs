@@ -41,6 +41,14 @@ pub fn ttl_ms(ctx: &Context, name: &RedisString) -> i64 {
     })
 }
 
+/// The key's absolute expiry in unix ms, or -1 without a TTL.
+pub fn abs_expire_ms(ctx: &Context, name: &RedisString) -> i64 {
+    // SAFETY: `k` is an open key handle.
+    with_raw_key(ctx, name, |k| unsafe {
+        raw::RedisModule_GetAbsExpire.expect("GetAbsExpire")(k)
+    })
+}
+
 /// Sets an absolute expiry (unix ms), or removes it with `None`.
 pub fn set_expire_at(ctx: &Context, name: &RedisString, at_ms: Option<i64>) {
     with_raw_key(ctx, name, |k| unsafe {
@@ -57,13 +65,18 @@ pub fn set_expire_at(ctx: &Context, name: &RedisString, at_ms: Option<i64>) {
 /// The module value at `name` for the module's own bookkeeping (archiving moves turns between
 /// memory and disk without changing what clients see), opened read-only so it neither
 /// signals a modification (WATCH, client tracking) nor counts as an access.
-pub fn internal_value<'a, T>(ctx: &Context, name: &RedisString, ty: &RedisType) -> Option<&'a mut T> {
+pub fn internal_value<'a, T>(
+    ctx: &Context,
+    name: &RedisString,
+    ty: &RedisType,
+) -> Option<&'a mut T> {
     let mode = (raw::REDISMODULE_READ | raw::REDISMODULE_OPEN_KEY_NOTOUCH) as i32;
     // SAFETY: plain module API calls; the value belongs to this module and stays alive on the
     // main thread until the key is deleted, which cannot happen while the caller runs.
     unsafe {
         let k = raw::RedisModule_OpenKey.expect("OpenKey")(ctx.ctx, name.inner, mode);
-        let value = if raw::RedisModule_KeyType.expect("KeyType")(k) == raw::REDISMODULE_KEYTYPE_MODULE as i32
+        let value = if raw::RedisModule_KeyType.expect("KeyType")(k)
+            == raw::REDISMODULE_KEYTYPE_MODULE as i32
             && raw::RedisModule_ModuleTypeGetType.expect("GetType")(k) == *ty.raw_type.borrow()
         {
             (raw::RedisModule_ModuleTypeGetValue.expect("GetValue")(k) as *mut T).as_mut()

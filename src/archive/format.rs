@@ -13,7 +13,7 @@
 //! | 0      | 4    | magic `"CCAR"` |
 //! | 4      | 2    | format version, u16 = 1 |
 //! | 6      | 2    | flags, u16 = 0 (reserved; readers reject unknown bits) |
-//! | 8      | 8    | created, i64 unix milliseconds |
+//! | 8      | 8    | session id, i64: random, chosen when the session is created |
 //! | 16     | 4    | key length `K`, u32 |
 //! | 20     | K    | key bytes (the full Valkey key, binary) |
 //! | 20+K   | 4    | CRC32 of bytes `0 .. 20+K` |
@@ -86,7 +86,7 @@ const FIXED_HEADER_LEN: usize = 20;
 pub struct ArchiveHeader {
     pub version: u16,
     pub flags: u16,
-    pub created_ms: i64,
+    pub session_id: i64,
     pub key: Vec<u8>,
 }
 
@@ -173,12 +173,12 @@ fn unzigzag(v: u64) -> i64 {
 }
 
 /// Encodes the file header for `key`.
-pub fn encode_header(key: &[u8], created_ms: i64) -> Vec<u8> {
+pub fn encode_header(key: &[u8], session_id: i64) -> Vec<u8> {
     let mut out = Vec::with_capacity(FIXED_HEADER_LEN + key.len() + 4);
     out.extend_from_slice(FILE_MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&0u16.to_le_bytes());
-    out.extend_from_slice(&created_ms.to_le_bytes());
+    out.extend_from_slice(&session_id.to_le_bytes());
     out.extend_from_slice(&(key.len() as u32).to_le_bytes());
     out.extend_from_slice(key);
     let crc = crc32fast::hash(&out);
@@ -232,7 +232,7 @@ pub fn read_header(bytes: &[u8]) -> Result<(ArchiveHeader, usize), ArchiveError>
     let header = ArchiveHeader {
         version,
         flags,
-        created_ms: u64_at(bytes, 8) as i64,
+        session_id: u64_at(bytes, 8) as i64,
         key: bytes[FIXED_HEADER_LEN..crc_off].to_vec(),
     };
     Ok((header, crc_off + 4))
@@ -622,7 +622,7 @@ mod tests {
             let (hdr, len) = read_header(&h).unwrap();
             assert_eq!(len, h.len());
             assert_eq!(hdr.key, key);
-            assert_eq!(hdr.created_ms, -5);
+            assert_eq!(hdr.session_id, -5);
             assert_eq!(hdr.version, 1);
         }
         assert!(matches!(
@@ -637,7 +637,7 @@ mod tests {
         let f = file_of(&batches);
         let (hdr, turns, sc) = read_all(&f).unwrap();
         assert_eq!(hdr.key, b"conv:\x00user/../42");
-        assert_eq!(hdr.created_ms, 1_700_000_000_123);
+        assert_eq!(hdr.session_id, 1_700_000_000_123);
         assert!(!sc.torn_tail);
         assert_eq!(sc.valid_len, f.len());
         assert_eq!(sc.segments.len(), 3);

@@ -4,7 +4,7 @@
 //!
 //! A file is `<archive-dir>/<db>/<archive_file_name(key)>`. Appends are idempotent: only
 //! turns past the file's last sequence number are written, so a job replayed after a crash
-//! never duplicates a turn. The file header names the key and the session's creation time;
+//! never duplicates a turn. The file header names the key and the session's random id;
 //! a file left by an earlier session of the same key (deleted, flushed) is replaced, never
 //! mixed with the new one.
 
@@ -55,7 +55,7 @@ impl From<std::io::Error> for StoreError {
 struct FileState {
     valid_len: u64,
     last_seq: u64,
-    created_ms: i64,
+    session_id: i64,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -87,12 +87,12 @@ impl Store {
         &mut self,
         path: &Path,
         key: &[u8],
-        created_ms: i64,
+        session_id: i64,
         turns: &[Message],
     ) -> Result<AppendOutcome, StoreError> {
         let state = match self.files.get(path) {
-            Some(s) if s.created_ms == created_ms => *s,
-            _ => self.open_state(path, key, created_ms)?,
+            Some(s) if s.session_id == session_id => *s,
+            _ => self.open_state(path, key, session_id)?,
         };
         let new: Vec<Message> = turns
             .iter()
@@ -122,7 +122,7 @@ impl Store {
             FileState {
                 valid_len: state.valid_len + segment.len() as u64,
                 last_seq,
-                created_ms,
+                session_id,
             },
         );
         Ok(AppendOutcome {
@@ -137,7 +137,7 @@ impl Store {
         &mut self,
         path: &Path,
         key: &[u8],
-        created_ms: i64,
+        session_id: i64,
     ) -> Result<FileState, StoreError> {
         let existing = match fs::read(path) {
             Ok(bytes) => Some(bytes),
@@ -146,9 +146,9 @@ impl Store {
         };
         if let Some(bytes) = existing {
             if let Ok(scan) = format::scan(&bytes) {
-                // The creation time identifies the session; the key in the header is the one it
+                // The session id identifies the session; the key in the header is the one it
                 // had when the file was made (RENAME and COPY carry files to new names).
-                if scan.header.created_ms == created_ms {
+                if scan.header.session_id == session_id {
                     if scan.resync_offset.is_some() {
                         return Err(StoreError::Corrupt(format!(
                             "damaged segment in the middle of {}; refusing to append after it",
@@ -158,13 +158,13 @@ impl Store {
                     return Ok(FileState {
                         valid_len: scan.valid_len as u64,
                         last_seq: scan.last_seq().unwrap_or(0),
-                        created_ms,
+                        session_id,
                     });
                 }
             }
             // Another session's file (or an unreadable header): start over in its place.
         }
-        let header = format::encode_header(key, created_ms);
+        let header = format::encode_header(key, session_id);
         let dir = path.parent().expect("archive paths have a parent");
         fs::create_dir_all(dir)?;
         let tmp = dir.join(format!(
@@ -183,7 +183,7 @@ impl Store {
         Ok(FileState {
             valid_len: header.len() as u64,
             last_seq: 0,
-            created_ms,
+            session_id,
         })
     }
 
@@ -197,7 +197,7 @@ impl Store {
     }
 
     /// Moves a session's file with its key (RENAME, MOVE). The header keeps naming the
-    /// original key; readers check the creation time, which a rename keeps.
+    /// original key; readers check the session id, which a rename keeps.
     pub fn rename(&mut self, from: &Path, to: &Path) -> Result<bool, StoreError> {
         self.files.remove(from);
         self.files.remove(to);
@@ -249,12 +249,12 @@ impl Store {
         &mut self,
         path: &Path,
         bytes: &[u8],
-        created_ms: i64,
+        session_id: i64,
         archived_last: u64,
     ) -> Result<bool, StoreError> {
         if let Ok(local) = fs::read(path) {
             if let Ok(scan) = format::scan(&local) {
-                if scan.header.created_ms == created_ms
+                if scan.header.session_id == session_id
                     && scan.last_seq().unwrap_or(0) >= archived_last
                 {
                     return Ok(false);
@@ -266,12 +266,12 @@ impl Store {
     }
 }
 
-/// Reads the archived turns with `from <= seq <= to` of a session created at `created_ms`.
+/// Reads the archived turns with `from <= seq <= to` of a session created at `session_id`.
 /// Turns past `archived_last` (written but not yet acknowledged as archived) are left out,
 /// so a file never shows a turn twice next to the in-memory ones.
 pub fn read_turns(
     path: &Path,
-    created_ms: i64,
+    session_id: i64,
     archived_last: u64,
     from: u64,
     to: u64,
@@ -279,7 +279,7 @@ pub fn read_turns(
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
     let scan: ArchiveScan = format::scan(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    if scan.header.created_ms != created_ms {
+    if scan.header.session_id != session_id {
         return Err(StoreError::Foreign);
     }
     let have_last = scan.last_seq().unwrap_or(0);

@@ -19,12 +19,12 @@ pub enum Task {
     Append {
         path: PathBuf,
         key: Vec<u8>,
-        created_ms: i64,
+        session_id: i64,
         turns: Vec<Message>,
     },
     Read {
         path: PathBuf,
-        created_ms: i64,
+        session_id: i64,
         archived_last: u64,
         from: u64,
         to: u64,
@@ -48,7 +48,7 @@ pub enum Task {
     Restore {
         path: PathBuf,
         bytes: Vec<u8>,
-        created_ms: i64,
+        session_id: i64,
         archived_last: u64,
     },
 }
@@ -158,18 +158,18 @@ fn execute(store: &mut Store, task: Task) -> Outcome {
         Task::Append {
             path,
             key,
-            created_ms,
+            session_id,
             turns,
-        } => Outcome::Appended(store.append(&path, &key, created_ms, &turns)),
+        } => Outcome::Appended(store.append(&path, &key, session_id, &turns)),
         Task::Read {
             path,
-            created_ms,
+            session_id,
             archived_last,
             from,
             to,
         } => Outcome::Read(store::read_turns(
             &path,
-            created_ms,
+            session_id,
             archived_last,
             from,
             to,
@@ -181,9 +181,9 @@ fn execute(store: &mut Store, task: Task) -> Outcome {
         Task::Restore {
             path,
             bytes,
-            created_ms,
+            session_id,
             archived_last,
-        } => Outcome::Done(store.restore(&path, &bytes, created_ms, archived_last)),
+        } => Outcome::Done(store.restore(&path, &bytes, session_id, archived_last)),
     }
 }
 
@@ -216,7 +216,7 @@ mod tests {
             Task::Append {
                 path: a.clone(),
                 key: b"a".to_vec(),
-                created_ms: 1,
+                session_id: 1,
                 turns: (1..=3).map(turn).collect(),
             },
             Box::new(move |o| t.send(matches!(o, Outcome::Appended(Ok(_)))).unwrap()),
@@ -233,7 +233,7 @@ mod tests {
         w.submit(
             Task::Read {
                 path: b.clone(),
-                created_ms: 1,
+                session_id: 1,
                 archived_last: 3,
                 from: 0,
                 to: u64::MAX,

@@ -9,7 +9,7 @@
 use super::message::Message;
 use super::session::{ArchivedRange, Session};
 
-/// 1: first release. 2: adds `archive_upto` and `auto_ttl` after the archived range.
+/// 1: first release. 2: adds `archive_upto`, `auto_expire_ms` and `sid` after the archived range.
 pub const CODEC_VERSION: u8 = 2;
 const KIND_SESSION: u8 = 0;
 const KIND_MORE: u8 = 1;
@@ -152,7 +152,8 @@ fn put_header(out: &mut Vec<u8>, s: &Session) {
     put_varint(out, s.archived.first_seq);
     put_varint(out, s.archived.last_seq);
     put_varint(out, s.archive_upto);
-    out.push(u8::from(s.auto_ttl));
+    out.extend_from_slice(&s.auto_expire_ms.to_le_bytes());
+    out.extend_from_slice(&s.sid.to_le_bytes());
 }
 
 /// The whole session, or (for AOF rewrite of big sessions) its header and first messages.
@@ -207,14 +208,15 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
                 first_seq: r.varint()?,
                 last_seq: r.varint()?,
             };
-            let (archive_upto, auto_ttl) = if version >= 2 {
-                (r.varint()?, r.u8()? != 0)
+            let (archive_upto, auto_expire_ms, sid) = if version >= 2 {
+                (r.varint()?, r.i64()?, r.i64()? as u64)
             } else {
-                (archived.last_seq, false)
+                (archived.last_seq, 0, 0)
             };
             let mut s = Session::new(window, created_ms);
             s.archive_upto = archive_upto;
-            s.auto_ttl = auto_ttl;
+            s.auto_expire_ms = auto_expire_ms;
+            s.sid = sid;
             s.last_access_ms.set(last_access_ms);
             s.archived = archived;
             s.next_seq = next_seq;
@@ -247,6 +249,8 @@ mod tests {
 
     fn sample() -> Session {
         let mut s = Session::new(4, 1000);
+        s.sid = u64::MAX - 7;
+        s.auto_expire_ms = 123;
         for i in 0..6u8 {
             s.add(
                 Message {
@@ -327,7 +331,7 @@ mod tests {
         assert_eq!((s.window, s.next_seq, s.created_ms), (4, 3, 5));
         assert_eq!(s.archived.count, 1);
         assert_eq!(s.archive_upto, 1);
-        assert!(!s.auto_ttl);
+        assert_eq!((s.auto_expire_ms, s.sid), (0, 0));
         assert_eq!(s.hot()[0].content, b"hi");
     }
 

@@ -42,7 +42,7 @@ pub const REHYDRATED_COMMAND: &str = "CONV._REHYDRATED";
 struct Completion {
     db: i32,
     key: Vec<u8>,
-    created_ms: i64,
+    session_id: i64,
     ticket: u64,
     upto: u64,
     idle: bool,
@@ -97,11 +97,11 @@ pub fn submit_append(
     let ticket = TICKETS.fetch_add(1, Ordering::Relaxed);
     s.pending = Some((ticket, upto));
     let turns = s.turns_upto(upto);
-    let (key, created_ms) = (key.to_vec(), s.created_ms);
+    let (key, session_id) = (key.to_vec(), s.sid as i64);
     let task = Task::Append {
         path: path_for(db, &key),
         key: key.clone(),
-        created_ms,
+        session_id,
         turns,
     };
     workers().submit(
@@ -113,7 +113,7 @@ pub fn submit_append(
             let c = Completion {
                 db,
                 key,
-                created_ms,
+                session_id,
                 ticket,
                 upto,
                 idle,
@@ -138,7 +138,7 @@ fn apply_completion(ctx: &Context, c: Completion) -> Result<usize, RedisError> {
     let Some(s) = keys::internal_value::<Session>(ctx, &name, &SESSION_TYPE) else {
         return Ok(0); // deleted meanwhile; the delete task removes the file
     };
-    if s.created_ms != c.created_ms || s.pending.map(|p| p.0) != Some(c.ticket) {
+    if s.sid as i64 != c.session_id || s.pending.map(|p| p.0) != Some(c.ticket) {
         return Ok(0); // cleared or superseded meanwhile
     }
     s.pending = None;
@@ -152,10 +152,11 @@ fn apply_completion(ctx: &Context, c: Completion) -> Result<usize, RedisError> {
                 let mut args = vec![name.clone(), ctx.create_string(c.upto.to_string())];
                 // Idle archival gives the key the archive retention as its TTL, unless the
                 // user set a TTL of their own.
-                if c.idle && (s.auto_ttl || keys::ttl_ms(ctx, &name) < 0) {
+                let current = keys::abs_expire_ms(ctx, &name);
+                if c.idle && (current < 0 || current == s.auto_expire_ms) {
                     let at = crate::conv::commands::now_ms()
                         + config::get(&config::ARCHIVE_TTL_DAYS) * 86_400_000;
-                    s.auto_ttl = true;
+                    s.auto_expire_ms = at;
                     keys::set_expire_at(ctx, &name, Some(at));
                     args.push(ctx.create_string("PXAT"));
                     args.push(ctx.create_string(at.to_string()));
@@ -194,8 +195,8 @@ pub fn archived_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         return Ok(RedisValue::Integer(0));
     };
     s.archive_upto = s.archive_upto.max(upto);
-    if pxat.is_some() {
-        s.auto_ttl = true;
+    if let Some(at) = pxat {
+        s.auto_expire_ms = at;
     }
     if s.pending.is_none() {
         if let Some(upto) = s.undurable_upto() {
@@ -256,7 +257,7 @@ pub fn read_archive(
 ) -> RedisResult {
     let bc = blocking::block(ctx, what)?;
     let db = selected_db(ctx);
-    let (created_ms, archived_last) = (s.created_ms, s.archived.last_seq);
+    let (session_id, archived_last) = (s.sid as i64, s.archived.last_seq);
     let bring_back = if is_primary(ctx) && s.pending.is_none() && to == archived_last {
         bring_back
     } else {
@@ -265,7 +266,7 @@ pub fn read_archive(
     let key_bytes = key.to_vec();
     let task = Task::Read {
         path: path_for(db, key),
-        created_ms: s.created_ms,
+        session_id: s.sid as i64,
         archived_last: s.archived.last_seq,
         from,
         to,
@@ -294,7 +295,7 @@ pub fn read_archive(
             bc.finish(Box::new(move |ctx| {
                 let whole = reply; // moves the Send wrapper, not just its field
                 if !back.is_empty() {
-                    bring_back_turns(ctx, db, &key_bytes, created_ms, archived_last, back);
+                    bring_back_turns(ctx, db, &key_bytes, session_id, archived_last, back);
                 }
                 whole.0
             }));
@@ -309,7 +310,7 @@ fn bring_back_turns(
     ctx: &Context,
     db: i32,
     key: &[u8],
-    created_ms: i64,
+    session_id: i64,
     archived_last: u64,
     turns: Vec<Message>,
 ) {
@@ -319,7 +320,7 @@ fn bring_back_turns(
     let Some(s) = keys::internal_value::<Session>(ctx, &name, &SESSION_TYPE) else {
         return;
     };
-    if s.created_ms != created_ms || s.archived.last_seq != archived_last || s.pending.is_some() {
+    if s.sid as i64 != session_id || s.archived.last_seq != archived_last || s.pending.is_some() {
         return;
     }
     let payload = super::codec::encode_more(&turns.iter().collect::<Vec<_>>());
@@ -367,7 +368,7 @@ pub fn restore_archive(db: i32, key: &[u8], s: &Session, bytes: Vec<u8>) {
         Task::Restore {
             path: path_for(db, key),
             bytes,
-            created_ms: s.created_ms,
+            session_id: s.sid as i64,
             archived_last: s.archived.last_seq,
         },
         Box::new(|outcome| {
@@ -419,6 +420,12 @@ pub fn on_keyspace_event(ctx: &Context, _ty: NotifyEvent, event: &str, key: &[u8
         }
         "rename_to" | "move_to" => {
             if let Some((from_db, from)) = lock(&MOVING).take() {
+                // A write in flight finishes under the old name; let the timer redo it (appends
+                // are idempotent) under the new one.
+                let name = RedisString::create_from_slice(ctx.ctx, key);
+                if let Some(s) = keys::internal_value::<Session>(ctx, &name, &SESSION_TYPE) {
+                    s.pending = None;
+                }
                 workers().submit(
                     Task::Rename {
                         from: path_for(from_db, &from),
@@ -682,6 +689,7 @@ pub fn import_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
                 });
             let session = parsed.map(|lix| {
                 let mut s = Session::new(config::get(&config::WINDOW) as u32, lix.created_ms);
+                s.sid = crate::conv::commands::new_sid();
                 for t in lix.turns {
                     let m = Message {
                         seq: 0,
@@ -709,6 +717,8 @@ fn install_import(ctx: &Context, key_name: &[u8], s: Session) -> RedisResult {
     if !key.is_empty() {
         return Err(RedisError::Str("ERR target key already exists"));
     }
+    // Imported history is not idle history: the clock starts now.
+    s.touch(crate::conv::commands::now_ms());
     let n = s.total_len();
     let all: Vec<&Message> = s.hot().iter().collect();
     let payload = super::codec::encode_session(&s, &all);

@@ -20,6 +20,16 @@ pub const LOAD_COMMAND: &str = "CONV._LOAD";
 const MAX_ROLE_BYTES: usize = 256;
 const MAX_WINDOW: i64 = 1_000_000;
 
+/// A random session id (see `Session::sid`).
+pub fn new_sid() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_i64(now_ms());
+    h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    h.finish()
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -49,14 +59,17 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             content.len()
         ));
     }
-    let (mut meta, mut emb, mut ts, mut seq, mut window) = (None, None, None, None, None);
+    let (mut meta, mut emb, mut ts, mut seq, mut window, mut sid) =
+        (None, None, None, None, None, None);
     let mut i = 4;
     while i < argv.len() {
         let kw = argv[i].as_slice();
         let name = String::from_utf8_lossy(kw).to_ascii_uppercase();
         let Some(value) = argv.get(i + 1).map(|v| v.as_slice()) else {
             return match name.as_str() {
-                "META" | "EMB" | "TS" | "SEQ" | "WINDOW" => err(format!("{name} needs a value")),
+                "META" | "EMB" | "TS" | "SEQ" | "WINDOW" | "SID" => {
+                    err(format!("{name} needs a value"))
+                }
                 _ => args::unknown_option(&name),
             };
         };
@@ -70,6 +83,7 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             "TS" => ts = Some(args::int_in("TS", value, 0, i64::MAX)?),
             "SEQ" => seq = Some(args::int_in("SEQ", value, 1, i64::MAX)? as u64),
             "WINDOW" => window = Some(args::int_in("WINDOW", value, 1, MAX_WINDOW)? as u32),
+            "SID" => sid = Some(args::parse_i64("SID", value)? as u64),
             other => return args::unknown_option(other),
         }
         i += 2;
@@ -86,7 +100,8 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         meta,
         emb,
     };
-    let mut drop_auto_ttl = false;
+    let mut drop_auto_expire = 0;
+    let mut created_sid = None;
     let seq = match keys::write::<Session>(&key, &SESSION_TYPE)? {
         Some(s) => {
             let seq = metrics::tracked(s, |s| {
@@ -96,7 +111,7 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             .map_err(|e| RedisError::String(format!("ERR {e}")))?;
             s.touch(now);
             // A cold session that comes back to life loses the retention TTL idle archival gave it.
-            drop_auto_ttl = std::mem::take(&mut s.auto_ttl);
+            drop_auto_expire = std::mem::take(&mut s.auto_expire_ms);
             if s.overflow_len() >= config::get(&config::ARCHIVE_BATCH).max(1) as usize
                 && !ctx.get_flags().contains(redis_module::ContextFlags::SLAVE)
             {
@@ -107,6 +122,9 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         None => {
             // Created at its first message's time: decided by the primary, so replicas agree.
             let mut s = Session::new(window, ts);
+            s.touch(now);
+            s.sid = sid.unwrap_or_else(new_sid);
+            created_sid = Some(s.sid);
             let seq = s
                 .add(msg, seq)
                 .map_err(|e| RedisError::String(format!("ERR {e}")))?;
@@ -115,26 +133,37 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         }
     };
     drop(key);
-    if drop_auto_ttl {
+    if drop_auto_expire != 0 && keys::abs_expire_ms(ctx, &argv[1]) == drop_auto_expire {
         keys::set_expire_at(ctx, &argv[1], None);
     }
-    replicate_add(ctx, &argv, ts, seq, window);
+    replicate_add(ctx, &argv, ts, seq, window, created_sid);
     ctx.notify_keyspace_event(NotifyEvent::MODULE, "conv.add", &argv[1]);
     Ok(RedisValue::Integer(seq as i64))
 }
 
 /// Replicas and the AOF get the primary's decisions (time, sequence, window), so a replay
 /// reaches the same state whatever the replica's clock or config.
-fn replicate_add(ctx: &Context, argv: &[RedisString], ts: i64, seq: u64, window: u32) {
-    let decided: Vec<RedisString> = [
+fn replicate_add(
+    ctx: &Context,
+    argv: &[RedisString],
+    ts: i64,
+    seq: u64,
+    window: u32,
+    sid: Option<u64>,
+) {
+    let mut decided = vec![
         ("TS", ts.to_string()),
         ("SEQ", seq.to_string()),
         ("WINDOW", window.to_string()),
-    ]
-    .into_iter()
-    .flat_map(|(k, v)| [k.to_string(), v])
-    .map(|s| RedisString::create_from_slice(ctx.ctx, s.as_bytes()))
-    .collect();
+    ];
+    if let Some(sid) = sid {
+        decided.push(("SID", (sid as i64).to_string()));
+    }
+    let decided: Vec<RedisString> = decided
+        .into_iter()
+        .flat_map(|(k, v)| [k.to_string(), v])
+        .map(|s| RedisString::create_from_slice(ctx.ctx, s.as_bytes()))
+        .collect();
     // key, role, content and META/EMB pairs are passed on as the client sent them.
     let mut out: Vec<&RedisString> = argv[1..4].iter().collect();
     for pair in argv[4..].chunks_exact(2) {

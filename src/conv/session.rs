@@ -49,8 +49,12 @@ pub struct Session {
     /// Turns up to this seq are decided archived (by the primary). On a replica the local
     /// write may still be under way; the turns stay in memory until it is durable.
     pub archive_upto: u64,
-    /// The key's TTL was set by idle archival (archive retention), not by the user.
-    pub auto_ttl: bool,
+    /// The expiry (unix ms) idle archival gave the key as archive retention, 0 if none. A TTL
+    /// the user set is never this value, so it is never replaced or removed by the module.
+    pub auto_expire_ms: i64,
+    /// Random id of this session incarnation, written in its archive file's header: a file
+    /// left by an earlier session of the same key (FLUSHALL, overwrite) is never mixed in.
+    pub sid: u64,
     /// An archive write of this node under way: (ticket, turns up to seq). Not persisted.
     pub pending: Option<(u64, u64)>,
     /// After a failed archive write, not before this time (ms). Not persisted.
@@ -92,7 +96,8 @@ impl Session {
             last_access_ms: Cell::new(now_ms),
             archived: ArchivedRange::default(),
             archive_upto: 0,
-            auto_ttl: false,
+            auto_expire_ms: 0,
+            sid: 0,
             pending: None,
             retry_at_ms: 0,
             queued: false,
@@ -245,8 +250,10 @@ impl Session {
     pub fn drop_oldest(&mut self, n: usize) -> Vec<Message> {
         let n = n.min(self.messages.len());
         let gone: Vec<Message> = self.messages.drain(..n).collect();
-        // A cold record must be small: give back the ring's slots once it is (nearly) empty.
-        if self.messages.capacity() > 2 * self.messages.len() + self.window as usize {
+        // A cold record must be small: give back the ring's slots once it is empty or sparse.
+        if self.messages.is_empty() {
+            self.messages = VecDeque::new();
+        } else if self.messages.capacity() > 2 * self.messages.len() + self.window as usize {
             self.messages.shrink_to_fit();
         }
         for m in &gone {
@@ -364,6 +371,7 @@ mod tests {
         }
         let before = s.mem_bytes();
         let gone = s.drop_oldest(3);
+        assert_eq!(s.drop_oldest(0).len(), 0);
         assert_eq!(gone.len(), 3);
         assert_eq!(
             s.archived,
@@ -380,6 +388,8 @@ mod tests {
         s.drop_oldest(2);
         assert_eq!(s.last_seq(), Some(5));
         assert_eq!(s.hot_len(), 0);
+        // A cold record keeps no slots.
+        assert_eq!(s.mem_bytes(), std::mem::size_of::<Session>());
     }
 
     #[test]
