@@ -7,6 +7,8 @@ pub mod conv;
 pub mod info;
 pub mod keys;
 pub mod metrics;
+pub mod semcache;
+pub mod urlemb;
 pub mod vector;
 
 use redis_module::configuration::ConfigurationFlags;
@@ -14,6 +16,9 @@ use redis_module::{redis_module, Context, RedisString, Status};
 
 use conv::commands as convcmd;
 use conv::r#type::SESSION_TYPE;
+use semcache::commands as semcmd;
+use semcache::r#type::SEMCACHE_TYPE;
+use urlemb::commands as urlcmd;
 
 // The server's allocator in the module (memory shows in INFO/MEMORY); the system one in unit
 // tests, which run without a server.
@@ -43,7 +48,7 @@ redis_module! {
     name: "convcache",
     version: 1,
     allocator: (Alloc, ALLOC),
-    data_types: [SESSION_TYPE],
+    data_types: [SESSION_TYPE, SEMCACHE_TYPE],
     init: init,
     commands: [
         ["CONV.ADD", convcmd::add, "write deny-oom fast", 1, 1, 1, ""],
@@ -54,13 +59,29 @@ redis_module! {
         ["CONV.CLEAR", convcmd::clear, "write fast", 1, 1, 1, ""],
         ["CONV.DEL", convcmd::del, "write fast", 1, 1, 1, ""],
         ["CONV._LOAD", convcmd::load, "write deny-oom", 1, 1, 1, ""],
+        ["SEMCACHE.SET", semcmd::set, "write deny-oom", 1, 1, 1, ""],
+        ["SEMCACHE.GET", semcmd::get, "readonly", 1, 1, 1, ""],
+        ["SEMCACHE.DEL", semcmd::del, "write fast", 1, 1, 1, ""],
+        ["SEMCACHE.LEN", semcmd::len, "readonly", 1, 1, 1, ""],
+        ["SEMCACHE.INFO", semcmd::info, "readonly", 1, 1, 1, ""],
+        ["SEMCACHE._LOAD", semcmd::load, "write deny-oom", 1, 1, 1, ""],
+        ["URLEMB.SET", urlcmd::set, "write deny-oom", 1, 1, 1, ""],
+        ["URLEMB.GET", urlcmd::get, "readonly fast", 1, 1, 1, ""],
+        ["URLEMB.MSET", urlcmd::mset, "write deny-oom", 1, -1, 2, ""],
+        ["URLEMB.MGET", urlcmd::mget, "readonly fast", 1, -1, 1, ""],
     ],
     configurations: [
         i64: [
             ["window", &*config::WINDOW, config::WINDOW_DEFAULT, 1, 1_000_000, ConfigurationFlags::DEFAULT, None],
             ["max-content-bytes", &*config::MAX_CONTENT_BYTES, config::MAX_CONTENT_DEFAULT, 1, 512 * 1024 * 1024, ConfigurationFlags::DEFAULT, None],
+            ["max-items", &*config::SEMCACHE_MAX_ITEMS, config::SEMCACHE_MAX_ITEMS_DEFAULT, 1, 1_000_000, ConfigurationFlags::DEFAULT, None],
+            ["semcache-ttl", &*config::SEMCACHE_TTL_SECS, config::SEMCACHE_TTL_DEFAULT, 0, 100 * 365 * 86_400, ConfigurationFlags::DEFAULT, None],
+            ["semcache-inline-bytes", &*config::SEMCACHE_INLINE_BYTES, config::SEMCACHE_INLINE_BYTES_DEFAULT, 0, 1 << 40, ConfigurationFlags::DEFAULT, None],
+            ["urlemb-ttl", &*config::URLEMB_TTL_SECS, config::URLEMB_TTL_DEFAULT, 0, 100 * 365 * 86_400, ConfigurationFlags::DEFAULT, None],
         ],
-        string: [],
+        string: [
+            ["semcache-min-sim", &*config::SEMCACHE_MIN_SIM, config::SEMCACHE_MIN_SIM_DEFAULT, ConfigurationFlags::DEFAULT, None],
+        ],
         bool: [],
         enum: [],
         module_args_as_configuration: true,

@@ -50,3 +50,14 @@ pub fn tracked<R>(s: &mut Session, f: impl FnOnce(&mut Session) -> R) -> R {
     SESSION_BYTES.add(s.mem_bytes() as i64 - bytes);
     r
 }
+
+// Semantic cache (SEMCACHE.*) and embedding cache (URLEMB.*).
+pub static SEMCACHE_BUCKETS: Counter = Counter::new();
+pub static SEMCACHE_ENTRIES: Counter = Counter::new();
+pub static SEMCACHE_VECTOR_BYTES: Counter = Counter::new();
+pub static SEMCACHE_LOOKUPS: Counter = Counter::new();
+pub static SEMCACHE_HITS: Counter = Counter::new();
+pub static SEMCACHE_MISSES: Counter = Counter::new();
+pub static SEMCACHE_BACKGROUND_SCANS: Counter = Counter::new();
+pub static URLEMB_HITS: Counter = Counter::new();
+pub static URLEMB_MISSES: Counter = Counter::new();
