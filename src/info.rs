@@ -47,4 +47,38 @@ pub fn add_info(ctx: &InfoContext, _for_crash_report: bool) {
         0.0
     };
     ctx.add_info_field_str("archive_compression_ratio", &format!("{ratio:.3}"));
+    add_semcache_info(ctx);
+}
+
+/// Semantic-cache and embedding-cache fields of `INFO convcache`.
+#[allow(deprecated)]
+fn add_semcache_info(ctx: &InfoContext) {
+    let (hits, misses) = (metrics::SEMCACHE_HITS.get(), metrics::SEMCACHE_MISSES.get());
+    let fields: [(&str, i64); 9] = [
+        ("semcache_buckets", metrics::SEMCACHE_BUCKETS.get()),
+        ("semcache_entries", metrics::SEMCACHE_ENTRIES.get()),
+        (
+            "semcache_vector_bytes",
+            metrics::SEMCACHE_VECTOR_BYTES.get(),
+        ),
+        ("semcache_lookups", metrics::SEMCACHE_LOOKUPS.get()),
+        ("semcache_hits", hits),
+        ("semcache_misses", misses),
+        (
+            "semcache_background_scans",
+            metrics::SEMCACHE_BACKGROUND_SCANS.get(),
+        ),
+        ("urlemb_hits", metrics::URLEMB_HITS.get()),
+        ("urlemb_misses", metrics::URLEMB_MISSES.get()),
+    ];
+    for (name, value) in fields {
+        ctx.add_info_field_long_long(name, value);
+    }
+    let ratio = if hits + misses > 0 {
+        hits as f64 / (hits + misses) as f64
+    } else {
+        0.0
+    };
+    ctx.add_info_field_str("semcache_hit_ratio", &format!("{ratio:.4}"));
+    ctx.add_info_field_str("semcache_simd", crate::vector::simd_level());
 }

@@ -9,6 +9,8 @@ pub mod conv;
 pub mod info;
 pub mod keys;
 pub mod metrics;
+pub mod semcache;
+pub mod urlemb;
 pub mod vector;
 
 use redis_module::configuration::ConfigurationFlags;
@@ -17,6 +19,9 @@ use redis_module::{redis_module, Context, RedisString, Status};
 use conv::cold;
 use conv::commands as convcmd;
 use conv::r#type::SESSION_TYPE;
+use semcache::commands as semcmd;
+use semcache::r#type::SEMCACHE_TYPE;
+use urlemb::commands as urlcmd;
 
 // The server's allocator in the module (memory shows in INFO/MEMORY); the system one in unit
 // tests, which run without a server.
@@ -47,7 +52,7 @@ redis_module! {
     name: "convcache",
     version: 1,
     allocator: (Alloc, ALLOC),
-    data_types: [SESSION_TYPE],
+    data_types: [SESSION_TYPE, SEMCACHE_TYPE],
     init: init,
     commands: [
         ["CONV.ADD", convcmd::add, "write deny-oom fast", 1, 1, 1, ""],
@@ -63,6 +68,16 @@ redis_module! {
         ["CONV.IMPORT", cold::import_cmd, "write deny-oom", 1, 1, 1, ""],
         ["CONV._ARCHIVED", cold::archived_cmd, "write", 1, 1, 1, ""],
         ["CONV._REHYDRATED", cold::rehydrated_cmd, "write deny-oom", 1, 1, 1, ""],
+        ["SEMCACHE.SET", semcmd::set, "write deny-oom", 1, 1, 1, ""],
+        ["SEMCACHE.GET", semcmd::get, "readonly", 1, 1, 1, ""],
+        ["SEMCACHE.DEL", semcmd::del, "write fast", 1, 1, 1, ""],
+        ["SEMCACHE.LEN", semcmd::len, "readonly", 1, 1, 1, ""],
+        ["SEMCACHE.INFO", semcmd::info, "readonly", 1, 1, 1, ""],
+        ["SEMCACHE._LOAD", semcmd::load, "write deny-oom", 1, 1, 1, ""],
+        ["URLEMB.SET", urlcmd::set, "write deny-oom", 1, 1, 1, ""],
+        ["URLEMB.GET", urlcmd::get, "readonly fast", 1, 1, 1, ""],
+        ["URLEMB.MSET", urlcmd::mset, "write deny-oom", 1, -1, 2, ""],
+        ["URLEMB.MGET", urlcmd::mget, "readonly fast", 1, -1, 1, ""],
     ],
     event_handlers: [
         [@GENERIC @EXPIRED @EVICTED: cold::on_keyspace_event],
@@ -77,10 +92,15 @@ redis_module! {
             ["io-threads", &*config::IO_THREADS, config::IO_THREADS_DEFAULT, 1, 64, ConfigurationFlags::IMMUTABLE, None],
             ["timer-interval-ms", &*config::TIMER_INTERVAL_MS, config::TIMER_INTERVAL_MS_DEFAULT, 1, 60_000, ConfigurationFlags::DEFAULT, None],
             ["timer-budget-us", &*config::TIMER_BUDGET_US, config::TIMER_BUDGET_US_DEFAULT, 10, 1_000_000, ConfigurationFlags::DEFAULT, None],
+            ["max-items", &*config::SEMCACHE_MAX_ITEMS, config::SEMCACHE_MAX_ITEMS_DEFAULT, 1, 1_000_000, ConfigurationFlags::DEFAULT, None],
+            ["semcache-ttl", &*config::SEMCACHE_TTL_SECS, config::SEMCACHE_TTL_DEFAULT, 0, 100 * 365 * 86_400, ConfigurationFlags::DEFAULT, None],
+            ["semcache-inline-bytes", &*config::SEMCACHE_INLINE_BYTES, config::SEMCACHE_INLINE_BYTES_DEFAULT, 0, 1 << 40, ConfigurationFlags::DEFAULT, None],
+            ["urlemb-ttl", &*config::URLEMB_TTL_SECS, config::URLEMB_TTL_DEFAULT, 0, 100 * 365 * 86_400, ConfigurationFlags::DEFAULT, None],
         ],
         string: [
             ["archive-dir", &*config::ARCHIVE_DIR, "convcache-archive", ConfigurationFlags::DEFAULT, None],
             ["import-dir", &*config::IMPORT_DIR, "convcache-import", ConfigurationFlags::DEFAULT, None],
+            ["semcache-min-sim", &*config::SEMCACHE_MIN_SIM, config::SEMCACHE_MIN_SIM_DEFAULT, ConfigurationFlags::DEFAULT, None],
         ],
         bool: [],
         enum: [],

@@ -85,3 +85,14 @@ impl Counter {
         self.0.fetch_max(v, Relaxed);
     }
 }
+
+// Semantic cache (SEMCACHE.*) and embedding cache (URLEMB.*).
+pub static SEMCACHE_BUCKETS: Counter = Counter::new();
+pub static SEMCACHE_ENTRIES: Counter = Counter::new();
+pub static SEMCACHE_VECTOR_BYTES: Counter = Counter::new();
+pub static SEMCACHE_LOOKUPS: Counter = Counter::new();
+pub static SEMCACHE_HITS: Counter = Counter::new();
+pub static SEMCACHE_MISSES: Counter = Counter::new();
+pub static SEMCACHE_BACKGROUND_SCANS: Counter = Counter::new();
+pub static URLEMB_HITS: Counter = Counter::new();
+pub static URLEMB_MISSES: Counter = Counter::new();

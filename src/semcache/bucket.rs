@@ -319,6 +319,48 @@ impl Bucket {
         Ok(())
     }
 
+    /// Changes the capacity (0 is taken as 1), evicting the oldest entries
+    /// that no longer fit; returns their ids, oldest first.
+    pub fn set_max_items(&mut self, max_items: usize) -> Vec<u64> {
+        let max_items = max_items.max(1);
+        let mut evicted = Vec::new();
+        while self.ids.len() > max_items {
+            let oldest = self.oldest_index().expect("non-empty");
+            evicted.push(self.ids[oldest]);
+            self.remove_at(oldest);
+        }
+        self.max_items = max_items;
+        if !evicted.is_empty() {
+            self.maybe_shrink();
+        }
+        evicted
+    }
+
+    /// Entries not expired at `now_ms` (the others still count in [`Bucket::len`] until
+    /// [`Bucket::remove_expired`] reclaims them).
+    pub fn live_len(&self, now_ms: i64) -> usize {
+        self.expire_at_ms
+            .iter()
+            .filter(|&&e| !is_expired(e, now_ms))
+            .count()
+    }
+
+    /// Bytes of vector data held by live entries (`len * dim * 4`).
+    pub fn vector_bytes(&self) -> usize {
+        self.ids.len() * self.dim * std::mem::size_of::<f32>()
+    }
+
+    /// After a load: fixes the dimension of a bucket whose entries are all
+    /// gone (the dimension stays fixed once set).
+    pub fn restore_dim(&mut self, dim: usize) -> Result<(), BucketError> {
+        if dim == 0 {
+            return Ok(());
+        }
+        self.check_dim(dim)?;
+        self.dim = dim;
+        Ok(())
+    }
+
     /// Removes the entry with this id; false when absent.
     pub fn remove(&mut self, id: u64) -> bool {
         match self.index_of(id) {
@@ -997,6 +1039,22 @@ mod tests {
         }
         assert!(e.heap_bytes() < before / 4);
         assert_eq!(e.len(), 100);
+    }
+
+    #[test]
+    fn set_max_items_evicts_oldest() {
+        let mut b = Bucket::new(5);
+        for i in 0..5 {
+            ins(&mut b, &[1.0, i as f32], "r");
+        }
+        assert!(b.set_max_items(10).is_empty());
+        assert_eq!(b.max_items(), 10);
+        assert_eq!(b.set_max_items(2), vec![1, 2, 3]);
+        assert_eq!(b.len(), 2);
+        assert_eq!(b.vector_bytes(), 2 * 2 * 4);
+        assert_eq!(ins(&mut b, &[1.0, 9.0], "r").evicted, vec![4]);
+        assert_eq!(b.set_max_items(0), vec![5]);
+        assert_eq!(b.max_items(), 1);
     }
 
     #[test]

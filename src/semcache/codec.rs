@@ -1,0 +1,326 @@
+//! Binary encoding of a semantic-cache bucket for RDB and the AOF-rewrite command.
+//!
+//! A bucket is written as one header payload followed by entry payloads ("chunks") of at
+//! most [`CHUNK_BYTES`] each, so a 600 MB bucket never builds one 600 MB buffer or one
+//! argument over the server's bulk limit.
+//!
+//! Layout (version 1): `u8 version`, `u8 kind`.
+//! - kind 0, header: varints `dim, max_items, next_id, hits, misses, count` (`count` entries
+//!   follow in chunks).
+//! - kind 1, entries: `varint next_id` (the bucket's, in the last chunk only; 0 in the
+//!   others, as ids must keep loading in increasing order), `varint n`, then per entry `varint id`, `i64 LE expire_at_ms`,
+//!   `bytes response`, `u8 has_meta` [`bytes meta`], `bytes row` (normalised f32 LE).
+//!
+//! Integers are LEB128 varints, `bytes` is a varint length and the bytes.
+
+use super::bucket::{Bucket, EntryView};
+use crate::conv::codec::{put_bytes, put_varint, Reader};
+
+pub const CODEC_VERSION: u8 = 1;
+const KIND_HEADER: u8 = 0;
+const KIND_ENTRIES: u8 = 1;
+/// Upper bound of one entry payload (one entry bigger than this gets a chunk of its own).
+pub const CHUNK_BYTES: usize = 8 << 20;
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct CodecError(pub String);
+
+impl std::fmt::Display for CodecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "corrupt semcache payload: {}", self.0)
+    }
+}
+
+fn corrupt<T>(what: impl Into<String>) -> Result<T, CodecError> {
+    Err(CodecError(what.into()))
+}
+
+impl From<crate::conv::codec::CodecError> for CodecError {
+    fn from(e: crate::conv::codec::CodecError) -> Self {
+        CodecError(e.0)
+    }
+}
+
+/// The bucket-wide fields of a header payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub dim: usize,
+    pub max_items: usize,
+    pub next_id: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub count: u64,
+}
+
+/// One entry read back: `(id, row, response, meta, expire_at_ms)`.
+pub type LoadedEntry = (u64, Vec<f32>, Vec<u8>, Option<String>, i64);
+
+#[derive(Debug, PartialEq)]
+pub enum Decoded {
+    Header(Header),
+    /// The bucket's `next_id` (restored after the entries; 0 before the last chunk) and the
+    /// entries.
+    Entries(u64, Vec<LoadedEntry>),
+}
+
+pub fn encode_header(b: &Bucket, hits: u64, misses: u64) -> Vec<u8> {
+    let mut out = vec![CODEC_VERSION, KIND_HEADER];
+    for v in [
+        b.dim() as u64,
+        b.max_items() as u64,
+        b.next_id(),
+        hits,
+        misses,
+        b.len() as u64,
+    ] {
+        put_varint(&mut out, v);
+    }
+    out
+}
+
+fn entry_bytes(e: &EntryView) -> usize {
+    e.1.len() * 4 + e.2.len() + e.3.map_or(0, str::len) + 32
+}
+
+pub fn encode_entries(next_id: u64, entries: &[EntryView]) -> Vec<u8> {
+    let size: usize = entries.iter().map(entry_bytes).sum();
+    let mut out = Vec::with_capacity(size + 24);
+    out.extend_from_slice(&[CODEC_VERSION, KIND_ENTRIES]);
+    put_varint(&mut out, next_id);
+    put_varint(&mut out, entries.len() as u64);
+    for &(id, row, resp, meta, exp) in entries {
+        put_varint(&mut out, id);
+        out.extend_from_slice(&exp.to_le_bytes());
+        put_bytes(&mut out, resp);
+        match meta {
+            Some(m) => {
+                out.push(1);
+                put_bytes(&mut out, m.as_bytes());
+            }
+            None => out.push(0),
+        }
+        put_varint(&mut out, (row.len() * 4) as u64);
+        for x in row {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// The entry payloads of a bucket, in id order, each at most [`CHUNK_BYTES`] (or one entry).
+/// Built lazily, so only one chunk is in memory at a time.
+pub fn entry_chunks(b: &Bucket) -> impl Iterator<Item = Vec<u8>> + '_ {
+    let all: Vec<EntryView> = b.entries().collect();
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= all.len() {
+            return None;
+        }
+        let mut end = start;
+        let mut size = 0;
+        while end < all.len() && (end == start || size + entry_bytes(&all[end]) <= CHUNK_BYTES) {
+            size += entry_bytes(&all[end]);
+            end += 1;
+        }
+        let next_id = if end == all.len() { b.next_id() } else { 0 };
+        let chunk = encode_entries(next_id, &all[start..end]);
+        start = end;
+        Some(chunk)
+    })
+}
+
+fn usize_of(v: u64, what: &str) -> Result<usize, CodecError> {
+    usize::try_from(v).or_else(|_| corrupt(format!("{what} too large")))
+}
+
+pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
+    let mut r = Reader::new(buf);
+    let version = r.u8()?;
+    if version == 0 || version > CODEC_VERSION {
+        return corrupt(format!(
+            "codec version {version}, this module reads 1..={CODEC_VERSION}"
+        ));
+    }
+    let decoded = match r.u8()? {
+        KIND_HEADER => {
+            let dim = usize_of(r.varint()?, "dim")?;
+            let max_items = usize_of(r.varint()?, "max_items")?;
+            let next_id = r.varint()?;
+            let hits = r.varint()?;
+            let misses = r.varint()?;
+            let count = r.varint()?;
+            Decoded::Header(Header {
+                dim,
+                max_items,
+                next_id,
+                hits,
+                misses,
+                count,
+            })
+        }
+        KIND_ENTRIES => {
+            let next_id = r.varint()?;
+            let n = r.varint()?;
+            let mut out = Vec::with_capacity(n.min(1 << 16) as usize);
+            for _ in 0..n {
+                let id = r.varint()?;
+                let exp = r.i64()?;
+                let resp = r.bytes()?.to_vec();
+                let meta = match r.u8()? {
+                    0 => None,
+                    1 => match std::str::from_utf8(r.bytes()?) {
+                        Ok(s) => Some(s.to_string()),
+                        Err(_) => return corrupt("meta is not UTF-8"),
+                    },
+                    _ => return corrupt("bad meta flag"),
+                };
+                let raw = r.bytes()?;
+                if !raw.len().is_multiple_of(4) {
+                    return corrupt("row length is not a multiple of 4");
+                }
+                let row = raw
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                out.push((id, row, resp, meta, exp));
+            }
+            Decoded::Entries(next_id, out)
+        }
+        k => return corrupt(format!("unknown payload kind {k}")),
+    };
+    if !r.at_end() {
+        return corrupt("trailing bytes");
+    }
+    Ok(decoded)
+}
+
+/// An empty bucket as described by a header (entries are pushed with [`push_entries`]).
+pub fn bucket_from_header(h: &Header) -> Result<Bucket, CodecError> {
+    let mut b = Bucket::new(h.max_items);
+    b.restore_dim(h.dim)
+        .or_else(|e| corrupt(format!("header: {e}")))?;
+    // With entries to come, next_id is restored after them (ids must load in increasing order).
+    if h.count == 0 {
+        b.restore_next_id(h.next_id);
+    }
+    Ok(b)
+}
+
+/// Appends loaded entries (in id order) to a bucket being rebuilt.
+pub fn push_entries(
+    b: &mut Bucket,
+    next_id: u64,
+    entries: Vec<LoadedEntry>,
+) -> Result<(), CodecError> {
+    for (id, row, resp, meta, exp) in entries {
+        b.push_loaded(id, &row, resp, meta, exp)
+            .or_else(|e| corrupt(format!("entry {id}: {e}")))?;
+    }
+    b.restore_next_id(next_id);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Bucket {
+        let mut b = Bucket::new(4);
+        for i in 0..6u8 {
+            let meta = (i % 2 == 0).then(|| format!("{{\"i\":{i}}}"));
+            b.insert(
+                None,
+                &[1.0, f32::from(i), -2.0],
+                vec![i, 0, 255],
+                meta,
+                i64::from(i) * 1000,
+            )
+            .unwrap();
+        }
+        b.remove(4);
+        b
+    }
+
+    fn rebuild(header: &[u8], chunks: &[Vec<u8>]) -> Result<(Header, Bucket), CodecError> {
+        let Decoded::Header(h) = decode(header)? else {
+            return corrupt("no header");
+        };
+        let mut b = bucket_from_header(&h)?;
+        for c in chunks {
+            let Decoded::Entries(next, e) = decode(c)? else {
+                return corrupt("not entries");
+            };
+            push_entries(&mut b, next, e)?;
+        }
+        Ok((h, b))
+    }
+
+    #[test]
+    fn roundtrip() {
+        let a = sample();
+        let header = encode_header(&a, 7, 9);
+        let chunks: Vec<Vec<u8>> = entry_chunks(&a).collect();
+        assert_eq!(chunks.len(), 1);
+        let (h, b) = rebuild(&header, &chunks).unwrap();
+        assert_eq!((h.hits, h.misses, h.count), (7, 9, 3));
+        assert_eq!(
+            a.entries().collect::<Vec<_>>(),
+            b.entries().collect::<Vec<_>>()
+        );
+        assert_eq!(b.next_id(), 7);
+        assert_eq!(b.max_items(), 4);
+        assert_eq!(b.dim(), 3);
+    }
+
+    #[test]
+    fn empty_bucket_keeps_dim_and_next_id() {
+        let mut a = Bucket::new(10);
+        a.insert(None, &[1.0, 2.0], vec![], None, 0).unwrap();
+        a.remove(1);
+        let (_, b) = rebuild(&encode_header(&a, 0, 0), &[]).unwrap();
+        assert_eq!((b.dim(), b.next_id(), b.len()), (2, 2, 0));
+        let mut b = b;
+        assert!(b.insert(None, &[1.0], vec![], None, 0).is_err());
+    }
+
+    #[test]
+    fn chunks_are_bounded() {
+        let mut a = Bucket::new(100);
+        let dim = 100_000; // 400 KB per row: 20 rows per 8 MB chunk
+        for i in 0..45 {
+            let mut v = vec![0.5f32; dim];
+            v[i] = 1.0;
+            a.insert(None, &v, vec![1; 10], None, 0).unwrap();
+        }
+        let chunks: Vec<Vec<u8>> = entry_chunks(&a).collect();
+        assert_eq!(chunks.len(), 3);
+        assert!(chunks.iter().all(|c| c.len() <= CHUNK_BYTES));
+        let (_, b) = rebuild(&encode_header(&a, 0, 0), &chunks).unwrap();
+        assert_eq!(
+            a.entries().collect::<Vec<_>>(),
+            b.entries().collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn corrupt_payloads_are_refused() {
+        let a = sample();
+        let header = encode_header(&a, 0, 0);
+        let chunk = entry_chunks(&a).next().unwrap();
+        for cut in 0..chunk.len() {
+            assert!(decode(&chunk[..cut]).is_err(), "cut {cut}");
+        }
+        let mut newer = header.clone();
+        newer[0] = CODEC_VERSION + 1;
+        assert!(decode(&newer).unwrap_err().0.contains("codec version"));
+        let mut trailing = header.clone();
+        trailing.push(0);
+        assert!(decode(&trailing).is_err());
+        // Entries out of id order, or of another dimension, are refused on rebuild.
+        let (_, mut b) = rebuild(&header, std::slice::from_ref(&chunk)).unwrap();
+        let Decoded::Entries(next, e) = decode(&chunk).unwrap() else {
+            panic!()
+        };
+        assert!(push_entries(&mut b, next, e).is_err());
+    }
+}

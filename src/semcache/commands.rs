@@ -1,0 +1,391 @@
+//! SEMCACHE.* command handlers: parse, call the bucket core, reply, replicate what was decided.
+
+use redis_module::{
+    Context, ContextFlags, NotifyEvent, RedisError, RedisResult, RedisString, RedisValue,
+};
+
+use super::bucket::{Bucket, Hit};
+use super::codec::{self, Decoded};
+use super::r#type::{store_new, SEMCACHE_TYPE};
+use super::{scan, tracked, SemCache};
+use crate::args::{self, err, Args};
+use crate::conv::commands::{now_ms, ordered_map};
+use crate::{config, keys, vector};
+
+/// The command AOF rewrite emits to rebuild a bucket (also accepted from clients).
+pub const LOAD_COMMAND: &str = "SEMCACHE._LOAD";
+pub const MAX_ITEMS_LIMIT: i64 = 1_000_000;
+/// Longest TTL accepted (100 years), so that `now + ttl` never overflows.
+const MAX_TTL_SECS: i64 = 100 * 365 * 86_400;
+
+/// A parsed SEMCACHE.GET: the normalised query and what to answer.
+pub struct Lookup {
+    pub query: Vec<f32>,
+    pub min_sim: f32,
+    pub count: usize,
+    pub now_ms: i64,
+    /// Array reply (COUNT, WITHSCORES, WITHMETA or WITHIDS given) rather than one bulk.
+    pub array: bool,
+    pub with_scores: bool,
+    pub with_meta: bool,
+    pub with_ids: bool,
+}
+
+fn bucket_err(e: impl std::fmt::Display) -> RedisError {
+    RedisError::String(format!("ERR {e}"))
+}
+
+/// Parses and validates a vector argument, naming it in errors.
+fn parse_vector(name: &str, blob: &[u8]) -> Result<(Vec<f32>, Vec<f32>), RedisError> {
+    let raw = vector::parse_fp32_blob(blob)
+        .map_err(|e| RedisError::String(format!("ERR {name}: {e}")))?;
+    let unit =
+        vector::normalized(&raw).map_err(|e| RedisError::String(format!("ERR {name}: {e}")))?;
+    Ok((raw, unit))
+}
+
+fn check_dim(b: &Bucket, got: usize) -> Result<(), RedisError> {
+    if b.dim() != 0 && b.dim() != got {
+        return err(format!(
+            "vector dimension {got} does not match the cache dimension {}",
+            b.dim()
+        ));
+    }
+    Ok(())
+}
+
+/// SEMCACHE.SET key vector response [EX s | PX ms | PXAT ms] [META json] [MAXITEMS n] [ID id]
+///
+/// Replicates (and appends to the AOF) what the primary decided: a `SEMCACHE.DEL` of the
+/// entries it expired or evicted, then `SEMCACHE.SET ... PXAT t MAXITEMS n ID id`.
+pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+    if argv.len() < 4 {
+        return Err(RedisError::WrongArity);
+    }
+    let (raw, _) = parse_vector("vector", argv[2].as_slice())?;
+    let response = argv[3].as_slice().to_vec();
+    let now = now_ms();
+    let (mut expire_at, mut meta, mut max_items, mut id) = (None, None, None, None);
+    let mut opts = Args::from(argv.clone(), 4);
+    while !opts.done() {
+        match opts.next_keyword()?.as_str() {
+            "EX" => {
+                let s = opts.int_in("EX", 0, MAX_TTL_SECS)?;
+                expire_at = Some(if s == 0 { 0 } else { now + s * 1000 });
+            }
+            "PX" => {
+                let ms = opts.int_in("PX", 0, MAX_TTL_SECS * 1000)?;
+                expire_at = Some(if ms == 0 { 0 } else { now + ms });
+            }
+            "PXAT" => expire_at = Some(opts.int_in("PXAT", 0, i64::MAX)?),
+            "META" => meta = Some(args::json_object("META", opts.value_of("META")?)?),
+            "MAXITEMS" => max_items = Some(opts.int_in("MAXITEMS", 1, MAX_ITEMS_LIMIT)? as usize),
+            "ID" => id = Some(opts.int_in("ID", 1, i64::MAX)? as u64),
+            other => return args::unknown_option(other),
+        }
+    }
+    let expire_at = expire_at.unwrap_or_else(|| {
+        let ttl = config::get(&config::SEMCACHE_TTL_SECS);
+        if ttl == 0 {
+            0
+        } else {
+            now + ttl * 1000
+        }
+    });
+
+    let applying = ctx
+        .get_flags()
+        .intersects(ContextFlags::REPLICATED | ContextFlags::LOADING);
+    let key = ctx.open_key_writable(&argv[1]);
+    let existing = keys::write::<SemCache>(&key, &SEMCACHE_TYPE)?;
+    // Everything a client can get wrong is checked before the first change.
+    if let Some(c) = &existing {
+        check_dim(&c.bucket, raw.len())?;
+        if let Some(x) = id {
+            if x < c.bucket.next_id() {
+                return err(format!(
+                    "ID {x} is not greater than the last issued id {}",
+                    c.bucket.next_id() - 1
+                ));
+            }
+        }
+    }
+    // A bucket keeps the max it was created with (MAXITEMS, else the max-items config)
+    // until a later MAXITEMS changes it.
+    let max_items = max_items.unwrap_or_else(|| match &existing {
+        Some(c) => c.bucket.max_items(),
+        None => config::get(&config::SEMCACHE_MAX_ITEMS).max(1) as usize,
+    });
+    let (new_id, dropped) = match existing {
+        Some(c) => tracked(&mut c.bucket, |b| {
+            // A replica or an AOF replay applies the primary's decisions only: what expired
+            // was replicated as SEMCACHE.DEL before this command.
+            let mut dropped = if applying {
+                Vec::new()
+            } else {
+                b.remove_expired(now)
+            };
+            dropped.extend(b.set_max_items(max_items));
+            let out = b.insert(id, &raw, response, meta, expire_at);
+            out.map(|o| {
+                dropped.extend(o.evicted);
+                (o.id, dropped)
+            })
+        })
+        .map_err(bucket_err)?,
+        None => {
+            let mut b = Bucket::new(max_items);
+            let out = b
+                .insert(id, &raw, response, meta, expire_at)
+                .map_err(bucket_err)?;
+            store_new(&key, SemCache::new(b, 0, 0))?;
+            (out.id, Vec::new())
+        }
+    };
+    replicate_set(ctx, &argv, &dropped, expire_at, max_items, new_id);
+    ctx.notify_keyspace_event(NotifyEvent::MODULE, "semcache.set", &argv[1]);
+    Ok(RedisValue::Integer(new_id as i64))
+}
+
+fn replicate_set(
+    ctx: &Context,
+    argv: &[RedisString],
+    dropped: &[u64],
+    expire_at: i64,
+    max_items: usize,
+    id: u64,
+) {
+    let s = |t: String| RedisString::create_from_slice(ctx.ctx, t.as_bytes());
+    if !dropped.is_empty() {
+        let ids: Vec<RedisString> = dropped.iter().map(|x| s(x.to_string())).collect();
+        let mut del: Vec<&RedisString> = vec![&argv[1]];
+        del.extend(ids.iter());
+        ctx.replicate("SEMCACHE.DEL", del.as_slice());
+    }
+    let decided: Vec<RedisString> = [
+        ("PXAT", expire_at.to_string()),
+        ("MAXITEMS", max_items.to_string()),
+        ("ID", id.to_string()),
+    ]
+    .into_iter()
+    .flat_map(|(k, v)| [k.to_string(), v])
+    .map(s)
+    .collect();
+    // key, vector and response as sent; META as sent; the decisions replace EX/PX/...
+    let mut out: Vec<&RedisString> = argv[1..4].iter().collect();
+    for pair in argv[4..].chunks_exact(2) {
+        if pair[0].as_slice().eq_ignore_ascii_case(b"META") {
+            out.extend(pair);
+        }
+    }
+    out.extend(decided.iter());
+    ctx.replicate("SEMCACHE.SET", out.as_slice());
+}
+
+/// SEMCACHE.GET key vector [MINSIM s | MAXDIST d] [COUNT k] [WITHSCORES] [WITHMETA] [WITHIDS]
+pub fn get(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+    let mut a = Args::new(argv, 2)?;
+    let key_name = a.next_arg()?.clone();
+    let (_, query) = parse_vector("vector", a.next_bytes()?)?;
+    let mut lookup = Lookup {
+        query,
+        min_sim: config::SEMCACHE_MIN_SIM.value() as f32,
+        count: 1,
+        now_ms: now_ms(),
+        array: false,
+        with_scores: false,
+        with_meta: false,
+        with_ids: false,
+    };
+    while !a.done() {
+        match a.next_keyword()?.as_str() {
+            "MINSIM" => lookup.min_sim = f64_in(&mut a, "MINSIM", -1.0, 1.0)? as f32,
+            "MAXDIST" => lookup.min_sim = (1.0 - f64_in(&mut a, "MAXDIST", 0.0, 2.0)?) as f32,
+            "COUNT" => {
+                lookup.count = a.int_in("COUNT", 1, MAX_ITEMS_LIMIT)? as usize;
+                lookup.array = true;
+            }
+            "WITHSCORES" => (lookup.with_scores, lookup.array) = (true, true),
+            "WITHMETA" => (lookup.with_meta, lookup.array) = (true, true),
+            "WITHIDS" => (lookup.with_ids, lookup.array) = (true, true),
+            other => return args::unknown_option(other),
+        }
+    }
+    let key = ctx.open_key(&key_name);
+    let Some(c) = keys::read::<SemCache>(&key, &SEMCACHE_TYPE)? else {
+        return Ok(reply_hits(None, &[], &lookup));
+    };
+    check_dim(&c.bucket, lookup.query.len())?;
+    let inline_limit = config::get(&config::SEMCACHE_INLINE_BYTES).max(0) as usize;
+    let cannot_block = ctx
+        .get_flags()
+        .intersects(ContextFlags::MULTI | ContextFlags::LUA | ContextFlags::DENY_BLOCKING);
+    if c.bucket.vector_bytes() > inline_limit && !cannot_block {
+        scan::submit(ctx, &key_name, c.instance, c.bucket.snapshot(), lookup);
+        return Ok(RedisValue::NoReply);
+    }
+    let hits = c
+        .bucket
+        .search(&lookup.query, lookup.min_sim, lookup.count, lookup.now_ms);
+    Ok(reply_hits(Some(c), &hits, &lookup))
+}
+
+fn f64_in(a: &mut Args, name: &str, min: f64, max: f64) -> Result<f64, RedisError> {
+    let v = a.f64_of(name)?;
+    if !(min..=max).contains(&v) {
+        return err(format!("{name} must be between {min} and {max}, got {v}"));
+    }
+    Ok(v)
+}
+
+/// The reply to a lookup whose `hits` index into `c`'s bucket (best first); counts it.
+pub fn reply_hits(c: Option<&SemCache>, hits: &[Hit], lookup: &Lookup) -> RedisValue {
+    match c {
+        Some(c) => c.count_lookup(!hits.is_empty()),
+        None => {
+            crate::metrics::SEMCACHE_LOOKUPS.incr();
+            crate::metrics::SEMCACHE_MISSES.incr();
+        }
+    }
+    let Some(c) = c else {
+        return if lookup.array {
+            RedisValue::Array(vec![])
+        } else {
+            RedisValue::Null
+        };
+    };
+    if !lookup.array {
+        return hits.first().map_or(RedisValue::Null, |h| {
+            RedisValue::StringBuffer(c.bucket.entry_at(h.index).2.to_vec())
+        });
+    }
+    let mut out = Vec::with_capacity(hits.len() * 4);
+    for h in hits {
+        let (id, _, resp, meta, _) = c.bucket.entry_at(h.index);
+        if lookup.with_ids {
+            out.push(RedisValue::Integer(id as i64));
+        }
+        out.push(RedisValue::StringBuffer(resp.to_vec()));
+        if lookup.with_scores {
+            out.push(RedisValue::Float(f64::from(h.score)));
+        }
+        if lookup.with_meta {
+            out.push(meta.map_or(RedisValue::Null, |m| {
+                RedisValue::StringBuffer(m.as_bytes().to_vec())
+            }));
+        }
+    }
+    RedisValue::Array(out)
+}
+
+/// SEMCACHE.DEL key id [id ...]: removes entries. Replies how many existed.
+pub fn del(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+    if argv.len() < 3 {
+        return Err(RedisError::WrongArity);
+    }
+    let ids = argv[2..]
+        .iter()
+        .map(|a| match args::parse_i64("id", a.as_slice())? {
+            n if n >= 1 => Ok(n as u64),
+            n => err(format!("id must be a positive integer, got {n}")),
+        })
+        .collect::<Result<Vec<u64>, RedisError>>()?;
+    let key = ctx.open_key_writable(&argv[1]);
+    let Some(c) = keys::write::<SemCache>(&key, &SEMCACHE_TYPE)? else {
+        return Ok(RedisValue::Integer(0));
+    };
+    let removed = tracked(&mut c.bucket, |b| {
+        ids.iter().filter(|&&id| b.remove(id)).count()
+    });
+    if removed > 0 {
+        ctx.replicate_verbatim();
+        ctx.notify_keyspace_event(NotifyEvent::MODULE, "semcache.del", &argv[1]);
+    }
+    Ok(RedisValue::Integer(removed as i64))
+}
+
+fn single_key(argv: Vec<RedisString>) -> Result<RedisString, RedisError> {
+    if argv.len() != 2 {
+        return Err(RedisError::WrongArity);
+    }
+    Ok(argv.into_iter().nth(1).expect("checked"))
+}
+
+/// SEMCACHE.LEN key: live (unexpired) entries.
+pub fn len(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+    let key = ctx.open_key(&single_key(argv)?);
+    let now = now_ms();
+    let n = keys::read::<SemCache>(&key, &SEMCACHE_TYPE)?.map_or(0, |c| live_len(&c.bucket, now));
+    Ok(RedisValue::Integer(n as i64))
+}
+
+fn live_len(b: &Bucket, now: i64) -> usize {
+    b.live_len(now)
+}
+
+/// SEMCACHE.INFO key: a map (RESP3) / flat array (RESP2); nil when the key is missing.
+pub fn info(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+    let key = ctx.open_key(&single_key(argv)?);
+    let Some(c) = keys::read::<SemCache>(&key, &SEMCACHE_TYPE)? else {
+        return Ok(RedisValue::Null);
+    };
+    let b = &c.bucket;
+    let int = |v: u64| RedisValue::Integer(v as i64);
+    Ok(ordered_map(vec![
+        ("dimension", int(b.dim() as u64)),
+        ("entries", int(live_len(b, now_ms()) as u64)),
+        ("stored", int(b.len() as u64)),
+        ("max", int(b.max_items() as u64)),
+        ("hits", int(c.hits.get())),
+        ("misses", int(c.misses.get())),
+        ("bytes", int(c.mem_bytes() as u64)),
+        ("vector_bytes", int(b.vector_bytes() as u64)),
+        ("next_id", int(b.next_id())),
+    ]))
+}
+
+/// SEMCACHE._LOAD key payload: rebuilds a bucket from the AOF-rewrite encoding. A header
+/// payload replaces the key; an entries payload appends to the bucket being rebuilt.
+pub fn load(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+    if argv.len() != 3 {
+        return Err(RedisError::WrongArity);
+    }
+    let decoded = codec::decode(argv[2].as_slice()).map_err(bucket_err)?;
+    let key = ctx.open_key_writable(&argv[1]);
+    let existing = keys::write::<SemCache>(&key, &SEMCACHE_TYPE)?;
+    match decoded {
+        Decoded::Header(h) => {
+            let b = codec::bucket_from_header(&h).map_err(bucket_err)?;
+            store_new(&key, SemCache::new(b, h.hits, h.misses))?;
+        }
+        Decoded::Entries(next, entries) => {
+            let Some(c) = existing else {
+                return err("no semcache bucket to continue loading into");
+            };
+            // Validate on a copy-free path: push_entries stops at the first bad entry, so
+            // check first that the whole payload fits.
+            check_entries(&c.bucket, &entries)?;
+            tracked(&mut c.bucket, |b| codec::push_entries(b, next, entries))
+                .map_err(bucket_err)?;
+        }
+    }
+    ctx.replicate_verbatim();
+    Ok(RedisValue::SimpleStringStatic("OK"))
+}
+
+fn check_entries(b: &Bucket, entries: &[codec::LoadedEntry]) -> Result<(), RedisError> {
+    let mut last = b.next_id();
+    let mut n = b.len();
+    for (id, row, _, _, _) in entries {
+        check_dim(b, row.len())?;
+        if *id < last || row.iter().any(|x| !x.is_finite()) {
+            return err(format!("entry {id} is out of order or not a finite vector"));
+        }
+        last = id + 1;
+        n += 1;
+    }
+    if n > b.max_items() {
+        return err("payload holds more entries than the bucket's max items");
+    }
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! URLEMB.* handlers. Values are plain strings written with `SET ... PXAT`; the command
+//! replicates that same `SET` with the absolute time the primary decided.
+
+use redis_module::{raw::KeyType, Context, RedisError, RedisResult, RedisString, RedisValue};
+
+use crate::args::{err, Args};
+use crate::conv::commands::now_ms;
+use crate::{config, metrics, vector};
+
+const MAX_TTL_SECS: i64 = 100 * 365 * 86_400;
+
+/// Checks a vector argument (non-empty, whole float32s, finite, non-zero).
+fn validate(name: &str, blob: &[u8]) -> Result<(), RedisError> {
+    vector::parse_fp32_blob(blob)
+        .and_then(|v| vector::normalized(&v).map(|_| ()))
+        .map_err(|e| RedisError::String(format!("ERR {name}: {e}")))
+}
+
+/// Absolute expiry for a TTL in seconds (0 = none).
+fn expire_at(ttl_secs: i64) -> Option<i64> {
+    (ttl_secs > 0).then(|| now_ms() + ttl_secs * 1000)
+}
+
+/// A key that is missing or holds a string; anything else answers WRONGTYPE.
+fn check_string(ctx: &Context, key: &RedisString) -> Result<bool, RedisError> {
+    match ctx.open_key(key).key_type() {
+        KeyType::Empty => Ok(false),
+        KeyType::String => Ok(true),
+        _ => Err(RedisError::WrongType),
+    }
+}
+
+/// Writes one vector and replicates the same `SET key value [PXAT t]`.
+fn store(ctx: &Context, key: &RedisString, value: &RedisString, at: Option<i64>) -> RedisResult {
+    let at_text = at.map(|t| t.to_string());
+    let mut args: Vec<&[u8]> = vec![key.as_slice(), value.as_slice()];
+    if let Some(t) = &at_text {
+        args.extend([b"PXAT".as_slice(), t.as_bytes()]);
+    }
+    ctx.call("SET", args.as_slice())?;
+    ctx.replicate("SET", args.as_slice());
+    Ok(RedisValue::SimpleStringStatic("OK"))
+}
+
+/// URLEMB.SET key vector [EX seconds]: 0 seconds = no expiry.
+pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+    if argv.len() < 3 {
+        return Err(RedisError::WrongArity);
+    }
+    validate("vector", argv[2].as_slice())?;
+    let mut ttl = config::get(&config::URLEMB_TTL_SECS);
+    let mut opts = Args::from(argv.clone(), 3);
+    while !opts.done() {
+        match opts.next_keyword()?.as_str() {
+            "EX" => ttl = opts.int_in("EX", 0, MAX_TTL_SECS)?,
+            other => return crate::args::unknown_option(other),
+        }
+    }
+    check_string(ctx, &argv[1])?;
+    store(ctx, &argv[1], &argv[2], expire_at(ttl))
+}
+
+/// URLEMB.MSET key vector [key vector ...]: all or nothing, default TTL.
+pub fn mset(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+    if argv.len() < 3 || argv.len().is_multiple_of(2) {
+        return Err(RedisError::WrongArity);
+    }
+    for (i, pair) in argv[1..].chunks_exact(2).enumerate() {
+        validate(&format!("vector {}", i + 1), pair[1].as_slice())?;
+        check_string(ctx, &pair[0])?;
+    }
+    let at = expire_at(config::get(&config::URLEMB_TTL_SECS));
+    for pair in argv[1..].chunks_exact(2) {
+        store(ctx, &pair[0], &pair[1], at)?;
+    }
+    Ok(RedisValue::SimpleStringStatic("OK"))
+}
+
+/// The stored vector of one key, nil when missing; counts hits and misses.
+fn read_one(ctx: &Context, key: &RedisString) -> RedisResult {
+    let k = ctx.open_key(key);
+    match k.key_type() {
+        KeyType::Empty => {
+            metrics::URLEMB_MISSES.incr();
+            Ok(RedisValue::Null)
+        }
+        KeyType::String => {
+            let bytes = k.read()?.unwrap_or_default();
+            if let Err(e) = vector::parse_fp32_blob(bytes) {
+                return err(format!(
+                    "value of '{}' is not a float32 vector: {e}",
+                    String::from_utf8_lossy(key.as_slice())
+                ));
+            }
+            metrics::URLEMB_HITS.incr();
+            Ok(RedisValue::StringBuffer(bytes.to_vec()))
+        }
+        _ => Err(RedisError::WrongType),
+    }
+}
+
+/// URLEMB.GET key
+pub fn get(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+    if argv.len() != 2 {
+        return Err(RedisError::WrongArity);
+    }
+    read_one(ctx, &argv[1])
+}
+
+/// URLEMB.MGET key [key ...]: one value or nil per key; a key of another type or holding
+/// bytes that are not a vector fails the whole command, naming it.
+pub fn mget(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+    if argv.len() < 2 {
+        return Err(RedisError::WrongArity);
+    }
+    let out = argv[1..]
+        .iter()
+        .map(|k| read_one(ctx, k))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RedisValue::Array(out))
+}
