@@ -1,6 +1,6 @@
 //! CONV.* command handlers: parse, call the session core, reply, replicate what was decided.
 
-use redis_module::{Context, NotifyEvent, RedisError, RedisResult, RedisString, RedisValue};
+use redis_module::{raw, Context, NotifyEvent, RedisError, RedisResult, RedisString, RedisValue};
 use std::collections::BTreeMap;
 
 use redis_module::key::RedisKeyWritable;
@@ -101,8 +101,7 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         emb,
     };
     let mut drop_auto_expire = 0;
-    let mut created_sid = None;
-    let seq = match keys::write::<Session>(&key, &SESSION_TYPE)? {
+    let (seq, session_sid) = match keys::write::<Session>(&key, &SESSION_TYPE)? {
         Some(s) => {
             let seq = metrics::tracked(s, |s| {
                 s.window = window;
@@ -117,63 +116,134 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             {
                 cold::overflow_ready(cold::selected_db(ctx), argv[1].as_slice(), s);
             }
-            seq
+            (seq, s.sid)
         }
         None => {
             // Created at its first message's time: decided by the primary, so replicas agree.
             let mut s = Session::new(window, ts);
             s.touch(now);
             s.sid = sid.unwrap_or_else(new_sid);
-            created_sid = Some(s.sid);
+            let sid = s.sid;
             let seq = s
                 .add(msg, seq)
                 .map_err(|e| RedisError::String(format!("ERR {e}")))?;
             store_new(&key, s)?;
-            seq
+            (seq, sid)
         }
     };
     drop(key);
     if drop_auto_expire != 0 && keys::abs_expire_ms(ctx, &argv[1]) == drop_auto_expire {
         keys::set_expire_at(ctx, &argv[1], None);
     }
-    replicate_add(ctx, &argv, ts, seq, window, created_sid);
+    replicate_add(ctx, &argv, ts, seq, window, session_sid);
     ctx.notify_keyspace_event(NotifyEvent::MODULE, "conv.add", &argv[1]);
     Ok(RedisValue::Integer(seq as i64))
 }
 
 /// Replicas and the AOF get the primary's decisions (time, sequence, window), so a replay
 /// reaches the same state whatever the replica's clock or config.
-fn replicate_add(
-    ctx: &Context,
-    argv: &[RedisString],
-    ts: i64,
-    seq: u64,
-    window: u32,
-    sid: Option<u64>,
-) {
-    let mut decided = vec![
-        ("TS", ts.to_string()),
-        ("SEQ", seq.to_string()),
-        ("WINDOW", window.to_string()),
-    ];
-    if let Some(sid) = sid {
-        decided.push(("SID", (sid as i64).to_string()));
-    }
-    let decided: Vec<RedisString> = decided
-        .into_iter()
-        .flat_map(|(k, v)| [k.to_string(), v])
-        .map(|s| RedisString::create_from_slice(ctx.ctx, s.as_bytes()))
-        .collect();
-    // key, role, content and META/EMB pairs are passed on as the client sent them.
-    let mut out: Vec<&RedisString> = argv[1..4].iter().collect();
+fn replicate_add(ctx: &Context, argv: &[RedisString], ts: i64, seq: u64, window: u32, sid: u64) {
+    // key, role, content, META and EMB go on as the client sent them; the decided numbers
+    // are passed as integers, so nothing is formatted or allocated here (this runs on every add).
+    let (mut meta, mut emb) = (None, None);
     for pair in argv[4..].chunks_exact(2) {
         let kw = pair[0].as_slice();
-        if kw.eq_ignore_ascii_case(b"META") || kw.eq_ignore_ascii_case(b"EMB") {
-            out.extend(pair);
+        if kw.eq_ignore_ascii_case(b"META") {
+            meta = Some(pair[1].inner);
+        } else if kw.eq_ignore_ascii_case(b"EMB") {
+            emb = Some(pair[1].inner);
         }
     }
-    out.extend(decided.iter());
-    ctx.replicate("CONV.ADD", out.as_slice());
+    let (c, k, role, content) = (ctx.ctx, argv[1].inner, argv[2].inner, argv[3].inner);
+    let (ts, seq, window, sid) = (ts, seq as i64, i64::from(window), sid as i64);
+    let cmd = c"CONV.ADD".as_ptr();
+    let (t, q, w, i, m, e) = (
+        c"TS".as_ptr(),
+        c"SEQ".as_ptr(),
+        c"WINDOW".as_ptr(),
+        c"SID".as_ptr(),
+        c"META".as_ptr(),
+        c"EMB".as_ptr(),
+    );
+    // SAFETY: each format letter matches its argument: s = RedisModuleString*, c = C string,
+    // l = long long.
+    unsafe {
+        let replicate = raw::RedisModule_Replicate.expect("Replicate");
+        match (meta, emb) {
+            (None, None) => replicate(
+                c,
+                cmd,
+                c"sssclclclcl".as_ptr(),
+                k,
+                role,
+                content,
+                t,
+                ts,
+                q,
+                seq,
+                w,
+                window,
+                i,
+                sid,
+            ),
+            (Some(mv), None) => replicate(
+                c,
+                cmd,
+                c"ssscsclclclcl".as_ptr(),
+                k,
+                role,
+                content,
+                m,
+                mv,
+                t,
+                ts,
+                q,
+                seq,
+                w,
+                window,
+                i,
+                sid,
+            ),
+            (None, Some(ev)) => replicate(
+                c,
+                cmd,
+                c"ssscsclclclcl".as_ptr(),
+                k,
+                role,
+                content,
+                e,
+                ev,
+                t,
+                ts,
+                q,
+                seq,
+                w,
+                window,
+                i,
+                sid,
+            ),
+            (Some(mv), Some(ev)) => replicate(
+                c,
+                cmd,
+                c"ssscscsclclclcl".as_ptr(),
+                k,
+                role,
+                content,
+                m,
+                mv,
+                e,
+                ev,
+                t,
+                ts,
+                q,
+                seq,
+                w,
+                window,
+                i,
+                sid,
+            ),
+        };
+    }
 }
 
 /// Gives a new session to the server and counts it; `free` uncounts it.

@@ -29,12 +29,24 @@ impl Format {
 
 /// JSON string of possibly non-UTF-8 bytes: invalid sequences become U+FFFD
 /// (JSON can only carry Unicode; FORMAT resp returns the exact bytes).
+/// True if the bytes are printable ASCII without `"` or `\`: JSON needs them as they are.
+/// Branch-free over 32-byte chunks so the compiler vectorises it (this runs on every CTX).
+fn json_plain(bytes: &[u8]) -> bool {
+    // Non-short-circuit `|` keeps the loop branch-free (and vectorised).
+    #[allow(clippy::manual_range_contains)]
+    let needs_escape = |b: u8| (b < 0x20) | (b >= 0x80) | (b == b'"') | (b == b'\\');
+    let mut chunks = bytes.chunks_exact(32);
+    for chunk in chunks.by_ref() {
+        if chunk.iter().fold(false, |acc, &b| acc | needs_escape(b)) {
+            return false;
+        }
+    }
+    !chunks.remainder().iter().any(|&b| needs_escape(b))
+}
+
 fn push_json_str(out: &mut Vec<u8>, bytes: &[u8]) {
     // Most chat text needs no escaping at all: copy it straight between quotes.
-    if bytes
-        .iter()
-        .all(|&b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\')
-    {
+    if json_plain(bytes) {
         out.push(b'"');
         out.extend_from_slice(bytes);
         out.push(b'"');
@@ -159,6 +171,20 @@ mod tests {
         let v: serde_json::Value =
             serde_json::from_slice(&render(Format::Messages, msgs.iter())).unwrap();
         assert_eq!(v[0]["content"], "\u{fffd}a");
+    }
+
+    #[test]
+    fn plain_text_detection() {
+        let long = "a".repeat(100);
+        assert!(json_plain(long.as_bytes()));
+        for bad in [b'"', b'\\', b'\n', 0x00, 0x7f + 1, 0xff] {
+            for pos in [0, 31, 32, 63, 99] {
+                let mut v = long.clone().into_bytes();
+                v[pos] = bad;
+                assert!(!json_plain(&v), "byte {bad:#x} at {pos}");
+            }
+        }
+        assert!(json_plain(b""));
     }
 
     #[test]
