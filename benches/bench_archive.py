@@ -15,8 +15,6 @@ BENCH_TURNS (3 per session), BENCH_ARCHIVE_TIMEOUT (120 s), BENCH_DISK_SECONDS (
 import datetime
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,6 +22,9 @@ import tempfile
 import time
 
 import redis
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from harness import Server  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -55,55 +56,19 @@ def run_codec_bench():
     subprocess.run(argv, cwd=ROOT, check=True, timeout=900)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Valkey(Server):
+    """One server (tests/harness.py starts and stops it), archiving into a folder of its own."""
 
-
-class Valkey:
     def __init__(self, module_args, archive_base=None):
-        self.dir = tempfile.mkdtemp(prefix="convcache-bench-archive-")
         self.archive_dir = tempfile.mkdtemp(prefix="convcache-archive-", dir=archive_base)
-        self.port = free_port()
         margs = [str(x) for kv in module_args.items() for x in kv]
-        argv = [
-            VALKEY_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", self.dir, "--save", "", "--appendonly", "no",
-            "--logfile", os.path.join(self.dir, "server.log"),
-            "--loadmodule", os.path.abspath(MODULE_SO), *margs,
-            "archive-dir", self.archive_dir,
-        ]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=60)
-        deadline = time.time() + 20
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"valkey-server exited early:\n{self.log_tail()}")
-            try:
-                if self.client.ping():
-                    return
-            except (redis.ConnectionError, redis.BusyLoadingError):
-                if time.time() > deadline:
-                    raise RuntimeError(f"valkey-server not ready:\n{self.log_tail()}")
-                time.sleep(0.05)
+        super().__init__("valkey", module_args=[*margs, "archive-dir", self.archive_dir],
+                         extra=["--appendonly", "no"])
+        self.start()
+        self.client = Server.client(self, socket_timeout=60)
 
-    def log_tail(self, n=20):
-        try:
-            with open(os.path.join(self.dir, "server.log"), errors="replace") as f:
-                return "".join(f.readlines()[-n:])
-        except OSError:
-            return ""
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+    def close(self):
+        self.cleanup()
         shutil.rmtree(self.archive_dir, ignore_errors=True)
 
 
@@ -197,7 +162,7 @@ def archive_run(archive_base, timeout):
         span = took - (state["first_cold_at"] or 0)
         return base, lat, done, took, span, ci, ticks_before
     finally:
-        server.stop()
+        server.close()
 
 
 def report(where, base, lat, done, took, span, ci, before):

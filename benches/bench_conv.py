@@ -12,15 +12,13 @@ import io
 import os
 import platform
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
 
-import redis
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from harness import Server  # noqa: E402
 
 VALKEY_SERVER = os.environ.get("VALKEY_SERVER", "")
 MODULE_SO = os.environ.get("MODULE_SO", "")
@@ -41,57 +39,21 @@ CTX_KEYS = 1_000   # pre-filled keys read by CTX / LRANGE
 CTX_MSGS = 20      # messages per pre-filled key = COUNT = window
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def bench_key(prefix, i):
     """The key redis-benchmark makes of `prefix__rand_int__`: the number padded to 12 digits."""
     return f"{prefix}{i:012d}"
 
 
-class Valkey:
+class Valkey(Server):
+    """The one server of this benchmark (tests/harness.py starts and stops it)."""
+
     def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="convcache-bench-")
-        self.port = free_port()
-        argv = [
-            VALKEY_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", self.dir, "--save", "", "--appendonly", "no",
-            "--logfile", os.path.join(self.dir, "server.log"),
-            "--loadmodule", os.path.abspath(MODULE_SO), "window", str(WINDOW),
-        ]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=60)
-        deadline = time.time() + 20
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"valkey-server exited early:\n{self.log_tail()}")
-            try:
-                if self.client.ping():
-                    return
-            except (redis.ConnectionError, redis.BusyLoadingError):
-                if time.time() > deadline:
-                    raise RuntimeError(f"valkey-server not ready:\n{self.log_tail()}")
-                time.sleep(0.05)
+        super().__init__("valkey", module_args=["window", str(WINDOW)], extra=["--appendonly", "no"])
+        self.start()
+        self.client = Server.client(self, socket_timeout=60)
 
-    def log_tail(self, n=20):
-        try:
-            with open(os.path.join(self.dir, "server.log"), errors="replace") as f:
-                return "".join(f.readlines()[-n:])
-        except OSError:
-            return ""
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+    def close(self):
+        self.cleanup()
 
 
 def redis_benchmark(port, command, n, pipeline, keyspace):
@@ -212,7 +174,7 @@ def main():
             results.append((ctx, pipeline, *measure(server, ctx, pipeline)))
             print(f"  measured {ctx.name}, pipeline {pipeline}", flush=True)
     finally:
-        server.stop()
+        server.close()
 
     report(results)
     return 0

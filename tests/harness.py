@@ -70,7 +70,7 @@ class Server:
         raise RuntimeError(f"{self.kind} not ready:\n{self.log_tail()}")
 
     def client(self, **kw):
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=30, **kw)
+        return redis.Redis(host="127.0.0.1", port=self.port, **{"socket_timeout": 30, **kw})
 
     def log_tail(self, n=30):
         try:
