@@ -496,6 +496,14 @@ impl Bucket {
     /// and returns their ids in increasing order.
     pub fn remove_expired(&mut self, now_ms: i64) -> Vec<u64> {
         let mut removed = Vec::new();
+        // Every SET calls this: the common case (nothing expired) is one plain pass.
+        if !self
+            .chunks
+            .iter()
+            .any(|c| c.expire_at_ms.iter().any(|&e| is_expired(e, now_ms)))
+        {
+            return removed;
+        }
         let mut i = 0;
         while i < self.len() {
             let (c, o) = self.locate(i);
