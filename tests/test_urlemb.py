@@ -61,13 +61,37 @@ def test_errors_change_nothing(r):
         r.execute_command("URLEMB.MSET", "a", vec(1), "b")
     r.lpush("list", "x")
     for args in (("URLEMB.GET", "list"), ("URLEMB.SET", "list", vec(1)),
-                 ("URLEMB.MGET", "a", "list"), ("URLEMB.MSET", "a", vec(9), "list", vec(1))):
+                 ("URLEMB.MSET", "a", vec(9), "list", vec(1))):
         with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
             r.execute_command(*args)
     assert r.get("a") == vec(1, 2)
     r.set("text", "hello")  # 5 bytes: not float32s
     with pytest.raises(redis.ResponseError, match="value of 'text' is not a float32 vector"):
         r.execute_command("URLEMB.GET", "text")
+
+
+def test_mget_answers_nil_for_other_types(r):
+    """Like MGET: a key of another type is nil for that key, the others still answer."""
+    r.execute_command("URLEMB.SET", "a", vec(1, 2))
+    r.lpush("list", "x")
+    r.hset("hash", "f", "v")
+    r.execute_command("SEMCACHE.SET", "sc", vec(1, 0), "resp")
+    assert r.mget("a", "list", "missing") == [vec(1, 2), None, None]
+    assert r.execute_command("URLEMB.MGET", "list", "a", "hash", "missing", "sc") == \
+        [None, vec(1, 2), None, None, None]
+    info = r.info("convcache")
+    assert info["convcache_urlemb_hits"] == 1 and info["convcache_urlemb_misses"] == 4
+    assert r.execute_command("URLEMB.MGET", "list") == [None]
+    # URLEMB.GET of one key keeps answering WRONGTYPE, as GET does.
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        r.execute_command("URLEMB.GET", "list")
+    # A string that is not a vector still fails the whole command, naming the key, and
+    # counts nothing.
+    r.set("text", "hello")
+    with pytest.raises(redis.ResponseError, match="value of 'text' is not a float32 vector"):
+        r.execute_command("URLEMB.MGET", "a", "list", "text")
+    info = r.info("convcache")
+    assert info["convcache_urlemb_hits"] == 1 and info["convcache_urlemb_misses"] == 5
 
 
 def test_key_specs(r):

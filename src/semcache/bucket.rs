@@ -4,11 +4,16 @@
 //!
 //! # Layout
 //!
-//! Columns of equal length, one element per entry:
-//! `ids`, a contiguous row-major `len x dim` block of *normalised* f32 rows in
-//! an `Arc<Vec<f32>>` (a [`BucketSnapshot`] shares it with a background scan;
-//! mutation is copy-on-write, and copies only while a snapshot is alive),
-//! `responses` (binary safe), `metas` and `expire_at_ms` (0 = never).
+//! Entries live in fixed-size chunks of `chunk_rows` entries (~[`CHUNK_BYTES`]
+//! of vectors each): a chunk holds a contiguous row-major block of
+//! *normalised* f32 rows with the ids and expiries (0 = never) of those rows.
+//! Every chunk but the last is full. Each chunk is its own `Arc`: a
+//! [`BucketSnapshot`] shares all of them with a background scan, and a
+//! mutation while a snapshot is alive copies only the chunks it touches (an
+//! insert the last chunk; a removal the removed row's chunk and the last one),
+//! so copy-on-write costs at most two chunks, whatever the bucket size.
+//! `responses` (binary safe) and `metas` are bucket-wide columns, indexed by
+//! physical row.
 //!
 //! **Physical order is not insertion order.** Ids are issued in increasing
 //! order and never reused, so insertion order *is* id order; removals use
@@ -21,12 +26,14 @@
 //! # Memory
 //!
 //! Per entry: `4 * dim` vector bytes, the response and meta bytes, and 48
-//! bytes of columns (id 8, expiry 8, boxed response 16, boxed meta 16).
-//! Capacity: when `max_items * dim * 4 <= EXACT_RESERVE_BYTES` exactly
-//! `max_items` rows are reserved at the first insert (no slack ever);
-//! otherwise columns grow by 1.5x, capped at `max_items`, so a full bucket has
-//! no slack either, and a bucket that shrank to less than half of its capacity
-//! gives memory back. Responses and metas are stored as exact-size boxes.
+//! bytes of columns (id 8, expiry 8, boxed response 16, boxed meta 16), plus
+//! ~120 bytes per chunk. Capacity: when `max_items * dim * 4 <=
+//! EXACT_RESERVE_BYTES` every column and chunk is reserved at its final size
+//! when first needed (no slack ever); otherwise the columns and the last chunk
+//! grow by 1.5x, capped at what `max_items` (and the chunk size) allows, so a
+//! full bucket has no slack either, and a bucket that shrank to less than half
+//! of its capacity gives memory back. Responses and metas are stored as
+//! exact-size boxes.
 
 use std::fmt;
 use std::sync::Arc;
@@ -42,7 +49,8 @@ use crate::vector::{self, VectorError};
 pub const SCORE_EPSILON: f32 = 1e-6;
 
 /// Buckets whose full vector block (`max_items * dim * 4`) is at most this
-/// many bytes reserve all `max_items` rows at the first insert.
+/// many bytes reserve each column and chunk at its final size when first
+/// needed (all `max_items` rows once the first chunks fill).
 pub const EXACT_RESERVE_BYTES: usize = 4 << 20;
 
 /// Smallest growth step, in rows, of a bucket that grows amortised.
@@ -112,48 +120,151 @@ impl From<VectorError> for BucketError {
     }
 }
 
+/// Target vector bytes of one chunk: the most a copy-on-write copies per
+/// touched chunk (~0.1-0.3 ms of memcpy).
+pub const CHUNK_BYTES: usize = 2 << 20;
+
+/// Rows per chunk for a dimension: ~[`CHUNK_BYTES`] of vectors, a multiple of
+/// 4 and at least 4. (The AVX2 scan scores rows by fours from the start of
+/// each slice it is given, so chunks that start at multiples of 4 score every
+/// row exactly as one contiguous block did.)
+fn chunk_rows_for(dim: usize) -> usize {
+    (CHUNK_BYTES / (dim.max(1) * std::mem::size_of::<f32>()) / 4 * 4).max(4)
+}
+
 #[inline]
 fn is_expired(expire_at_ms: i64, now_ms: i64) -> bool {
     expire_at_ms != 0 && expire_at_ms <= now_ms
 }
 
-/// The columns a search reads.
-struct Rows<'a> {
-    block: &'a [f32],
-    dim: usize,
-    ids: &'a [u64],
-    expire_at_ms: &'a [i64],
+/// Up to `chunk_rows` consecutive entries: their rows, ids and expiries.
+/// Shared with snapshots; copied on write only while shared.
+#[derive(Debug, Default)]
+struct Chunk {
+    rows: Vec<f32>,
+    ids: Vec<u64>,
+    expire_at_ms: Vec<i64>,
 }
 
-/// The search shared by [`Bucket::search`] and [`BucketSnapshot::search`].
+impl Chunk {
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Rows the chunk holds without reallocating.
+    fn cap_rows(&self) -> usize {
+        self.ids.capacity()
+    }
+
+    fn reserve_exact(&mut self, rows: usize, dim: usize) {
+        self.rows.reserve_exact(rows * dim);
+        self.ids.reserve_exact(rows);
+        self.expire_at_ms.reserve_exact(rows);
+    }
+
+    /// A copy with the same capacity, so that the copy is not regrown.
+    fn copy(&self, dim: usize) -> Chunk {
+        let mut c = Chunk::default();
+        c.reserve_exact(self.cap_rows(), dim);
+        c.rows.extend_from_slice(&self.rows);
+        c.ids.extend_from_slice(&self.ids);
+        c.expire_at_ms.extend_from_slice(&self.expire_at_ms);
+        c
+    }
+
+    fn push(&mut self, id: u64, row: &[f32], expire_at_ms: i64) {
+        self.rows.extend_from_slice(row);
+        self.ids.push(id);
+        self.expire_at_ms.push(expire_at_ms);
+    }
+
+    fn row(&self, o: usize, dim: usize) -> &[f32] {
+        &self.rows[o * dim..(o + 1) * dim]
+    }
+
+    /// Overwrites row `o` with row `from` of `src` (which may be this chunk's
+    /// own row when called through [`Chunk::move_row`]).
+    fn set_row(&mut self, o: usize, src: &Chunk, from: usize, dim: usize) {
+        self.rows[o * dim..(o + 1) * dim].copy_from_slice(src.row(from, dim));
+        self.ids[o] = src.ids[from];
+        self.expire_at_ms[o] = src.expire_at_ms[from];
+    }
+
+    fn move_row(&mut self, from: usize, to: usize, dim: usize) {
+        self.rows
+            .copy_within(from * dim..(from + 1) * dim, to * dim);
+        self.ids[to] = self.ids[from];
+        self.expire_at_ms[to] = self.expire_at_ms[from];
+    }
+
+    fn truncate(&mut self, rows: usize, dim: usize) {
+        self.rows.truncate(rows * dim);
+        self.ids.truncate(rows);
+        self.expire_at_ms.truncate(rows);
+    }
+
+    fn shrink_to(&mut self, rows: usize, dim: usize) {
+        self.rows.shrink_to(rows * dim);
+        self.ids.shrink_to(rows);
+        self.expire_at_ms.shrink_to(rows);
+    }
+
+    /// Heap bytes including the `Arc` allocation that holds the chunk.
+    fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        2 * size_of::<usize>()
+            + size_of::<Chunk>()
+            + self.rows.capacity() * size_of::<f32>()
+            + self.ids.capacity() * size_of::<u64>()
+            + self.expire_at_ms.capacity() * size_of::<i64>()
+    }
+}
+
+/// The chunk, made unique first (copy-on-write, the `Arc::make_mut`
+/// semantics, but keeping the capacity).
+fn unique(chunk: &mut Arc<Chunk>, dim: usize) -> &mut Chunk {
+    if Arc::get_mut(chunk).is_none() {
+        *chunk = Arc::new(chunk.copy(dim));
+    }
+    Arc::get_mut(chunk).expect("unique after copy")
+}
+
+/// The chunked rows a search reads (a bucket's or a snapshot's).
+struct Rows<'a> {
+    chunks: &'a [Arc<Chunk>],
+    chunk_rows: usize,
+    dim: usize,
+}
+
+/// The search shared by [`Bucket::search`] and [`BucketSnapshot::search`]:
+/// one scan per chunk.
 fn search_rows(rows: Rows<'_>, query: &[f32], min_sim: f32, k: usize, now_ms: i64) -> Vec<Hit> {
     let Rows {
-        block,
+        chunks,
+        chunk_rows,
         dim,
-        ids,
-        expire_at_ms,
     } = rows;
-    if k == 0 || ids.is_empty() || dim == 0 || query.len() != dim {
+    if k == 0 || chunks.is_empty() || dim == 0 || query.len() != dim {
         return Vec::new();
     }
-    let mut scores = Vec::new();
-    vector::scan_dots(&block[..ids.len() * dim], dim, query, &mut scores);
     let threshold = min_sim - SCORE_EPSILON;
-    let mut hits: Vec<Hit> = scores
-        .iter()
-        .enumerate()
-        .filter_map(|(index, &s)| {
+    let mut scores = Vec::with_capacity(chunks[0].len());
+    let mut hits: Vec<Hit> = Vec::new();
+    for (c, chunk) in chunks.iter().enumerate() {
+        vector::scan_dots(&chunk.rows, dim, query, &mut scores);
+        let base = c * chunk_rows;
+        hits.extend(scores.iter().enumerate().filter_map(|(o, &s)| {
             let score = s.clamp(-1.0, 1.0);
-            if score.is_nan() || score < threshold || is_expired(expire_at_ms[index], now_ms) {
+            if score.is_nan() || score < threshold || is_expired(chunk.expire_at_ms[o], now_ms) {
                 return None;
             }
             Some(Hit {
-                index,
-                id: ids[index],
+                index: base + o,
+                id: chunk.ids[o],
                 score,
             })
-        })
-        .collect();
+        }));
+    }
     // Best score first; equal scores: newer (greater id) first.
     let order = |a: &Hit, b: &Hit| b.score.total_cmp(&a.score).then(b.id.cmp(&a.id));
     if hits.len() > k {
@@ -170,13 +281,15 @@ fn search_rows(rows: Rows<'_>, query: &[f32], min_sim: f32, k: usize, now_ms: i6
 pub struct Bucket {
     /// 0 until the first entry fixes it; fixed from then on, even when empty.
     dim: usize,
+    /// Entries per chunk; set with `dim`.
+    chunk_rows: usize,
     max_items: usize,
     next_id: u64,
-    ids: Vec<u64>,
-    block: Arc<Vec<f32>>,
+    /// Every chunk but the last holds `chunk_rows` entries; the last at least
+    /// one; none when the bucket is empty.
+    chunks: Vec<Arc<Chunk>>,
     responses: Vec<Box<[u8]>>,
     metas: Vec<Option<Box<str>>>,
-    expire_at_ms: Vec<i64>,
     /// Lookup counters, maintained by the caller.
     pub hits: u64,
     pub misses: u64,
@@ -187,24 +300,23 @@ impl Bucket {
     pub fn new(max_items: usize) -> Bucket {
         Bucket {
             dim: 0,
+            chunk_rows: 0,
             max_items: max_items.max(1),
             next_id: 1,
-            ids: Vec::new(),
-            block: Arc::new(Vec::new()),
+            chunks: Vec::new(),
             responses: Vec::new(),
             metas: Vec::new(),
-            expire_at_ms: Vec::new(),
             hits: 0,
             misses: 0,
         }
     }
 
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.responses.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.responses.is_empty()
     }
 
     /// The vector dimension, 0 while no entry ever fixed it.
@@ -239,6 +351,12 @@ impl Bucket {
             });
         }
         Ok(())
+    }
+
+    /// Fixes the dimension (and with it the chunk size).
+    fn set_dim(&mut self, dim: usize) {
+        self.dim = dim;
+        self.chunk_rows = chunk_rows_for(dim);
     }
 
     /// Validates an explicit id (or issues the next one) without mutating.
@@ -279,12 +397,12 @@ impl Bucket {
         self.check_dim(vector.len())?;
         let id = self.choose_id(id)?;
         let row = vector::normalized(vector)?;
-        self.dim = vector.len();
+        self.set_dim(vector.len());
         self.next_id = id + 1;
         let mut evicted = Vec::new();
-        while self.ids.len() >= self.max_items {
+        while self.len() >= self.max_items {
             let oldest = self.oldest_index().expect("non-empty");
-            evicted.push(self.ids[oldest]);
+            evicted.push(self.id_at(oldest));
             self.remove_at(oldest);
         }
         self.push_row(id, &row, response, meta, expire_at_ms);
@@ -308,12 +426,12 @@ impl Bucket {
         if let Some(i) = row.iter().position(|x| !x.is_finite()) {
             return Err(BucketError::Vector(VectorError::NonFinite(i)));
         }
-        if self.ids.len() >= self.max_items {
+        if self.len() >= self.max_items {
             return Err(BucketError::Full {
                 max_items: self.max_items,
             });
         }
-        self.dim = row.len();
+        self.set_dim(row.len());
         self.next_id = id + 1;
         self.push_row(id, row, response, meta, expire_at_ms);
         Ok(())
@@ -324,9 +442,9 @@ impl Bucket {
     pub fn set_max_items(&mut self, max_items: usize) -> Vec<u64> {
         let max_items = max_items.max(1);
         let mut evicted = Vec::new();
-        while self.ids.len() > max_items {
+        while self.len() > max_items {
             let oldest = self.oldest_index().expect("non-empty");
-            evicted.push(self.ids[oldest]);
+            evicted.push(self.id_at(oldest));
             self.remove_at(oldest);
         }
         self.max_items = max_items;
@@ -339,15 +457,16 @@ impl Bucket {
     /// Entries not expired at `now_ms` (the others still count in [`Bucket::len`] until
     /// [`Bucket::remove_expired`] reclaims them).
     pub fn live_len(&self, now_ms: i64) -> usize {
-        self.expire_at_ms
+        self.chunks
             .iter()
+            .flat_map(|c| c.expire_at_ms.iter())
             .filter(|&&e| !is_expired(e, now_ms))
             .count()
     }
 
     /// Bytes of vector data held by live entries (`len * dim * 4`).
     pub fn vector_bytes(&self) -> usize {
-        self.ids.len() * self.dim * std::mem::size_of::<f32>()
+        self.len() * self.dim * std::mem::size_of::<f32>()
     }
 
     /// After a load: fixes the dimension of a bucket whose entries are all
@@ -357,7 +476,7 @@ impl Bucket {
             return Ok(());
         }
         self.check_dim(dim)?;
-        self.dim = dim;
+        self.set_dim(dim);
         Ok(())
     }
 
@@ -377,10 +496,19 @@ impl Bucket {
     /// and returns their ids in increasing order.
     pub fn remove_expired(&mut self, now_ms: i64) -> Vec<u64> {
         let mut removed = Vec::new();
+        // Every SET calls this: the common case (nothing expired) is one plain pass.
+        if !self
+            .chunks
+            .iter()
+            .any(|c| c.expire_at_ms.iter().any(|&e| is_expired(e, now_ms)))
+        {
+            return removed;
+        }
         let mut i = 0;
-        while i < self.ids.len() {
-            if is_expired(self.expire_at_ms[i], now_ms) {
-                removed.push(self.ids[i]);
+        while i < self.len() {
+            let (c, o) = self.locate(i);
+            if is_expired(self.chunks[c].expire_at_ms[o], now_ms) {
+                removed.push(self.chunks[c].ids[o]);
                 self.remove_at(i); // moves the last row into i: re-check i
             } else {
                 i += 1;
@@ -397,28 +525,33 @@ impl Bucket {
     pub fn set_expire(&mut self, id: u64, expire_at_ms: i64) -> bool {
         match self.index_of(id) {
             Some(i) => {
-                self.expire_at_ms[i] = expire_at_ms;
+                let (c, o) = self.locate(i);
+                unique(&mut self.chunks[c], self.dim).expire_at_ms[o] = expire_at_ms;
                 true
             }
             None => false,
         }
     }
 
-    /// Physical index of an id (linear scan of the id column).
+    /// Physical index of an id (linear scan of the id columns).
     pub fn index_of(&self, id: u64) -> Option<usize> {
-        self.ids.iter().position(|&x| x == id)
+        self.chunks
+            .iter()
+            .flat_map(|c| c.ids.iter())
+            .position(|&x| x == id)
     }
 
     /// The entry at a physical index (as in [`Hit::index`]). Panics when out
     /// of range.
     pub fn entry_at(&self, index: usize) -> EntryView<'_> {
-        let dim = self.dim;
+        let (c, o) = self.locate(index);
+        let chunk = &self.chunks[c];
         (
-            self.ids[index],
-            &self.block[index * dim..(index + 1) * dim],
+            chunk.ids[o],
+            chunk.row(o, self.dim),
             &self.responses[index],
             self.metas[index].as_deref(),
-            self.expire_at_ms[index],
+            chunk.expire_at_ms[o],
         )
     }
 
@@ -429,9 +562,15 @@ impl Bucket {
 
     /// All entries in increasing id (= insertion) order, for serialisation.
     pub fn entries(&self) -> impl Iterator<Item = EntryView<'_>> + '_ {
-        let mut order: Vec<usize> = (0..self.ids.len()).collect();
-        order.sort_unstable_by_key(|&i| self.ids[i]);
-        order.into_iter().map(move |i| self.entry_at(i))
+        let mut order: Vec<(u64, usize)> = self
+            .chunks
+            .iter()
+            .flat_map(|c| c.ids.iter().copied())
+            .enumerate()
+            .map(|(i, id)| (id, i))
+            .collect();
+        order.sort_unstable();
+        order.into_iter().map(move |(_, i)| self.entry_at(i))
     }
 
     /// The best `k` entries with similarity `>= min_sim` (see
@@ -441,36 +580,28 @@ impl Bucket {
     /// bucket's dimension (callers check [`Bucket::dim`]); a query of another
     /// dimension, or `k == 0`, matches nothing.
     pub fn search(&self, query: &[f32], min_sim: f32, k: usize, now_ms: i64) -> Vec<Hit> {
-        let rows = Rows {
-            block: &self.block,
-            dim: self.dim,
-            ids: &self.ids,
-            expire_at_ms: &self.expire_at_ms,
-        };
-        search_rows(rows, query, min_sim, k, now_ms)
+        search_rows(self.rows(), query, min_sim, k, now_ms)
     }
 
-    /// An immutable view for a background scan: shares the vector block
-    /// (no copy; the bucket copies it on its next mutation only while the
-    /// snapshot is alive) and copies ids and expiries (16 bytes per entry).
+    /// An immutable view for a background scan: shares every chunk (rows, ids
+    /// and expiries; one `Arc` per ~[`CHUNK_BYTES`] of vectors, nothing
+    /// copied). While the snapshot is alive a mutation copies the chunks it
+    /// touches (at most two per removed or inserted entry), never the rest.
     pub fn snapshot(&self) -> BucketSnapshot {
         BucketSnapshot {
             dim: self.dim,
-            block: Arc::clone(&self.block),
-            ids: self.ids.clone(),
-            expire_at_ms: self.expire_at_ms.clone(),
+            chunk_rows: self.chunk_rows,
+            len: self.len(),
+            chunks: self.chunks.clone(),
         }
     }
 
-    /// Heap bytes owned by the bucket, from capacities (the shared block is
-    /// counted in full even while a snapshot shares it).
+    /// Heap bytes owned by the bucket, from capacities (shared chunks are
+    /// counted in full even while a snapshot shares them).
     pub fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
-        let arc_inner = 2 * size_of::<usize>() + size_of::<Vec<f32>>();
-        arc_inner
-            + self.block.capacity() * size_of::<f32>()
-            + self.ids.capacity() * size_of::<u64>()
-            + self.expire_at_ms.capacity() * size_of::<i64>()
+        self.chunks.capacity() * size_of::<Arc<Chunk>>()
+            + self.chunks.iter().map(|c| c.heap_bytes()).sum::<usize>()
             + self.responses.capacity() * size_of::<Box<[u8]>>()
             + self.responses.iter().map(|r| r.len()).sum::<usize>()
             + self.metas.capacity() * size_of::<Option<Box<str>>>()
@@ -483,9 +614,29 @@ impl Bucket {
 
     // ---- internals ----
 
+    fn rows(&self) -> Rows<'_> {
+        Rows {
+            chunks: &self.chunks,
+            chunk_rows: self.chunk_rows,
+            dim: self.dim,
+        }
+    }
+
+    /// (chunk, row in chunk) of a physical index.
+    #[inline]
+    fn locate(&self, index: usize) -> (usize, usize) {
+        (index / self.chunk_rows, index % self.chunk_rows)
+    }
+
+    fn id_at(&self, index: usize) -> u64 {
+        let (c, o) = self.locate(index);
+        self.chunks[c].ids[o]
+    }
+
     fn oldest_index(&self) -> Option<usize> {
-        self.ids
+        self.chunks
             .iter()
+            .flat_map(|c| c.ids.iter())
             .enumerate()
             .min_by_key(|&(_, &id)| id)
             .map(|(i, _)| i)
@@ -498,35 +649,24 @@ impl Bucket {
             <= EXACT_RESERVE_BYTES
     }
 
-    /// Capacity, in rows, to grow a column of `cap` rows to so that it holds
-    /// `needed` rows.
-    fn grow_target(&self, cap: usize, needed: usize) -> usize {
+    /// Capacity, in rows, to grow a column (or chunk) of `cap` rows to so
+    /// that it holds `needed` rows, when it never needs more than `limit`.
+    fn grow_target(&self, cap: usize, needed: usize, limit: usize) -> usize {
         if self.exact_mode() {
-            return self.max_items.max(needed);
+            return limit.max(needed);
         }
         needed
             .max(cap + cap / 2)
             .max(MIN_GROW_ROWS)
-            .min(self.max_items)
+            .min(limit)
             .max(needed)
     }
 
     fn reserve_col<T>(&self, v: &mut Vec<T>, needed: usize) {
         if v.capacity() < needed {
-            let target = self.grow_target(v.capacity(), needed);
+            let target = self.grow_target(v.capacity(), needed, self.max_items);
             v.reserve_exact(target - v.len());
         }
-    }
-
-    /// The block, made unique first (copy-on-write, the `Arc::make_mut`
-    /// semantics, but keeping the capacity so the copy is not regrown).
-    fn block_mut(&mut self) -> &mut Vec<f32> {
-        if Arc::get_mut(&mut self.block).is_none() {
-            let mut copy = Vec::with_capacity(self.block.capacity());
-            copy.extend_from_slice(&self.block);
-            self.block = Arc::new(copy);
-        }
-        Arc::get_mut(&mut self.block).expect("unique after copy")
     }
 
     fn push_row(
@@ -537,19 +677,9 @@ impl Bucket {
         meta: Option<String>,
         expire_at_ms: i64,
     ) {
-        let needed = self.ids.len() + 1;
+        let needed = self.len() + 1;
         let dim = self.dim;
         debug_assert_eq!(row.len(), dim);
-
-        let mut ids = std::mem::take(&mut self.ids);
-        self.reserve_col(&mut ids, needed);
-        ids.push(id);
-        self.ids = ids;
-
-        let mut exp = std::mem::take(&mut self.expire_at_ms);
-        self.reserve_col(&mut exp, needed);
-        exp.push(expire_at_ms);
-        self.expire_at_ms = exp;
 
         let mut responses = std::mem::take(&mut self.responses);
         self.reserve_col(&mut responses, needed);
@@ -561,52 +691,74 @@ impl Bucket {
         metas.push(meta.map(String::into_boxed_str));
         self.metas = metas;
 
-        let cap_rows = self.block.capacity() / dim;
-        let target = if cap_rows < needed {
-            Some(self.grow_target(cap_rows, needed))
-        } else {
-            None
-        };
-        let block = self.block_mut();
-        if let Some(target) = target {
-            block.reserve_exact(target * dim - block.len());
+        if self
+            .chunks
+            .last()
+            .is_none_or(|c| c.len() == self.chunk_rows)
+        {
+            self.chunks.push(Arc::new(Chunk::default()));
         }
-        block.extend_from_slice(row);
+        let last = self.chunks.len() - 1;
+        // Rows this chunk will ever hold: the chunk size, or what max_items leaves.
+        let limit = self
+            .chunk_rows
+            .min(self.max_items.max(needed) - last * self.chunk_rows);
+        let (len, cap) = (self.chunks[last].len(), self.chunks[last].cap_rows());
+        let target = (cap <= len).then(|| self.grow_target(cap, len + 1, limit));
+        let chunk = unique(&mut self.chunks[last], dim);
+        if let Some(target) = target {
+            chunk.reserve_exact(target - len, dim);
+        }
+        chunk.push(id, row, expire_at_ms);
     }
 
-    /// `swap_remove` of row `i` in every column: O(dim).
+    /// `swap_remove` of row `i` in every column: O(dim); copies (on write) at
+    /// most the chunk of row `i` and the last chunk.
     fn remove_at(&mut self, i: usize) {
         let dim = self.dim;
-        let last = self.ids.len() - 1;
-        self.ids.swap_remove(i);
-        self.expire_at_ms.swap_remove(i);
+        let last = self.len() - 1;
         self.responses.swap_remove(i);
         self.metas.swap_remove(i);
-        let block = self.block_mut();
+        let (c, o) = self.locate(i);
+        let (lc, lo) = self.locate(last);
         if i != last {
-            block.copy_within(last * dim..(last + 1) * dim, i * dim);
+            if c == lc {
+                unique(&mut self.chunks[c], dim).move_row(lo, o, dim);
+            } else {
+                let (head, tail) = self.chunks.split_at_mut(lc);
+                unique(&mut head[c], dim).set_row(o, &tail[0], lo, dim);
+            }
         }
-        block.truncate(last * dim);
+        if lo == 0 {
+            self.chunks.pop(); // dropped without a copy, even if shared
+        } else {
+            unique(&mut self.chunks[lc], dim).truncate(lo, dim);
+        }
     }
 
     /// Gives memory back when an amortised-growth bucket fell below half of
-    /// its capacity (keeps 1.5x the live rows).
+    /// its capacity (keeps 1.5x the live rows). Only the columns and the last
+    /// chunk can have slack: emptied chunks are freed as they empty.
     fn maybe_shrink(&mut self) {
         if self.exact_mode() || self.dim == 0 {
             return;
         }
-        let len = self.ids.len();
-        let cap_rows = self.block.capacity() / self.dim;
-        if cap_rows <= 2 * len + MIN_GROW_ROWS {
-            return;
+        let len = self.len();
+        if self.responses.capacity() > 2 * len + MIN_GROW_ROWS {
+            let keep = len + len / 2;
+            self.responses.shrink_to(keep);
+            self.metas.shrink_to(keep);
         }
-        let keep = len + len / 2;
-        self.ids.shrink_to(keep);
-        self.expire_at_ms.shrink_to(keep);
-        self.responses.shrink_to(keep);
-        self.metas.shrink_to(keep);
+        if self.chunks.capacity() > 2 * self.chunks.len() + MIN_GROW_ROWS {
+            self.chunks.shrink_to_fit();
+        }
         let dim = self.dim;
-        self.block_mut().shrink_to(keep * dim);
+        if let Some(last) = self.chunks.last_mut() {
+            let n = last.len();
+            if last.cap_rows() > 2 * n + MIN_GROW_ROWS {
+                unique(last, dim).shrink_to(n + n / 2, dim);
+            }
+        }
     }
 }
 
@@ -616,9 +768,9 @@ impl Bucket {
 #[derive(Debug, Clone)]
 pub struct BucketSnapshot {
     dim: usize,
-    block: Arc<Vec<f32>>,
-    ids: Vec<u64>,
-    expire_at_ms: Vec<i64>,
+    chunk_rows: usize,
+    len: usize,
+    chunks: Vec<Arc<Chunk>>,
 }
 
 impl BucketSnapshot {
@@ -626,20 +778,19 @@ impl BucketSnapshot {
     /// snapshot, not to the bucket.
     pub fn search(&self, query: &[f32], min_sim: f32, k: usize, now_ms: i64) -> Vec<Hit> {
         let rows = Rows {
-            block: &self.block,
+            chunks: &self.chunks,
+            chunk_rows: self.chunk_rows,
             dim: self.dim,
-            ids: &self.ids,
-            expire_at_ms: &self.expire_at_ms,
         };
         search_rows(rows, query, min_sim, k, now_ms)
     }
 
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.len == 0
     }
 
     pub fn dim(&self) -> usize {
@@ -891,10 +1042,10 @@ mod tests {
         // Copy-on-write kept the capacity.
         assert!(b.heap_bytes() <= bytes_before);
         drop(snap);
-        // Without a snapshot the block is mutated in place.
-        let p = b.block.as_ptr();
+        // Without a snapshot the rows are mutated in place.
+        let p = b.chunks[0].rows.as_ptr();
         ins(&mut b, &[1.0, 2.0], "d");
-        assert_eq!(b.block.as_ptr(), p);
+        assert_eq!(b.chunks[0].rows.as_ptr(), p);
     }
 
     #[test]
@@ -1059,15 +1210,143 @@ mod tests {
 
     #[test]
     fn large_bucket_eviction_is_in_place() {
-        // Eviction must not shift the block: the pointer stays put.
+        // Eviction must not shift the rows: no chunk moves.
         let mut rng = Rng::new(17);
         let mut b = Bucket::new(2_000);
         fill(&mut b, 2_000, 64, &mut rng);
-        let p = b.block.as_ptr();
+        let p = chunk_ptrs(&b);
         let out = b.insert(None, &rng.vec(64), vec![], None, 0).unwrap();
         assert_eq!(out.evicted, vec![1]);
-        assert_eq!(b.block.as_ptr(), p);
+        assert_eq!(chunk_ptrs(&b), p);
         assert_eq!(b.len(), 2_000);
         assert_eq!(b.entries().next().unwrap().0, 2);
+    }
+
+    /// Where each chunk's rows live (a copy moves them).
+    fn chunk_ptrs(b: &Bucket) -> Vec<*const f32> {
+        b.chunks.iter().map(|c| c.rows.as_ptr()).collect()
+    }
+
+    fn snap_ptrs(s: &BucketSnapshot) -> Vec<*const f32> {
+        s.chunks.iter().map(|c| c.rows.as_ptr()).collect()
+    }
+
+    #[test]
+    fn chunk_shape() {
+        assert_eq!(chunk_rows_for(1536), 340); // 2 MiB / 6 KiB = 341, down to a multiple of 4
+        assert_eq!(chunk_rows_for(384), 1364);
+        assert_eq!(chunk_rows_for(1), CHUNK_BYTES / 4);
+        assert_eq!(chunk_rows_for(1 << 20), 4);
+        let mut rng = Rng::new(19);
+        let mut b = Bucket::new(1_000);
+        fill(&mut b, 1_000, 1536, &mut rng);
+        // Every chunk but the last is full; none is over ~CHUNK_BYTES.
+        let lens: Vec<usize> = b.chunks.iter().map(|c| c.len()).collect();
+        assert_eq!(lens, vec![340, 340, 320]);
+        assert!(b
+            .chunks
+            .iter()
+            .all(|c| c.rows.capacity() * 4 <= CHUNK_BYTES));
+        // Removing rows empties and frees the last chunk.
+        for id in 1..=320 {
+            assert!(b.remove(id));
+        }
+        assert_eq!(b.chunks.len(), 2);
+        assert_eq!(b.len(), 680);
+        assert_eq!(b.entries().next().unwrap().0, 321);
+    }
+
+    #[test]
+    fn chunked_scan_scores_like_one_block() {
+        // The scores of a chunked search are bit for bit those of one scan over a
+        // contiguous block of the same rows (what the bucket did before chunking).
+        let mut rng = Rng::new(23);
+        for &(n, dim) in &[(3_001usize, 384usize), (1_000, 1536), (700, 1000), (9, 3)] {
+            let mut b = Bucket::new(n);
+            fill(&mut b, n + 37, dim, &mut rng); // with evictions: rows swapped around
+            for id in (40..n as u64).step_by(7) {
+                b.remove(id);
+            }
+            let block: Vec<f32> = (0..b.len())
+                .flat_map(|i| b.entry_at(i).1.to_vec())
+                .collect();
+            let q = normalized(&rng.vec(dim)).unwrap();
+            let mut want = Vec::new();
+            vector::scan_dots(&block, dim, &q, &mut want);
+            let hits = b.search(&q, -1.0, usize::MAX, 0);
+            assert_eq!(hits.len(), b.len());
+            for h in &hits {
+                assert_eq!(h.score, want[h.index].clamp(-1.0, 1.0), "{n} x {dim}");
+                assert_eq!(b.entry_at(h.index).0, h.id);
+            }
+            assert_eq!(b.snapshot().search(&q, -1.0, usize::MAX, 0), hits);
+        }
+    }
+
+    #[test]
+    fn copy_on_write_copies_only_touched_chunks() {
+        let mut rng = Rng::new(29);
+        let dim = 2048; // 256 rows per chunk
+        let mut b = Bucket::new(1_000);
+        let mut raws = Vec::new();
+        for i in 0..1_000 {
+            let v = rng.vec(dim);
+            b.insert(None, &v, format!("r{i}").into_bytes(), None, 0)
+                .unwrap();
+            raws.push(v);
+        }
+        assert_eq!(b.chunks.len(), 4);
+        let q = normalized(&rng.vec(dim)).unwrap();
+        let before = b.search(&q, -1.0, usize::MAX, 0);
+        let snap = b.snapshot();
+        let old = snap_ptrs(&snap);
+        assert_eq!(chunk_ptrs(&b), old); // taking it copied nothing
+
+        // Insert at capacity: evicts id 1 (row 0, chunk 0), moves the last row
+        // (chunk 3) into row 0 and appends to chunk 3. Chunks 1 and 2 stay shared.
+        let out = b
+            .insert(None, &rng.vec(dim), b"new".to_vec(), None, 0)
+            .unwrap();
+        assert_eq!(out.evicted, vec![1]);
+        let now = chunk_ptrs(&b);
+        assert_ne!(now[0], old[0]);
+        assert_eq!(now[1..3], old[1..3]);
+        assert_ne!(now[3], old[3]);
+        // Remove id 300 (chunk 1) and change the expiry of id 600 (chunk 2):
+        // each copies its own chunk once; chunk 0 and 3 are already the bucket's.
+        let (c0, c3) = (now[0], now[3]);
+        assert!(b.remove(300));
+        assert!(b.set_expire(600, 5));
+        let now = chunk_ptrs(&b);
+        assert_eq!((now[0], now[3]), (c0, c3));
+        assert_ne!(now[1], old[1]);
+        assert_ne!(now[2], old[2]);
+        assert_eq!(Arc::strong_count(&b.chunks[0]), 1);
+
+        // The snapshot still sees every old row, and scores them as before.
+        assert_eq!(snap_ptrs(&snap), old);
+        assert_eq!(snap.len(), 1_000);
+        assert_eq!(snap.search(&q, -1.0, usize::MAX, 0), before);
+        for id in [1u64, 300, 600, 1_000] {
+            let mine = normalized(&raws[id as usize - 1]).unwrap();
+            let hit = snap.search(&mine, 1.0, 1, 10)[0];
+            assert_eq!((hit.id, hit.index), (id, id as usize - 1));
+        }
+        // The bucket sees its own rows.
+        assert!(b.get(1).is_none() && b.get(300).is_none());
+        assert_eq!(b.get(1_001).unwrap().2, b"new");
+        assert_eq!(b.get(600).unwrap().4, 5);
+        assert_eq!(b.len(), 999);
+        // Copy-on-write kept the capacity: no chunk was regrown (the last holds
+        // what max_items leaves: 1,000 - 3 x 256).
+        let caps: Vec<usize> = b.chunks.iter().map(|c| c.cap_rows()).collect();
+        assert_eq!(caps, vec![256, 256, 256, 232]);
+        drop(snap);
+        // Without a snapshot nothing is copied.
+        let p = chunk_ptrs(&b);
+        b.insert(None, &rng.vec(dim), vec![], None, 0).unwrap();
+        b.remove(2);
+        b.set_expire(700, 0);
+        assert_eq!(chunk_ptrs(&b), p);
     }
 }

@@ -1,7 +1,7 @@
 //! Background scan of big buckets, so the main thread stays short whatever the bucket size.
 //!
-//! The command handler takes a [`BucketSnapshot`] (shares the vector block, copies ids and
-//! expiries: 16 bytes per entry), blocks the client and queues a job. A worker scans the
+//! The command handler takes a [`BucketSnapshot`] (shares the bucket's chunks of rows, ids
+//! and expiries: nothing copied), blocks the client and queues a job. A worker scans the
 //! snapshot without any lock, then takes the server lock briefly to re-resolve the ids it
 //! found in the key's *current* value: an entry deleted or evicted meanwhile is skipped, and
 //! a key deleted or replaced meanwhile (another value identity) answers a miss. The answer

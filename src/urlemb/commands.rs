@@ -76,14 +76,18 @@ pub fn mset(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     Ok(RedisValue::SimpleStringStatic("OK"))
 }
 
-/// The stored vector of one key, nil when missing; counts hits and misses.
-fn read_one(ctx: &Context, key: &RedisString) -> RedisResult {
+/// What one key holds, for the readers.
+enum Stored {
+    Missing,
+    Vector(Vec<u8>),
+    OtherType,
+}
+
+/// Reads one key; a string that is not a float32 vector is an error naming the key.
+fn read_one(ctx: &Context, key: &RedisString) -> Result<Stored, RedisError> {
     let k = ctx.open_key(key);
     match k.key_type() {
-        KeyType::Empty => {
-            metrics::URLEMB_MISSES.incr();
-            Ok(RedisValue::Null)
-        }
+        KeyType::Empty => Ok(Stored::Missing),
         KeyType::String => {
             let bytes = k.read()?.unwrap_or_default();
             if let Err(e) = vector::parse_fp32_blob(bytes) {
@@ -92,30 +96,55 @@ fn read_one(ctx: &Context, key: &RedisString) -> RedisResult {
                     String::from_utf8_lossy(key.as_slice())
                 ));
             }
-            metrics::URLEMB_HITS.incr();
-            Ok(RedisValue::StringBuffer(bytes.to_vec()))
+            Ok(Stored::Vector(bytes.to_vec()))
         }
-        _ => Err(RedisError::WrongType),
+        _ => Ok(Stored::OtherType),
     }
 }
 
-/// URLEMB.GET key
+/// The reply for one key, counting hits and misses; a key of another type answers
+/// `other_type` (and counts as a miss when that is a nil).
+fn reply_one(stored: Stored, other_type: RedisResult) -> RedisResult {
+    match stored {
+        Stored::Vector(bytes) => {
+            metrics::URLEMB_HITS.incr();
+            Ok(RedisValue::StringBuffer(bytes))
+        }
+        Stored::Missing => {
+            metrics::URLEMB_MISSES.incr();
+            Ok(RedisValue::Null)
+        }
+        Stored::OtherType => {
+            if matches!(other_type, Ok(RedisValue::Null)) {
+                metrics::URLEMB_MISSES.incr();
+            }
+            other_type
+        }
+    }
+}
+
+/// URLEMB.GET key: a key of another type answers WRONGTYPE.
 pub fn get(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     if argv.len() != 2 {
         return Err(RedisError::WrongArity);
     }
-    read_one(ctx, &argv[1])
+    reply_one(read_one(ctx, &argv[1])?, Err(RedisError::WrongType))
 }
 
-/// URLEMB.MGET key [key ...]: one value or nil per key; a key of another type or holding
-/// bytes that are not a vector fails the whole command, naming it.
+/// URLEMB.MGET key [key ...]: one value or nil per key; like MGET, a key of another type
+/// answers nil. A string holding bytes that are not a vector fails the whole command,
+/// naming it (checked before any hit or miss is counted).
 pub fn mget(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     if argv.len() < 2 {
         return Err(RedisError::WrongArity);
     }
-    let out = argv[1..]
+    let stored = argv[1..]
         .iter()
         .map(|k| read_one(ctx, k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let out = stored
+        .into_iter()
+        .map(|s| reply_one(s, Ok(RedisValue::Null)))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(RedisValue::Array(out))
 }
