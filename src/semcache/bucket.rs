@@ -290,6 +290,9 @@ pub struct Bucket {
     chunks: Vec<Arc<Chunk>>,
     responses: Vec<Box<[u8]>>,
     metas: Vec<Option<Box<str>>>,
+    /// A lower bound of the entries' expiry times (0 = no entry expires), so the expiry sweep
+    /// that every SET runs costs nothing until something can have expired.
+    earliest_expiry_ms: i64,
     /// Lookup counters, maintained by the caller.
     pub hits: u64,
     pub misses: u64,
@@ -306,6 +309,7 @@ impl Bucket {
             chunks: Vec::new(),
             responses: Vec::new(),
             metas: Vec::new(),
+            earliest_expiry_ms: 0,
             hits: 0,
             misses: 0,
         }
@@ -496,14 +500,17 @@ impl Bucket {
     /// and returns their ids in increasing order.
     pub fn remove_expired(&mut self, now_ms: i64) -> Vec<u64> {
         let mut removed = Vec::new();
-        // Every SET calls this: the common case (nothing expired) is one plain pass.
-        if !self
-            .chunks
-            .iter()
-            .any(|c| c.expire_at_ms.iter().any(|&e| is_expired(e, now_ms)))
-        {
+        // Every SET calls this: until the earliest expiry is due there is nothing to look at.
+        if !is_expired(self.earliest_expiry_ms, now_ms) {
             return removed;
         }
+        self.earliest_expiry_ms = self
+            .chunks
+            .iter()
+            .flat_map(|c| c.expire_at_ms.iter().copied())
+            .filter(|&e| e != 0 && !is_expired(e, now_ms))
+            .min()
+            .unwrap_or(0);
         let mut i = 0;
         while i < self.len() {
             let (c, o) = self.locate(i);
@@ -527,6 +534,7 @@ impl Bucket {
             Some(i) => {
                 let (c, o) = self.locate(i);
                 unique(&mut self.chunks[c], self.dim).expire_at_ms[o] = expire_at_ms;
+                self.note_expiry(expire_at_ms);
                 true
             }
             None => false,
@@ -633,13 +641,24 @@ impl Bucket {
         self.chunks[c].ids[o]
     }
 
+    fn note_expiry(&mut self, expire_at_ms: i64) {
+        if expire_at_ms != 0
+            && (self.earliest_expiry_ms == 0 || expire_at_ms < self.earliest_expiry_ms)
+        {
+            self.earliest_expiry_ms = expire_at_ms;
+        }
+    }
+
     fn oldest_index(&self) -> Option<usize> {
-        self.chunks
+        // A plain min over each chunk's id column (vectorised), then one position lookup.
+        let (c, min) = self
+            .chunks
             .iter()
-            .flat_map(|c| c.ids.iter())
             .enumerate()
-            .min_by_key(|&(_, &id)| id)
-            .map(|(i, _)| i)
+            .filter_map(|(c, chunk)| chunk.ids.iter().min().map(|&m| (c, m)))
+            .min_by_key(|&(_, m)| m)?;
+        let o = self.chunks[c].ids.iter().position(|&id| id == min)?;
+        Some(c * self.chunk_rows + o)
     }
 
     fn exact_mode(&self) -> bool {
@@ -677,6 +696,7 @@ impl Bucket {
         meta: Option<String>,
         expire_at_ms: i64,
     ) {
+        self.note_expiry(expire_at_ms);
         let needed = self.len() + 1;
         let dim = self.dim;
         debug_assert_eq!(row.len(), dim);
@@ -956,7 +976,11 @@ mod tests {
         assert_eq!(ids(&b.search(&q, 0.0, 10, 150)), vec![2, 3]);
         assert!(b.set_expire(2, 120));
         assert!(!b.set_expire(99, 120));
-        assert_eq!(b.remove_expired(300), vec![2, 3]);
+        // The sweep wakes up for the earliest expiry, including one set after insert.
+        assert!(b.remove_expired(119).is_empty());
+        assert_eq!(b.remove_expired(120), vec![2]);
+        assert!(b.remove_expired(199).is_empty());
+        assert_eq!(b.remove_expired(300), vec![3]);
         assert!(b.is_empty());
         assert_eq!(b.dim(), 2); // stays fixed
         assert_eq!(ins(&mut b, &[0.0, 1.0], "e").id, 5);
