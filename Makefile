@@ -23,7 +23,7 @@ deps-build:
 deps-test: deps-build
 	@command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || { $(APT) update -qq && $(APT) install -y -qq redis-server redis-tools >/dev/null; }
 
-$(VENV)/.installed:
+$(VENV)/.installed: Makefile
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q $(PYDEPS)
