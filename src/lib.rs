@@ -1,6 +1,7 @@
 //! convcache: conversation memory and semantic caching as native Valkey/Redis commands.
 //! This file only registers things; the logic lives in the capability folders.
 
+pub mod aof;
 pub mod archive;
 pub mod args;
 pub mod blocking;

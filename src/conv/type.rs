@@ -1,7 +1,6 @@
 //! The `convcache` data type: every server callback casts its pointer and delegates to the
 //! pure session code. No logic of its own lives here.
 
-use std::ffi::CString;
 use std::os::raw::{c_int, c_void};
 
 use redis_module::native_types::RedisType;
@@ -130,27 +129,20 @@ unsafe extern "C" fn aof_rewrite(
     let all: Vec<&Message> = s.hot().iter().collect();
     let mut chunks = all.chunks(AOF_MESSAGES_PER_COMMAND);
     let first = chunks.next().unwrap_or(&[]);
-    emit_load(aof, key, &codec::encode_session(s, first));
-    for chunk in chunks {
-        emit_load(aof, key, &codec::encode_more(chunk));
-    }
-}
-
-unsafe fn emit_load(
-    aof: *mut raw::RedisModuleIO,
-    key: *mut raw::RedisModuleString,
-    payload: &[u8],
-) {
-    let cmd = CString::new(super::commands::LOAD_COMMAND).expect("no NUL");
-    let fmt = CString::new("sb").expect("no NUL");
-    raw::RedisModule_EmitAOF.expect("EmitAOF")(
+    crate::aof::emit_load(
         aof,
-        cmd.as_ptr(),
-        fmt.as_ptr(),
+        super::commands::LOAD_COMMAND,
         key,
-        payload.as_ptr(),
-        payload.len(),
+        &codec::encode_session(s, first),
     );
+    for chunk in chunks {
+        crate::aof::emit_load(
+            aof,
+            super::commands::LOAD_COMMAND,
+            key,
+            &codec::encode_more(chunk),
+        );
+    }
 }
 
 unsafe extern "C" fn free(value: *mut c_void) {

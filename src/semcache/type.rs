@@ -2,7 +2,6 @@
 //! pure bucket and codec code. Also the two raw calls the background scan needs (the
 //! client's selected database), so that all `unsafe` of the semantic cache lives here.
 
-use std::ffi::CString;
 use std::os::raw::{c_int, c_void};
 
 use redis_module::native_types::RedisType;
@@ -108,31 +107,11 @@ unsafe extern "C" fn aof_rewrite(
     value: *mut c_void,
 ) {
     let c = cache(value);
-    emit_load(
-        aof,
-        key,
-        &codec::encode_header(&c.bucket, c.hits.get(), c.misses.get()),
-    );
+    let header = codec::encode_header(&c.bucket, c.hits.get(), c.misses.get());
+    crate::aof::emit_load(aof, super::commands::LOAD_COMMAND, key, &header);
     for chunk in codec::entry_chunks(&c.bucket) {
-        emit_load(aof, key, &chunk);
+        crate::aof::emit_load(aof, super::commands::LOAD_COMMAND, key, &chunk);
     }
-}
-
-unsafe fn emit_load(
-    aof: *mut raw::RedisModuleIO,
-    key: *mut raw::RedisModuleString,
-    payload: &[u8],
-) {
-    let cmd = CString::new(super::commands::LOAD_COMMAND).expect("no NUL");
-    let fmt = CString::new("sb").expect("no NUL");
-    raw::RedisModule_EmitAOF.expect("EmitAOF")(
-        aof,
-        cmd.as_ptr(),
-        fmt.as_ptr(),
-        key,
-        payload.as_ptr(),
-        payload.len(),
-    );
 }
 
 unsafe extern "C" fn free(value: *mut c_void) {
