@@ -3,8 +3,9 @@
 
 use redis_module::{RedisError, RedisResult, RedisString};
 
-pub struct Args {
-    argv: Vec<RedisString>,
+/// Reads a command's argv in place (borrowed: no copy of the arguments).
+pub struct Args<'a> {
+    argv: &'a [RedisString],
     pos: usize,
 }
 
@@ -12,9 +13,9 @@ pub fn err<T>(msg: impl Into<String>) -> Result<T, RedisError> {
     Err(RedisError::String(format!("ERR {}", msg.into())))
 }
 
-impl Args {
+impl<'a> Args<'a> {
     /// Skips the command name; refuses fewer than `min` arguments after it.
-    pub fn new(argv: Vec<RedisString>, min: usize) -> Result<Args, RedisError> {
+    pub fn new(argv: &'a [RedisString], min: usize) -> Result<Args<'a>, RedisError> {
         if argv.len() < min + 1 {
             return Err(RedisError::WrongArity);
         }
@@ -22,12 +23,8 @@ impl Args {
     }
 
     /// Reads options starting at position `pos` of the full argv.
-    pub fn from(argv: Vec<RedisString>, pos: usize) -> Args {
+    pub fn from(argv: &'a [RedisString], pos: usize) -> Args<'a> {
         Args { argv, pos }
-    }
-
-    pub fn remaining(&self) -> usize {
-        self.argv.len() - self.pos
     }
 
     pub fn done(&self) -> bool {
@@ -35,18 +32,18 @@ impl Args {
     }
 
     /// The next argument, or an arity error.
-    pub fn next_arg(&mut self) -> Result<&RedisString, RedisError> {
+    pub fn next_arg(&mut self) -> Result<&'a RedisString, RedisError> {
         let a = self.argv.get(self.pos).ok_or(RedisError::WrongArity)?;
         self.pos += 1;
         Ok(a)
     }
 
-    pub fn next_bytes(&mut self) -> Result<&[u8], RedisError> {
+    pub fn next_bytes(&mut self) -> Result<&'a [u8], RedisError> {
         Ok(self.next_arg()?.as_slice())
     }
 
     /// The value that must follow keyword `name`.
-    pub fn value_of(&mut self, name: &str) -> Result<&[u8], RedisError> {
+    pub fn value_of(&mut self, name: &str) -> Result<&'a [u8], RedisError> {
         match self.argv.get(self.pos) {
             Some(a) => {
                 self.pos += 1;
@@ -59,11 +56,6 @@ impl Args {
     /// The next argument as an upper-case keyword.
     pub fn next_keyword(&mut self) -> Result<String, RedisError> {
         Ok(String::from_utf8_lossy(self.next_bytes()?).to_ascii_uppercase())
-    }
-
-    pub fn i64_of(&mut self, name: &str) -> Result<i64, RedisError> {
-        let v = self.value_of(name)?;
-        parse_i64(name, v)
     }
 
     /// The value of keyword `name`, an integer between `min` and `max`.

@@ -87,3 +87,28 @@ pub fn internal_value<'a, T>(
         value
     }
 }
+
+/// The database the context has selected.
+pub fn selected_db(ctx: &Context) -> i32 {
+    // SAFETY: plain module API call on a live context.
+    unsafe { raw::RedisModule_GetSelectedDb.expect("GetSelectedDb")(ctx.ctx) }
+}
+
+/// Selects `db` before opening keys (timer, blocked-client and thread-safe contexts);
+/// false when the index is out of range.
+pub fn select_db(ctx: &Context, db: i32) -> bool {
+    // SAFETY: plain module API call on a live context; the server checks the index.
+    unsafe {
+        raw::RedisModule_SelectDb.expect("SelectDb")(ctx.ctx, db) == raw::REDISMODULE_OK as i32
+    }
+}
+
+/// The bytes of a server string handed to a callback.
+///
+/// # Safety
+/// `s` is a live string; the slice must not outlive it.
+pub unsafe fn string_bytes<'a>(s: *const raw::RedisModuleString) -> &'a [u8] {
+    let mut len = 0usize;
+    let p = raw::RedisModule_StringPtrLen.expect("StringPtrLen")(s, &mut len);
+    std::slice::from_raw_parts(p as *const u8, len)
+}

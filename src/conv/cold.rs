@@ -65,11 +65,6 @@ pub fn path_for(db: i32, key: &[u8]) -> PathBuf {
     session_path(&archive_root(), db, key)
 }
 
-pub fn selected_db(ctx: &Context) -> i32 {
-    // SAFETY: plain module API call on a live context.
-    unsafe { raw::RedisModule_GetSelectedDb.expect("GetSelectedDb")(ctx.ctx) }
-}
-
 fn is_primary(ctx: &Context) -> bool {
     !ctx.get_flags().contains(ContextFlags::SLAVE)
 }
@@ -132,8 +127,7 @@ pub fn submit_append(
 
 /// Applies a finished write on the main thread. Returns the turns that left memory.
 fn apply_completion(ctx: &Context, c: Completion) -> Result<usize, RedisError> {
-    // SAFETY: plain module API call on a live context.
-    unsafe { raw::RedisModule_SelectDb.expect("SelectDb")(ctx.ctx, c.db) };
+    keys::select_db(ctx, c.db);
     let name = RedisString::create_from_slice(ctx.ctx, &c.key);
     let Some(s) = keys::internal_value::<Session>(ctx, &name, &SESSION_TYPE) else {
         return Ok(0); // deleted meanwhile; the delete task removes the file
@@ -200,7 +194,14 @@ pub fn archived_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     }
     if s.pending.is_none() {
         if let Some(upto) = s.undurable_upto() {
-            submit_append(selected_db(ctx), argv[1].as_slice(), s, upto, false, None);
+            submit_append(
+                keys::selected_db(ctx),
+                argv[1].as_slice(),
+                s,
+                upto,
+                false,
+                None,
+            );
         }
     }
     drop(key);
@@ -229,7 +230,7 @@ pub fn flush_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     };
     let bc = blocking::block(ctx, "CONV.FLUSH")?;
     submit_append(
-        selected_db(ctx),
+        keys::selected_db(ctx),
         argv[1].as_slice(),
         s,
         upto,
@@ -256,7 +257,7 @@ pub fn read_archive(
     render: Box<dyn FnOnce(Vec<Message>) -> RedisResult + Send>,
 ) -> RedisResult {
     let bc = blocking::block(ctx, what)?;
-    let db = selected_db(ctx);
+    let db = keys::selected_db(ctx);
     let (session_id, archived_last) = (s.sid as i64, s.archived.last_seq);
     let bring_back = if is_primary(ctx) && s.pending.is_none() && to == archived_last {
         bring_back
@@ -314,8 +315,7 @@ fn bring_back_turns(
     archived_last: u64,
     turns: Vec<Message>,
 ) {
-    // SAFETY: plain module API call on a live context.
-    unsafe { raw::RedisModule_SelectDb.expect("SelectDb")(ctx.ctx, db) };
+    keys::select_db(ctx, db);
     let name = RedisString::create_from_slice(ctx.ctx, key);
     let Some(s) = keys::internal_value::<Session>(ctx, &name, &SESSION_TYPE) else {
         return;
@@ -412,7 +412,7 @@ fn take_unlinked(key: &[u8]) -> bool {
 
 /// Keyspace events that decide the fate of an unlinked session's file.
 pub fn on_keyspace_event(ctx: &Context, _ty: NotifyEvent, event: &str, key: &[u8]) {
-    let db = selected_db(ctx);
+    let db = keys::selected_db(ctx);
     match event {
         "del" | "expired" | "evicted" if take_unlinked(key) => delete_archive(db, key),
         "rename_from" | "move_from" if take_unlinked(key) => {
@@ -553,8 +553,7 @@ fn tick(ctx: &Context, mut state: TimerState) {
     let mut wrapped = false;
     while !visit.over_budget() && visit.now - state.pass_done_ms >= pause_ms {
         // SAFETY: plain module API calls on the timer's context.
-        let ok = unsafe { raw::RedisModule_SelectDb.expect("SelectDb")(ctx.ctx, state.db) };
-        if ok != raw::REDISMODULE_OK as i32 {
+        if !keys::select_db(ctx, state.db) {
             state.db = 0;
             state.pass_done_ms = visit.now;
             wrapped = true;
@@ -606,16 +605,12 @@ extern "C" fn scan_cb(
         }
         let v = &*(data as *const Visit);
         let s = &mut *(raw::RedisModule_ModuleTypeGetValue.expect("GetValue")(key) as *mut Session);
-        let mut len = 0usize;
-        let ptr = raw::RedisModule_StringPtrLen.expect("StringPtrLen")(keyname, &mut len);
-        let name = std::slice::from_raw_parts(ptr as *const u8, len);
-        visit_session(v, name, s);
+        visit_session(v, keys::string_bytes(keyname), s);
     }
 }
 
 fn visit_by_name(ctx: &Context, v: &Visit, db: i32, key: &[u8]) {
-    // SAFETY: plain module API call on the timer's context.
-    unsafe { raw::RedisModule_SelectDb.expect("SelectDb")(ctx.ctx, db) };
+    keys::select_db(ctx, db);
     let name = RedisString::create_from_slice(ctx.ctx, key);
     if let Some(s) = keys::internal_value::<Session>(ctx, &name, &SESSION_TYPE) {
         s.queued = false;

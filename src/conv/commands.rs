@@ -114,7 +114,7 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             if s.overflow_len() >= config::get(&config::ARCHIVE_BATCH).max(1) as usize
                 && !ctx.get_flags().contains(redis_module::ContextFlags::SLAVE)
             {
-                cold::overflow_ready(cold::selected_db(ctx), argv[1].as_slice(), s);
+                cold::overflow_ready(keys::selected_db(ctx), argv[1].as_slice(), s);
             }
             (seq, s.sid)
         }
@@ -289,8 +289,8 @@ pub fn reply_messages<'a>(
 pub fn ctx_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     metrics::CONV_COMMANDS.incr();
     metrics::CONV_READS.incr();
-    let mut a = Args::new(argv, 1)?;
-    let key_name = a.next_arg()?.clone();
+    let mut a = Args::new(&argv, 1)?;
+    let key_name = a.next_arg()?;
     let (mut count, mut tokens, mut format) = (None, None, Format::Messages);
     while !a.done() {
         match a.next_keyword()?.as_str() {
@@ -300,7 +300,7 @@ pub fn ctx_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             other => return args::unknown_option(other),
         }
     }
-    let key = ctx.open_key(&key_name);
+    let key = ctx.open_key(key_name);
     let Some(s) = keys::read::<Session>(&key, &SESSION_TYPE)? else {
         return Ok(reply_messages(format, std::iter::empty()));
     };
@@ -342,8 +342,8 @@ pub fn ctx_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
 pub fn history(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     metrics::CONV_COMMANDS.incr();
     metrics::CONV_READS.incr();
-    let mut a = Args::new(argv, 1)?;
-    let key_name = a.next_arg()?.clone();
+    let mut a = Args::new(&argv, 1)?;
+    let key_name = a.next_arg()?;
     let (mut from, mut to, mut format) = (0u64, u64::MAX, Format::Messages);
     while !a.done() {
         match a.next_keyword()?.as_str() {
@@ -353,7 +353,7 @@ pub fn history(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             other => return args::unknown_option(other),
         }
     }
-    let key = ctx.open_key(&key_name);
+    let key = ctx.open_key(key_name);
     let Some(s) = keys::read::<Session>(&key, &SESSION_TYPE)? else {
         return Ok(reply_messages(format, std::iter::empty()));
     };
@@ -384,8 +384,8 @@ pub fn history(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
 pub fn search(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     metrics::CONV_COMMANDS.incr();
     metrics::CONV_READS.incr();
-    let mut a = Args::new(argv, 3)?;
-    let key_name = a.next_arg()?.clone();
+    let mut a = Args::new(&argv, 3)?;
+    let key_name = a.next_arg()?;
     let (mut query, mut k, mut recent) = (None, 5usize, None);
     while !a.done() {
         match a.next_keyword()?.as_str() {
@@ -408,7 +408,7 @@ pub fn search(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         return err("CONV.SEARCH needs EMB vector or TEXT query");
     };
     let scorer = search::Scorer::new(query);
-    let key = ctx.open_key(&key_name);
+    let key = ctx.open_key(key_name);
     let Some(s) = keys::read::<Session>(&key, &SESSION_TYPE)? else {
         return Ok(RedisValue::StringBuffer(search::search_json(
             &[],
@@ -505,7 +505,7 @@ pub fn clear(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     };
     let dropped = s.total_len();
     if s.archived.count > 0 || s.archive_upto > 0 || s.pending.is_some() {
-        cold::delete_archive(cold::selected_db(ctx), name.as_slice());
+        cold::delete_archive(keys::selected_db(ctx), name.as_slice());
     }
     metrics::tracked(s, |s| s.clear());
     ctx.replicate_verbatim();

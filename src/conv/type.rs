@@ -4,12 +4,13 @@
 use std::os::raw::{c_int, c_void};
 
 use redis_module::native_types::RedisType;
-use redis_module::{raw, RedisString};
+use redis_module::raw;
 
 use super::codec::{self, Decoded};
 use super::cold;
 use super::message::Message;
 use super::session::Session;
+use crate::keys;
 use crate::metrics;
 
 /// RDB encoding version of the type. 1: one `codec` payload (which carries its own version).
@@ -115,9 +116,7 @@ unsafe fn io_key(rdb: *mut raw::RedisModuleIO) -> Option<(i32, Vec<u8>)> {
         return None;
     }
     let db = raw::RedisModule_GetDbIdFromIO.map_or(0, |f| f(rdb));
-    let mut len = 0usize;
-    let p = raw::RedisModule_StringPtrLen.expect("StringPtrLen")(name, &mut len);
-    Some((db, std::slice::from_raw_parts(p as *const u8, len).to_vec()))
+    Some((db, keys::string_bytes(name).to_vec()))
 }
 
 unsafe extern "C" fn aof_rewrite(
@@ -165,11 +164,7 @@ unsafe extern "C" fn copy2(
     value: *const c_void,
 ) -> *mut c_void {
     let s = session(value);
-    let name = |k: *const raw::RedisModuleString| {
-        let mut len = 0usize;
-        let p = raw::RedisModule_StringPtrLen.expect("StringPtrLen")(k, &mut len);
-        std::slice::from_raw_parts(p as *const u8, len).to_vec()
-    };
+    let name = |k: *const raw::RedisModuleString| keys::string_bytes(k).to_vec();
     let from = name(raw::RedisModule_GetKeyNameFromOptCtx.expect("opt ctx")(
         octx,
     ));
@@ -188,12 +183,7 @@ unsafe extern "C" fn copy2(
 /// The key leaves the keyspace (DEL, UNLINK, expiry, but also RENAME/MOVE): the keyspace
 /// event that follows decides what happens to the archive file.
 unsafe extern "C" fn unlink(key: *mut raw::RedisModuleString, value: *const c_void) {
-    let mut len = 0usize;
-    let p = raw::RedisModule_StringPtrLen.expect("StringPtrLen")(key, &mut len);
-    cold::on_unlink(
-        std::slice::from_raw_parts(p as *const u8, len),
-        session(value),
-    );
+    cold::on_unlink(keys::string_bytes(key), session(value));
 }
 
 /// Digest of the replicated state: the conversation as the primary decided it, whatever part
@@ -224,9 +214,4 @@ unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void)
 
 fn log_warning(msg: &str) {
     redis_module::logging::log_warning(msg);
-}
-
-/// Keeps a `RedisString` key name usable in log lines.
-pub fn key_text(key: &RedisString) -> String {
-    String::from_utf8_lossy(key.as_slice()).into_owned()
 }

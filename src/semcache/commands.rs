@@ -66,7 +66,7 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     let response = argv[3].as_slice().to_vec();
     let now = now_ms();
     let (mut expire_at, mut meta, mut max_items, mut id) = (None, None, None, None);
-    let mut opts = Args::from(argv.clone(), 4);
+    let mut opts = Args::from(&argv, 4);
     while !opts.done() {
         match opts.next_keyword()?.as_str() {
             "EX" => {
@@ -184,8 +184,8 @@ fn replicate_set(
 
 /// SEMCACHE.GET key vector [MINSIM s | MAXDIST d] [COUNT k] [WITHSCORES] [WITHMETA] [WITHIDS]
 pub fn get(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
-    let mut a = Args::new(argv, 2)?;
-    let key_name = a.next_arg()?.clone();
+    let mut a = Args::new(&argv, 2)?;
+    let key_name = a.next_arg()?;
     let (_, query) = parse_vector("vector", a.next_bytes()?)?;
     let mut lookup = Lookup {
         query,
@@ -211,7 +211,7 @@ pub fn get(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             other => return args::unknown_option(other),
         }
     }
-    let key = ctx.open_key(&key_name);
+    let key = ctx.open_key(key_name);
     let Some(c) = keys::read::<SemCache>(&key, &SEMCACHE_TYPE)? else {
         return Ok(reply_hits(None, &[], &lookup));
     };
@@ -221,7 +221,7 @@ pub fn get(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         .get_flags()
         .intersects(ContextFlags::MULTI | ContextFlags::LUA | ContextFlags::DENY_BLOCKING);
     if c.bucket.vector_bytes() > inline_limit && !cannot_block {
-        scan::submit(ctx, &key_name, c.instance, c.bucket.snapshot(), lookup);
+        scan::submit(ctx, key_name, c.instance, c.bucket.snapshot(), lookup);
         return Ok(RedisValue::NoReply);
     }
     let hits = c

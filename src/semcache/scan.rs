@@ -14,8 +14,9 @@ use redis_module::{Context, RedisString, RedisValue, ThreadSafeContext};
 
 use super::bucket::{BucketSnapshot, Hit};
 use super::commands::{reply_hits, Lookup};
-use super::r#type::{select_db, selected_db, SEMCACHE_TYPE};
+use super::r#type::SEMCACHE_TYPE;
 use super::SemCache;
+use crate::keys::{select_db, selected_db};
 use crate::{keys, metrics};
 
 /// Extra candidates a background scan keeps beyond `COUNT`, so that a few entries removed

@@ -5,7 +5,7 @@
 use std::os::raw::{c_int, c_void};
 
 use redis_module::native_types::RedisType;
-use redis_module::{raw, Context};
+use redis_module::raw;
 
 use super::codec::{self, Decoded};
 use super::SemCache;
@@ -157,18 +157,4 @@ pub fn store_new(
 ) -> Result<(), redis_module::RedisError> {
     super::created(&c);
     key.set_value(&SEMCACHE_TYPE, c)
-}
-
-/// The database the calling client has selected.
-pub fn selected_db(ctx: &Context) -> i32 {
-    // SAFETY: a live context of the current command.
-    unsafe { raw::RedisModule_GetSelectedDb.expect("GetSelectedDb")(ctx.ctx) }
-}
-
-/// Selects `db` on a (thread-safe, locked) context before it opens keys.
-pub fn select_db(ctx: &Context, db: i32) {
-    // SAFETY: a live context; the server checks the db index.
-    unsafe {
-        raw::RedisModule_SelectDb.expect("SelectDb")(ctx.ctx, db);
-    }
 }

@@ -49,7 +49,7 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     }
     validate("vector", argv[2].as_slice())?;
     let mut ttl = config::get(&config::URLEMB_TTL_SECS);
-    let mut opts = Args::from(argv.clone(), 3);
+    let mut opts = Args::from(&argv, 3);
     while !opts.done() {
         match opts.next_keyword()?.as_str() {
             "EX" => ttl = opts.int_in("EX", 0, MAX_TTL_SECS)?,
