@@ -14,6 +14,8 @@ pub mod semcache;
 pub mod urlemb;
 pub mod vector;
 
+use std::os::raw::c_int;
+
 use redis_module::configuration::ConfigurationFlags;
 use redis_module::{redis_module, Context, RedisString, Status};
 
@@ -42,7 +44,21 @@ extern "C" fn info_callback(
     info::add_info(&redis_module::InfoContext::new(ctx), for_crash_report != 0);
 }
 
+/// Every module option bit, in one place (RedisModule_SetModuleOptions replaces the set).
+/// HANDLE_IO_ERRORS: a short read while loading a value (RDB, RESTORE, full sync) comes back
+/// to `rdb_load` as an error, which fails that load, instead of aborting the server.
+fn module_options() -> c_int {
+    redis_module::raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS as c_int
+}
+
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {
+    // SAFETY: plain module API call on the load context.
+    unsafe {
+        redis_module::raw::RedisModule_SetModuleOptions.expect("SetModuleOptions")(
+            ctx.ctx,
+            module_options(),
+        )
+    };
     // Replaces the macro's default INFO callback with ours (its `info:` form needs an extra crate).
     redis_module::raw::register_info_function(ctx.ctx, Some(info_callback));
     conv::cold::init(ctx);
