@@ -125,8 +125,17 @@ def test_restore_refuses_an_archive_that_does_not_hold_the_archived_turns(srv, r
             continue
         history(r, "c2")  # accepted: reads back
         r.delete("c2")
+    # Without its archive a RESTORE is refused; an RDB load (one lost file) still loads.
+    refused(r, "RESTORE", "c2", 0, dump_of(prefix, [payload, b""], version))
+    assert r.exists("c2") == 0
     r.restore("c2", 0, dump_of(prefix, [payload, archive], version))
     assert history(r, "c2") == history(r, "cold")
+    from test_archive import archive_path
+    os.remove(archive_path(srv, "c2"))
+    r.execute_command("DEBUG", "RELOAD")
+    assert r.execute_command("CONV.LEN", "c2") == 6
+    assert "'c2' (db 0) has 6 archived turns but its RDB value carries no archive file" in srv.log_tail(50)
+    assert "archive" in refused(r, "CONV.HISTORY", "c2")
 
 
 # 2. _LOAD continuations are all or nothing ---------------------------------------------------

@@ -963,7 +963,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(200))]
+        #![proptest_config(ProptestConfig::with_cases(crate::conv::message::strategies::cases(200)))]
 
         #[test]
         fn prop_files_round_trip((f, turns) in file_strategy()) {

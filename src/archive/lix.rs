@@ -260,7 +260,7 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(300))]
+        #![proptest_config(ProptestConfig::with_cases(crate::conv::message::strategies::cases(300)))]
 
         /// Edits and truncations of a real lix archive, and plain garbage behind a valid
         /// header, never panic.

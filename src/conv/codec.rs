@@ -556,7 +556,7 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(200))]
+        #![proptest_config(ProptestConfig::with_cases(crate::conv::message::strategies::cases(200)))]
 
         #[test]
         fn prop_sessions_round_trip(s in session_strategy(), split in 0usize..12) {

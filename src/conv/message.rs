@@ -201,6 +201,14 @@ pub(crate) mod strategies {
     use super::Message;
     use proptest::prelude::*;
 
+    /// Cases per property: `default`, or PROPTEST_CASES (`make fuzz` runs many more).
+    pub fn cases(default: u32) -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+
     /// A valid turn (seq filled in by the caller).
     pub fn message() -> impl Strategy<Value = Message> {
         (

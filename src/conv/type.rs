@@ -72,7 +72,7 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
                 }
             } else if s.archived.count > 0 {
                 log_warning(&format!(
-                    "convcache: session {} has {} archived turns but its RDB value carries no archive file; this node's own file is used",
+                    "convcache: session {} has {} archived turns but its RDB value carries no archive file (the saving node could not read it); this node's own file is used",
                     shown_key(key.as_ref()),
                     s.archived.count
                 ));
@@ -87,6 +87,14 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
             std::ptr::null_mut()
         }
     }
+}
+
+/// True while the server loads an RDB (startup, full sync, DEBUG RELOAD); false for RESTORE.
+unsafe fn server_is_loading(rdb: *mut raw::RedisModuleIO) -> bool {
+    let loading = raw::REDISMODULE_CTX_FLAGS_LOADING | raw::REDISMODULE_CTX_FLAGS_ASYNC_LOADING;
+    let ctx = raw::RedisModule_GetContextFromIO.expect("GetContextFromIO")(rdb);
+    let flags = raw::RedisModule_GetContextFlags.expect("GetContextFlags")(ctx);
+    flags as u32 & loading != 0
 }
 
 /// A key for a log line: `'name' (db n)`.
@@ -123,6 +131,14 @@ unsafe fn load_session(
     };
     if !archive.is_empty() && s.archived.count == 0 {
         return Err("an archive file came with a session that has no archived turns".into());
+    }
+    // An RDB (restart, full sync) whose saving node could not read a file still loads, so one
+    // lost file never stops a server or a replica; a RESTORE needs the whole value.
+    if archive.is_empty() && s.archived.count > 0 && !server_is_loading(rdb) {
+        return Err(format!(
+            "the value has {} archived turns but no archive file",
+            s.archived.count
+        ));
     }
     if !archive.is_empty() {
         crate::archive::format::check_session_archive(

@@ -518,7 +518,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(200))]
+        #![proptest_config(ProptestConfig::with_cases(crate::conv::message::strategies::cases(200)))]
 
         #[test]
         fn prop_buckets_round_trip(b in bucket_strategy(), hits in any::<u64>()) {
