@@ -138,6 +138,29 @@ def test_restore_refuses_an_archive_that_does_not_hold_the_archived_turns(srv, r
     assert "archive" in refused(r, "CONV.HISTORY", "c2")
 
 
+def test_a_corrupt_session_in_an_rdb_file_is_refused_cleanly_at_startup(servers, kind):
+    from harness import Server
+    from payloads import crc64
+    s = servers(kind, module_args=COLD)
+    r = s.client()
+    r.config_set("rdbcompression", "no")
+    r.execute_command("CONV.ADD", "k", "user", "hello there", "WINDOW", 7)
+    r.save()
+    s.stop()
+    path = os.path.join(s.dir, "dump.rdb")
+    data = bytearray(open(path, "rb").read())
+    at = data.index(b"\x02\x00\x07\x02")  # codec version, kind, window 7, next_seq 2
+    data[at + 2] = 0  # window 0: the RDB's own CRC-64 is recomputed below
+    body = bytes(data[:-8])
+    open(path, "wb").write(body + struct.pack("<Q", crc64(body)))
+    again = Server(kind, module_args=COLD, workdir=s.dir)
+    with pytest.raises(RuntimeError, match="exited early"):
+        again.start()
+    log = again.log_tail(40)
+    assert "cannot load session 'k' (db 0): corrupt session payload: window 0" in log
+    assert "crashed by signal" not in log and "STACK TRACE" not in log
+
+
 # 2. _LOAD continuations are all or nothing ---------------------------------------------------
 
 def test_load_continuation_is_checked_whole_before_anything_is_added(r):
