@@ -99,8 +99,8 @@ redis_module! {
             ["urlemb-ttl", &*config::URLEMB_TTL_SECS, config::URLEMB_TTL_DEFAULT, 0, 100 * 365 * 86_400, ConfigurationFlags::DEFAULT, None],
         ],
         string: [
-            ["archive-dir", &*config::ARCHIVE_DIR, "convcache-archive", ConfigurationFlags::DEFAULT, None],
-            ["import-dir", &*config::IMPORT_DIR, "convcache-import", ConfigurationFlags::DEFAULT, None],
+            ["archive-dir", &*config::ARCHIVE_DIR, "convcache-archive", ConfigurationFlags::IMMUTABLE, None],
+            ["import-dir", &*config::IMPORT_DIR, "convcache-import", ConfigurationFlags::IMMUTABLE, None],
             ["semcache-min-sim", &*config::SEMCACHE_MIN_SIM, config::SEMCACHE_MIN_SIM_DEFAULT, ConfigurationFlags::DEFAULT, None],
         ],
         bool: [],
