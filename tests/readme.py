@@ -7,6 +7,11 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
 TEXT = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
 
 
+def flat(text=None):
+    """The text with every run of whitespace as one space (claims span line breaks)."""
+    return " ".join((TEXT if text is None else text).split())
+
+
 def section(title):
     """The text of `## title` up to the next `## ` heading."""
     start = TEXT.index(f"\n## {title}\n")
