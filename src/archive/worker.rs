@@ -20,6 +20,8 @@ pub enum Task {
         path: PathBuf,
         key: Vec<u8>,
         session_id: i64,
+        /// The file must already hold the turns up to here (see `Store::append`).
+        durable_through: u64,
         turns: Vec<Message>,
     },
     Read {
@@ -159,8 +161,9 @@ fn execute(store: &mut Store, task: Task) -> Outcome {
             path,
             key,
             session_id,
+            durable_through,
             turns,
-        } => Outcome::Appended(store.append(&path, &key, session_id, &turns)),
+        } => Outcome::Appended(store.append(&path, &key, session_id, durable_through, &turns)),
         Task::Read {
             path,
             session_id,
@@ -217,6 +220,7 @@ mod tests {
                 path: a.clone(),
                 key: b"a".to_vec(),
                 session_id: 1,
+                durable_through: 0,
                 turns: (1..=3).map(turn).collect(),
             },
             Box::new(move |o| t.send(matches!(o, Outcome::Appended(Ok(_)))).unwrap()),

@@ -97,6 +97,7 @@ pub fn submit_append(
         path: path_for(db, &key),
         key: key.clone(),
         session_id,
+        durable_through: s.archived.last_seq,
         turns,
     };
     workers().submit(
