@@ -252,6 +252,24 @@ impl Store {
         Ok(())
     }
 
+    /// Archived turns that came as commands (AOF replay, slot migration), all of a session's,
+    /// ascending: written in segments of at most `per_segment` turns, skipping what this
+    /// node's file of the same session already holds. Returns the turns written.
+    pub fn restore_turns(
+        &mut self,
+        path: &Path,
+        key: &[u8],
+        session_id: i64,
+        turns: &[Message],
+        per_segment: usize,
+    ) -> Result<u64, StoreError> {
+        let mut written = 0;
+        for part in turns.chunks(per_segment.max(1)) {
+            written += self.append(path, key, session_id, 0, part)?.turns_written;
+        }
+        Ok(written)
+    }
+
     /// An archive that came with an RDB (full sync, RESTORE, restart): written unless this
     /// node's file of the same session already reaches `archived_last`.
     pub fn restore(
@@ -465,6 +483,45 @@ mod tests {
                 .turns_written,
             2
         );
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn restored_turns_fill_a_new_file_in_segments_and_skip_what_is_there() {
+        let root = tmpdir("restore-turns");
+        let p = session_path(&root, 0, b"k");
+        let mut st = Store::new();
+        assert_eq!(
+            st.restore_turns(&p, b"k", 4, &turns(1..=10), 3).unwrap(),
+            10
+        );
+        let bytes = fs::read(&p).unwrap();
+        assert_eq!(format::scan(&bytes).unwrap().segments.len(), 4);
+        assert_eq!(read_turns(&p, 4, 10, 0, u64::MAX).unwrap().0, turns(1..=10));
+        // The same archive again (an AOF replayed on the node that wrote it): nothing written.
+        assert_eq!(
+            Store::new()
+                .restore_turns(&p, b"k", 4, &turns(1..=10), 3)
+                .unwrap(),
+            0
+        );
+        assert_eq!(fs::read(&p).unwrap(), bytes);
+        // A partial file of the session is completed; another session's file is replaced.
+        let q = session_path(&root, 0, b"q");
+        Store::new().append(&q, b"q", 4, 0, &turns(1..=4)).unwrap();
+        assert_eq!(
+            Store::new()
+                .restore_turns(&q, b"q", 4, &turns(1..=10), 100)
+                .unwrap(),
+            6
+        );
+        assert_eq!(
+            Store::new()
+                .restore_turns(&q, b"q", 5, &turns(2..=3), 100)
+                .unwrap(),
+            2
+        );
+        assert_eq!(read_turns(&q, 5, 3, 0, u64::MAX).unwrap().0, turns(2..=3));
         fs::remove_dir_all(&root).unwrap();
     }
 
