@@ -113,6 +113,7 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             drop_auto_expire = std::mem::take(&mut s.auto_expire_ms);
             if s.overflow_len() >= config::get(&config::ARCHIVE_BATCH).max(1) as usize
                 && !ctx.get_flags().contains(redis_module::ContextFlags::SLAVE)
+                && !crate::cluster::from_slot_import(ctx)
             {
                 cold::overflow_ready(keys::selected_db(ctx), argv[1].as_slice(), s);
             }
