@@ -525,6 +525,26 @@ def test_replica_that_syncs_after_archival_has_the_full_history(servers, kind):
     assert seqs(history(rr, "s")) == list(range(1, 13))
 
 
+def test_migrate_moves_a_cold_session_whole(servers, kind):
+    # MIGRATE sends DUMP payloads, which carry the archive file: the target writes it to its
+    # own archive, the source removes its copy with the key.
+    a = servers(kind, module_args=cold_args(batch=2))
+    b = servers(kind, module_args=cold_args(batch=2))
+    ra, rb = a.client(), b.client()
+    want = {"c": make_cold(ra, "c", 10), "m": add_turns(ra, "m", 12)}
+    wait_for(lambda: conv_info(ra, "m")["hot"] == 5, what="overflow archived")
+    assert ra.migrate("127.0.0.1", b.port, ["c", "m"], 0, 5000) == b"OK"
+    assert ra.exists("c", "m") == 0
+    for k in want:
+        assert history(rb, k) == want[k]
+        wait_for(lambda k=k: os.path.exists(archive_path(b, k)), what=f"{k} file on target")
+        wait_for(lambda k=k: not os.path.exists(archive_path(a, k)), what=f"{k} file gone on source")
+    assert (conv_info(rb, "c")["archived"], conv_info(rb, "m")["archived"]) == (10, 7)
+    want["c"] += add_turns(rb, "c", 2, first=11)
+    assert rb.execute_command("CONV.FLUSH", "c") == 2
+    assert history(rb, "c") == want["c"]
+
+
 def test_new_session_with_an_old_timestamp_is_not_idle(servers, kind):
     # TS is the message's time, not an access: a session made a moment ago is not idle.
     s = servers(kind, module_args=cold_args(idle=60))
