@@ -5,6 +5,7 @@ pub mod aof;
 pub mod archive;
 pub mod args;
 pub mod blocking;
+pub mod cluster;
 pub mod command_syntax;
 pub mod command_table;
 pub mod config;
@@ -43,9 +44,22 @@ extern "C" fn info_callback(
     info::add_info(&redis_module::InfoContext::new(ctx), for_crash_report != 0);
 }
 
+/// What the module declares it handles (`RedisModule_SetModuleOptions` takes the whole set).
+fn module_options() -> i32 {
+    cluster::slot_migration_options()
+}
+
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     // Replaces the macro's default INFO callback with ours (its `info:` form needs an extra crate).
     redis_module::raw::register_info_function(ctx.ctx, Some(info_callback));
+    cluster::detect_server(ctx);
+    // SAFETY: plain module API call during load.
+    unsafe {
+        redis_module::raw::RedisModule_SetModuleOptions.expect("SetModuleOptions")(
+            ctx.ctx,
+            module_options(),
+        )
+    };
     // Commands come from one table with their key specs, docs and ACL categories.
     if register::register_commands(ctx) == Status::Err {
         return Status::Err;

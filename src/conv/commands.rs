@@ -111,6 +111,7 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             drop_auto_expire = std::mem::take(&mut s.auto_expire_ms);
             if s.overflow_len() >= config::get(&config::ARCHIVE_BATCH).max(1) as usize
                 && !ctx.get_flags().contains(redis_module::ContextFlags::SLAVE)
+                && !crate::cluster::from_slot_import(ctx)
             {
                 cold::overflow_ready(keys::selected_db(ctx), argv[1].as_slice(), s);
             }
@@ -517,8 +518,12 @@ pub fn del(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     Ok(RedisValue::Integer(1))
 }
 
-/// CONV._LOAD key payload: rebuilds a session from the AOF-rewrite encoding. A payload with
-/// a session header replaces the key; one without appends to the session being rebuilt.
+/// CONV._LOAD key payload: rebuilds a session from the AOF-rewrite encoding (internal: an AOF
+/// rewrite and a Valkey slot-migration snapshot emit it). A payload with a session header
+/// replaces the key; one with more turns appends them to the session being rebuilt; one with
+/// archived turns (the session's cold part, for a node without its file) collects them until
+/// the header's whole archived range is here, then writes them to this node's archive in the
+/// background.
 pub fn load(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     if argv.len() != 3 {
         return Err(RedisError::WrongArity);
@@ -542,6 +547,16 @@ pub fn load(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
                     .try_for_each(|m| s.push_loaded(m))
                     .map_err(|e| RedisError::String(format!("ERR {e}")))
             })?;
+        }
+        Decoded::Archived(turns) => {
+            let Some(s) = keys::write::<Session>(&key, &SESSION_TYPE)? else {
+                return err("no session to continue loading into");
+            };
+            let complete = metrics::tracked(s, |s| s.receive_archived(turns))
+                .map_err(|e| RedisError::String(format!("ERR {e}")))?;
+            if let Some(all) = complete {
+                cold::restore_archived_turns(keys::selected_db(ctx), argv[1].as_slice(), s, all);
+            }
         }
     }
     ctx.replicate_verbatim();

@@ -85,7 +85,7 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
             }
             into_raw(s)
         }
-        Ok(Decoded::More(_)) => {
+        Ok(Decoded::More(_) | Decoded::Archived(_)) => {
             log_warning("convcache: RDB session payload has no header");
             std::ptr::null_mut()
         }
@@ -119,28 +119,45 @@ unsafe fn io_key(rdb: *mut raw::RedisModuleIO) -> Option<(i32, Vec<u8>)> {
     Some((db, keys::string_bytes(name).to_vec()))
 }
 
+/// The session as CONV._LOAD commands: the header with the first in-memory turns, the rest
+/// of them, then the archived turns read from its file. Whoever replays them needs nothing
+/// else: a Valkey slot migration ships exactly this to a node without the file, and an AOF
+/// without an RDB preamble stays complete however the archive directory fares. If the file
+/// cannot be read, the rewrite (or migration) fails rather than lose the turns.
 unsafe extern "C" fn aof_rewrite(
     aof: *mut raw::RedisModuleIO,
     key: *mut raw::RedisModuleString,
     value: *mut c_void,
 ) {
     let s = session(value);
+    let emit =
+        |payload: &[u8]| crate::aof::emit_load(aof, super::commands::LOAD_COMMAND, key, payload);
     let all: Vec<&Message> = s.hot().iter().collect();
     let mut chunks = all.chunks(AOF_MESSAGES_PER_COMMAND);
     let first = chunks.next().unwrap_or(&[]);
-    crate::aof::emit_load(
-        aof,
-        super::commands::LOAD_COMMAND,
-        key,
-        &codec::encode_session(s, first),
-    );
+    emit(&codec::encode_session(s, first));
     for chunk in chunks {
-        crate::aof::emit_load(
+        emit(&codec::encode_more(chunk));
+    }
+    if s.archived.count == 0 {
+        return;
+    }
+    let name = keys::string_bytes(key);
+    let db = raw::RedisModule_GetDbIdFromIO.map_or(0, |f| f(aof));
+    match cold::read_archived_turns(db, name, s) {
+        Ok(turns) => {
+            let refs: Vec<&Message> = turns.iter().collect();
+            for chunk in refs.chunks(AOF_MESSAGES_PER_COMMAND) {
+                emit(&codec::encode_archived(chunk));
+            }
+        }
+        Err(e) => crate::aof::fail_rewrite(
             aof,
-            super::commands::LOAD_COMMAND,
-            key,
-            &codec::encode_more(chunk),
-        );
+            &format!(
+                "convcache: cannot rewrite session '{}': its archived turns are unreadable ({e}); the AOF rewrite or slot migration fails so that nothing is lost",
+                String::from_utf8_lossy(name)
+            ),
+        ),
     }
 }
 
