@@ -137,15 +137,15 @@ def main():
                      f"{archived['drop-in']} (drop-in) turns already archived", res, 100))
 
         print("\n### convcache.lix drop-in vs lix-open-cache 2.1.6 (same server, one client)\n")
-        print("| call | lix p50 ms | lix mean ms | drop-in p50 ms | drop-in mean ms | ratio (mean) "
-              "| goal | met |")
-        print("|---|---:|---:|---:|---:|---:|---:|---|")
+        print("| call | lix p50 ms | lix mean ms | drop-in p50 ms | drop-in mean ms | ratio (p50) "
+              "| ratio (mean) | goal | met (both) |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
         for name, res, goal in rows:
             a, b = res["lix"], res["drop-in"]
-            ratio = a["mean"] / b["mean"]
+            r50, rmean = a["p50"] / b["p50"], a["mean"] / b["mean"]
             print(f"| {name} | {a['p50'] * 1e3:.3f} | {a['mean'] * 1e3:.3f} | {b['p50'] * 1e3:.3f} "
-                  f"| {b['mean'] * 1e3:.3f} | {ratio:,.0f}x | >= {goal}x | "
-                  f"{'yes' if ratio >= goal else '**NO**'} |")
+                  f"| {b['mean'] * 1e3:.3f} | {r50:,.0f}x | {rmean:,.0f}x | >= {goal}x | "
+                  f"{'yes' if min(r50, rmean) >= goal else '**NO**'} |")
         print(f"\n(lix runs: {rows[0][1]['lix']['n']}, {rows[1][1]['lix']['n']}, "
               f"{rows[2][1]['lix']['n']}; drop-in runs: {rows[0][1]['drop-in']['n']} each. "
               f"lix's add_message rewrites its whole Huffman archive file on every overflow.)")

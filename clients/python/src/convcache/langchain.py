@@ -15,6 +15,12 @@ import json
 from typing import Any, Dict, List, Optional, Sequence
 
 import redis
+
+try:
+    import langchain_core  # noqa: F401
+except ImportError as e:  # pragma: no cover - exercised by the clean-venv install test
+    raise ImportError("convcache.langchain needs langchain-core: "
+                      "pip install 'convcache[langchain]'") from e
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.embeddings import Embeddings

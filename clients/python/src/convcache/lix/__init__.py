@@ -7,6 +7,11 @@ in the server; ``server_settings(config)`` maps lix's archiver settings to the m
 configuration, and ``import_lix_session`` imports a lix ``.huff`` archive (CONV.IMPORT).
 Not provided: ``HuffmanCodec`` and ``ConversationArchive`` (client-side disk tools the
 server replaces)."""
+try:
+    import numpy  # noqa: F401  (lix's API takes and returns numpy arrays)
+except ImportError as e:  # pragma: no cover - exercised by the clean-venv install test
+    raise ImportError("convcache.lix needs numpy: pip install 'convcache[lix]'") from e
+
 from .config import CacheConfig, server_settings
 from .context_window import SessionContextWindow
 from .coordinator import BatchCacheProcessor, CacheCoordinator
