@@ -90,8 +90,10 @@ def test_pip_install_into_a_clean_venv(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     py = str(venv / "bin" / "python")
-    out = subprocess.run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                          os.path.join(REPO, "clients", "python")],
+    # A copy of the source: building in place would leave build/ in the repository.
+    src = shutil.copytree(os.path.join(REPO, "clients", "python"), tmp_path / "src",
+                          ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__"))
+    out = subprocess.run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", str(src)],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     check = (
