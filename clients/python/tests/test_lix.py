@@ -5,7 +5,6 @@ it), comparing answers. Where lix has a defect, the test shows it in lix and its
 the drop-in."""
 import dataclasses
 import inspect
-import json
 import os
 import shutil
 import threading
