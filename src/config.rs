@@ -95,8 +95,9 @@ impl ConfigurationValue<RedisString> for FloatConfig {
                 self.bits.store(v.to_bits(), Ordering::Relaxed);
                 Ok(())
             }
+            // No "ERR" here: the server puts its own "ERR CONFIG SET failed ..." before it.
             _ => Err(RedisError::String(format!(
-                "ERR value '{text}' is not a number between {} and {}",
+                "value '{text}' is not a number between {} and {}",
                 self.min, self.max
             ))),
         }

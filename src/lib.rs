@@ -5,26 +5,26 @@ pub mod aof;
 pub mod archive;
 pub mod args;
 pub mod blocking;
+pub mod cluster;
+pub mod command_syntax;
+pub mod command_table;
 pub mod config;
 pub mod conv;
 pub mod info;
 pub mod keys;
 pub mod metrics;
+pub mod register;
+pub mod reply;
 pub mod semcache;
 pub mod urlemb;
 pub mod vector;
-
-use std::os::raw::c_int;
 
 use redis_module::configuration::ConfigurationFlags;
 use redis_module::{redis_module, Context, RedisString, Status};
 
 use conv::cold;
-use conv::commands as convcmd;
 use conv::r#type::SESSION_TYPE;
-use semcache::commands as semcmd;
 use semcache::r#type::SEMCACHE_TYPE;
-use urlemb::commands as urlcmd;
 
 // The server's allocator in the module (memory shows in INFO/MEMORY); the system one in unit
 // tests, which run without a server.
@@ -44,23 +44,29 @@ extern "C" fn info_callback(
     info::add_info(&redis_module::InfoContext::new(ctx), for_crash_report != 0);
 }
 
-/// Every module option bit, in one place (RedisModule_SetModuleOptions replaces the set).
+/// What the module declares it handles (`RedisModule_SetModuleOptions` takes the whole set).
 /// HANDLE_IO_ERRORS: a short read while loading a value (RDB, RESTORE, full sync) comes back
 /// to `rdb_load` as an error, which fails that load, instead of aborting the server.
-fn module_options() -> c_int {
-    redis_module::raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS as c_int
+fn module_options() -> i32 {
+    redis_module::raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS as i32
+        | cluster::slot_migration_options()
 }
 
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {
-    // SAFETY: plain module API call on the load context.
+    // Replaces the macro's default INFO callback with ours (its `info:` form needs an extra crate).
+    redis_module::raw::register_info_function(ctx.ctx, Some(info_callback));
+    cluster::detect_server(ctx);
+    // SAFETY: plain module API call during load.
     unsafe {
         redis_module::raw::RedisModule_SetModuleOptions.expect("SetModuleOptions")(
             ctx.ctx,
             module_options(),
         )
     };
-    // Replaces the macro's default INFO callback with ours (its `info:` form needs an extra crate).
-    redis_module::raw::register_info_function(ctx.ctx, Some(info_callback));
+    // Commands come from one table with their key specs, docs and ACL categories.
+    if register::register_commands(ctx) == Status::Err {
+        return Status::Err;
+    }
     conv::cold::init(ctx);
     Status::Ok
 }
@@ -71,31 +77,6 @@ redis_module! {
     allocator: (Alloc, ALLOC),
     data_types: [SESSION_TYPE, SEMCACHE_TYPE],
     init: init,
-    commands: [
-        ["CONV.ADD", convcmd::add, "write deny-oom fast", 1, 1, 1, ""],
-        ["CONV.CTX", convcmd::ctx_cmd, "readonly", 1, 1, 1, ""],
-        ["CONV.HISTORY", convcmd::history, "readonly", 1, 1, 1, ""],
-        ["CONV.LEN", convcmd::len, "readonly fast", 1, 1, 1, ""],
-        ["CONV.INFO", convcmd::info, "readonly fast", 1, 1, 1, ""],
-        ["CONV.CLEAR", convcmd::clear, "write fast", 1, 1, 1, ""],
-        ["CONV.DEL", convcmd::del, "write fast", 1, 1, 1, ""],
-        ["CONV._LOAD", convcmd::load, "write deny-oom", 1, 1, 1, ""],
-        ["CONV.SEARCH", convcmd::search, "readonly", 1, 1, 1, ""],
-        ["CONV.FLUSH", cold::flush_cmd, "write", 1, 1, 1, ""],
-        ["CONV.IMPORT", cold::import_cmd, "write deny-oom", 1, 1, 1, ""],
-        ["CONV._ARCHIVED", cold::archived_cmd, "write", 1, 1, 1, ""],
-        ["CONV._REHYDRATED", cold::rehydrated_cmd, "write deny-oom", 1, 1, 1, ""],
-        ["SEMCACHE.SET", semcmd::set, "write deny-oom", 1, 1, 1, ""],
-        ["SEMCACHE.GET", semcmd::get, "readonly", 1, 1, 1, ""],
-        ["SEMCACHE.DEL", semcmd::del, "write fast", 1, 1, 1, ""],
-        ["SEMCACHE.LEN", semcmd::len, "readonly", 1, 1, 1, ""],
-        ["SEMCACHE.INFO", semcmd::info, "readonly", 1, 1, 1, ""],
-        ["SEMCACHE._LOAD", semcmd::load, "write deny-oom", 1, 1, 1, ""],
-        ["URLEMB.SET", urlcmd::set, "write deny-oom", 1, 1, 1, ""],
-        ["URLEMB.GET", urlcmd::get, "readonly fast", 1, 1, 1, ""],
-        ["URLEMB.MSET", urlcmd::mset, "write deny-oom", 1, -1, 2, ""],
-        ["URLEMB.MGET", urlcmd::mget, "readonly fast", 1, -1, 1, ""],
-    ],
     event_handlers: [
         [@GENERIC @EXPIRED @EVICTED: cold::on_keyspace_event],
     ],
@@ -115,8 +96,8 @@ redis_module! {
             ["urlemb-ttl", &*config::URLEMB_TTL_SECS, config::URLEMB_TTL_DEFAULT, 0, 100 * 365 * 86_400, ConfigurationFlags::DEFAULT, None],
         ],
         string: [
-            ["archive-dir", &*config::ARCHIVE_DIR, "convcache-archive", ConfigurationFlags::DEFAULT, None],
-            ["import-dir", &*config::IMPORT_DIR, "convcache-import", ConfigurationFlags::DEFAULT, None],
+            ["archive-dir", &*config::ARCHIVE_DIR, "convcache-archive", ConfigurationFlags::IMMUTABLE, None],
+            ["import-dir", &*config::IMPORT_DIR, "convcache-import", ConfigurationFlags::IMMUTABLE, None],
             ["semcache-min-sim", &*config::SEMCACHE_MIN_SIM, config::SEMCACHE_MIN_SIM_DEFAULT, ConfigurationFlags::DEFAULT, None],
         ],
         bool: [],

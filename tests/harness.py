@@ -29,13 +29,13 @@ def free_port():
 class Server:
     """One server process. `module_args` go after the .so on --loadmodule."""
 
-    def __init__(self, kind, module_args=(), extra=(), workdir=None):
+    def __init__(self, kind, module_args=(), extra=(), workdir=None, port=None):
         self.kind = kind
         self.binary = SERVERS[kind]
         self.module_args = list(module_args)
         self.extra = list(extra)
         self.dir = workdir or tempfile.mkdtemp(prefix=f"convcache-{kind}-")
-        self.port = free_port()
+        self.port = port or free_port()
         self.proc = None
 
     def start(self, wait=True):

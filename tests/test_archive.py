@@ -293,6 +293,67 @@ def test_archived_sessions_survive_reload_and_restart(servers, kind, how):
     assert history(r, "h")[:12] == hot_before[0]
 
 
+def aof_rewrite(r):
+    r.bgrewriteaof()
+    wait_for(lambda: r.info("persistence")["aof_rewrite_in_progress"] == 0
+             and r.info("persistence")["aof_rewrite_scheduled"] == 0, what="aof rewrite")
+    return r.info("persistence")["aof_last_bgrewrite_status"]
+
+
+def test_aof_without_rdb_preamble_carries_the_archived_turns(servers, kind):
+    # An AOF rewritten without an RDB preamble holds each session as CONV._LOAD commands,
+    # the archived turns included (as a Valkey slot migration ships them to a node without
+    # the file), so the AOF alone rebuilds everything.
+    s = servers(kind, module_args=cold_args(batch=2),
+                extra=["--appendonly", "yes", "--appendfsync", "always",
+                       "--aof-use-rdb-preamble", "no"])
+    r = s.client()
+    want = {"c": make_cold(r, "c", 12), "m": add_turns(r, "m", 12)}
+    wait_for(lambda: conv_info(r, "m")["hot"] == 5, what="overflow archived")
+    assert aof_rewrite(r) == "ok"
+    archive = os.path.join(s.dir, ARCHIVE_DIR)
+    db0 = os.path.join(archive, "0")
+
+    s.stop()
+    shutil.rmtree(archive)  # the archive directory is lost: the AOF is enough
+    s.start()
+    r = s.client()
+    for k in want:
+        assert history(r, k) == want[k]
+        wait_for(lambda k=k: os.path.exists(archive_path(s, k)), what=f"{k} written again")
+    assert (conv_info(r, "c")["archived"], conv_info(r, "m")["archived"]) == (12, 7)
+
+    # The archive directory can not be written: the turns stay in memory, and reach the
+    # disk once it can be written again.
+    s.stop()
+    shutil.rmtree(archive)
+    os.makedirs(archive)
+    open(db0, "w").write("not a directory")  # root ignores modes; a file in the way does not
+    s.start()
+    r = s.client()
+    wait_for(lambda: conv_info(r, "c")["hot"] == 12 and conv_info(r, "m")["hot"] == 12,
+             what="archived turns kept in memory")
+    assert "writing the archived turns of 'c' failed" in open(os.path.join(s.dir, "server.log")).read()
+    assert stats(r)["io_errors"] >= 2
+    for k in want:
+        assert history(r, k) == want[k]
+    os.remove(db0)
+    wait_for(lambda: (conv_info(r, "c")["hot"], conv_info(r, "m")["hot"]) == (0, 5), timeout=20,
+             what="turns archived again")
+    for k in want:
+        assert history(r, k) == want[k]
+
+    # A rewrite that can not read a session's archive fails, and the AOF it would have
+    # replaced still holds every turn.
+    os.remove(archive_path(s, "c"))
+    assert aof_rewrite(r) == "err"
+    assert "cannot rewrite session 'c'" in open(os.path.join(s.dir, "server.log")).read()
+    s.restart()
+    r = s.client()
+    for k in want:
+        assert history(r, k) == want[k]
+
+
 # 4 -------------------------------------------------------------------------------------------
 
 def test_rehydration_does_not_stall_other_clients(servers, kind):
@@ -462,6 +523,26 @@ def test_replica_that_syncs_after_archival_has_the_full_history(servers, kind):
     primary.kill9()
     rr.execute_command("REPLICAOF", "NO", "ONE")
     assert seqs(history(rr, "s")) == list(range(1, 13))
+
+
+def test_migrate_moves_a_cold_session_whole(servers, kind):
+    # MIGRATE sends DUMP payloads, which carry the archive file: the target writes it to its
+    # own archive, the source removes its copy with the key.
+    a = servers(kind, module_args=cold_args(batch=2))
+    b = servers(kind, module_args=cold_args(batch=2))
+    ra, rb = a.client(), b.client()
+    want = {"c": make_cold(ra, "c", 10), "m": add_turns(ra, "m", 12)}
+    wait_for(lambda: conv_info(ra, "m")["hot"] == 5, what="overflow archived")
+    assert ra.migrate("127.0.0.1", b.port, ["c", "m"], 0, 5000) == b"OK"
+    assert ra.exists("c", "m") == 0
+    for k in want:
+        assert history(rb, k) == want[k]
+        wait_for(lambda k=k: os.path.exists(archive_path(b, k)), what=f"{k} file on target")
+        wait_for(lambda k=k: not os.path.exists(archive_path(a, k)), what=f"{k} file gone on source")
+    assert (conv_info(rb, "c")["archived"], conv_info(rb, "m")["archived"]) == (10, 7)
+    want["c"] += add_turns(rb, "c", 2, first=11)
+    assert rb.execute_command("CONV.FLUSH", "c") == 2
+    assert history(rb, "c") == want["c"]
 
 
 def test_new_session_with_an_old_timestamp_is_not_idle(servers, kind):

@@ -282,7 +282,7 @@ def test_internal_commands_check_every_argument(srv, r):
         (["CONV._ARCHIVED", "k", 1, "PXAT"], "wrong number of arguments"),
         (["CONV._REHYDRATED", "k", more_payload([turn(5)])], "turns 5..5 are not archived turns"),
         (["CONV._REHYDRATED", "k", more_payload([])], "no turns"),
-        (["CONV._REHYDRATED", "k", session_payload([turn(1)])], "payload must hold turns only"),
+        (["CONV._REHYDRATED", "k", session_payload([turn(1)])], "payload must hold turns brought back into memory"),
         (["CONV._REHYDRATED", "k", b"garbage"], "not a session payload (first byte 103"),
         (["CONV._LOAD", "k", b"garbage"], "not a session payload (first byte 103"),
         (["CONV._LOAD", "k", bytes([0, 1, 0])], "first byte 0 is no encoding version"),
@@ -306,7 +306,7 @@ def test_errors_name_what_is_wrong(srv, r):
     r.execute_command("CONV.ADD", "k", "user", "x", "EMB", fp32(1, 0, 0, 0))
     assert "TEXT needs a value" in refused(r, "CONV.SEARCH", "k", "TEXT")
     assert "EMB needs a value" in refused(r, "CONV.SEARCH", "k", "EMB")
-    assert "needs EMB vector or TEXT query" in refused(r, "CONV.SEARCH", "k")
+    assert "needs EMB vector or TEXT query" in refused(r, "CONV.SEARCH", "k", "K", 5)
     e = refused(r, "CONV.SEARCH", "k", "EMB", fp32(1, 0, 0))
     assert "EMB has dimension 3 but the session's embeddings have 4" in e
     assert json.loads(r.execute_command("CONV.SEARCH", "k", "EMB", fp32(0, 1, 0, 0)))["recent"]

@@ -82,18 +82,27 @@ impl Store {
     }
 
     /// Appends the turns past the file's last sequence and makes them durable (fsync; the
-    /// directory too when the file is new). `turns` ascend by seq.
+    /// directory too when the file is new). `turns` ascend by seq. The file must already hold
+    /// every turn up to `durable_through` (what the session counts as archived): appending
+    /// after a gap would leave the missing turns out of the file for good.
     pub fn append(
         &mut self,
         path: &Path,
         key: &[u8],
         session_id: i64,
+        durable_through: u64,
         turns: &[Message],
     ) -> Result<AppendOutcome, StoreError> {
         let state = match self.files.get(path) {
             Some(s) if s.session_id == session_id => *s,
             _ => self.open_state(path, key, session_id)?,
         };
+        if state.last_seq < durable_through {
+            return Err(StoreError::Missing {
+                want_last: durable_through,
+                have_last: state.last_seq,
+            });
+        }
         let new: Vec<Message> = turns
             .iter()
             .filter(|t| t.seq > state.last_seq)
@@ -243,6 +252,24 @@ impl Store {
         Ok(())
     }
 
+    /// Archived turns that came as commands (AOF replay, slot migration), all of a session's,
+    /// ascending: written in segments of at most `per_segment` turns, skipping what this
+    /// node's file of the same session already holds. Returns the turns written.
+    pub fn restore_turns(
+        &mut self,
+        path: &Path,
+        key: &[u8],
+        session_id: i64,
+        turns: &[Message],
+        per_segment: usize,
+    ) -> Result<u64, StoreError> {
+        let mut written = 0;
+        for part in turns.chunks(per_segment.max(1)) {
+            written += self.append(path, key, session_id, 0, part)?.turns_written;
+        }
+        Ok(written)
+    }
+
     /// An archive that came with an RDB (full sync, RESTORE, restart): written unless this
     /// node's file of the same session already reaches `archived_last`.
     pub fn restore(
@@ -340,18 +367,22 @@ mod tests {
         let p = session_path(&root, 0, b"k");
         let mut st = Store::new();
         assert_eq!(
-            st.append(&p, b"k", 7, &turns(1..=5)).unwrap().turns_written,
+            st.append(&p, b"k", 7, 0, &turns(1..=5))
+                .unwrap()
+                .turns_written,
             5
         );
         // A replayed job with overlap writes only the new turns.
         assert_eq!(
-            st.append(&p, b"k", 7, &turns(3..=8)).unwrap().turns_written,
+            st.append(&p, b"k", 7, 0, &turns(3..=8))
+                .unwrap()
+                .turns_written,
             3
         );
         // A fresh writer (after a restart) learns the state from the file.
         let mut st2 = Store::new();
         assert_eq!(
-            st2.append(&p, b"k", 7, &turns(1..=8))
+            st2.append(&p, b"k", 7, 0, &turns(1..=8))
                 .unwrap()
                 .turns_written,
             0
@@ -372,9 +403,9 @@ mod tests {
         let root = tmpdir("torn");
         let p = session_path(&root, 0, b"k");
         let mut st = Store::new();
-        st.append(&p, b"k", 1, &turns(1..=3)).unwrap();
+        st.append(&p, b"k", 1, 0, &turns(1..=3)).unwrap();
         let good = fs::metadata(&p).unwrap().len();
-        st.append(&p, b"k", 1, &turns(4..=6)).unwrap();
+        st.append(&p, b"k", 1, 0, &turns(4..=6)).unwrap();
         // Simulate a crash halfway through the second segment.
         let f = OpenOptions::new().write(true).open(&p).unwrap();
         f.set_len(good + 10).unwrap();
@@ -382,7 +413,9 @@ mod tests {
         let (got, _) = read_turns(&p, 1, 3, 0, u64::MAX).unwrap();
         assert_eq!(got, turns(1..=3));
         assert_eq!(
-            st.append(&p, b"k", 1, &turns(4..=7)).unwrap().turns_written,
+            st.append(&p, b"k", 1, 0, &turns(4..=7))
+                .unwrap()
+                .turns_written,
             4
         );
         assert_eq!(read_turns(&p, 1, 7, 0, u64::MAX).unwrap().0, turns(1..=7));
@@ -394,10 +427,12 @@ mod tests {
         let root = tmpdir("stale");
         let p = session_path(&root, 0, b"k");
         let mut st = Store::new();
-        st.append(&p, b"k", 1, &turns(1..=9)).unwrap();
+        st.append(&p, b"k", 1, 0, &turns(1..=9)).unwrap();
         let mut st = Store::new();
         assert_eq!(
-            st.append(&p, b"k", 2, &turns(1..=2)).unwrap().turns_written,
+            st.append(&p, b"k", 2, 0, &turns(1..=2))
+                .unwrap()
+                .turns_written,
             2
         );
         assert_eq!(read_turns(&p, 2, 2, 0, u64::MAX).unwrap().0, turns(1..=2));
@@ -412,14 +447,14 @@ mod tests {
             session_path(&root, 0, b"other"),
         );
         let mut st = Store::new();
-        st.append(&p, b"k", 1, &turns(1..=4)).unwrap();
+        st.append(&p, b"k", 1, 0, &turns(1..=4)).unwrap();
         let full = fs::read(&p).unwrap();
         assert!(!st.restore(&p, b"ignored", 1, 4).unwrap());
         assert!(st.restore(&q, &full, 1, 4).unwrap());
         assert_eq!(read_turns(&q, 1, 4, 0, u64::MAX).unwrap().0, turns(1..=4));
         // Appends continue after a restored file.
         assert_eq!(
-            st.append(&q, b"other", 1, &turns(1..=6))
+            st.append(&q, b"other", 1, 0, &turns(1..=6))
                 .unwrap()
                 .turns_written,
             2
@@ -428,10 +463,79 @@ mod tests {
     }
 
     #[test]
+    fn an_append_after_a_gap_is_refused() {
+        let root = tmpdir("gap");
+        let p = session_path(&root, 0, b"k");
+        let mut st = Store::new();
+        st.append(&p, b"k", 1, 0, &turns(1..=3)).unwrap();
+        // The session counts turns up to 5 as archived, the file stops at 3: writing 6.. now
+        // would hide 4 and 5 for good.
+        assert!(matches!(
+            st.append(&p, b"k", 1, 5, &turns(6..=7)),
+            Err(StoreError::Missing {
+                want_last: 5,
+                have_last: 3
+            })
+        ));
+        assert_eq!(read_turns(&p, 1, 3, 0, u64::MAX).unwrap().0, turns(1..=3));
+        // A new file for a session that counts archived turns is refused the same way.
+        let q = session_path(&root, 0, b"fresh");
+        assert!(Store::new()
+            .append(&q, b"fresh", 1, 2, &turns(3..=3))
+            .is_err());
+        assert_eq!(
+            st.append(&p, b"k", 1, 3, &turns(1..=5))
+                .unwrap()
+                .turns_written,
+            2
+        );
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn restored_turns_fill_a_new_file_in_segments_and_skip_what_is_there() {
+        let root = tmpdir("restore-turns");
+        let p = session_path(&root, 0, b"k");
+        let mut st = Store::new();
+        assert_eq!(
+            st.restore_turns(&p, b"k", 4, &turns(1..=10), 3).unwrap(),
+            10
+        );
+        let bytes = fs::read(&p).unwrap();
+        assert_eq!(format::scan(&bytes).unwrap().segments.len(), 4);
+        assert_eq!(read_turns(&p, 4, 10, 0, u64::MAX).unwrap().0, turns(1..=10));
+        // The same archive again (an AOF replayed on the node that wrote it): nothing written.
+        assert_eq!(
+            Store::new()
+                .restore_turns(&p, b"k", 4, &turns(1..=10), 3)
+                .unwrap(),
+            0
+        );
+        assert_eq!(fs::read(&p).unwrap(), bytes);
+        // A partial file of the session is completed; another session's file is replaced.
+        let q = session_path(&root, 0, b"q");
+        Store::new().append(&q, b"q", 4, 0, &turns(1..=4)).unwrap();
+        assert_eq!(
+            Store::new()
+                .restore_turns(&q, b"q", 4, &turns(1..=10), 100)
+                .unwrap(),
+            6
+        );
+        assert_eq!(
+            Store::new()
+                .restore_turns(&q, b"q", 5, &turns(2..=3), 100)
+                .unwrap(),
+            2
+        );
+        assert_eq!(read_turns(&q, 5, 3, 0, u64::MAX).unwrap().0, turns(2..=3));
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
     fn missing_turns_are_an_error() {
         let root = tmpdir("missing");
         let p = session_path(&root, 0, b"k");
-        Store::new().append(&p, b"k", 1, &turns(1..=3)).unwrap();
+        Store::new().append(&p, b"k", 1, 0, &turns(1..=3)).unwrap();
         assert!(matches!(
             read_turns(&p, 1, 5, 0, u64::MAX),
             Err(StoreError::Missing { .. })
@@ -444,8 +548,8 @@ mod tests {
         let root = tmpdir("damaged");
         let p = session_path(&root, 0, b"k");
         let mut st = Store::new();
-        st.append(&p, b"k", 1, &turns(1..=3)).unwrap();
-        st.append(&p, b"k", 1, &turns(4..=6)).unwrap();
+        st.append(&p, b"k", 1, 0, &turns(1..=3)).unwrap();
+        st.append(&p, b"k", 1, 3, &turns(4..=6)).unwrap();
         let mut bytes = fs::read(&p).unwrap();
         let header_len = format::read_header(&bytes).unwrap().1;
         bytes[header_len + 45] ^= 0x40; // in the first segment's payload
@@ -476,7 +580,7 @@ mod tests {
         ] {
             let p = session_path(&root, 3, key);
             assert_eq!(p.parent().unwrap(), root.join("3"));
-            Store::new().append(&p, key, 1, &turns(1..=1)).unwrap();
+            Store::new().append(&p, key, 1, 0, &turns(1..=1)).unwrap();
             assert!(p.exists());
         }
         fs::remove_dir_all(&root).unwrap();

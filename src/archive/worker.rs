@@ -20,6 +20,8 @@ pub enum Task {
         path: PathBuf,
         key: Vec<u8>,
         session_id: i64,
+        /// The file must already hold the turns up to here (see `Store::append`).
+        durable_through: u64,
         turns: Vec<Message>,
     },
     Read {
@@ -44,6 +46,13 @@ pub enum Task {
     ReadFile {
         path: PathBuf,
     },
+    /// Writes a session's archived turns received as commands (AOF replay, slot migration).
+    RestoreTurns {
+        path: PathBuf,
+        key: Vec<u8>,
+        session_id: i64,
+        turns: Vec<Message>,
+    },
     /// Puts an archive received in an RDB on disk unless the local file is complete.
     Restore {
         path: PathBuf,
@@ -59,9 +68,15 @@ pub enum Outcome {
     Read(Result<(Vec<Message>, u64), StoreError>),
     Done(Result<bool, StoreError>),
     File(Result<Vec<u8>, StoreError>),
+    /// Turns written, and the turns themselves (the caller keeps them if the write failed).
+    RestoredTurns(Result<u64, StoreError>, Vec<Message>),
 }
 
 pub type Callback = Box<dyn FnOnce(Outcome) + Send>;
+
+/// Restored archives are written in segments of this many turns, so no segment outgrows
+/// its 32-bit lengths however long the conversation.
+const TURNS_PER_SEGMENT: usize = 1000;
 
 enum Item {
     Run(Task, Callback),
@@ -129,6 +144,7 @@ impl Workers {
             | Task::Read { path, .. }
             | Task::Delete { path }
             | Task::ReadFile { path }
+            | Task::RestoreTurns { path, .. }
             | Task::Restore { path, .. } => {
                 let i = route(path, n);
                 self.send(i, Item::Run(task, done));
@@ -159,8 +175,18 @@ fn execute(store: &mut Store, task: Task) -> Outcome {
             path,
             key,
             session_id,
+            durable_through,
             turns,
-        } => Outcome::Appended(store.append(&path, &key, session_id, &turns)),
+        } => Outcome::Appended(store.append(&path, &key, session_id, durable_through, &turns)),
+        Task::RestoreTurns {
+            path,
+            key,
+            session_id,
+            turns,
+        } => {
+            let result = store.restore_turns(&path, &key, session_id, &turns, TURNS_PER_SEGMENT);
+            Outcome::RestoredTurns(result, turns)
+        }
         Task::Read {
             path,
             session_id,
@@ -217,6 +243,7 @@ mod tests {
                 path: a.clone(),
                 key: b"a".to_vec(),
                 session_id: 1,
+                durable_through: 0,
                 turns: (1..=3).map(turn).collect(),
             },
             Box::new(move |o| t.send(matches!(o, Outcome::Appended(Ok(_)))).unwrap()),

@@ -1,18 +1,24 @@
 //! Binary encoding of a session for RDB, DUMP/RESTORE and the AOF-rewrite command.
 //!
 //! Layout (version 1): `u8 version`, `u8 kind` (0 = whole session, 1 = more messages for a
-//! session being rebuilt), for kind 0 the session fields, then `varint n` messages. Integers
-//! are LEB128 varints, timestamps i64 LE, embeddings f32 LE. One encoding for every
-//! persistence path keeps them from drifting apart; the version byte lets later releases
-//! read what older ones wrote.
+//! session being rebuilt, 2 = archived turns of a session being rebuilt), for kind 0 the
+//! session fields, then `varint n` messages. Integers are LEB128 varints, timestamps i64 LE,
+//! embeddings f32 LE. One encoding for every persistence path keeps them from drifting apart;
+//! the version byte lets later releases read what older ones wrote, and each payload carries
+//! the lowest version that can express it, so an older module still reads what it can.
 
 use super::message::Message;
 use super::session::{ArchivedRange, Session, MAX_WINDOW};
 
 /// 1: first release. 2: adds `archive_upto`, `auto_expire_ms` and `sid` after the archived range.
-pub const CODEC_VERSION: u8 = 2;
+/// 3: adds kind 2, the archived turns (an AOF rewrite or slot-migration snapshot carries them,
+/// as the RDB carries the archive file).
+pub const CODEC_VERSION: u8 = 3;
+/// What sessions and their in-memory turns are written with (kinds 0 and 1 need nothing newer).
+const SESSION_CODEC_VERSION: u8 = 2;
 const KIND_SESSION: u8 = 0;
 const KIND_MORE: u8 = 1;
+const KIND_ARCHIVED: u8 = 2;
 const HAS_META: u8 = 1;
 const HAS_EMB: u8 = 2;
 
@@ -171,7 +177,7 @@ fn put_header(out: &mut Vec<u8>, s: &Session) {
 pub fn encode_session(s: &Session, messages: &[&Message]) -> Vec<u8> {
     let mut out =
         Vec::with_capacity(64 + messages.iter().map(|m| m.content.len() + 32).sum::<usize>());
-    out.push(CODEC_VERSION);
+    out.push(SESSION_CODEC_VERSION);
     out.push(KIND_SESSION);
     put_header(&mut out, s);
     put_messages(&mut out, messages);
@@ -181,8 +187,19 @@ pub fn encode_session(s: &Session, messages: &[&Message]) -> Vec<u8> {
 /// More messages for a session already started by `encode_session`.
 pub fn encode_more(messages: &[&Message]) -> Vec<u8> {
     let mut out = Vec::new();
-    out.push(CODEC_VERSION);
+    out.push(SESSION_CODEC_VERSION);
     out.push(KIND_MORE);
+    put_messages(&mut out, messages);
+    out
+}
+
+/// Turns the session keeps in its archive, for a node that has no copy of the file: the
+/// receiver writes them to its own archive (ascending, within the header's archived range).
+pub fn encode_archived(messages: &[&Message]) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(8 + messages.iter().map(|m| m.content.len() + 32).sum::<usize>());
+    out.push(CODEC_VERSION);
+    out.push(KIND_ARCHIVED);
     put_messages(&mut out, messages);
     out
 }
@@ -197,6 +214,7 @@ fn put_messages(out: &mut Vec<u8>, messages: &[&Message]) {
 pub enum Decoded {
     Session(Session),
     More(Vec<Message>),
+    Archived(Vec<Message>),
 }
 
 /// Versions this far past ours read as "written by a newer module"; any other unknown first
@@ -223,6 +241,9 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
         )));
     }
     let kind = r.u8()?;
+    if kind == KIND_ARCHIVED && version < 3 {
+        return corrupt("archived turns in a version 1 or 2 payload");
+    }
     let mut session = match kind {
         KIND_SESSION => {
             let window = r.varint()?;
@@ -254,7 +275,7 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
             s.next_seq = next_seq;
             Some(s)
         }
-        KIND_MORE => None,
+        KIND_MORE | KIND_ARCHIVED => None,
         k => return Err(CodecError(format!("unknown payload kind {k}"))),
     };
     // The header's next_seq, before pushing turns can raise it: it must already be past them.
@@ -297,6 +318,7 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
                 .map_err(|e| CodecError(e.to_string()))?;
             Decoded::Session(s)
         }
+        None if kind == KIND_ARCHIVED => Decoded::Archived(more),
         None => Decoded::More(more),
     })
 }
@@ -334,7 +356,7 @@ mod tests {
         let buf = encode_session(&s, &all);
         match decode(&buf).unwrap() {
             Decoded::Session(d) => assert_eq!(d, s),
-            Decoded::More(_) => panic!("wrong kind"),
+            Decoded::More(_) | Decoded::Archived(_) => panic!("wrong kind"),
         }
     }
 
@@ -394,6 +416,31 @@ mod tests {
     }
 
     #[test]
+    fn archived_turns_round_trip_with_their_own_version() {
+        let s = sample();
+        let all: Vec<&Message> = s.hot().iter().collect();
+        let buf = encode_archived(&all);
+        assert_eq!(buf[0], 3, "archived turns need version 3");
+        assert_eq!(
+            encode_session(&s, &all)[0],
+            2,
+            "sessions stay readable by version 2"
+        );
+        assert_eq!(encode_more(&all)[0], 2);
+        let Decoded::Archived(got) = decode(&buf).unwrap() else {
+            panic!("wrong kind")
+        };
+        assert_eq!(got, s.hot().iter().cloned().collect::<Vec<_>>());
+        for cut in 0..buf.len() {
+            assert!(decode(&buf[..cut]).is_err(), "cut at {cut}");
+        }
+        // Kind 2 did not exist before version 3: such a payload is damaged, not archived turns.
+        let mut old = buf.clone();
+        old[0] = 2;
+        assert!(decode(&old).is_err());
+    }
+
+    #[test]
     fn newer_version_is_refused() {
         let mut buf = encode_more(&[]);
         buf[0] = CODEC_VERSION + 1;
@@ -412,10 +459,10 @@ mod tests {
     fn garbage_is_not_called_a_newer_version() {
         assert_eq!(
             err_of(b"garbage"),
-            "corrupt session payload: not a session payload (first byte 103 is no encoding version; this module reads 1 to 2)"
+            "corrupt session payload: not a session payload (first byte 103 is no encoding version; this module reads 1 to 3)"
         );
         assert!(err_of(&[0, 1, 0]).contains("first byte 0 is no encoding version"));
-        assert!(err_of(&[CODEC_VERSION + 3, 1, 0]).contains("encoding version 5 is newer"));
+        assert!(err_of(&[CODEC_VERSION + 3, 1, 0]).contains("encoding version 6 is newer"));
         assert_eq!(
             err_of(&[CODEC_VERSION, 7, 0]),
             "corrupt session payload: unknown payload kind 7"
@@ -620,7 +667,7 @@ mod tests {
                         };
                         prop_assert_eq!(e, d);
                     }
-                    Ok(Decoded::More(turns)) => {
+                    Ok(Decoded::More(turns) | Decoded::Archived(turns)) => {
                         for w in turns.windows(2) {
                             prop_assert!(w[0].seq < w[1].seq);
                         }

@@ -28,6 +28,9 @@ static COMPLETIONS: Mutex<Vec<Completion>> = Mutex::new(Vec::new());
 static UNLINKED: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 /// The source of a RENAME/MOVE in progress: (db, key).
 static MOVING: Mutex<Option<(i32, Vec<u8>)>> = Mutex::new(None);
+/// Archived turns received by CONV._LOAD that this node failed to write: they go back into
+/// their session's memory (the timer applies them), and are written again from there.
+static UNWRITTEN_RESTORES: Mutex<Vec<UnwrittenRestore>> = Mutex::new(Vec::new());
 /// Sessions whose overflow reached a batch at CONV.ADD time: (db, key). The timer serves
 /// them first, so overflow archiving does not wait for a keyspace pass.
 static DIRTY: Mutex<Vec<(i32, Vec<u8>)>> = Mutex::new(Vec::new());
@@ -47,6 +50,13 @@ struct Completion {
     upto: u64,
     idle: bool,
     result: Result<AppendOutcome, StoreError>,
+}
+
+struct UnwrittenRestore {
+    db: i32,
+    key: Vec<u8>,
+    session_id: i64,
+    turns: Vec<Message>,
 }
 
 fn workers() -> &'static Workers {
@@ -97,6 +107,7 @@ pub fn submit_append(
         path: path_for(db, &key),
         key: key.clone(),
         session_id,
+        durable_through: s.archived.last_seq,
         turns,
     };
     workers().submit(
@@ -368,7 +379,7 @@ pub fn rehydrated_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         .map_err(|e| RedisError::String(format!("ERR {e}")))?
     else {
         return Err(RedisError::Str(
-            "ERR payload must hold turns only, not a whole session",
+            "ERR payload must hold turns brought back into memory, not a session or archived turns",
         ));
     };
     let key = ctx.open_key_writable(&argv[1]);
@@ -412,6 +423,95 @@ pub fn restore_archive(db: i32, key: &[u8], s: &Session, bytes: Vec<u8>) {
             }
         }),
     );
+}
+
+/// The session's archived turns, read from its file, for an AOF rewrite or a slot-migration
+/// snapshot; both run in a forked child, where reading blocks no client. An error means the
+/// snapshot must fail: a session without its archived turns would lose them on the receiver.
+pub fn read_archived_turns(db: i32, key: &[u8], s: &Session) -> Result<Vec<Message>, String> {
+    let range = s.archived;
+    let path = path_for(db, key);
+    let (turns, _) = crate::archive::store::read_turns(
+        &path,
+        s.sid as i64,
+        range.last_seq,
+        range.first_seq,
+        range.last_seq,
+    )
+    .map_err(|e| e.to_string())?;
+    if turns.len() as u64 != range.count {
+        return Err(format!(
+            "archive file {} holds {} of the session's {} archived turns",
+            path.display(),
+            turns.len(),
+            range.count
+        ));
+    }
+    Ok(turns)
+}
+
+/// Writes archived turns that came as CONV._LOAD commands to this node's archive, in the
+/// background. If that fails they come back into the session's memory, never lost.
+pub fn restore_archived_turns(db: i32, key: &[u8], s: &Session, turns: Vec<Message>) {
+    let (key, session_id) = (key.to_vec(), s.sid as i64);
+    workers().submit(
+        Task::RestoreTurns {
+            path: path_for(db, &key),
+            key: key.clone(),
+            session_id,
+            turns,
+        },
+        Box::new(move |outcome| {
+            let Outcome::RestoredTurns(result, turns) = outcome else {
+                unreachable!("restore-turns tasks answer RestoredTurns")
+            };
+            match result {
+                Ok(n) => {
+                    if n > 0 {
+                        metrics::ARCHIVE_WRITES.incr();
+                    }
+                }
+                Err(e) => {
+                    metrics::IO_ERRORS.incr();
+                    redis_module::logging::log_warning(format!(
+                        "convcache: writing the archived turns of '{}' failed, they stay in memory and will be retried: {e}",
+                        String::from_utf8_lossy(&key)
+                    ));
+                    lock(&UNWRITTEN_RESTORES).push(UnwrittenRestore {
+                        db,
+                        key,
+                        session_id,
+                        turns,
+                    });
+                }
+            }
+        }),
+    );
+}
+
+/// Puts archived turns this node failed to write back into their session's memory, marked
+/// as decided archived, so the timer writes them again (and keeps them until it succeeds).
+fn apply_unwritten_restore(ctx: &Context, u: UnwrittenRestore) {
+    keys::select_db(ctx, u.db);
+    let name = RedisString::create_from_slice(ctx.ctx, &u.key);
+    let Some(s) = keys::internal_value::<Session>(ctx, &name, &SESSION_TYPE) else {
+        return; // deleted meanwhile: its turns went with it
+    };
+    let last = u.turns.last().map_or(0, |m| m.seq);
+    if s.sid as i64 != u.session_id {
+        return;
+    }
+    let upto = s.archive_upto;
+    let n = metrics::tracked(s, |s| s.rehydrate(u.turns));
+    if n == 0 {
+        ctx.log_warning(&format!(
+            "convcache: the archived turns of '{}' changed before they could be kept in memory",
+            String::from_utf8_lossy(&u.key)
+        ));
+        return;
+    }
+    s.archive_upto = upto.max(last);
+    s.retry_at_ms = crate::conv::commands::now_ms() + RETRY_AFTER_MS;
 }
 
 /// Deletes a session's archive (CONV.CLEAR, DEL, expiry), in the background.
@@ -553,6 +653,9 @@ fn tick(ctx: &Context, mut state: TimerState) {
         let newer = std::mem::take(&mut *queue);
         queue.extend(rest);
         queue.extend(newer);
+    }
+    for u in std::mem::take(&mut *lock(&UNWRITTEN_RESTORES)) {
+        apply_unwritten_restore(ctx, u);
     }
     lock(&UNLINKED).clear();
     let mut visit = Visit {

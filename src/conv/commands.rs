@@ -1,10 +1,8 @@
 //! CONV.* command handlers: parse, call the session core, reply, replicate what was decided.
 
 use redis_module::{raw, Context, NotifyEvent, RedisError, RedisResult, RedisString, RedisValue};
-use std::collections::BTreeMap;
 
 use redis_module::key::RedisKeyWritable;
-use redis_module::redisvalue::RedisValueKey;
 
 use super::codec::{self, Decoded};
 use super::message::{self, InvalidMessage, Message};
@@ -117,6 +115,7 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             drop_auto_expire = std::mem::take(&mut s.auto_expire_ms);
             if s.overflow_len() >= config::get(&config::ARCHIVE_BATCH).max(1) as usize
                 && !ctx.get_flags().contains(redis_module::ContextFlags::SLAVE)
+                && !crate::cluster::from_slot_import(ctx)
             {
                 cold::overflow_ready(keys::selected_db(ctx), argv[1].as_slice(), s);
             }
@@ -319,16 +318,18 @@ pub fn ctx_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         return Ok(reply_messages(format, s.last_n(n)));
     }
     // Part of the answer is on disk: read it in the background, reply with it and the
-    // in-memory turns as they are now.
-    let need = ((n - s.hot_len()) as u64).min(s.archived.count);
+    // in-memory turns as they are now. The read covers the window too (never more), so the
+    // primary brings the whole window back into memory whatever COUNT asked for.
+    let bring_back = (s.window as usize).saturating_sub(s.hot_len());
+    let need = ((n - s.hot_len()).max(bring_back) as u64).min(s.archived.count);
     let from = s.archived.last_seq + 1 - need;
     let hot: Vec<Message> = s.hot().iter().cloned().collect();
     let render = Box::new(move |mut turns: Vec<Message>| {
         turns.extend(hot);
-        let keep = fit(&mut turns.iter().rev(), turns.len());
+        let asked = turns.len().min(n);
+        let keep = fit(&mut turns.iter().rev(), asked);
         Ok(reply_messages(format, turns[turns.len() - keep..].iter()))
     });
-    let bring_back = (s.window as usize).saturating_sub(s.hot_len());
     let last = s.archived.last_seq;
     cold::read_archive(
         ctx,
@@ -471,31 +472,21 @@ pub fn info(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     let Some(s) = keys::read::<Session>(&key, &SESSION_TYPE)? else {
         return Ok(RedisValue::Null);
     };
-    let int = |v: i64| RedisValue::Integer(v);
-    let fields: Vec<(&str, RedisValue)> = vec![
-        ("window", int(i64::from(s.window))),
-        ("hot", int(s.hot_len() as i64)),
-        ("archived", int(s.archived.count as i64)),
-        ("len", int(s.total_len() as i64)),
-        ("first_seq", int(s.first_seq().unwrap_or(0) as i64)),
-        ("last_seq", int(s.last_seq().unwrap_or(0) as i64)),
-        ("next_seq", int(s.next_seq as i64)),
-        ("created_ms", int(s.created_ms)),
-        ("last_access_ms", int(s.last_access_ms.get())),
-        ("memory_bytes", int(s.mem_bytes() as i64)),
-    ];
-    Ok(ordered_map(fields))
-}
-
-/// A map reply whose fields keep the given order (BTreeMap would sort them).
-pub fn ordered_map(fields: Vec<(&str, RedisValue)>) -> RedisValue {
-    // OrderedMap sorts by key; prefix-free ordering is not needed by clients, but a stable
-    // documented order is, so keys are emitted sorted.
-    let map: BTreeMap<RedisValueKey, RedisValue> = fields
-        .into_iter()
-        .map(|(k, v)| (RedisValueKey::String(k.to_string()), v))
-        .collect();
-    RedisValue::OrderedMap(map)
+    crate::reply::ordered_fields(
+        ctx,
+        &[
+            ("window", i64::from(s.window)),
+            ("hot", s.hot_len() as i64),
+            ("archived", s.archived.count as i64),
+            ("len", s.total_len() as i64),
+            ("first_seq", s.first_seq().unwrap_or(0) as i64),
+            ("last_seq", s.last_seq().unwrap_or(0) as i64),
+            ("next_seq", s.next_seq as i64),
+            ("created_ms", s.created_ms),
+            ("last_access_ms", s.last_access_ms.get()),
+            ("memory_bytes", s.mem_bytes() as i64),
+        ],
+    )
 }
 
 /// CONV.CLEAR key: drops every message, keeps the sequence counter. Replies the count dropped.
@@ -530,8 +521,12 @@ pub fn del(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     Ok(RedisValue::Integer(1))
 }
 
-/// CONV._LOAD key payload: rebuilds a session from the AOF-rewrite encoding. A payload with
-/// a session header replaces the key; one without appends to the session being rebuilt.
+/// CONV._LOAD key payload: rebuilds a session from the AOF-rewrite encoding (internal: an AOF
+/// rewrite and a Valkey slot-migration snapshot emit it). A payload with a session header
+/// replaces the key; one with more turns appends them to the session being rebuilt; one with
+/// archived turns (the session's cold part, for a node without its file) collects them until
+/// the header's whole archived range is here, then writes them to this node's archive in the
+/// background.
 pub fn load(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     if argv.len() != 3 {
         return Err(RedisError::WrongArity);
@@ -555,6 +550,16 @@ pub fn load(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
                 .map_err(|e| RedisError::String(format!("ERR {e}")))?;
             metrics::tracked(s, |s| s.push_more(msgs))
                 .map_err(|e| RedisError::String(format!("ERR {e}")))?;
+        }
+        Decoded::Archived(turns) => {
+            let Some(s) = keys::write::<Session>(&key, &SESSION_TYPE)? else {
+                return err("no session to continue loading into");
+            };
+            let complete = metrics::tracked(s, |s| s.receive_archived(turns))
+                .map_err(|e| RedisError::String(format!("ERR {e}")))?;
+            if let Some(all) = complete {
+                cold::restore_archived_turns(keys::selected_db(ctx), argv[1].as_slice(), s, all);
+            }
         }
     }
     ctx.replicate_verbatim();

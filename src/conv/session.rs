@@ -28,6 +28,15 @@ pub enum SessionError {
     NotArchived { first: u64, last: u64, upto: u64 },
     /// A session header whose fields contradict each other or their ranges.
     Inconsistent(String),
+    /// Archived turns (AOF replay, slot migration) that do not continue the session's
+    /// archived range in order.
+    ArchivedOutOfOrder {
+        given: u64,
+        after: u64,
+        range: ArchivedRange,
+    },
+    /// More archived turns than the session's archived range counts.
+    ArchivedTooMany { count: u64 },
 }
 
 impl std::fmt::Display for SessionError {
@@ -49,6 +58,14 @@ impl std::fmt::Display for SessionError {
                 "turns {first}..{last} are not archived turns of the session (archived up to {upto})"
             ),
             SessionError::Inconsistent(why) => write!(f, "inconsistent session: {why}"),
+            SessionError::ArchivedOutOfOrder { given, after, range } => write!(
+                f,
+                "archived turn {given} does not follow {after} within the session's archived range {}..{}",
+                range.first_seq, range.last_seq
+            ),
+            SessionError::ArchivedTooMany { count } => {
+                write!(f, "more archived turns than the session's {count}")
+            }
         }
     }
 }
@@ -79,6 +96,11 @@ pub struct Session {
     pub retry_at_ms: i64,
     /// Waiting in the timer's overflow queue. Not persisted.
     pub queued: bool,
+    /// Archived turns received so far for a session being rebuilt by `CONV._LOAD` (AOF
+    /// replay, slot migration), until all of them are here and go to disk together.
+    /// Not persisted.
+    incoming_archive: Vec<Message>,
+    incoming_bytes: usize,
     messages: VecDeque<Message>,
     /// Sum of `Message::heap_bytes` of `messages`, kept so MEMORY USAGE is O(1).
     heap_bytes: usize,
@@ -119,6 +141,8 @@ impl Session {
             pending: None,
             retry_at_ms: 0,
             queued: false,
+            incoming_archive: Vec::new(),
+            incoming_bytes: 0,
             messages: VecDeque::new(),
             heap_bytes: 0,
         }
@@ -397,6 +421,45 @@ impl Session {
         gone
     }
 
+    /// Takes archived turns of a session being rebuilt (its header already gave the archived
+    /// range). They must continue the range in ascending order; once every archived turn is
+    /// here, returns them all, for the caller to write to this node's archive.
+    pub fn receive_archived(
+        &mut self,
+        turns: Vec<Message>,
+    ) -> Result<Option<Vec<Message>>, SessionError> {
+        let range = self.archived;
+        let mut after = self
+            .incoming_archive
+            .last()
+            .map_or(range.first_seq.saturating_sub(1), |m| m.seq);
+        let mut starts = self.incoming_archive.is_empty();
+        for m in &turns {
+            let misplaced_first = starts && m.seq != range.first_seq;
+            starts = false;
+            if m.seq <= after || m.seq > range.last_seq || misplaced_first {
+                return Err(SessionError::ArchivedOutOfOrder {
+                    given: m.seq,
+                    after,
+                    range,
+                });
+            }
+            after = m.seq;
+        }
+        if self.incoming_archive.len() as u64 + turns.len() as u64 > range.count {
+            return Err(SessionError::ArchivedTooMany { count: range.count });
+        }
+        self.incoming_bytes += turns.iter().map(Message::heap_bytes).sum::<usize>();
+        self.incoming_archive.extend(turns);
+        let complete = self.incoming_archive.len() as u64 == range.count
+            && self.incoming_archive.last().map(|m| m.seq) == Some(range.last_seq);
+        if !complete {
+            return Ok(None);
+        }
+        self.incoming_bytes = 0;
+        Ok(Some(std::mem::take(&mut self.incoming_archive)))
+    }
+
     /// Brings the newest archived turns (read back from disk, ascending) into memory again.
     /// They stay in the file; appends skip them when they are archived again. Returns how
     /// many came back. Turns still in memory (a replica that has not finished writing them)
@@ -434,6 +497,8 @@ impl Session {
         std::mem::size_of::<Session>()
             + self.messages.capacity() * std::mem::size_of::<Message>()
             + self.heap_bytes
+            + self.incoming_archive.capacity() * std::mem::size_of::<Message>()
+            + self.incoming_bytes
     }
 
     pub fn touch(&self, now_ms: i64) {
@@ -628,6 +693,66 @@ mod tests {
         }
         r.archive_upto = 4;
         assert!(r.check_rehydrated(&[at(3), at(4)]).is_ok());
+    }
+
+    fn archived_session(seqs: &[u64]) -> (Session, Vec<Message>) {
+        let mut s = Session::new(3, 0);
+        for &q in seqs {
+            s.add(msg(&q.to_string()), Some(q)).unwrap();
+        }
+        let gone = s.drop_oldest(seqs.len());
+        let mut header = Session::new(3, 0);
+        header.archived = s.archived;
+        header.next_seq = s.next_seq;
+        (header, gone)
+    }
+
+    #[test]
+    fn archived_turns_arrive_in_parts_and_come_out_whole() {
+        let (mut s, turns) = archived_session(&[2, 3, 5, 8, 9]);
+        assert_eq!(s.receive_archived(turns[..2].to_vec()), Ok(None));
+        assert!(s.mem_bytes() > std::mem::size_of::<Session>());
+        assert_eq!(s.receive_archived(vec![]), Ok(None));
+        assert_eq!(s.receive_archived(turns[2..].to_vec()), Ok(Some(turns)));
+        assert_eq!(s.mem_bytes(), std::mem::size_of::<Session>());
+        // A complete archive can not be received twice.
+        assert!(s.receive_archived(vec![msg("x")]).is_err());
+    }
+
+    #[test]
+    fn archived_turns_out_of_range_or_order_are_refused_and_change_nothing() {
+        let (s0, turns) = archived_session(&[2, 3, 5, 8, 9]);
+        let at = |q: u64| {
+            let mut m = msg("x");
+            m.seq = q;
+            m
+        };
+        for bad in [
+            vec![turns[1].clone()], // does not start at the first archived seq
+            vec![turns[0].clone(), turns[0].clone()], // repeated
+            vec![turns[0].clone(), at(10)], // past the archived range
+            vec![turns[0].clone(), turns[2].clone(), turns[1].clone()], // not ascending
+        ] {
+            let mut s = s0.clone();
+            assert!(s.receive_archived(bad).is_err());
+            assert_eq!(s, s0);
+        }
+        // Later parts must continue where the earlier ones ended.
+        let mut s = s0.clone();
+        s.receive_archived(turns[..3].to_vec()).unwrap();
+        let before = s.clone();
+        assert!(s.receive_archived(turns[1..].to_vec()).is_err());
+        assert_eq!(s, before);
+        // More turns than the range counts, even in order (a gap the header did not count).
+        let (mut s, _) = archived_session(&[1, 2]);
+        s.archived.last_seq = 3;
+        assert_eq!(
+            s.receive_archived(vec![at(1), at(2), at(3)]),
+            Err(SessionError::ArchivedTooMany { count: 2 })
+        );
+        // No archived range at all.
+        let mut s = Session::new(3, 0);
+        assert!(s.receive_archived(vec![at(1)]).is_err());
     }
 
     #[test]

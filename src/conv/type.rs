@@ -127,7 +127,9 @@ unsafe fn load_session(
     };
     let s = match codec::decode(buf.as_ref()).map_err(|e| e.to_string())? {
         Decoded::Session(s) => s,
-        Decoded::More(_) => return Err("session payload has no header".into()),
+        Decoded::More(_) | Decoded::Archived(_) => {
+            return Err("session payload has no header".into())
+        }
     };
     if !archive.is_empty() && s.archived.count == 0 {
         return Err("an archive file came with a session that has no archived turns".into());
@@ -175,28 +177,45 @@ pub(crate) unsafe fn io_key(rdb: *mut raw::RedisModuleIO) -> Option<(i32, Vec<u8
     Some((db, keys::string_bytes(name).to_vec()))
 }
 
+/// The session as CONV._LOAD commands: the header with the first in-memory turns, the rest
+/// of them, then the archived turns read from its file. Whoever replays them needs nothing
+/// else: a Valkey slot migration ships exactly this to a node without the file, and an AOF
+/// without an RDB preamble stays complete however the archive directory fares. If the file
+/// cannot be read, the rewrite (or migration) fails rather than lose the turns.
 unsafe extern "C" fn aof_rewrite(
     aof: *mut raw::RedisModuleIO,
     key: *mut raw::RedisModuleString,
     value: *mut c_void,
 ) {
     let s = session(value);
+    let emit =
+        |payload: &[u8]| crate::aof::emit_load(aof, super::commands::LOAD_COMMAND, key, payload);
     let all: Vec<&Message> = s.hot().iter().collect();
     let mut chunks = all.chunks(AOF_MESSAGES_PER_COMMAND);
     let first = chunks.next().unwrap_or(&[]);
-    crate::aof::emit_load(
-        aof,
-        super::commands::LOAD_COMMAND,
-        key,
-        &codec::encode_session(s, first),
-    );
+    emit(&codec::encode_session(s, first));
     for chunk in chunks {
-        crate::aof::emit_load(
+        emit(&codec::encode_more(chunk));
+    }
+    if s.archived.count == 0 {
+        return;
+    }
+    let name = keys::string_bytes(key);
+    let db = raw::RedisModule_GetDbIdFromIO.map_or(0, |f| f(aof));
+    match cold::read_archived_turns(db, name, s) {
+        Ok(turns) => {
+            let refs: Vec<&Message> = turns.iter().collect();
+            for chunk in refs.chunks(AOF_MESSAGES_PER_COMMAND) {
+                emit(&codec::encode_archived(chunk));
+            }
+        }
+        Err(e) => crate::aof::fail_rewrite(
             aof,
-            super::commands::LOAD_COMMAND,
-            key,
-            &codec::encode_more(chunk),
-        );
+            &format!(
+                "convcache: cannot rewrite session '{}': its archived turns are unreadable ({e}); the AOF rewrite or slot migration fails so that nothing is lost",
+                String::from_utf8_lossy(name)
+            ),
+        ),
     }
 }
 

@@ -9,7 +9,7 @@ use super::codec::{self, Decoded};
 use super::r#type::{store_new, SEMCACHE_TYPE};
 use super::{scan, tracked, SemCache};
 use crate::args::{self, err, Args};
-use crate::conv::commands::{now_ms, ordered_map};
+use crate::conv::commands::now_ms;
 use crate::{config, keys, vector};
 
 /// The command AOF rewrite emits to rebuild a bucket (also accepted from clients).
@@ -197,10 +197,22 @@ pub fn get(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         with_meta: false,
         with_ids: false,
     };
+    // MINSIM and MAXDIST are two spellings of one threshold: one of them, once.
+    let mut threshold: Option<&str> = None;
+    let mut set_threshold = |name: &'static str| match threshold.replace(name) {
+        Some(first) if first != name => err(format!("{first} and {name} cannot be given together")),
+        _ => Ok(()),
+    };
     while !a.done() {
         match a.next_keyword()?.as_str() {
-            "MINSIM" => lookup.min_sim = f64_in(&mut a, "MINSIM", -1.0, 1.0)? as f32,
-            "MAXDIST" => lookup.min_sim = (1.0 - f64_in(&mut a, "MAXDIST", 0.0, 2.0)?) as f32,
+            "MINSIM" => {
+                set_threshold("MINSIM")?;
+                lookup.min_sim = f64_in(&mut a, "MINSIM", -1.0, 1.0)? as f32;
+            }
+            "MAXDIST" => {
+                set_threshold("MAXDIST")?;
+                lookup.min_sim = (1.0 - f64_in(&mut a, "MAXDIST", 0.0, 2.0)?) as f32;
+            }
             "COUNT" => {
                 lookup.count = a.int_in("COUNT", 1, MAX_ITEMS_LIMIT)? as usize;
                 lookup.array = true;
@@ -330,18 +342,20 @@ pub fn info(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         return Ok(RedisValue::Null);
     };
     let b = &c.bucket;
-    let int = |v: u64| RedisValue::Integer(v as i64);
-    Ok(ordered_map(vec![
-        ("dimension", int(b.dim() as u64)),
-        ("entries", int(live_len(b, now_ms()) as u64)),
-        ("stored", int(b.len() as u64)),
-        ("max", int(b.max_items() as u64)),
-        ("hits", int(c.hits.get())),
-        ("misses", int(c.misses.get())),
-        ("bytes", int(c.mem_bytes() as u64)),
-        ("vector_bytes", int(b.vector_bytes() as u64)),
-        ("next_id", int(b.next_id())),
-    ]))
+    crate::reply::ordered_fields(
+        ctx,
+        &[
+            ("dimension", b.dim() as i64),
+            ("entries", live_len(b, now_ms()) as i64),
+            ("stored", b.len() as i64),
+            ("max", b.max_items() as i64),
+            ("hits", c.hits.get() as i64),
+            ("misses", c.misses.get() as i64),
+            ("bytes", c.mem_bytes() as i64),
+            ("vector_bytes", b.vector_bytes() as i64),
+            ("next_id", b.next_id() as i64),
+        ],
+    )
 }
 
 /// SEMCACHE._LOAD key payload: rebuilds a bucket from the AOF-rewrite encoding. A header

@@ -1,0 +1,511 @@
+"""Typed API over any redis-py client: one method per module command, keyword arguments for
+its options, replies parsed into dataclasses. ``Conversations``/``SemanticCache``/
+``EmbeddingCache`` take ``redis.Redis`` or ``redis.RedisCluster``; the ``Async...`` classes
+take their ``redis.asyncio`` counterparts and have the same methods as coroutines.
+
+Every method is one round trip unless its docstring says otherwise. Error replies raise
+``ConvcacheError`` (``WrongTypeError`` for WRONGTYPE, ``ModuleNotLoadedError`` when the server
+lacks the module), subclasses of redis-py's ``ResponseError``; bad Python arguments raise
+``TypeError``/``ValueError`` before anything is sent.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+
+import redis
+
+from ._common import (
+    Vector,
+    check_vector_type,
+    chunks,
+    decodes_responses,
+    default_vector_type,
+    int_arg,
+    is_async_client,
+    is_cluster_client,
+    meta_arg,
+    millis_arg,
+    pairs,
+    seconds_arg,
+    text as _text,
+    to_str,
+    translate_error,
+    vector_bytes,
+    vector_out,
+)
+
+Content = Union[str, bytes]
+
+
+# ------------------------------------------------------------------------------------------
+# Reply types
+
+@dataclass(frozen=True)
+class Message:
+    """One turn of a session. ``ts`` is unix milliseconds, ``seq`` the session's sequence
+    number (1, 2, 3... never reused), ``meta`` the JSON object given with ``META`` ({} if
+    none). ``score`` is set only on ``search(...).relevant`` turns."""
+    role: str
+    content: Content
+    seq: int = 0
+    ts: int = 0
+    meta: Dict[str, Any] = field(default_factory=dict)
+    score: Optional[float] = None
+
+    def to_chat(self) -> Dict[str, Any]:
+        """``{"role", "content"}``: the shape chat-completion APIs take."""
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """CONV.INFO. ``len`` counts every message; ``hot`` those in memory, ``archived`` those
+    on disk. Times are unix ms. Fields a newer server adds land in ``extra``."""
+    window: int
+    hot: int
+    archived: int
+    len: int
+    first_seq: int
+    last_seq: int
+    next_seq: int
+    created_ms: int
+    last_access_ms: int
+    memory_bytes: int
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """CONV.SEARCH: the last ``recent`` turns (oldest first) and the most relevant older
+    turns (best first, each with its ``score``)."""
+    recent: List[Message]
+    relevant: List[Message]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One SEMCACHE entry that answered a lookup: ``score`` is the cosine similarity."""
+    id: int
+    response: Content
+    score: float
+    meta: Optional[Dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class BucketInfo:
+    """SEMCACHE.INFO. ``entries`` counts unexpired entries, ``stored`` those not yet
+    reclaimed; ``max`` is the bucket's MAXITEMS."""
+    dimension: int
+    entries: int
+    stored: int
+    max: int
+    hits: int
+    misses: int
+    bytes: int
+    vector_bytes: int
+    next_id: int
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+def _dataclass_from(cls, reply):
+    d = pairs(reply)
+    if d is None:
+        return None
+    names = [f for f in cls.__dataclass_fields__ if f != "extra"]
+    missing = [n for n in names if n not in d]
+    if missing:
+        raise redis.exceptions.ResponseError(f"unexpected {cls.__name__} reply: no {missing}")
+    return cls(**{n: d.pop(n) for n in names}, extra=d)
+
+
+# ------------------------------------------------------------------------------------------
+# Running commands: the sync and async classes share every method and differ only here.
+
+class _Runner:
+    _is_async = False
+
+    def __init__(self, client: Any):
+        if client is None:
+            raise TypeError("a redis-py client is required")
+        if is_async_client(client) != self._is_async:
+            want = "an async (redis.asyncio)" if self._is_async else "a sync"
+            other = "Async" + type(self).__name__ if not self._is_async else type(self).__name__[5:]
+            raise TypeError(f"{type(self).__name__} needs {want} client; use {other} for this one")
+        self.client = client
+
+    def _run(self, parse: Callable[[Any], Any], *args: Any) -> Any:
+        try:
+            reply = self.client.execute_command(*args)
+        except redis.exceptions.ResponseError as e:
+            raise translate_error(e) from None
+        return parse(reply)
+
+    def _run_many(self, calls: Sequence[Sequence[Any]], combine: Callable[[List[Any]], Any]):
+        replies = []
+        for args in calls:
+            try:
+                replies.append(self.client.execute_command(*args))
+            except redis.exceptions.ResponseError as e:
+                raise translate_error(e) from None
+        return combine(replies)
+
+
+class _AsyncRunner(_Runner):
+    _is_async = True
+
+    async def _run(self, parse, *args):
+        try:
+            reply = await self.client.execute_command(*args)
+        except redis.exceptions.ResponseError as e:
+            raise translate_error(e) from None
+        return parse(reply)
+
+    async def _run_many(self, calls, combine):
+        try:
+            replies = await asyncio.gather(*(self.client.execute_command(*a) for a in calls))
+        except redis.exceptions.ResponseError as e:
+            raise translate_error(e) from None
+        return combine(list(replies))
+
+
+def _int(reply: Any) -> int:
+    return int(reply)
+
+
+def _bool(reply: Any) -> bool:
+    return bool(int(reply))
+
+
+# ------------------------------------------------------------------------------------------
+# CONV.*
+
+class _ConversationCommands:
+    decode: bool
+
+    def _message_resp(self, item: Sequence[Any]) -> Message:
+        seq, ts, role, content, meta = item[:5]
+        return Message(role=to_str(role), content=_text(content, self.decode), seq=int(seq),
+                       ts=int(ts), meta=json.loads(meta) if meta is not None else {})
+
+    def _messages(self, reply: Any) -> List[Message]:
+        return [self._message_resp(item) for item in reply]
+
+    def _message_json(self, m: Mapping[str, Any]) -> Message:
+        content = m["content"]
+        return Message(role=m["role"], content=content if self.decode else content.encode(),
+                       seq=m["seq"], ts=m["ts"], meta=m.get("meta") or {}, score=m.get("score"))
+
+    def add(self, key: Any, role: str, content: Content, *, meta: Any = None,
+            embedding: Optional[Vector] = None, ts: Any = None, window: Optional[int] = None,
+            seq: Optional[int] = None) -> int:
+        """CONV.ADD: appends a turn; returns its sequence number (1, 2, 3...).
+
+        ``meta`` is a dict (or JSON object text), ``embedding`` a vector used by
+        ``search(embedding=...)``, ``ts`` unix ms (int) or a datetime (default: the server's
+        clock), ``window`` the session's window from now on, ``seq`` an explicit sequence
+        number for idempotent writes (refused unless past the last one).
+
+        Cost: O(size of the turn) on the server; turns overflowing the window are archived
+        later by the server's I/O threads, never in this call."""
+        args: List[Any] = ["CONV.ADD", key, role, content]
+        m = meta_arg(meta)
+        if m is not None:
+            args += ["META", m]
+        if embedding is not None:
+            args += ["EMB", vector_bytes(embedding, "embedding")]
+        if ts is not None:
+            args += ["TS", millis_arg(ts, "ts")]
+        if window is not None:
+            args += ["WINDOW", int_arg(window, "window")]
+        if seq is not None:
+            args += ["SEQ", int_arg(seq, "seq")]
+        return self._run(_int, *args)
+
+    def ctx(self, key: Any, *, count: Optional[int] = None,
+            tokens: Optional[int] = None) -> List[Message]:
+        """CONV.CTX: the last ``count`` turns (default: the session's window), oldest first,
+        trimmed to the newest that fit ``tokens`` (estimate: ceil(bytes/4) + 4 per turn).
+
+        Cost: O(turns returned) from memory. When ``count`` reaches past the in-memory turns
+        of a session that has archived ones, the server reads them on an I/O thread while
+        this call waits (other clients are not delayed)."""
+        args: List[Any] = ["CONV.CTX", key]
+        if count is not None:
+            args += ["COUNT", int_arg(count, "count")]
+        if tokens is not None:
+            args += ["TOKENS", int_arg(tokens, "tokens")]
+        return self._run(self._messages, *args, "FORMAT", "resp")
+
+    def history(self, key: Any, *, from_seq: Optional[int] = None,
+                to_seq: Optional[int] = None) -> List[Message]:
+        """CONV.HISTORY: every turn (or those with ``from_seq <= seq <= to_seq``), oldest
+        first. Cost: O(turns returned); archived turns are read on a server I/O thread."""
+        args: List[Any] = ["CONV.HISTORY", key]
+        if from_seq is not None:
+            args += ["FROM", int_arg(from_seq, "from_seq")]
+        if to_seq is not None:
+            args += ["TO", int_arg(to_seq, "to_seq")]
+        return self._run(self._messages, *args, "FORMAT", "resp")
+
+    def len(self, key: Any) -> int:
+        """CONV.LEN: number of turns, archived ones included. O(1)."""
+        return self._run(_int, "CONV.LEN", key)
+
+    def info(self, key: Any) -> Optional[SessionInfo]:
+        """CONV.INFO as a ``SessionInfo``, or None if the key does not exist. O(1)."""
+        return self._run(lambda r: _dataclass_from(SessionInfo, r), "CONV.INFO", key)
+
+    def clear(self, key: Any) -> int:
+        """CONV.CLEAR: drops every turn (and the archive file); the sequence counter stays.
+        Returns the number of turns dropped. O(turns in memory); the file is removed by an
+        I/O thread."""
+        return self._run(_int, "CONV.CLEAR", key)
+
+    def delete(self, key: Any) -> bool:
+        """CONV.DEL: deletes the session and its archive. True if it existed."""
+        return self._run(_bool, "CONV.DEL", key)
+
+    def search(self, key: Any, *, text: Optional[str] = None,
+               embedding: Optional[Vector] = None, k: Optional[int] = None,
+               recent: Optional[int] = None) -> SearchResult:
+        """CONV.SEARCH: the last ``recent`` turns (default: the window) and the ``k``
+        (default 5) older turns most similar to ``embedding`` (cosine) or sharing most words
+        with ``text``. Give exactly one of ``text`` and ``embedding``.
+
+        Cost: one pass over every turn of the session; archived turns are read and scored on
+        a server I/O thread. Content comes through JSON, so non-UTF-8 bytes read as U+FFFD."""
+        if (text is None) == (embedding is None):
+            raise TypeError("search needs exactly one of text= and embedding=")
+        args: List[Any] = ["CONV.SEARCH", key]
+        args += ["TEXT", text] if text is not None else ["EMB", vector_bytes(embedding, "embedding")]
+        if k is not None:
+            args += ["K", int_arg(k, "k")]
+        if recent is not None:
+            args += ["RECENT", int_arg(recent, "recent")]
+
+        def parse(reply):
+            d = json.loads(reply)
+            return SearchResult(recent=[self._message_json(m) for m in d["recent"]],
+                                relevant=[self._message_json(m) for m in d["relevant"]])
+        return self._run(parse, *args)
+
+    def flush(self, key: Any) -> int:
+        """CONV.FLUSH: archives every in-memory turn now; returns how many left memory, once
+        they are durable (fsync). The write runs on an I/O thread while this call waits."""
+        return self._run(_int, "CONV.FLUSH", key)
+
+    def import_lix(self, key: Any, name: str) -> int:
+        """CONV.IMPORT: creates session ``key`` from ``<import-dir>/<name>.huff``, a
+        lix-open-cache archive on the server's disk. Returns the number of turns. Parsed on
+        an I/O thread; refused if ``key`` exists."""
+        return self._run(_int, "CONV.IMPORT", key, name)
+
+
+class Conversations(_ConversationCommands, _Runner):
+    """Conversation memory (``CONV.*``) over a ``redis.Redis`` or ``redis.RedisCluster``.
+
+    ``decode=True`` gives contents as str (UTF-8; invalid bytes become U+FFFD);
+    ``decode=False`` gives the exact bytes."""
+
+    def __init__(self, client: Any, *, decode: bool = True):
+        _Runner.__init__(self, client)
+        self.decode = decode
+
+
+class AsyncConversations(_ConversationCommands, _AsyncRunner):
+    """``Conversations`` for ``redis.asyncio`` clients: the same methods, awaited."""
+
+    def __init__(self, client: Any, *, decode: bool = True):
+        _AsyncRunner.__init__(self, client)
+        self.decode = decode
+
+
+# ------------------------------------------------------------------------------------------
+# SEMCACHE.*
+
+class _SemanticCommands:
+    decode: bool
+
+    def set(self, key: Any, vector: Vector, response: Content, *, ex: Any = None,
+            px: Any = None, pxat: Any = None, meta: Any = None,
+            max_items: Optional[int] = None, entry_id: Optional[int] = None) -> int:
+        """SEMCACHE.SET: stores ``response`` under ``vector``; returns the entry's id.
+
+        Expiry (one of): ``ex`` seconds or ``px`` ms (int or timedelta), ``pxat`` absolute
+        (ms or datetime); 0 = never; default: the server's ``semcache-ttl``. ``max_items``
+        bounds the bucket (a full bucket drops its oldest entry); ``meta`` is a dict.
+
+        Cost: O(dim) to normalise and append, plus reclaiming expired entries of this key."""
+        if sum(x is not None for x in (ex, px, pxat)) > 1:
+            raise TypeError("give at most one of ex=, px=, pxat=")
+        args: List[Any] = ["SEMCACHE.SET", key, vector_bytes(vector), response]
+        if ex is not None:
+            args += ["EX", seconds_arg(ex, "ex")]
+        if px is not None:
+            args += ["PX", millis_arg(px, "px")]
+        if pxat is not None:
+            args += ["PXAT", millis_arg(pxat, "pxat")]
+        m = meta_arg(meta)
+        if m is not None:
+            args += ["META", m]
+        if max_items is not None:
+            args += ["MAXITEMS", int_arg(max_items, "max_items")]
+        if entry_id is not None:
+            args += ["ID", int_arg(entry_id, "entry_id")]
+        return self._run(_int, *args)
+
+    @staticmethod
+    def _threshold(min_sim, max_dist) -> List[Any]:
+        if min_sim is not None and max_dist is not None:
+            raise TypeError("give at most one of min_sim= and max_dist=")
+        if min_sim is not None:
+            return ["MINSIM", repr(float(min_sim))]
+        if max_dist is not None:
+            return ["MAXDIST", repr(float(max_dist))]
+        return []
+
+    def get(self, key: Any, vector: Vector, *, min_sim: Optional[float] = None,
+            max_dist: Optional[float] = None) -> Optional[Content]:
+        """SEMCACHE.GET: the response of the most similar entry if its cosine similarity is
+        at least ``min_sim`` (default: the server's ``semcache-min-sim``, 0.90) or its cosine
+        distance at most ``max_dist``; else None.
+
+        Cost: one pass of dot products over the bucket (about dim*4/11 ns per entry, e.g.
+        28 µs for 50 x 1536) plus the round trip; buckets over ``semcache-inline-bytes``
+        are scanned on a server thread without blocking other clients."""
+        return self._run(lambda r: _text(r, self.decode), "SEMCACHE.GET", key,
+                         vector_bytes(vector), *self._threshold(min_sim, max_dist))
+
+    def lookup(self, key: Any, vector: Vector, *, count: int = 1,
+               min_sim: Optional[float] = None, max_dist: Optional[float] = None) -> List[Hit]:
+        """SEMCACHE.GET ... COUNT WITHIDS WITHSCORES WITHMETA: up to ``count`` entries above
+        the threshold, best first (equal scores: newer first), as ``Hit``s. Same cost as
+        ``get`` plus a partial sort of the entries above the threshold."""
+        def parse(reply):
+            return [Hit(id=int(i), response=_text(resp, self.decode), score=float(score),
+                        meta=json.loads(meta) if meta is not None else None)
+                    for i, resp, score, meta in chunks(reply, 4)]
+        return self._run(parse, "SEMCACHE.GET", key, vector_bytes(vector),
+                         *self._threshold(min_sim, max_dist), "COUNT", int_arg(count, "count"),
+                         "WITHIDS", "WITHSCORES", "WITHMETA")
+
+    def delete(self, key: Any, *ids: int) -> int:
+        """SEMCACHE.DEL: removes entries by id; returns how many existed. O(ids + entries)."""
+        if not ids:
+            raise TypeError("delete needs at least one id")
+        return self._run(_int, "SEMCACHE.DEL", key, *[int_arg(i, "id") for i in ids])
+
+    def len(self, key: Any) -> int:
+        """SEMCACHE.LEN: unexpired entries. O(entries)."""
+        return self._run(_int, "SEMCACHE.LEN", key)
+
+    def info(self, key: Any) -> Optional[BucketInfo]:
+        """SEMCACHE.INFO as a ``BucketInfo``, or None if the key does not exist."""
+        return self._run(lambda r: _dataclass_from(BucketInfo, r), "SEMCACHE.INFO", key)
+
+
+class SemanticCache(_SemanticCommands, _Runner):
+    """Semantic cache (``SEMCACHE.*``): one key is one bucket of (vector, response) entries.
+    Vectors are numpy arrays, lists of floats or float32 little-endian bytes.
+    ``decode=True`` gives responses as str, ``decode=False`` as bytes."""
+
+    def __init__(self, client: Any, *, decode: bool = True):
+        _Runner.__init__(self, client)
+        self.decode = decode
+
+
+class AsyncSemanticCache(_SemanticCommands, _AsyncRunner):
+    """``SemanticCache`` for ``redis.asyncio`` clients: the same methods, awaited."""
+
+    def __init__(self, client: Any, *, decode: bool = True):
+        _AsyncRunner.__init__(self, client)
+        self.decode = decode
+
+
+# ------------------------------------------------------------------------------------------
+# URLEMB.*
+
+class _EmbeddingCommands:
+    vector_type: str
+
+    def set(self, key: Any, vector: Vector, *, ex: Any = None) -> bool:
+        """URLEMB.SET: stores the vector (a plain string of float32 bytes, so ``GET`` reads
+        it too) with ``ex`` seconds to live (0 = none; default: ``urlemb-ttl``). O(dim)."""
+        args: List[Any] = ["URLEMB.SET", key, vector_bytes(vector)]
+        if ex is not None:
+            args += ["EX", seconds_arg(ex, "ex")]
+        return self._run(lambda r: to_str(r) == "OK", *args)
+
+    def get(self, key: Any) -> Any:
+        """URLEMB.GET: the vector (as ``vector_type``) or None. O(dim)."""
+        return self._run(lambda r: vector_out(r, self.vector_type), "URLEMB.GET", key)
+
+    def _by_slot(self, keys: Sequence[Any]) -> List[List[int]]:
+        """Positions of ``keys`` grouped by cluster slot (one group without a cluster)."""
+        if not is_cluster_client(self.client):
+            return [list(range(len(keys)))]
+        groups: Dict[int, List[int]] = {}
+        for i, k in enumerate(keys):
+            groups.setdefault(self.client.keyslot(k), []).append(i)
+        return list(groups.values())
+
+    def mset(self, mapping: Mapping[Any, Vector]) -> bool:
+        """URLEMB.MSET: stores every vector, all or nothing (the default TTL applies).
+
+        In a cluster the keys are grouped by slot, one command (and one round trip) per
+        slot: all-or-nothing then holds per slot only."""
+        items = list(mapping.items())
+        if not items:
+            raise TypeError("mset needs at least one key")
+        calls = []
+        for group in self._by_slot([k for k, _ in items]):
+            args: List[Any] = ["URLEMB.MSET"]
+            for i in group:
+                args += [items[i][0], vector_bytes(items[i][1])]
+            calls.append(args)
+        return self._run_many(calls, lambda rs: all(to_str(r) == "OK" for r in rs))
+
+    def mget(self, keys: Iterable[Any]) -> List[Any]:
+        """URLEMB.MGET: vectors in the order of ``keys`` (None for a missing key or another
+        type). In a cluster: one command per slot, as ``mset``."""
+        keys = list(keys)
+        if not keys:
+            return self._run_many([], lambda rs: [])
+        groups = self._by_slot(keys)
+
+        def combine(replies):
+            out: List[Any] = [None] * len(keys)
+            for group, reply in zip(groups, replies):
+                for i, v in zip(group, reply):
+                    out[i] = vector_out(v, self.vector_type)
+            return out
+        return self._run_many([["URLEMB.MGET", *[keys[i] for i in g]] for g in groups], combine)
+
+
+def _check_binary_client(client: Any, what: str) -> None:
+    if decodes_responses(client):
+        raise ValueError(f"{what} needs a client made with decode_responses=False: "
+                         "vectors are binary")
+
+
+class EmbeddingCache(_EmbeddingCommands, _Runner):
+    """Embedding cache (``URLEMB.*``): one key holds one vector. ``vector_type`` chooses what
+    ``get``/``mget`` return: "numpy" (float32 array; the default when numpy is installed),
+    "list" (floats) or "bytes". Needs a client with ``decode_responses=False``."""
+
+    def __init__(self, client: Any, *, vector_type: Optional[str] = None):
+        _Runner.__init__(self, client)
+        _check_binary_client(client, "EmbeddingCache")
+        self.vector_type = check_vector_type(vector_type or default_vector_type())
+
+
+class AsyncEmbeddingCache(_EmbeddingCommands, _AsyncRunner):
+    """``EmbeddingCache`` for ``redis.asyncio`` clients: the same methods, awaited."""
+
+    def __init__(self, client: Any, *, vector_type: Optional[str] = None):
+        _AsyncRunner.__init__(self, client)
+        _check_binary_client(client, "AsyncEmbeddingCache")
+        self.vector_type = check_vector_type(vector_type or default_vector_type())
