@@ -144,6 +144,11 @@ def more_payload(turns):
     return bytes([2, 1]) + varint(len(turns)) + b"".join(turns)
 
 
+def archived_payload(turns):
+    """Archived turns of a session being rebuilt (codec version 3, kind 2)."""
+    return bytes([3, 2]) + varint(len(turns)) + b"".join(turns)
+
+
 # ---------------------------------------------------------------------------------------------
 # Semantic-cache payloads (src/semcache/codec.rs, version 1)
 

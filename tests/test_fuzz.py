@@ -18,7 +18,7 @@ import time
 
 import redis
 
-from payloads import (archive_segments, dump_of, fix_archive_crcs, more_payload,
+from payloads import (archive_segments, archived_payload, dump_of, fix_archive_crcs, more_payload,
                       parse_module_value, seal, session_payload, split_dump, turn)
 
 SEED = int(os.environ.get("FUZZ_SEED", "8"))
@@ -104,6 +104,10 @@ class Fuzz:
             turn(seq, content, role, ts, meta, emb=[float(seq), 1.0, -2.0] if seq % 2 else None)
             for seq, ts, role, content, meta in r.execute_command(
                 "CONV.HISTORY", "src:hot", "FORMAT", "resp")]
+        self.cold_turns = [
+            turn(seq, content, role, ts, meta)
+            for seq, ts, role, content, meta in r.execute_command(
+                "CONV.HISTORY", "src:cold", "TO", self.archived("src:cold"), "FORMAT", "resp")]
         self.cold_file = os.path.join(self.server.dir, "convcache-archive", "0",
                                       __import__("test_archive").archive_file_name("src:cold"))
         self.cold_bytes = open(self.cold_file, "rb").read()
@@ -223,6 +227,12 @@ class Fuzz:
             self.r.execute_command(command, key, strings[0])
             before = self.r.execute_command("DEBUG", "DIGEST-VALUE", key)
             payload, first = mutate(self.rng, strings[1]), False
+        elif src == "src:cold" and self.rng.random() < 0.4:
+            # A cold session's header, then its archived turns (what AOF rewrite and slot
+            # migration send), mutated.
+            self.r.execute_command(command, key, strings[0])
+            before = self.r.execute_command("DEBUG", "DIGEST-VALUE", key)
+            payload, first = mutate(self.rng, archived_payload(self.cold_turns)), False
         elif command == "CONV._LOAD" and self.rng.random() < 0.5:
             # A session's first turns, then the rest as a continuation (as AOF rewrite
             # emits a big session), the continuation mutated.
