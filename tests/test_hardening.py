@@ -356,3 +356,28 @@ def test_diskless_replica_loads_sessions_and_caches(servers, kind):
     for key in ("cold", "hot", "sc"):
         assert rr.execute_command("DEBUG", "DIGEST-VALUE", key) == p.execute_command("DEBUG", "DIGEST-VALUE", key)
     assert history(rr, "cold") == history(p, "cold")
+
+
+# 8. Imports obey the same rules (what is imported must load again from RDB/AOF) -----------
+
+def test_import_refuses_turns_add_would_refuse(srv, r, tmp_path):
+    lix = pytest.importorskip("lix_open_cache.conversation_archive")
+    arch = lix.ConversationArchive(str(tmp_path))
+    ok = {"role": "user", "content": "fine", "timestamp": 1700000000.5, "metadata": {}}
+    arch.append_turns("emptyrole", [ok, dict(ok, role="")])
+    arch.append_turns("longrole", [dict(ok, role="r" * 300)])
+    arch.append_turns("negative", [dict(ok, timestamp=-5.0)])
+    arch.append_turns("good", [ok])
+    imp = os.path.join(srv.dir, "convcache-import")
+    os.makedirs(imp, exist_ok=True)
+    for name in ("emptyrole", "longrole", "negative", "good"):
+        os.replace(os.path.join(str(tmp_path), name + ".huff"), os.path.join(imp, name + ".huff"))
+    for name, why in (("emptyrole", "turn 1: role must be non-empty"),
+                      ("longrole", "turn 0: role must be non-empty"),
+                      ("negative", "turn 0: TS must be between 0")):
+        e = refused(r, "CONV.IMPORT", name, name)
+        assert f"import file '{name}.huff': {why}" in e, e
+        assert r.exists(name) == 0
+    assert r.execute_command("CONV.IMPORT", "good", "good") == 1
+    r.execute_command("DEBUG", "RELOAD")
+    assert history(r, "good")[0]["content"] == "fine"
