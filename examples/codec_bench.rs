@@ -30,6 +30,10 @@ pub mod message;
 #[allow(dead_code)]
 #[path = "../src/conv/render.rs"]
 mod render;
+// message.rs checks embeddings with the vector module's rules.
+#[allow(dead_code)]
+#[path = "../src/vector.rs"]
+mod vector;
 mod conv {
     pub use super::message;
 }

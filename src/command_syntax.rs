@@ -91,16 +91,36 @@ impl ArgSpec {
     }
 }
 
+impl ArgSpec {
+    /// Words the server's arity counts for this argument: a keyword counts, its value is left
+    /// to the handler, which names a missing one (`ERR TEXT needs a value`) as it does for
+    /// optional keywords.
+    fn arity_words(&self) -> usize {
+        if self.token.is_some() {
+            return 1;
+        }
+        match self.kind {
+            ArgType::OneOf => self
+                .subargs
+                .iter()
+                .map(ArgSpec::arity_words)
+                .min()
+                .unwrap_or(0),
+            ArgType::Block => self.subargs.iter().map(ArgSpec::arity_words).sum(),
+            _ => 1,
+        }
+    }
+}
+
 /// The server's arity for these arguments: the words of a shortest call counting the command
-/// name, negative when a call may have more.
+/// name (a required keyword without its value still reaches the handler), negative when a
+/// call may have more.
 pub fn arity(args: &[ArgSpec]) -> i32 {
-    let required: usize = args
-        .iter()
-        .filter(|a| !a.optional)
-        .map(ArgSpec::min_words)
-        .sum();
-    let n = (required + 1) as i32;
-    if args.iter().all(ArgSpec::fixed_width) {
+    let required = args.iter().filter(|a| !a.optional);
+    let words: usize = required.clone().map(ArgSpec::arity_words).sum();
+    let full: usize = required.map(ArgSpec::min_words).sum();
+    let n = (words + 1) as i32;
+    if words == full && args.iter().all(ArgSpec::fixed_width) {
         n
     } else {
         -n
@@ -410,7 +430,10 @@ mod tests {
         assert_eq!(f[1].subargs[2].token.as_deref(), Some("text"));
         let s = roundtrip("key (EMB fp32 | TEXT q) [K n:int]");
         assert!(!s[1].optional);
-        assert_eq!(arity(&s), -4);
+        // The keyword counts; a missing value is the handler's to name.
+        assert_eq!(arity(&s), -3);
+        assert_eq!(arity(&roundtrip("key TEXT q")), -3);
+        assert_eq!(arity(&roundtrip("key q")), 3);
     }
 
     #[test]

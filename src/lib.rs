@@ -45,8 +45,11 @@ extern "C" fn info_callback(
 }
 
 /// What the module declares it handles (`RedisModule_SetModuleOptions` takes the whole set).
+/// HANDLE_IO_ERRORS: a short read while loading a value (RDB, RESTORE, full sync) comes back
+/// to `rdb_load` as an error, which fails that load, instead of aborting the server.
 fn module_options() -> i32 {
-    cluster::slot_migration_options()
+    redis_module::raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS as i32
+        | cluster::slot_migration_options()
 }
 
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {

@@ -24,8 +24,10 @@ pub enum VectorError {
     BadLength(usize),
     /// The element at this index is NaN or +/-Inf.
     NonFinite(usize),
-    /// The vector's norm is zero (or so small that it cannot be normalised).
+    /// Every element is zero.
     ZeroNorm,
+    /// The norm is not zero but below [`MIN_NORM`] (denormal elements): no direction to keep.
+    TinyNorm,
 }
 
 impl fmt::Display for VectorError {
@@ -37,6 +39,10 @@ impl fmt::Display for VectorError {
             }
             VectorError::NonFinite(i) => write!(f, "vector holds NaN or Inf at index {i}"),
             VectorError::ZeroNorm => write!(f, "vector has zero norm"),
+            VectorError::TinyNorm => write!(
+                f,
+                "vector norm is below {MIN_NORM:e} (denormal elements) and cannot be normalised"
+            ),
         }
     }
 }
@@ -97,9 +103,12 @@ pub fn normalized(v: &[f32]) -> Result<Vec<f32>, VectorError> {
         ss += f64::from(x) * f64::from(x);
     }
     let norm = ss.sqrt();
+    if norm == 0.0 {
+        return Err(VectorError::ZeroNorm);
+    }
     // A NaN norm is not finite either.
     if !norm.is_finite() || norm < MIN_NORM {
-        return Err(VectorError::ZeroNorm);
+        return Err(VectorError::TinyNorm);
     }
     let inv = 1.0 / norm;
     Ok(v.iter().map(|&x| (f64::from(x) * inv) as f32).collect())
@@ -660,8 +669,12 @@ mod tests {
         assert_eq!(normalized(&[0.0, 0.0, 0.0]), Err(VectorError::ZeroNorm));
         assert_eq!(normalized(&[0.0, -0.0]), Err(VectorError::ZeroNorm));
         // All-denormal vector: norm below f32::MIN_POSITIVE.
-        assert_eq!(normalized(&[1e-40, -1e-40]), Err(VectorError::ZeroNorm));
+        assert_eq!(normalized(&[1e-40, -1e-40]), Err(VectorError::TinyNorm));
         assert_eq!(VectorError::ZeroNorm.to_string(), "vector has zero norm");
+        assert_eq!(
+            VectorError::TinyNorm.to_string(),
+            "vector norm is below 1.1754943508222875e-38 (denormal elements) and cannot be normalised"
+        );
         assert_eq!(normalized(&[]), Err(VectorError::Empty));
         assert_eq!(normalized(&[1.0, f32::NAN]), Err(VectorError::NonFinite(1)));
         assert_eq!(normalized(&[3.0, 4.0]).unwrap(), vec![0.6, 0.8]);

@@ -108,11 +108,11 @@ def test_internal_commands_need_more_than_read_and_write(server):
     if server.kind == "valkey":
         assert app.execute_command("CONV.ADD", "s", "user", "y") == 2  # @write reaches it
         assert b"y" in app.execute_command("CONV.CTX", "s")  # @read too
-    refused(app.execute_command, "CONV._ARCHIVED", "s", "0")
+    refused(app.execute_command, "CONV._ARCHIVED", "s", "1")
     refused(app.execute_command, "CONV._LOAD", "s", "x")
     refused(app.execute_command, "SEMCACHE._LOAD", "sc", "x")
     refused(app.execute_command, "CONV._REHYDRATED", "s", "x")
-    assert ops.execute_command("CONV._ARCHIVED", "s", "0") == 1  # like RESTORE: +@all may
+    assert ops.execute_command("CONV._ARCHIVED", "s", "1") == 1  # like RESTORE: +@all may
     with pytest.raises(redis.ResponseError, match="corrupt"):
         ops.execute_command("CONV._LOAD", "s", "garbage")
 

@@ -106,7 +106,7 @@ def test_arity_and_key_specs(server):
         "CONV.ADD": (-4, {"RW", "insert"}, 1, 1, 1),
         "CONV.CTX": (-2, {"RO", "access"}, 1, 1, 1),
         "CONV.HISTORY": (-2, {"RO", "access"}, 1, 1, 1),
-        "CONV.SEARCH": (-4, {"RO", "access"}, 1, 1, 1),
+        "CONV.SEARCH": (-3, {"RO", "access"}, 1, 1, 1),  # TEXT/EMB counted, its value checked by the module
         "CONV.LEN": (2, {"RO"}, 1, 1, 1),
         "CONV.INFO": (2, {"RO"}, 1, 1, 1),
         "CONV.CLEAR": (2, {"RW", "delete"}, 1, 1, 1),

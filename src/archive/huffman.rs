@@ -1396,7 +1396,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(300))]
+        #![proptest_config(ProptestConfig::with_cases(crate::conv::message::strategies::cases(300)))]
         #[test]
         fn prop_roundtrip(data in proptest::collection::vec(any::<u8>(), 0..5000)) {
             prop_assert_eq!(decode(&encode(&data)).unwrap(), data);

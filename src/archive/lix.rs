@@ -257,6 +257,34 @@ mod tests {
         ));
     }
 
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(crate::conv::message::strategies::cases(300)))]
+
+        /// Edits and truncations of a real lix archive, and plain garbage behind a valid
+        /// header, never panic.
+        #[test]
+        fn prop_mutated_files_never_panic(
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..5),
+            cut in any::<usize>(),
+            garbage in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let f = fixture("chat.huff");
+            let mut g = f.clone();
+            for (at, byte) in edits {
+                let i = at % g.len();
+                g[i] = byte;
+            }
+            let _ = read_cav1(&g);
+            let _ = read_cav1(&g[..cut % (g.len() + 1)]);
+            let mut h = f[..HEADER_LEN].to_vec();
+            h.extend_from_slice(b"HCv1");
+            h.extend_from_slice(&garbage);
+            let _ = read_cav1(&h);
+        }
+    }
+
     #[test]
     fn lenient_field_mapping() {
         let v: Value = serde_json::from_str(

@@ -311,6 +311,12 @@ pub fn read_turns(
     }
     let have_last = scan.last_seq().unwrap_or(0);
     if have_last < archived_last.min(to) {
+        // Damage, not a short file: name the segment, its offset and the check that failed.
+        if let Some(why) = scan.tail_reason {
+            return Err(StoreError::Corrupt(format!(
+                "{why} (turns after seq {have_last} are unreadable; session archived up to {archived_last})"
+            )));
+        }
         return Err(StoreError::Missing {
             want_last: archived_last,
             have_last,
@@ -323,8 +329,8 @@ pub fn read_turns(
         .iter()
         .filter(|s| s.last_seq >= from && s.first_seq <= to)
     {
-        let turns =
-            format::decode_segment(&bytes, seg).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let turns = format::decode_session_segment(&bytes, seg)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         out.extend(turns.into_iter().filter(|t| t.seq >= from && t.seq <= to));
     }
     Ok((out, bytes.len() as u64))
@@ -534,6 +540,31 @@ mod tests {
             read_turns(&p, 1, 5, 0, u64::MAX),
             Err(StoreError::Missing { .. })
         ));
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_segment_is_named_not_called_missing_turns() {
+        let root = tmpdir("damaged");
+        let p = session_path(&root, 0, b"k");
+        let mut st = Store::new();
+        st.append(&p, b"k", 1, 0, &turns(1..=3)).unwrap();
+        st.append(&p, b"k", 1, 3, &turns(4..=6)).unwrap();
+        let mut bytes = fs::read(&p).unwrap();
+        let header_len = format::read_header(&bytes).unwrap().1;
+        bytes[header_len + 45] ^= 0x40; // in the first segment's payload
+        fs::write(&p, &bytes).unwrap();
+        let e = read_turns(&p, 1, 6, 0, u64::MAX).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "archive file is corrupt: segment 0 at offset {header_len}: segment payload CRC32 mismatch (stored 0x"
+            )),
+            "{e}"
+        );
+        assert!(
+            e.ends_with("(turns after seq 0 are unreadable; session archived up to 6)"),
+            "{e}"
+        );
         fs::remove_dir_all(&root).unwrap();
     }
 

@@ -183,15 +183,37 @@ fn apply_completion(ctx: &Context, c: Completion) -> Result<usize, RedisError> {
     }
 }
 
+/// Latest PXAT a client may give CONV._ARCHIVED: the longest archive-ttl (100 years) ahead.
+const MAX_PXAT_AHEAD_MS: i64 = 100 * 365 * 86_400_000 + 86_400_000;
+
+/// Commands applied from the primary's stream or the AOF: decisions taken elsewhere.
+fn applying_decisions(ctx: &Context) -> bool {
+    ctx.get_flags()
+        .intersects(ContextFlags::REPLICATED | ContextFlags::LOADING)
+}
+
 /// CONV._ARCHIVED key upto [PXAT ms]: the primary made turns up to `upto` durable; this node
 /// archives the same turns into its own archive (in the background) and drops them once durable.
+///
+/// Every argument is checked before anything changes: `upto` between 1 and the session's last
+/// sequence number, the literal keyword PXAT, and a PXAT in the future (at most 100 years
+/// ahead) unless the command comes from the primary or the AOF, whose decision is applied.
 pub fn archived_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     if argv.len() != 3 && argv.len() != 5 {
         return Err(RedisError::WrongArity);
     }
-    let upto = crate::args::parse_i64("upto", argv[2].as_slice())?.max(0) as u64;
+    let upto = crate::args::int_in("upto", argv[2].as_slice(), 1, i64::MAX)? as u64;
     let pxat = if argv.len() == 5 {
-        Some(crate::args::parse_i64("PXAT", argv[4].as_slice())?)
+        if !argv[3].as_slice().eq_ignore_ascii_case(b"PXAT") {
+            return crate::args::unknown_option(&String::from_utf8_lossy(argv[3].as_slice()));
+        }
+        let now = crate::conv::commands::now_ms();
+        let (min, max) = if applying_decisions(ctx) {
+            (1, i64::MAX)
+        } else {
+            (now + 1, now + MAX_PXAT_AHEAD_MS)
+        };
+        Some(crate::args::int_in("PXAT", argv[4].as_slice(), min, max)?)
     } else {
         None
     };
@@ -199,6 +221,12 @@ pub fn archived_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     let Some(s) = keys::write::<Session>(&key, &SESSION_TYPE)? else {
         return Ok(RedisValue::Integer(0));
     };
+    let last = s.next_seq - 1;
+    if upto > last {
+        return Err(RedisError::String(format!(
+            "ERR upto {upto} is past the session's last sequence number {last}"
+        )));
+    }
     s.archive_upto = s.archive_upto.max(upto);
     if let Some(at) = pxat {
         s.auto_expire_ms = at;
@@ -350,12 +378,16 @@ pub fn rehydrated_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     let super::codec::Decoded::More(turns) = super::codec::decode(argv[2].as_slice())
         .map_err(|e| RedisError::String(format!("ERR {e}")))?
     else {
-        return Err(RedisError::Str("ERR payload must hold turns only"));
+        return Err(RedisError::Str(
+            "ERR payload must hold turns brought back into memory, not a session or archived turns",
+        ));
     };
     let key = ctx.open_key_writable(&argv[1]);
     let Some(s) = keys::write::<Session>(&key, &SESSION_TYPE)? else {
         return Ok(RedisValue::Integer(0));
     };
+    s.check_rehydrated(&turns)
+        .map_err(|e| RedisError::String(format!("ERR {e}")))?;
     let n = metrics::tracked(s, |s| s.rehydrate(turns));
     ctx.replicate_verbatim();
     Ok(RedisValue::Integer(n as i64))
@@ -785,10 +817,10 @@ pub fn import_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
                     crate::archive::lix::read_cav1(&b)
                         .map_err(|e| format!("ERR import file '{shown}': {e}"))
                 });
-            let session = parsed.map(|lix| {
+            let session = parsed.and_then(|lix| {
                 let mut s = Session::new(config::get(&config::WINDOW) as u32, lix.created_ms);
                 s.sid = crate::conv::commands::new_sid();
-                for t in lix.turns {
+                for (i, t) in lix.turns.into_iter().enumerate() {
                     let m = Message {
                         seq: 0,
                         ts_ms: t.ts_ms,
@@ -797,9 +829,12 @@ pub fn import_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
                         meta: t.meta,
                         emb: t.emb,
                     };
+                    // The rules of CONV.ADD: what is imported must load again from RDB/AOF.
+                    m.validate()
+                        .map_err(|e| format!("ERR import file '{shown}': turn {i}: {e}"))?;
                     s.add(m, None).expect("fresh session numbers ascend");
                 }
-                s
+                Ok(s)
             });
             bc.finish(Box::new(move |ctx| {
                 install_import(ctx, &key_name, session.map_err(RedisError::String)?)

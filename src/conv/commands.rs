@@ -5,18 +5,20 @@ use redis_module::{raw, Context, NotifyEvent, RedisError, RedisResult, RedisStri
 use redis_module::key::RedisKeyWritable;
 
 use super::codec::{self, Decoded};
-use super::message::Message;
+use super::message::{self, InvalidMessage, Message};
 use super::r#type::SESSION_TYPE;
 use super::render::{self, Format};
-use super::session::{self, Session};
+use super::session::{self, Session, MAX_WINDOW};
 use super::{cold, search};
 use crate::args::{self, err, Args};
-use crate::{config, keys, metrics, vector};
+use crate::{config, keys, metrics};
 
 /// The command AOF rewrite emits to rebuild a session (also accepted from clients, as RESTORE is).
 pub const LOAD_COMMAND: &str = "CONV._LOAD";
-const MAX_ROLE_BYTES: usize = 256;
-const MAX_WINDOW: i64 = 1_000_000;
+
+fn invalid(e: InvalidMessage) -> RedisError {
+    RedisError::String(format!("ERR {e}"))
+}
 
 /// A random session id (see `Session::sid`).
 pub fn new_sid() -> u64 {
@@ -41,14 +43,7 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     if argv.len() < 4 {
         return Err(RedisError::WrongArity);
     }
-    let role = std::str::from_utf8(argv[2].as_slice())
-        .ok()
-        .filter(|r| !r.is_empty() && r.len() <= MAX_ROLE_BYTES)
-        .ok_or_else(|| {
-            RedisError::String(format!(
-                "ERR role must be non-empty UTF-8 of at most {MAX_ROLE_BYTES} bytes"
-            ))
-        })?;
+    let role = message::check_role(argv[2].as_slice()).map_err(invalid)?;
     let content = argv[3].as_slice();
     let max_content = config::get(&config::MAX_CONTENT_BYTES);
     if content.len() as i64 > max_content {
@@ -72,15 +67,13 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             };
         };
         match name.as_str() {
-            "META" => meta = Some(args::json_object("META", value)?),
-            "EMB" => {
-                let v = vector::parse_fp32_blob(value)
-                    .map_err(|e| RedisError::String(format!("ERR EMB: {e}")))?;
-                emb = Some(v);
-            }
+            "META" => meta = Some(message::compact_meta(value).map_err(invalid)?),
+            "EMB" => emb = Some(message::parse_emb(value).map_err(invalid)?),
             "TS" => ts = Some(args::int_in("TS", value, 0, i64::MAX)?),
             "SEQ" => seq = Some(args::int_in("SEQ", value, 1, i64::MAX)? as u64),
-            "WINDOW" => window = Some(args::int_in("WINDOW", value, 1, MAX_WINDOW)? as u32),
+            "WINDOW" => {
+                window = Some(args::int_in("WINDOW", value, 1, i64::from(MAX_WINDOW))? as u32)
+            }
             "SID" => sid = Some(args::parse_i64("SID", value)? as u64),
             other => return args::unknown_option(other),
         }
@@ -88,7 +81,6 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     }
     let key = ctx.open_key_writable(&argv[1]);
     let now = now_ms();
-    let window = window.unwrap_or_else(|| config::get(&config::WINDOW) as u32);
     let ts = ts.unwrap_or(now);
     let msg = Message {
         seq: 0,
@@ -98,12 +90,24 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         meta,
         emb,
     };
+    // The same rules as every decoder of stored turns (see message.rs).
+    msg.validate().map_err(invalid)?;
     let mut drop_auto_expire = 0;
-    let (seq, session_sid) = match keys::write::<Session>(&key, &SESSION_TYPE)? {
+    // A session keeps its window until a later WINDOW changes it; a new one starts with the
+    // config's. Either way the decided window is replicated.
+    let existing = keys::write::<Session>(&key, &SESSION_TYPE)?;
+    let window = window.unwrap_or_else(|| match &existing {
+        Some(s) => s.window,
+        None => config::get(&config::WINDOW) as u32,
+    });
+    let (seq, session_sid) = match existing {
         Some(s) => {
+            // `add` refuses (changing nothing) before the window is set: a refused ADD
+            // changes nothing at all.
             let seq = metrics::tracked(s, |s| {
+                let seq = s.add(msg, seq)?;
                 s.window = window;
-                s.add(msg, seq)
+                Ok::<u64, session::SessionError>(seq)
             })
             .map_err(|e| RedisError::String(format!("ERR {e}")))?;
             s.touch(now);
@@ -385,14 +389,14 @@ pub fn history(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
 pub fn search(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     metrics::CONV_COMMANDS.incr();
     metrics::CONV_READS.incr();
-    let mut a = Args::new(&argv, 3)?;
+    // Only the key is positional: a keyword without its value gets "X needs a value".
+    let mut a = Args::new(&argv, 1)?;
     let key_name = a.next_arg()?;
     let (mut query, mut k, mut recent) = (None, 5usize, None);
     while !a.done() {
         match a.next_keyword()?.as_str() {
             "EMB" => {
-                let v = vector::parse_fp32_blob(a.value_of("EMB")?)
-                    .map_err(|e| RedisError::String(format!("ERR EMB: {e}")))?;
+                let v = message::parse_emb(a.value_of("EMB")?).map_err(invalid)?;
                 query = Some(search::Query::Emb(v));
             }
             "TEXT" => {
@@ -411,28 +415,21 @@ pub fn search(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     let scorer = search::Scorer::new(query);
     let key = ctx.open_key(key_name);
     let Some(s) = keys::read::<Session>(&key, &SESSION_TYPE)? else {
-        return Ok(RedisValue::StringBuffer(search::search_json(
-            &[],
-            &scorer,
-            0,
-            k,
-        )));
+        return search_reply(&[], &scorer, 0, k);
     };
     s.touch(now_ms());
     let recent = recent.unwrap_or(s.window as usize);
+    // The EMB dimension is checked against the turns searched: here (main thread) when they
+    // are all in memory, on the I/O thread with the archived ones otherwise.
     if s.archived.count == 0 {
         let all: Vec<&Message> = s.hot().iter().collect();
-        return Ok(RedisValue::StringBuffer(search::search_json(
-            &all, &scorer, recent, k,
-        )));
+        return search_reply(&all, &scorer, recent, k);
     }
     let hot: Vec<Message> = s.hot().iter().cloned().collect();
     let render = Box::new(move |mut turns: Vec<Message>| {
         turns.extend(hot);
         let all: Vec<&Message> = turns.iter().collect();
-        Ok(RedisValue::StringBuffer(search::search_json(
-            &all, &scorer, recent, k,
-        )))
+        search_reply(&all, &scorer, recent, k)
     });
     let (lo, hi) = (s.archived.first_seq, s.archived.last_seq);
     cold::read_archive(
@@ -445,6 +442,12 @@ pub fn search(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         0,
         render,
     )
+}
+
+fn search_reply(all: &[&Message], scorer: &search::Scorer, recent: usize, k: usize) -> RedisResult {
+    search::search_json(all, scorer, recent, k)
+        .map(RedisValue::StringBuffer)
+        .map_err(|e| RedisError::String(format!("ERR {e}")))
 }
 
 fn single_key(argv: Vec<RedisString>) -> Result<RedisString, RedisError> {
@@ -542,11 +545,11 @@ pub fn load(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             let Some(s) = keys::write::<Session>(&key, &SESSION_TYPE)? else {
                 return err("no session to continue loading into");
             };
-            metrics::tracked(s, |s| {
-                msgs.into_iter()
-                    .try_for_each(|m| s.push_loaded(m))
-                    .map_err(|e| RedisError::String(format!("ERR {e}")))
-            })?;
+            // Every turn is checked before the first is added: all or nothing.
+            s.check_more(&msgs)
+                .map_err(|e| RedisError::String(format!("ERR {e}")))?;
+            metrics::tracked(s, |s| s.push_more(msgs))
+                .map_err(|e| RedisError::String(format!("ERR {e}")))?;
         }
         Decoded::Archived(turns) => {
             let Some(s) = keys::write::<Session>(&key, &SESSION_TYPE)? else {

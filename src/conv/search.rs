@@ -68,9 +68,47 @@ impl Scorer {
     }
 }
 
+impl Scorer {
+    /// An EMB query must have the dimension of the session's embeddings: when the turns hold
+    /// embeddings and none has the query's dimension, the query is refused rather than
+    /// silently finding nothing relevant. Turns without embeddings (or a session without any)
+    /// are not an error: there is just nothing to compare.
+    pub fn check_dimension(&self, turns: &[&Message]) -> Result<(), String> {
+        let Query::Emb(q) = &self.query else {
+            return Ok(());
+        };
+        let mut dims: Vec<usize> = Vec::new();
+        for e in turns.iter().filter_map(|m| m.emb.as_ref()) {
+            if e.len() == q.len() {
+                return Ok(());
+            }
+            if !dims.contains(&e.len()) {
+                dims.push(e.len());
+            }
+        }
+        if dims.is_empty() {
+            return Ok(());
+        }
+        dims.sort_unstable();
+        let have: Vec<String> = dims.iter().map(usize::to_string).collect();
+        Err(format!(
+            "EMB has dimension {} but the session's embeddings have {}",
+            q.len(),
+            have.join(" or ")
+        ))
+    }
+}
+
 /// `{"recent":[...],"relevant":[...]}` from every turn of a session (oldest first): the last
-/// `recent` turns, and the `k` most relevant of the others with their scores.
-pub fn search_json(all: &[&Message], scorer: &Scorer, recent: usize, k: usize) -> Vec<u8> {
+/// `recent` turns, and the `k` most relevant of the others with their scores. Refused when
+/// the query cannot be compared with the session's embeddings ([`Scorer::check_dimension`]).
+pub fn search_json(
+    all: &[&Message],
+    scorer: &Scorer,
+    recent: usize,
+    k: usize,
+) -> Result<Vec<u8>, String> {
+    scorer.check_dimension(all)?;
     let split = all.len().saturating_sub(recent);
     let (older, newest) = all.split_at(split);
     let mut out = b"{\"recent\":[".to_vec();
@@ -92,7 +130,7 @@ pub fn search_json(all: &[&Message], scorer: &Scorer, recent: usize, k: usize) -
         push_json_message_scored(&mut out, m, Some(score));
     }
     out.extend_from_slice(b"]}");
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -142,6 +180,28 @@ mod tests {
     }
 
     #[test]
+    fn an_emb_query_of_another_dimension_is_refused() {
+        let turns = [
+            m(1, "a", Some(vec![1.0, 0.0, 0.0, 0.0])),
+            m(2, "b", None),
+            m(3, "c", Some(vec![1.0, 0.0])),
+        ];
+        let refs: Vec<&Message> = turns.iter().collect();
+        let q3 = Scorer::new(Query::Emb(vec![1.0, 0.0, 0.0]));
+        assert_eq!(
+            search_json(&refs, &q3, 0, 5).unwrap_err(),
+            "EMB has dimension 3 but the session's embeddings have 2 or 4"
+        );
+        // One turn of the query's dimension is enough; turns without embeddings never refuse.
+        let q2 = Scorer::new(Query::Emb(vec![0.0, 1.0]));
+        assert!(search_json(&refs, &q2, 0, 5).is_ok());
+        assert!(search_json(&refs[1..2], &q3, 0, 5).is_ok());
+        assert!(search_json(&[], &q3, 0, 5).is_ok());
+        let text = Scorer::new(Query::Text("a".into()));
+        assert!(search_json(&refs, &text, 0, 5).is_ok());
+    }
+
+    #[test]
     fn json_has_recent_and_scored_relevant() {
         let turns = [
             m(1, "alpha beta", None),
@@ -149,7 +209,7 @@ mod tests {
             m(3, "beta", None),
         ];
         let refs: Vec<&Message> = turns.iter().collect();
-        let out = search_json(&refs, &Scorer::new(Query::Text("beta".into())), 1, 3);
+        let out = search_json(&refs, &Scorer::new(Query::Text("beta".into())), 1, 3).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["recent"][0]["seq"], 3);
         assert_eq!(v["relevant"].as_array().unwrap().len(), 1);

@@ -15,10 +15,19 @@ pub struct ArchivedRange {
     pub last_seq: u64,
 }
 
+/// Largest window a session can have (CONV.ADD WINDOW, the config, every decoder).
+pub const MAX_WINDOW: u32 = 1_000_000;
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum SessionError {
     /// An explicit sequence number (replica / AOF replay) that is not past the last one.
     SeqNotIncreasing { given: u64, next: u64 },
+    /// Turns loaded into a session (`_LOAD` continuation) at or past its `next_seq`.
+    SeqPastNext { given: u64, next: u64 },
+    /// Turns said to come back from the archive that the session never archived.
+    NotArchived { first: u64, last: u64, upto: u64 },
+    /// A session header whose fields contradict each other or their ranges.
+    Inconsistent(String),
     /// Archived turns (AOF replay, slot migration) that do not continue the session's
     /// archived range in order.
     ArchivedOutOfOrder {
@@ -37,9 +46,18 @@ impl std::fmt::Display for SessionError {
                 write!(
                     f,
                     "SEQ {given} is not past the session's last sequence ({})",
-                    next - 1
+                    next.saturating_sub(1)
                 )
             }
+            SessionError::SeqPastNext { given, next } => write!(
+                f,
+                "turn {given} is not below the session's next sequence number {next}"
+            ),
+            SessionError::NotArchived { first, last, upto } => write!(
+                f,
+                "turns {first}..{last} are not archived turns of the session (archived up to {upto})"
+            ),
+            SessionError::Inconsistent(why) => write!(f, "inconsistent session: {why}"),
             SessionError::ArchivedOutOfOrder { given, after, range } => write!(
                 f,
                 "archived turn {given} does not follow {after} within the session's archived range {}..{}",
@@ -150,19 +168,129 @@ impl Session {
         Ok(seq)
     }
 
-    /// Puts back a message read from RDB/AOF; sequence numbers must ascend.
+    /// Puts back a message read from RDB/AOF; sequence numbers must ascend, past the
+    /// archived ones too.
     pub fn push_loaded(&mut self, msg: Message) -> Result<(), SessionError> {
-        if let Some(last) = self.messages.back() {
-            if msg.seq <= last.seq {
-                return Err(SessionError::SeqNotIncreasing {
-                    given: msg.seq,
-                    next: last.seq + 1,
-                });
-            }
+        let last = self.last_seq().unwrap_or(0);
+        if msg.seq <= last || msg.seq == u64::MAX {
+            return Err(SessionError::SeqNotIncreasing {
+                given: msg.seq,
+                next: last + 1,
+            });
         }
         self.next_seq = self.next_seq.max(msg.seq + 1);
         self.heap_bytes += msg.heap_bytes();
         self.messages.push_back(msg);
+        Ok(())
+    }
+
+    /// Checks that `more` (a `_LOAD` continuation, ascending) can follow the session's turns:
+    /// past its last turn and below its `next_seq`, which the header of the same rebuild
+    /// carried. Nothing is changed, so a refused payload leaves the session as it was.
+    pub fn check_more(&self, more: &[Message]) -> Result<(), SessionError> {
+        let mut last = self.last_seq().unwrap_or(0);
+        for m in more {
+            if m.seq <= last {
+                return Err(SessionError::SeqNotIncreasing {
+                    given: m.seq,
+                    next: last + 1,
+                });
+            }
+            if m.seq >= self.next_seq {
+                return Err(SessionError::SeqPastNext {
+                    given: m.seq,
+                    next: self.next_seq,
+                });
+            }
+            last = m.seq;
+        }
+        Ok(())
+    }
+
+    /// Appends a continuation checked by [`Session::check_more`].
+    pub fn push_more(&mut self, more: Vec<Message>) -> Result<(), SessionError> {
+        self.check_more(&more)?;
+        for m in more {
+            self.push_loaded(m)?;
+        }
+        Ok(())
+    }
+
+    /// Checks turns said to have come back from the archive (`CONV._REHYDRATED`): ascending,
+    /// and archived by the primary's decision (at most `archive_upto`, or the archived range
+    /// this node already holds). Nothing is changed.
+    pub fn check_rehydrated(&self, turns: &[Message]) -> Result<(), SessionError> {
+        let (Some(first), Some(last)) = (turns.first(), turns.last()) else {
+            return Err(SessionError::Inconsistent("no turns".into()));
+        };
+        let upto = self.archive_upto.max(self.archived.last_seq);
+        if first.seq == 0 || last.seq > upto || last.seq >= self.next_seq {
+            return Err(SessionError::NotArchived {
+                first: first.seq,
+                last: last.seq,
+                upto,
+            });
+        }
+        Ok(())
+    }
+
+    /// The invariants of a whole session, checked after a decode: window in range, archived
+    /// range well formed, every turn past the archived ones and below `next_seq`.
+    pub fn check_consistent(&self) -> Result<(), SessionError> {
+        let bad = |why: String| Err(SessionError::Inconsistent(why));
+        if self.window == 0 || self.window > MAX_WINDOW {
+            return bad(format!(
+                "window {} is not between 1 and {MAX_WINDOW}",
+                self.window
+            ));
+        }
+        if self.next_seq == 0 {
+            return bad("next_seq is 0".into());
+        }
+        let a = self.archived;
+        if a.count == 0 {
+            if a.first_seq != 0 || a.last_seq != 0 {
+                return bad(format!(
+                    "empty archived range has seqs {}..{}",
+                    a.first_seq, a.last_seq
+                ));
+            }
+        } else if a.first_seq == 0
+            || a.last_seq < a.first_seq
+            || a.count - 1 > a.last_seq - a.first_seq
+        {
+            return bad(format!(
+                "archived range of {} turns cannot span seqs {}..{}",
+                a.count, a.first_seq, a.last_seq
+            ));
+        }
+        if let Some(front) = self.messages.front() {
+            if a.count > 0 && front.seq <= a.last_seq {
+                return bad(format!(
+                    "turn {} is not past the archived turns (up to {})",
+                    front.seq, a.last_seq
+                ));
+            }
+        }
+        let last = self.last_seq().unwrap_or(0);
+        if last >= self.next_seq {
+            return bad(format!(
+                "next_seq {} is not past the last turn {last}",
+                self.next_seq
+            ));
+        }
+        if self.archive_upto >= self.next_seq {
+            return bad(format!(
+                "archive_upto {} is not below next_seq {}",
+                self.archive_upto, self.next_seq
+            ));
+        }
+        if self.auto_expire_ms < 0 {
+            return bad(format!(
+                "auto_expire_ms {} is negative",
+                self.auto_expire_ms
+            ));
+        }
         Ok(())
     }
 
@@ -501,6 +629,70 @@ mod tests {
         let copies: Vec<Message> = s.hot().iter().skip(2).take(2).cloned().collect();
         assert_eq!(s.rehydrate(copies), 0);
         assert_eq!((s.archive_upto, s.pending, s.hot_len()), (2, None, 6));
+    }
+
+    fn at(seq: u64) -> Message {
+        Message { seq, ..msg("x") }
+    }
+
+    #[test]
+    fn a_continuation_is_checked_whole_before_any_turn_is_added() {
+        let mut s = Session::new(3, 0);
+        s.push_loaded(at(1)).unwrap();
+        s.next_seq = 10;
+        let before = s.clone();
+        // The third turn is bad: nothing is added.
+        let more = vec![at(2), at(3), at(3)];
+        assert_eq!(
+            s.push_more(more),
+            Err(SessionError::SeqNotIncreasing { given: 3, next: 4 })
+        );
+        assert_eq!(s, before);
+        assert_eq!(
+            s.check_more(&[at(2), at(10)]),
+            Err(SessionError::SeqPastNext {
+                given: 10,
+                next: 10
+            })
+        );
+        assert_eq!(
+            s.check_more(&[at(1)]).unwrap_err().to_string(),
+            "SEQ 1 is not past the session's last sequence (1)"
+        );
+        s.push_more(vec![at(2), at(9)]).unwrap();
+        assert_eq!((s.hot_len(), s.next_seq), (3, 10));
+        // Past the archived turns too, once memory is empty.
+        let mut c = Session::new(3, 0);
+        for i in 1..=3 {
+            c.push_loaded(at(i)).unwrap();
+        }
+        c.drop_oldest(3);
+        assert!(c.push_loaded(at(2)).is_err());
+        assert!(c.push_loaded(at(u64::MAX)).is_err());
+        c.push_loaded(at(4)).unwrap();
+    }
+
+    #[test]
+    fn rehydrated_turns_must_be_archived_ones() {
+        let mut s = Session::new(3, 0);
+        for i in 1..=6 {
+            s.push_loaded(at(i)).unwrap();
+        }
+        s.archived_durably(4);
+        assert!(s.check_rehydrated(&[at(3), at(4)]).is_ok());
+        assert_eq!(
+            s.check_rehydrated(&[at(5)]).unwrap_err().to_string(),
+            "turns 5..5 are not archived turns of the session (archived up to 4)"
+        );
+        assert!(s.check_rehydrated(&[]).is_err());
+        assert!(s.check_rehydrated(&[at(0)]).is_err());
+        // A replica whose own write lags: the primary's archive_upto counts.
+        let mut r = Session::new(3, 0);
+        for i in 1..=6 {
+            r.push_loaded(at(i)).unwrap();
+        }
+        r.archive_upto = 4;
+        assert!(r.check_rehydrated(&[at(3), at(4)]).is_ok());
     }
 
     fn archived_session(seqs: &[u64]) -> (Session, Vec<Message>) {

@@ -58,42 +58,100 @@ pub fn into_raw(s: Session) -> *mut c_void {
     Box::into_raw(Box::new(s)).cast()
 }
 
+/// Loads a session (RDB at startup, RESTORE, full sync). Any short read, bad payload or
+/// archive that does not hold the session's archived turns fails the load cleanly (NULL):
+/// the module sets HANDLE_IO_ERRORS, so reads past the end come back as errors instead of
+/// aborting the server. Nothing is written to disk unless the whole value is good.
 unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
-    if encver > ENCODING_VERSION {
-        log_warning(&format!(
-            "convcache: RDB holds session encoding {encver}, newer than this module ({ENCODING_VERSION}); upgrade the module"
-        ));
-        return std::ptr::null_mut();
-    }
-    let Ok(buf) = raw::load_string_buffer(rdb) else {
-        return std::ptr::null_mut();
-    };
-    let archive = if encver >= 2 {
-        match raw::load_string_buffer(rdb) {
-            Ok(b) => b.as_ref().to_vec(),
-            Err(_) => return std::ptr::null_mut(),
-        }
-    } else {
-        Vec::new()
-    };
-    match codec::decode(buf.as_ref()) {
-        Ok(Decoded::Session(s)) => {
+    let key = io_key(rdb);
+    match load_session(rdb, encver) {
+        Ok((s, archive)) => {
             if !archive.is_empty() {
-                if let Some((db, key)) = io_key(rdb) {
-                    cold::restore_archive(db, &key, &s, archive);
+                if let Some((db, key)) = &key {
+                    cold::restore_archive(*db, key, &s, archive);
                 }
+            } else if s.archived.count > 0 {
+                log_warning(&format!(
+                    "convcache: session {} has {} archived turns but its RDB value carries no archive file (the saving node could not read it); this node's own file is used",
+                    shown_key(key.as_ref()),
+                    s.archived.count
+                ));
             }
             into_raw(s)
         }
-        Ok(Decoded::More(_) | Decoded::Archived(_)) => {
-            log_warning("convcache: RDB session payload has no header");
-            std::ptr::null_mut()
-        }
         Err(e) => {
-            log_warning(&format!("convcache: {e}"));
+            log_warning(&format!(
+                "convcache: cannot load session {}: {e}",
+                shown_key(key.as_ref())
+            ));
             std::ptr::null_mut()
         }
     }
+}
+
+/// True while the server loads an RDB (startup, full sync, DEBUG RELOAD); false for RESTORE.
+unsafe fn server_is_loading(rdb: *mut raw::RedisModuleIO) -> bool {
+    let loading = raw::REDISMODULE_CTX_FLAGS_LOADING | raw::REDISMODULE_CTX_FLAGS_ASYNC_LOADING;
+    let ctx = raw::RedisModule_GetContextFromIO.expect("GetContextFromIO")(rdb);
+    let flags = raw::RedisModule_GetContextFlags.expect("GetContextFlags")(ctx);
+    flags as u32 & loading != 0
+}
+
+/// A key for a log line: `'name' (db n)`.
+pub(crate) fn shown_key(key: Option<&(i32, Vec<u8>)>) -> String {
+    match key {
+        Some((db, k)) => format!("'{}' (db {db})", String::from_utf8_lossy(k)),
+        None => "(key name unknown)".to_string(),
+    }
+}
+
+/// The session and the archive file bytes of one RDB value, both checked.
+unsafe fn load_session(
+    rdb: *mut raw::RedisModuleIO,
+    encver: c_int,
+) -> Result<(Session, Vec<u8>), String> {
+    if encver > ENCODING_VERSION {
+        return Err(format!(
+            "RDB holds session encoding {encver}, newer than this module ({ENCODING_VERSION}); upgrade the module"
+        ));
+    }
+    let short = |what: &str| format!("short read of the {what} (truncated or corrupt value)");
+    let buf = raw::load_string_buffer(rdb).map_err(|_| short("session payload"))?;
+    let archive = if encver >= 2 {
+        raw::load_string_buffer(rdb)
+            .map_err(|_| short("archive file"))?
+            .as_ref()
+            .to_vec()
+    } else {
+        Vec::new()
+    };
+    let s = match codec::decode(buf.as_ref()).map_err(|e| e.to_string())? {
+        Decoded::Session(s) => s,
+        Decoded::More(_) | Decoded::Archived(_) => {
+            return Err("session payload has no header".into())
+        }
+    };
+    if !archive.is_empty() && s.archived.count == 0 {
+        return Err("an archive file came with a session that has no archived turns".into());
+    }
+    // An RDB (restart, full sync) whose saving node could not read a file still loads, so one
+    // lost file never stops a server or a replica; a RESTORE needs the whole value.
+    if archive.is_empty() && s.archived.count > 0 && !server_is_loading(rdb) {
+        return Err(format!(
+            "the value has {} archived turns but no archive file",
+            s.archived.count
+        ));
+    }
+    if !archive.is_empty() {
+        crate::archive::format::check_session_archive(
+            &archive,
+            s.sid as i64,
+            s.archived.first_seq,
+            s.archived.last_seq,
+        )
+        .map_err(|e| format!("its archive file: {e}"))?;
+    }
+    Ok((s, archive))
 }
 
 unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
@@ -110,7 +168,7 @@ unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) 
 }
 
 /// The key and database an RDB read or write is for (absent for some server paths).
-unsafe fn io_key(rdb: *mut raw::RedisModuleIO) -> Option<(i32, Vec<u8>)> {
+pub(crate) unsafe fn io_key(rdb: *mut raw::RedisModuleIO) -> Option<(i32, Vec<u8>)> {
     let name = raw::RedisModule_GetKeyNameFromIO.expect("GetKeyNameFromIO")(rdb);
     if name.is_null() {
         return None;

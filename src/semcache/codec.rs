@@ -17,6 +17,12 @@ use super::bucket::{Bucket, EntryView};
 use crate::conv::codec::{put_bytes, put_varint, Reader};
 
 pub const CODEC_VERSION: u8 = 1;
+/// Largest `max_items` a bucket can have (SEMCACHE.SET MAXITEMS, the config, every decoder).
+pub const MAX_ITEMS_LIMIT: usize = 1_000_000;
+/// Largest vector dimension a payload may declare: a vector of the default 512 MB bulk limit.
+pub const MAX_DIM: usize = 1 << 27;
+/// A stored row is normalised: its norm is 1 to float32 precision; this much off is damage.
+const UNIT_NORM_TOLERANCE: f64 = 1e-3;
 const KIND_HEADER: u8 = 0;
 const KIND_ENTRIES: u8 = 1;
 /// Upper bound of one entry payload (one entry bigger than this gets a chunk of its own).
@@ -133,12 +139,72 @@ fn usize_of(v: u64, what: &str) -> Result<usize, CodecError> {
     usize::try_from(v).or_else(|_| corrupt(format!("{what} too large")))
 }
 
+impl Header {
+    /// The ranges and relations every header obeys (what SEMCACHE.SET can produce).
+    pub fn check(&self) -> Result<(), CodecError> {
+        if self.dim > MAX_DIM {
+            return corrupt(format!("dimension {} is over {MAX_DIM}", self.dim));
+        }
+        if self.max_items == 0 || self.max_items > MAX_ITEMS_LIMIT {
+            return corrupt(format!(
+                "max_items {} is not between 1 and {MAX_ITEMS_LIMIT}",
+                self.max_items
+            ));
+        }
+        if self.count > self.max_items as u64 {
+            return corrupt(format!(
+                "{} entries are more than max_items {}",
+                self.count, self.max_items
+            ));
+        }
+        if self.count > 0 && self.dim == 0 {
+            return corrupt("entries without a dimension");
+        }
+        if self.next_id == 0 || self.next_id == u64::MAX || self.count >= self.next_id {
+            return corrupt(format!(
+                "next_id {} cannot follow {} entries",
+                self.next_id, self.count
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks one entry read from a payload: an id that can have been issued, a JSON-object
+/// meta, and a normalised finite row.
+fn check_entry(e: &LoadedEntry) -> Result<(), CodecError> {
+    let (id, row, _, meta, _) = e;
+    if *id == 0 || *id == u64::MAX {
+        return corrupt(format!("entry id {id} is never issued"));
+    }
+    if let Some(m) = meta {
+        crate::conv::message::check_meta(m).or_else(|e| corrupt(format!("entry {id}: {e}")))?;
+    }
+    if row.is_empty() {
+        return corrupt(format!("entry {id}: empty vector"));
+    }
+    if let Some(i) = row.iter().position(|x| !x.is_finite()) {
+        return corrupt(format!("entry {id}: vector holds NaN or Inf at index {i}"));
+    }
+    let norm = row
+        .iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        .sqrt();
+    if (norm - 1.0).abs() > UNIT_NORM_TOLERANCE {
+        return corrupt(format!("entry {id}: stored vector has norm {norm}, not 1"));
+    }
+    Ok(())
+}
+
 pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
     let mut r = Reader::new(buf);
     let version = r.u8()?;
     if version == 0 || version > CODEC_VERSION {
-        return corrupt(format!(
-            "codec version {version}, this module reads 1..={CODEC_VERSION}"
+        return corrupt(crate::conv::codec::unknown_version(
+            "semcache",
+            version,
+            CODEC_VERSION,
         ));
     }
     let decoded = match r.u8()? {
@@ -149,19 +215,21 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
             let hits = r.varint()?;
             let misses = r.varint()?;
             let count = r.varint()?;
-            Decoded::Header(Header {
+            let h = Header {
                 dim,
                 max_items,
                 next_id,
                 hits,
                 misses,
                 count,
-            })
+            };
+            h.check()?;
+            Decoded::Header(h)
         }
         KIND_ENTRIES => {
             let next_id = r.varint()?;
             let n = r.varint()?;
-            let mut out = Vec::with_capacity(n.min(1 << 16) as usize);
+            let mut out: Vec<LoadedEntry> = Vec::with_capacity(n.min(1 << 16) as usize);
             for _ in 0..n {
                 let id = r.varint()?;
                 let exp = r.i64()?;
@@ -178,11 +246,30 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
                 if !raw.len().is_multiple_of(4) {
                     return corrupt("row length is not a multiple of 4");
                 }
-                let row = raw
+                let row: Vec<f32> = raw
                     .chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect();
-                out.push((id, row, resp, meta, exp));
+                if let Some((prev, prev_row, ..)) = out.last() {
+                    if id <= *prev {
+                        return corrupt(format!("entry {id} does not come after entry {prev}"));
+                    }
+                    if row.len() != prev_row.len() {
+                        return corrupt(format!(
+                            "entry {id} has dimension {}, entry {prev} {}",
+                            row.len(),
+                            prev_row.len()
+                        ));
+                    }
+                }
+                let e = (id, row, resp, meta, exp);
+                check_entry(&e)?;
+                out.push(e);
+            }
+            if let Some((last, ..)) = out.last() {
+                if next_id != 0 && next_id <= *last {
+                    return corrupt(format!("next_id {next_id} is not past entry {last}"));
+                }
             }
             Decoded::Entries(next_id, out)
         }
@@ -312,7 +399,10 @@ mod tests {
         }
         let mut newer = header.clone();
         newer[0] = CODEC_VERSION + 1;
-        assert!(decode(&newer).unwrap_err().0.contains("codec version"));
+        assert!(decode(&newer)
+            .unwrap_err()
+            .0
+            .contains("newer than this module"));
         let mut trailing = header.clone();
         trailing.push(0);
         assert!(decode(&trailing).is_err());
@@ -322,5 +412,165 @@ mod tests {
             panic!()
         };
         assert!(push_entries(&mut b, next, e).is_err());
+    }
+
+    fn err_of(buf: &[u8]) -> String {
+        decode(buf).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn garbage_is_not_called_a_newer_version() {
+        assert!(err_of(b"garbage").contains("not a semcache payload (first byte 103"));
+        assert!(err_of(&[2, 0]).contains("encoding version 2 is newer"));
+    }
+
+    #[test]
+    fn headers_out_of_range_are_refused() {
+        let h = |dim: u64, max: u64, next: u64, count: u64| {
+            let mut out = vec![CODEC_VERSION, KIND_HEADER];
+            for v in [dim, max, next, 0, 0, count] {
+                put_varint(&mut out, v);
+            }
+            decode(&out)
+        };
+        assert!(h(3, 10, 5, 4).is_ok());
+        assert!(h(0, 10, 1, 0).is_ok());
+        assert!(err_of_r(h(1 << 28, 10, 1, 0)).contains("dimension 268435456 is over"));
+        assert!(err_of_r(h(3, 0, 1, 0)).contains("max_items 0 is not between 1 and 1000000"));
+        assert!(err_of_r(h(3, 2_000_000, 1, 0)).contains("max_items 2000000"));
+        assert!(err_of_r(h(3, 10, 20, 11)).contains("11 entries are more than max_items 10"));
+        assert!(err_of_r(h(0, 10, 5, 1)).contains("entries without a dimension"));
+        assert!(err_of_r(h(3, 10, 0, 0)).contains("next_id 0 cannot follow"));
+        assert!(err_of_r(h(3, 10, 4, 4)).contains("next_id 4 cannot follow 4 entries"));
+    }
+
+    fn err_of_r(r: Result<Decoded, CodecError>) -> String {
+        r.unwrap_err().to_string()
+    }
+
+    fn one_entry(id: u64, row: &[f32], meta: Option<&str>) -> Vec<u8> {
+        encode_entries(0, &[(id, row, b"r", meta, 0)])
+    }
+
+    #[test]
+    fn entries_that_set_could_not_make_are_refused() {
+        assert!(decode(&one_entry(1, &[0.6, 0.8], Some("{}"))).is_ok());
+        let cases: [(Vec<u8>, &str); 7] = [
+            (one_entry(0, &[1.0], None), "entry id 0 is never issued"),
+            (one_entry(u64::MAX, &[1.0], None), "is never issued"),
+            (
+                one_entry(1, &[1.0], Some("[1]")),
+                "META must be a JSON object",
+            ),
+            (one_entry(1, &[], None), "empty vector"),
+            (
+                one_entry(1, &[f32::NAN, 1.0], None),
+                "NaN or Inf at index 0",
+            ),
+            (one_entry(1, &[0.0, 0.0], None), "has norm 0, not 1"),
+            (one_entry(1, &[3.0, 4.0], None), "has norm 5, not 1"),
+        ];
+        for (buf, want) in cases {
+            let e = err_of(&buf);
+            assert!(e.contains(want), "{e} / {want}");
+        }
+        let two = |a: (u64, &[f32]), b: (u64, &[f32]), next| {
+            encode_entries(next, &[(a.0, a.1, b"", None, 0), (b.0, b.1, b"", None, 0)])
+        };
+        assert!(err_of(&two((2, &[1.0]), (2, &[1.0]), 0))
+            .contains("entry 2 does not come after entry 2"));
+        assert!(err_of(&two((1, &[1.0]), (2, &[0.0, 1.0]), 0)).contains("dimension 2, entry 1 1"));
+        assert!(err_of(&two((1, &[1.0]), (2, &[1.0]), 2)).contains("next_id 2 is not past entry 2"));
+        assert!(decode(&two((1, &[1.0]), (2, &[1.0]), 3)).is_ok());
+    }
+
+    use proptest::prelude::*;
+
+    fn bucket_strategy() -> impl Strategy<Value = Bucket> {
+        (
+            1usize..20,
+            1usize..6,
+            proptest::collection::vec(
+                (
+                    proptest::collection::vec(-10f32..10.0, 6),
+                    proptest::collection::vec(any::<u8>(), 0..20),
+                    proptest::option::of("[a-z]{1,5}"),
+                    0i64..1 << 50,
+                ),
+                0..25,
+            ),
+            proptest::collection::vec(any::<u64>(), 0..5),
+        )
+            .prop_map(|(max, dim, rows, removals)| {
+                let mut b = Bucket::new(max);
+                for (row, resp, meta, exp) in rows {
+                    let mut v = row[..dim].to_vec();
+                    v[0] += 20.0; // never a zero vector
+                    let meta = meta.map(|k| format!("{{\"{k}\":1}}"));
+                    b.insert(None, &v, resp, meta, exp).unwrap();
+                }
+                for r in removals {
+                    let n = b.next_id();
+                    b.remove(r % n);
+                }
+                b
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(crate::conv::message::strategies::cases(200)))]
+
+        #[test]
+        fn prop_buckets_round_trip(b in bucket_strategy(), hits in any::<u64>()) {
+            let chunks: Vec<Vec<u8>> = entry_chunks(&b).collect();
+            let (h, back) = rebuild(&encode_header(&b, hits, 3), &chunks).unwrap();
+            prop_assert_eq!((h.hits, h.misses), (hits, 3));
+            prop_assert_eq!(b.entries().collect::<Vec<_>>(), back.entries().collect::<Vec<_>>());
+            prop_assert_eq!((back.dim(), back.max_items()), (b.dim(), b.max_items()));
+            prop_assert_eq!(back.next_id(), b.next_id());
+        }
+
+        #[test]
+        fn prop_garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode(&data);
+            let mut v = data;
+            if v.len() >= 2 {
+                v[0] = CODEC_VERSION;
+                v[1] %= 2;
+                let _ = decode(&v);
+            }
+        }
+
+        /// Byte edits and truncations of valid payloads never panic; what is accepted
+        /// rebuilds a bucket (or is refused by the rebuild) without a panic either.
+        #[test]
+        fn prop_mutations_never_panic(
+            b in bucket_strategy(),
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 1..4),
+            cut in any::<usize>(),
+        ) {
+            let header = encode_header(&b, 1, 2);
+            let mut chunks: Vec<Vec<u8>> = entry_chunks(&b).collect();
+            let mut all = vec![header.clone()];
+            all.append(&mut chunks);
+            let which = cut % all.len();
+            let buf = &mut all[which];
+            for (at, byte, how) in edits {
+                let i = at % buf.len();
+                match how {
+                    0 => buf[i] ^= 1 << (byte % 8),
+                    1 => buf[i] = byte,
+                    _ => buf.insert(i, byte),
+                }
+            }
+            let n = buf.len();
+            buf.truncate(n - (cut / 7) % 2 * (cut % n));
+            if let Ok(Decoded::Entries(_, entries)) = decode(&all[which]) {
+                for e in &entries {
+                    prop_assert!(check_entry(e).is_ok());
+                }
+            }
+            let _ = rebuild(&all[0], &all[1..]);
+        }
     }
 }

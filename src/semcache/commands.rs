@@ -14,7 +14,7 @@ use crate::{config, keys, vector};
 
 /// The command AOF rewrite emits to rebuild a bucket (also accepted from clients).
 pub const LOAD_COMMAND: &str = "SEMCACHE._LOAD";
-pub const MAX_ITEMS_LIMIT: i64 = 1_000_000;
+pub const MAX_ITEMS_LIMIT: i64 = codec::MAX_ITEMS_LIMIT as i64;
 /// Longest TTL accepted (100 years), so that `now + ttl` never overflows.
 const MAX_TTL_SECS: i64 = 100 * 365 * 86_400;
 

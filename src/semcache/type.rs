@@ -61,13 +61,14 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
         return std::ptr::null_mut();
     }
     let read = || -> Result<SemCache, String> {
-        let buf = raw::load_string_buffer(rdb).map_err(|e| e.to_string())?;
+        let short = |_| "short read (truncated or corrupt value)".to_string();
+        let buf = raw::load_string_buffer(rdb).map_err(short)?;
         let Decoded::Header(h) = codec::decode(buf.as_ref()).map_err(|e| e.to_string())? else {
             return Err("semcache payload has no header".into());
         };
         let mut b = codec::bucket_from_header(&h).map_err(|e| e.to_string())?;
         while (b.len() as u64) < h.count {
-            let buf = raw::load_string_buffer(rdb).map_err(|e| e.to_string())?;
+            let buf = raw::load_string_buffer(rdb).map_err(short)?;
             match codec::decode(buf.as_ref()).map_err(|e| e.to_string())? {
                 Decoded::Entries(next, e) if !e.is_empty() => {
                     codec::push_entries(&mut b, next, e).map_err(|e| e.to_string())?
@@ -81,10 +82,15 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
         b.restore_next_id(h.next_id);
         Ok(SemCache::new(b, h.hits, h.misses))
     };
+    // With HANDLE_IO_ERRORS set, a short read is an error here (the load fails cleanly).
     match read() {
         Ok(c) => into_raw(c),
         Err(e) => {
-            log_warning(&format!("convcache: {e}"));
+            let key = crate::conv::r#type::io_key(rdb);
+            log_warning(&format!(
+                "convcache: cannot load semantic cache {}: {e}",
+                crate::conv::r#type::shown_key(key.as_ref())
+            ));
             std::ptr::null_mut()
         }
     }
