@@ -8,7 +8,7 @@ use super::codec::{self, Decoded};
 use super::message::{self, InvalidMessage, Message};
 use super::r#type::SESSION_TYPE;
 use super::render::{self, Format};
-use super::session::{self, Session, MAX_WINDOW};
+use super::session::{self, RoleFilter, Session, MAX_WINDOW};
 use super::{cold, search};
 use crate::args::{self, err, Args};
 use crate::{config, keys, metrics};
@@ -36,7 +36,37 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Longest `EX` of CONV.ADD (as SEMCACHE.SET's): 100 years.
+pub const MAX_TTL_SECS: i64 = 100 * 365 * 86_400;
+
+/// The session's expiry (unix ms) an ADD asked for: `EX` from a client, decided here against
+/// the clock, or `PXAT`, the primary's decision as replicas and the AOF receive it.
+fn expire_at(
+    ctx: &Context,
+    ex: Option<i64>,
+    pxat: Option<i64>,
+    now: i64,
+) -> Result<Option<i64>, RedisError> {
+    match (ex, pxat) {
+        (Some(_), Some(_)) => err("EX and PXAT cannot be given together"),
+        (Some(secs), None) => Ok(Some(now + secs * 1000)),
+        (None, Some(at)) => {
+            // A decision taken elsewhere is applied as it is; a client's must be ahead.
+            let decided = ctx.get_flags().intersects(
+                redis_module::ContextFlags::REPLICATED | redis_module::ContextFlags::LOADING,
+            );
+            let (min, max) = (now + 1, now + MAX_TTL_SECS * 1000);
+            if !decided && !(min..=max).contains(&at) {
+                return err(format!("PXAT must be between {min} and {max}, got {at}"));
+            }
+            Ok(Some(at))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
 /// CONV.ADD key role content [META json] [EMB fp32blob] [TS ms] [WINDOW n] [SEQ n]
+/// [EX seconds | PXAT ms]
 pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     metrics::CONV_COMMANDS.incr();
     metrics::CONV_ADDS.incr();
@@ -54,13 +84,14 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     }
     let (mut meta, mut emb, mut ts, mut seq, mut window, mut sid) =
         (None, None, None, None, None, None);
+    let (mut ex, mut pxat) = (None, None);
     let mut i = 4;
     while i < argv.len() {
         let kw = argv[i].as_slice();
         let name = String::from_utf8_lossy(kw).to_ascii_uppercase();
         let Some(value) = argv.get(i + 1).map(|v| v.as_slice()) else {
             return match name.as_str() {
-                "META" | "EMB" | "TS" | "SEQ" | "WINDOW" | "SID" => {
+                "META" | "EMB" | "TS" | "SEQ" | "WINDOW" | "SID" | "EX" | "PXAT" => {
                     err(format!("{name} needs a value"))
                 }
                 _ => args::unknown_option(&name),
@@ -75,12 +106,15 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
                 window = Some(args::int_in("WINDOW", value, 1, i64::from(MAX_WINDOW))? as u32)
             }
             "SID" => sid = Some(args::parse_i64("SID", value)? as u64),
+            "EX" => ex = Some(args::int_in("EX", value, 1, MAX_TTL_SECS)?),
+            "PXAT" => pxat = Some(args::int_in("PXAT", value, 1, i64::MAX)?),
             other => return args::unknown_option(other),
         }
         i += 2;
     }
-    let key = ctx.open_key_writable(&argv[1]);
     let now = now_ms();
+    let expire_at = expire_at(ctx, ex, pxat, now)?;
+    let key = ctx.open_key_writable(&argv[1]);
     let ts = ts.unwrap_or(now);
     let msg = Message {
         seq: 0,
@@ -135,17 +169,38 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         }
     };
     drop(key);
-    if drop_auto_expire != 0 && keys::abs_expire_ms(ctx, &argv[1]) == drop_auto_expire {
-        keys::set_expire_at(ctx, &argv[1], None);
+    match expire_at {
+        // The TTL asked for wins over any other (a retention TTL, the user's earlier one).
+        Some(at) => keys::set_expire_at(ctx, &argv[1], Some(at)),
+        None if drop_auto_expire != 0 && keys::abs_expire_ms(ctx, &argv[1]) == drop_auto_expire => {
+            keys::set_expire_at(ctx, &argv[1], None)
+        }
+        None => {}
     }
-    replicate_add(ctx, &argv, ts, seq, window, session_sid);
+    replicate_add(ctx, &argv, ts, seq, window, session_sid, expire_at);
     ctx.notify_keyspace_event(NotifyEvent::MODULE, "conv.add", &argv[1]);
     Ok(RedisValue::Integer(seq as i64))
 }
 
 /// Replicas and the AOF get the primary's decisions (time, sequence, window), so a replay
 /// reaches the same state whatever the replica's clock or config.
-fn replicate_add(ctx: &Context, argv: &[RedisString], ts: i64, seq: u64, window: u32, sid: u64) {
+fn replicate_add(
+    ctx: &Context,
+    argv: &[RedisString],
+    ts: i64,
+    seq: u64,
+    window: u32,
+    sid: u64,
+    expire_at: Option<i64>,
+) {
+    if let Some(at) = expire_at {
+        return replicate_add_with_expiry(
+            ctx,
+            argv,
+            [ts, seq as i64, i64::from(window), sid as i64],
+            at,
+        );
+    }
     // key, role, content, META and EMB go on as the client sent them; the decided numbers
     // are passed as integers, so nothing is formatted or allocated here (this runs on every add).
     let (mut meta, mut emb) = (None, None);
@@ -249,6 +304,27 @@ fn replicate_add(ctx: &Context, argv: &[RedisString], ts: i64, seq: u64, window:
     }
 }
 
+/// `replicate_add` for an ADD that set the session's expiry: the absolute time decided here
+/// replaces `EX`, so replicas and an AOF replay expire the session at the same instant.
+fn replicate_add_with_expiry(ctx: &Context, argv: &[RedisString], decided: [i64; 4], at: i64) {
+    let mut out: Vec<RedisString> = argv[1..4].to_vec();
+    for pair in argv[4..].chunks_exact(2) {
+        let kw = pair[0].as_slice();
+        if kw.eq_ignore_ascii_case(b"META") || kw.eq_ignore_ascii_case(b"EMB") {
+            out.extend_from_slice(pair);
+        }
+    }
+    for (name, value) in ["TS", "SEQ", "WINDOW", "SID", "PXAT"]
+        .iter()
+        .zip(decided.into_iter().chain([at]))
+    {
+        out.push(ctx.create_string(*name));
+        out.push(ctx.create_string(value.to_string()));
+    }
+    let refs: Vec<&RedisString> = out.iter().collect();
+    ctx.replicate("CONV.ADD", refs.as_slice());
+}
+
 /// Gives a new session to the server and counts it; `free` uncounts it.
 fn store_new(key: &RedisKeyWritable, s: Session) -> Result<(), RedisError> {
     metrics::session_created(&s);
@@ -288,17 +364,25 @@ pub fn reply_messages<'a>(
     }
 }
 
-/// CONV.CTX key [COUNT n] [TOKENS budget] [FORMAT messages|full|text|resp]
+/// `ROLES r1,r2,...`: the roles a read keeps.
+fn parse_roles(opts: &mut Args) -> Result<RoleFilter, RedisError> {
+    RoleFilter::parse(opts.value_of("ROLES")?).map_err(|e| RedisError::String(format!("ERR {e}")))
+}
+
+/// CONV.CTX key [COUNT n] [TOKENS budget] [ROLES r1,r2] [FORMAT messages|full|text|resp]
+///
+/// ROLES filters first: the reply is the last COUNT turns of those roles, fit to TOKENS.
 pub fn ctx_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     metrics::CONV_COMMANDS.incr();
     metrics::CONV_READS.incr();
     let mut a = Args::new(&argv, 1)?;
     let key_name = a.next_arg()?;
-    let (mut count, mut tokens, mut format) = (None, None, Format::Messages);
+    let (mut count, mut tokens, mut roles, mut format) = (None, None, None, Format::Messages);
     while !a.done() {
         match a.next_keyword()?.as_str() {
             "COUNT" => count = Some(a.int_in("COUNT", 0, i64::MAX)? as usize),
             "TOKENS" => tokens = Some(a.int_in("TOKENS", 0, i64::MAX)? as u64),
+            "ROLES" => roles = Some(parse_roles(&mut a)?),
             "FORMAT" => format = parse_format(&mut a)?,
             other => return args::unknown_option(other),
         }
@@ -309,26 +393,33 @@ pub fn ctx_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     };
     s.touch(now_ms());
     let n = count.unwrap_or(s.window as usize);
-    let fit = move |newest_first: &mut dyn Iterator<Item = &Message>, max: usize| match tokens {
-        Some(budget) => session::fit_tokens(newest_first.take(max), budget),
-        None => max,
-    };
-    if n <= s.hot_len() || s.archived.count == 0 {
-        let n = fit(&mut s.hot().iter().rev(), n.min(s.hot_len()));
-        return Ok(reply_messages(format, s.last_n(n)));
+    // Turns of the wanted roles in memory, newest first, up to n: enough means no disk read.
+    let hot_kept = s
+        .hot()
+        .iter()
+        .rev()
+        .filter(|m| session::role_kept(roles.as_ref(), m))
+        .take(n)
+        .count();
+    if hot_kept >= n || s.archived.count == 0 {
+        let picked = session::pick_ctx(s.hot().iter(), roles.as_ref(), n, tokens);
+        return Ok(reply_messages(format, picked.into_iter()));
     }
     // Part of the answer is on disk: read it in the background, reply with it and the
     // in-memory turns as they are now. The read covers the window too (never more), so the
-    // primary brings the whole window back into memory whatever COUNT asked for.
+    // primary brings the whole window back into memory whatever COUNT asked for. With ROLES,
+    // how many archived turns hold the missing ones is unknown: the whole archive is read.
     let bring_back = (s.window as usize).saturating_sub(s.hot_len());
-    let need = ((n - s.hot_len()).max(bring_back) as u64).min(s.archived.count);
+    let need = match roles {
+        Some(_) => s.archived.count,
+        None => ((n - s.hot_len()).max(bring_back) as u64).min(s.archived.count),
+    };
     let from = s.archived.last_seq + 1 - need;
     let hot: Vec<Message> = s.hot().iter().cloned().collect();
     let render = Box::new(move |mut turns: Vec<Message>| {
         turns.extend(hot);
-        let asked = turns.len().min(n);
-        let keep = fit(&mut turns.iter().rev(), asked);
-        Ok(reply_messages(format, turns[turns.len() - keep..].iter()))
+        let picked = session::pick_ctx(turns.iter(), roles.as_ref(), n, tokens);
+        Ok(reply_messages(format, picked.into_iter()))
     });
     let last = s.archived.last_seq;
     cold::read_archive(
@@ -343,17 +434,18 @@ pub fn ctx_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     )
 }
 
-/// CONV.HISTORY key [FROM seq] [TO seq] [FORMAT ...]
+/// CONV.HISTORY key [FROM seq] [TO seq] [ROLES r1,r2] [FORMAT ...]
 pub fn history(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     metrics::CONV_COMMANDS.incr();
     metrics::CONV_READS.incr();
     let mut a = Args::new(&argv, 1)?;
     let key_name = a.next_arg()?;
-    let (mut from, mut to, mut format) = (0u64, u64::MAX, Format::Messages);
+    let (mut from, mut to, mut roles, mut format) = (0u64, u64::MAX, None, Format::Messages);
     while !a.done() {
         match a.next_keyword()?.as_str() {
             "FROM" => from = a.int_in("FROM", 0, i64::MAX)? as u64,
             "TO" => to = a.int_in("TO", 0, i64::MAX)? as u64,
+            "ROLES" => roles = Some(parse_roles(&mut a)?),
             "FORMAT" => format = parse_format(&mut a)?,
             other => return args::unknown_option(other),
         }
@@ -364,12 +456,18 @@ pub fn history(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     };
     s.touch(now_ms());
     if s.archived.count == 0 || from > s.archived.last_seq || to < s.archived.first_seq {
-        return Ok(reply_messages(format, s.range(from, to)));
+        let kept = s
+            .range(from, to)
+            .filter(|m| session::role_kept(roles.as_ref(), m));
+        return Ok(reply_messages(format, kept));
     }
     let hot: Vec<Message> = s.range(from, to).cloned().collect();
     let render = Box::new(move |mut turns: Vec<Message>| {
         turns.extend(hot);
-        Ok(reply_messages(format, turns.iter()))
+        let kept = turns
+            .iter()
+            .filter(|m| session::role_kept(roles.as_ref(), m));
+        Ok(reply_messages(format, kept))
     });
     let (lo, hi) = (from.max(s.archived.first_seq), to.min(s.archived.last_seq));
     cold::read_archive(

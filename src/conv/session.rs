@@ -127,6 +127,65 @@ pub fn fit_tokens<'a>(newest_first: impl Iterator<Item = &'a Message>, budget: u
     n
 }
 
+/// `ROLES r1,r2,...` of CONV.CTX and CONV.HISTORY: only turns with one of these roles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleFilter(Vec<Vec<u8>>);
+
+impl RoleFilter {
+    /// A comma-separated list of role names; an empty list or an empty name is refused
+    /// (a role can hold a comma, but then it cannot be filtered by name).
+    pub fn parse(list: &[u8]) -> Result<RoleFilter, String> {
+        if list.is_empty() {
+            return Err("ROLES needs at least one role name".into());
+        }
+        let roles: Vec<Vec<u8>> = list.split(|&b| b == b',').map(<[u8]>::to_vec).collect();
+        if roles.iter().any(Vec::is_empty) {
+            return Err(format!(
+                "ROLES has an empty role name in '{}'",
+                String::from_utf8_lossy(list)
+            ));
+        }
+        Ok(RoleFilter(roles))
+    }
+
+    pub fn keeps(&self, m: &Message) -> bool {
+        self.0.iter().any(|r| r.as_slice() == m.role.as_bytes())
+    }
+}
+
+/// Whether `m` passes an optional role filter.
+pub fn role_kept(roles: Option<&RoleFilter>, m: &Message) -> bool {
+    roles.is_none_or(|f| f.keeps(m))
+}
+
+/// CONV.CTX's choice among `turns` (oldest first): the turns of the wanted roles, the newest
+/// `count` of them, then as many of those, newest first, as fit `tokens`. Oldest first.
+pub fn pick_ctx<'a, I>(
+    turns: I,
+    roles: Option<&RoleFilter>,
+    count: usize,
+    tokens: Option<u64>,
+) -> Vec<&'a Message>
+where
+    I: DoubleEndedIterator<Item = &'a Message>,
+{
+    let mut used = 0u64;
+    let mut picked: Vec<&Message> = turns
+        .rev()
+        .filter(|m| role_kept(roles, m))
+        .take(count)
+        .take_while(|m| match tokens {
+            Some(budget) => {
+                used += estimate_tokens(m);
+                used <= budget
+            }
+            None => true,
+        })
+        .collect();
+    picked.reverse();
+    picked
+}
+
 impl Session {
     pub fn new(window: u32, now_ms: i64) -> Session {
         Session {
@@ -765,6 +824,60 @@ mod tests {
         assert_eq!(s.fit_tokens(10, 41), 2);
         assert_eq!(s.fit_tokens(10, 13), 0);
         assert_eq!(s.fit_tokens(3, 1000), 3);
+    }
+
+    fn with_role(role: &str, content: &str) -> Message {
+        Message {
+            role: role.into(),
+            ..msg(content)
+        }
+    }
+
+    #[test]
+    fn role_filter_parses_a_list_and_refuses_empty_names() {
+        let f = RoleFilter::parse(b"user,assistant").unwrap();
+        assert!(f.keeps(&with_role("user", "x")) && f.keeps(&with_role("assistant", "x")));
+        assert!(!f.keeps(&with_role("tool", "x")) && !f.keeps(&with_role("use", "x")));
+        for bad in [&b""[..], b",", b"user,", b",user", b"user,,assistant"] {
+            assert!(RoleFilter::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            RoleFilter::parse(b"a,").unwrap_err(),
+            "ROLES has an empty role name in 'a,'"
+        );
+    }
+
+    #[test]
+    fn pick_ctx_filters_then_counts_then_fits_tokens() {
+        let mut s = Session::new(10, 0);
+        for (i, role) in ["user", "tool", "assistant", "tool", "user", "assistant"]
+            .iter()
+            .enumerate()
+        {
+            s.add(with_role(role, &"x".repeat(40 + i)), None).unwrap(); // 15 tokens each
+        }
+        let seqs = |v: Vec<&Message>| v.iter().map(|m| m.seq).collect::<Vec<_>>();
+        let f = RoleFilter::parse(b"user,assistant").unwrap();
+        assert_eq!(
+            seqs(pick_ctx(s.hot().iter(), Some(&f), 10, None)),
+            [1, 3, 5, 6]
+        );
+        assert_eq!(seqs(pick_ctx(s.hot().iter(), Some(&f), 3, None)), [3, 5, 6]);
+        assert_eq!(
+            seqs(pick_ctx(s.hot().iter(), Some(&f), 3, Some(31))),
+            [5, 6]
+        );
+        assert_eq!(
+            seqs(pick_ctx(s.hot().iter(), Some(&f), 3, Some(14))),
+            [0u64; 0]
+        );
+        assert_eq!(seqs(pick_ctx(s.hot().iter(), None, 2, None)), [5, 6]);
+        assert_eq!(seqs(pick_ctx(s.hot().iter(), None, 0, None)), [0u64; 0]);
+        let tool = RoleFilter::parse(b"tool").unwrap();
+        assert_eq!(
+            seqs(pick_ctx(s.hot().iter(), Some(&tool), 10, None)),
+            [2, 4]
+        );
     }
 
     #[test]
