@@ -13,6 +13,8 @@ pub mod format;
 pub mod huffman;
 pub mod lix;
 pub mod store;
+#[cfg(test)]
+mod v1_fixtures;
 pub mod worker;
 
 use std::fmt;
