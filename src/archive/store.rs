@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use super::dict::DictStore;
 use super::filename::archive_file_name;
 use super::format::{self, ArchiveScan};
 use crate::conv::message::Message;
@@ -21,6 +23,8 @@ use crate::conv::message::Message;
 pub enum StoreError {
     Io(String),
     Corrupt(String),
+    /// A dictionary the file needs is missing, truncated or corrupt.
+    Dictionary(String),
     /// The file belongs to another session (another key or incarnation).
     Foreign,
     /// The archive lacks turns the session counts as archived.
@@ -35,6 +39,7 @@ impl std::fmt::Display for StoreError {
         match self {
             StoreError::Io(e) => write!(f, "archive I/O error: {e}"),
             StoreError::Corrupt(e) => write!(f, "archive file is corrupt: {e}"),
+            StoreError::Dictionary(e) => write!(f, "{e}"),
             StoreError::Foreign => write!(f, "archive file belongs to another session"),
             StoreError::Missing { want_last, have_last } => write!(
                 f,
@@ -74,11 +79,24 @@ pub fn session_path(root: &Path, db: i32, key: &[u8]) -> PathBuf {
 #[derive(Default)]
 pub struct Store {
     files: HashMap<PathBuf, FileState>,
+    /// The archive directory's dictionaries (none: zstd segments without one).
+    dicts: Option<Arc<DictStore>>,
 }
 
 impl Store {
     pub fn new() -> Store {
         Store::default()
+    }
+
+    pub fn with_dicts(dicts: Arc<DictStore>) -> Store {
+        Store {
+            files: HashMap::new(),
+            dicts: Some(dicts),
+        }
+    }
+
+    pub fn dicts(&self) -> Option<&DictStore> {
+        self.dicts.as_deref()
     }
 
     /// Appends the turns past the file's last sequence and makes them durable (fsync; the
@@ -111,11 +129,11 @@ impl Store {
         if new.is_empty() {
             return Ok(AppendOutcome::default());
         }
-        let raw_bytes = format::serialize_turns(&new)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?
-            .len() as u64;
-        let segment =
-            format::try_encode_segment(&new).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let dict = self.dicts.as_ref().and_then(|d| d.current());
+        let (segment, raw_bytes) =
+            format::encode_segment_with(&new, super::segcodec::write_codec(), dict.as_deref())
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let raw_bytes = raw_bytes as u64;
         let mut f = OpenOptions::new().write(true).open(path)?;
         // A torn tail from a crash mid-append is cut off before writing after it.
         f.set_len(state.valid_len)?;
@@ -303,6 +321,30 @@ pub fn read_turns(
     from: u64,
     to: u64,
 ) -> Result<(Vec<Message>, u64), StoreError> {
+    read_turns_with(path, None, session_id, archived_last, from, to)
+}
+
+/// The error of a segment that did not decode: a dictionary problem is named as such.
+pub fn segment_error(e: super::ArchiveError) -> StoreError {
+    match e {
+        super::ArchiveError::Dictionary { .. } => StoreError::Dictionary(e.to_string()),
+        e => StoreError::Corrupt(e.to_string()),
+    }
+}
+
+/// [`read_turns`] with the archive directory's dictionaries.
+pub fn read_turns_with(
+    path: &Path,
+    dicts: Option<&DictStore>,
+    session_id: i64,
+    archived_last: u64,
+    from: u64,
+    to: u64,
+) -> Result<(Vec<Message>, u64), StoreError> {
+    let lookup = |id| match dicts {
+        Some(d) => d.get(id),
+        None => format::no_dicts(id),
+    };
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
     let scan: ArchiveScan = format::scan(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -323,8 +365,7 @@ pub fn read_turns(
         .iter()
         .filter(|s| s.last_seq >= from && s.first_seq <= to)
     {
-        let turns =
-            format::decode_segment(&bytes, seg).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let turns = format::decode_segment_with(&bytes, seg, &lookup).map_err(segment_error)?;
         out.extend(turns.into_iter().filter(|t| t.seq >= from && t.seq <= to));
     }
     Ok((out, bytes.len() as u64))
