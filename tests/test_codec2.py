@@ -185,3 +185,23 @@ def test_damaged_dictionary_fails_only_the_sessions_that_need_it(servers, kind, 
     assert r.execute_command("CONV.ADD", "post0", "user", "still writable") == 13
     assert r.execute_command("CONV.LEN", "post0") == 13
     assert s.proc.poll() is None
+
+
+def test_archive_codec_setting(servers, kind):
+    s = servers(kind, module_args=cold_args(batch=2, archive_codec="huffman"))
+    r = s.client()
+    assert r.config_get("convcache.archive-codec") == {"convcache.archive-codec": "huffman"}
+    with pytest.raises(redis.ResponseError) as e:
+        r.config_set("convcache.archive-codec", "lz4")
+    assert "archive codec 'lz4' is not 'zstd' or 'huffman'" in str(e.value)
+    assert stats(r)["archive_codec"] == "huffman"
+    want = add_session(r, "h")
+    assert {seg[0] for seg in segments(archive_path(s, "h"))} == {"SEG1"}
+    r.config_set("convcache.archive-codec", "ZSTD")
+    assert stats(r)["archive_codec"] == "zstd"
+    want += add_session(r, "h", n=3, first=13)[12:]
+    assert [seg[:2] for seg in segments(archive_path(s, "h"))][-1] == ("SEG2", 2)
+    assert history(r, "h") == want
+    # Too little archived for a dictionary (1 MiB by default): none is trained.
+    assert stats(r)["archive_dict_id"] == "none"
+    assert not os.path.exists(os.path.join(s.dir, ARCHIVE_DIR, "dict"))

@@ -18,6 +18,11 @@ pub const CODEC_ZSTD: u8 = 2;
 /// at an encoding speed still above the Huffman codec's on 10-turn segments.
 pub const ZSTD_LEVEL: i32 = 3;
 
+/// Size of a trained dictionary: zstd's own default (110 KiB). On English prose chat turns it
+/// takes the archive from 0.40 to 0.38 of the content against 64 KiB (codec_bench), for a
+/// prepared dictionary of well under a megabyte per node.
+pub const DICT_BYTES: usize = 112_640;
+
 /// Decoded segments larger than this are not allocated up front (a hostile header could
 /// claim 4 GiB); they grow as the frame decodes.
 const PREALLOC_LIMIT: usize = 64 << 20;

@@ -27,8 +27,6 @@ static DICTS: OnceLock<Arc<DictStore>> = OnceLock::new();
 static TRAINING: AtomicBool = AtomicBool::new(false);
 /// Raw bytes archived when training was last tried (-1: not yet since start).
 static TRAINED_AT_RAW: AtomicI64 = AtomicI64::new(-1);
-/// Dictionary size (zstd's usual choice; the gain flattens out beyond it).
-const DICT_BYTES: usize = 64 << 10;
 /// At most this much archived text is read to train a dictionary.
 const TRAIN_SAMPLE_BYTES: usize = 16 << 20;
 static TICKETS: AtomicU64 = AtomicU64::new(1);
@@ -125,7 +123,7 @@ fn maybe_train_dictionary() {
             let samples = dict::collect_samples(&root, &d, TRAIN_SAMPLE_BYTES);
             let total: usize = samples.iter().map(Vec::len).sum();
             if total as i64 >= min {
-                match segcodec::train(&samples, DICT_BYTES).and_then(|b| d.install(b)) {
+                match segcodec::train(&samples, segcodec::DICT_BYTES).and_then(|b| d.install(b)) {
                     Ok(dict) => {
                         metrics::DICT_TRAININGS.incr();
                         redis_module::logging::log_notice(format!(
