@@ -513,7 +513,10 @@ for k in sorted(t.topics):
                 role: if user { "user" } else { "assistant" }.into(),
                 content: p.to_vec(),
                 meta: Some(if user {
-                    format!("{{\"client\":\"web\",\"lang\":\"en\",\"user_id\":\"u{}\"}}", 1000 + i % 37)
+                    format!(
+                        "{{\"client\":\"web\",\"lang\":\"en\",\"user_id\":\"u{}\"}}",
+                        1000 + i % 37
+                    )
                 } else {
                     format!(
                         "{{\"model\":\"gpt-4o-mini\",\"tokens\":{},\"latency_ms\":{}}}",
@@ -547,7 +550,8 @@ fn v2_rows(turns: &[Message]) -> (usize, usize, Vec<V2Row>) {
         .chunks(SEGMENT_TURNS)
         .map(|c| format::serialize_turns(c).expect("serialize"))
         .collect();
-    let dict = Dict::from_bytes(segcodec::train(&train, segcodec::DICT_BYTES).expect("train")).expect("dict");
+    let dict = Dict::from_bytes(segcodec::train(&train, segcodec::DICT_BYTES).expect("train"))
+        .expect("dict");
     let test = &turns[half..];
     let content: usize = test.iter().map(|m| m.content.len()).sum();
     let raws: Vec<Vec<u8>> = test
@@ -566,7 +570,10 @@ fn v2_rows(turns: &[Message]) -> (usize, usize, Vec<V2Row>) {
         for (i, session) in test.chunks(SESSION_TURNS).enumerate() {
             disk += format::encode_header(format!("chat:{i}").as_bytes(), i as i64).len();
             for seg in session.chunks(SEGMENT_TURNS) {
-                disk += format::encode_segment_with(seg, codec, d).expect("encode").0.len();
+                disk += format::encode_segment_with(seg, codec, d)
+                    .expect("encode")
+                    .0
+                    .len();
             }
         }
         let blobs: Vec<Vec<u8>> = raws
@@ -588,7 +595,9 @@ fn v2_rows(turns: &[Message]) -> (usize, usize, Vec<V2Row>) {
             for (b, r) in blobs.iter().zip(&raws) {
                 black_box(match codec {
                     SegCodec::Huffman => huffman::decode(black_box(b)).expect("decode"),
-                    SegCodec::Zstd => segcodec::zstd_decompress(black_box(b), d, r.len()).expect("decode"),
+                    SegCodec::Zstd => {
+                        segcodec::zstd_decompress(black_box(b), d, r.len()).expect("decode")
+                    }
                 });
             }
         });
@@ -638,7 +647,10 @@ fn v2_section(chat: &[Message]) {
     let d = &bench[2];
     let ratio = d.disk as f64 / bench[0].disk as f64;
     println!("\nGoals:");
-    println!("- bench corpus: disk <= 0.55x huffman: {ratio:.3}x {}", ok(ratio <= 0.55));
+    println!(
+        "- bench corpus: disk <= 0.55x huffman: {ratio:.3}x {}",
+        ok(ratio <= 0.55)
+    );
     println!(
         "- encode >= 1.0x huffman: {:.2}x {}; decode >= 1.5x: {:.2}x {}",
         d.enc_mbs / bench[0].enc_mbs,
@@ -648,7 +660,10 @@ fn v2_section(chat: &[Message]) {
     );
     match prose_turns() {
         Some(prose) => {
-            let content: usize = prose[prose.len() / 2..].iter().map(|m| m.content.len()).sum();
+            let content: usize = prose[prose.len() / 2..]
+                .iter()
+                .map(|m| m.content.len())
+                .sum();
             let rows = v2_table(
                 "Prose chat corpus (Python's documentation paragraphs as turns, per-turn META)",
                 &prose,

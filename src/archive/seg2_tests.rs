@@ -33,10 +33,10 @@ fn msg(seq: u64) -> Message {
     Message {
         seq,
         ts_ms: 1_700_000_000_000 + seq as i64 * 977,
-        role: if seq % 2 == 0 { "user" } else { "assistant" }.into(),
+        role: if seq.is_multiple_of(2) { "user" } else { "assistant" }.into(),
         content: format!("turn {seq}: could you explain how the cache keeps sessions warm? yes — it keeps a window of {} turns", seq % 9).into_bytes(),
-        meta: (seq % 3 == 0).then(|| format!("{{\"model\":\"gpt\",\"n\":{seq}}}")),
-        emb: (seq % 4 == 0).then(|| vec![0.25, -1.5, seq as f32]),
+        meta: seq.is_multiple_of(3).then(|| format!("{{\"model\":\"gpt\",\"n\":{seq}}}")),
+        emb: seq.is_multiple_of(4).then(|| vec![0.25, -1.5, seq as f32]),
     }
 }
 
