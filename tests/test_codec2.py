@@ -58,20 +58,21 @@ def segments(path):
     return out
 
 
-def trained(s, r):
+def trained(s, r, prefix=""):
     """Fills the archive until the dictionary exists; returns its id and the sessions, with
-    `before` archived without a dictionary and `after` with it."""
+    `pre0` archived without a dictionary and `post*` with it."""
     want = {}
     for i in range(20):
-        want[f"pre{i}"] = add_session(r, f"pre{i}")
+        want[f"{prefix}pre{i}"] = add_session(r, f"{prefix}pre{i}")
     wait_for(lambda: stats(r)["archive_dict_id"] != "none", timeout=30, what="dictionary trained")
     dict_id = stats(r)["archive_dict_id"]
     path = os.path.join(s.dir, ARCHIVE_DIR, "dict", f"{dict_id}.zdict")
     assert os.path.getsize(path) > 1000
     for i in range(5):
-        want[f"post{i}"] = add_session(r, f"post{i}")
-    assert all(seg[2] == 0 for seg in segments(archive_path(s, "pre0")))
-    assert {seg for seg in segments(archive_path(s, "post0"))} == {("SEG2", 2, int(dict_id, 16))}
+        want[f"{prefix}post{i}"] = add_session(r, f"{prefix}post{i}")
+    assert all(seg[2] == 0 for seg in segments(archive_path(s, f"{prefix}pre0")))
+    assert {seg for seg in segments(archive_path(s, f"{prefix}post0"))} == \
+        {("SEG2", 2, int(dict_id, 16))}
     return dict_id, path, want
 
 
@@ -161,6 +162,8 @@ def test_damaged_dictionary_fails_only_the_sessions_that_need_it(servers, kind, 
     assert {seg[0] for seg in segments(archive_path(s, "huff"))} == {"SEG1"}
     r.save()
     s.stop()
+    # No new dictionary after the restart: the test sees the damaged one's effects alone.
+    s.module_args[s.module_args.index("archive-dict-min-bytes") + 1] = "0"
     data = open(path, "rb").read()
     if damage == "missing":
         os.remove(path)
@@ -205,3 +208,21 @@ def test_archive_codec_setting(servers, kind):
     # Too little archived for a dictionary (1 MiB by default): none is trained.
     assert stats(r)["archive_dict_id"] == "none"
     assert not os.path.exists(os.path.join(s.dir, ARCHIVE_DIR, "dict"))
+
+
+def test_slot_migration_reaches_a_node_without_the_dictionary(servers, kind):
+    from test_cluster import NO_ASM, TAG, slot_and_nodes, start_migration, three_primaries, wait_job
+    if kind != "valkey":
+        pytest.skip(NO_ASM)
+    nodes = three_primaries(servers, kind, dict_args())
+    slot, src, dst = slot_and_nodes(nodes)
+    rs, rd = src.client(), dst.client()
+    _, _, want = trained(src, rs, prefix=TAG)
+    assert stats(rd)["archive_dict_id"] == "none"
+    start_migration(src, slot, dst)
+    job = wait_job(src, ("success", "failed", "cancelled"))
+    assert job["state"] == "success", job
+    check_all(rd, want)
+    for k in want:
+        wait_for(lambda k=k: os.path.exists(archive_path(dst, k)), what=f"{k} file on target")
+    check_all(rd, want)
