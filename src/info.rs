@@ -54,6 +54,10 @@ pub fn add_info(ctx: &InfoContext, _for_crash_report: bool) {
         0.0
     };
     ctx.add_info_field_str("archive_disk_ratio", &format!("{disk_ratio:.3}"));
+    ctx.add_info_field_long_long(
+        "archive_disk_bytes",
+        crate::archive::store::DISK_BYTES.load(std::sync::atomic::Ordering::Relaxed),
+    );
     ctx.add_info_field_str(
         "archive_codec",
         crate::archive::segcodec::write_codec().name(),

@@ -226,3 +226,40 @@ def test_slot_migration_reaches_a_node_without_the_dictionary(servers, kind):
     for k in want:
         wait_for(lambda k=k: os.path.exists(archive_path(dst, k)), what=f"{k} file on target")
     check_all(rd, want)
+
+
+def huff_bytes(s):
+    root = os.path.join(s.dir, ARCHIVE_DIR)
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root)
+               for f in fs if f.endswith(".huff") and not f.startswith("."))
+
+
+def test_info_shows_bytes_on_disk_raw_bytes_ratio_and_dictionary(servers, kind):
+    s = servers(kind, module_args=dict_args())
+    r = s.client()
+    assert stats(r)["archive_disk_bytes"] == 0
+    _, _, want = trained(s, r)
+    st = stats(r)
+    assert st["archive_disk_bytes"] == huff_bytes(s) > 0
+    assert st["archive_raw_bytes_written"] > st["archive_bytes_written"] > 0
+    assert float(st["archive_disk_ratio"]) == pytest.approx(
+        st["archive_bytes_written"] / st["archive_raw_bytes_written"], abs=0.001)
+    assert len(st["archive_dict_id"]) == 16
+    # Every file operation moves the figure: delete, rename over another file, copy.
+    r.delete("pre1")
+    r.rename("pre2", "pre3")
+    r.copy("post0", "copy0")
+    r.execute_command("MOVE", "post1", 1)
+    wait_for(lambda: stats(r)["archive_disk_bytes"] == huff_bytes(s), what="disk bytes follow")
+    assert not os.path.exists(archive_path(s, "pre1"))
+    r.save()
+    s.stop()
+    with open(archive_path(s, "pre0"), "ab") as f:
+        f.write(b"torn tail" * 10)  # cut off by the next append, which the figure follows
+    s.start()
+    r = s.client()
+    assert stats(r)["archive_disk_bytes"] == huff_bytes(s)  # counted again at start
+    assert history(r, "pre0") == want["pre0"]
+    want["pre0"] += add_session(r, "pre0", n=2, first=13)[12:]
+    assert stats(r)["archive_disk_bytes"] == huff_bytes(s)
+    assert history(r, "pre0") == want["pre0"]

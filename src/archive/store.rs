@@ -71,6 +71,45 @@ pub struct AppendOutcome {
     pub raw_bytes: u64,
 }
 
+/// Bytes of the archive files on disk (INFO `archive_disk_bytes`): counted once per file when
+/// the I/O threads start ([`count_existing`]), then moved by every write, cut, copy, rename
+/// and delete, all of which run on the I/O thread that owns the file.
+pub static DISK_BYTES: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+fn disk_add(n: i64) {
+    DISK_BYTES.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Size of the file at `path`, 0 if there is none.
+fn file_len(path: &Path) -> i64 {
+    fs::metadata(path).map_or(0, |m| m.len() as i64)
+}
+
+/// Adds the sizes of the archive files under `root` (`<root>/<db>/*.huff`) that `mine`
+/// accepts (each I/O thread counts the files it owns, before it runs any task on them).
+pub fn count_existing(root: &Path, mine: impl Fn(&Path) -> bool) {
+    let Ok(dbs) = fs::read_dir(root) else {
+        return;
+    };
+    for db in dbs.flatten() {
+        let name = db.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(files) = fs::read_dir(db.path()) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let path = f.path();
+            let name = f.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".huff") && !name.starts_with('.') && mine(&path) {
+                disk_add(f.metadata().map_or(0, |m| m.len() as i64));
+            }
+        }
+    }
+}
+
 pub fn session_path(root: &Path, db: i32, key: &[u8]) -> PathBuf {
     root.join(db.to_string()).join(archive_file_name(key))
 }
@@ -135,14 +174,18 @@ impl Store {
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let raw_bytes = raw_bytes as u64;
         let mut f = OpenOptions::new().write(true).open(path)?;
+        let before = f.metadata()?.len() as i64;
         // A torn tail from a crash mid-append is cut off before writing after it.
         f.set_len(state.valid_len)?;
+        disk_add(state.valid_len as i64 - before);
         f.seek(SeekFrom::Start(state.valid_len))?;
         let written = f.write_all(&segment).and_then(|_| f.sync_data());
         if let Err(e) = written {
             self.files.remove(path);
+            disk_add(file_len(path) - state.valid_len as i64);
             return Err(e.into());
         }
+        disk_add(segment.len() as i64);
         let last_seq = new.last().map_or(state.last_seq, |t| t.seq);
         self.files.insert(
             path.to_path_buf(),
@@ -205,7 +248,9 @@ impl Store {
             f.write_all(&header)?;
             f.sync_all()?;
         }
+        let old = file_len(path);
         fs::rename(&tmp, path)?;
+        disk_add(header.len() as i64 - old);
         File::open(dir)?.sync_all()?;
         Ok(FileState {
             valid_len: header.len() as u64,
@@ -216,8 +261,12 @@ impl Store {
 
     pub fn delete(&mut self, path: &Path) -> Result<bool, StoreError> {
         self.files.remove(path);
+        let old = file_len(path);
         match fs::remove_file(path) {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                disk_add(-old);
+                Ok(true)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e.into()),
         }
@@ -231,8 +280,12 @@ impl Store {
         if let Some(dir) = to.parent() {
             fs::create_dir_all(dir)?;
         }
+        let replaced = file_len(to);
         match fs::rename(from, to) {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                disk_add(-replaced);
+                Ok(true)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e.into()),
         }
@@ -265,7 +318,9 @@ impl Store {
             f.write_all(bytes)?;
             f.sync_all()?;
         }
+        let old = file_len(path);
         fs::rename(&tmp, path)?;
+        disk_add(bytes.len() as i64 - old);
         File::open(dir)?.sync_all()?;
         Ok(())
     }

@@ -101,16 +101,23 @@ fn route(path: &std::path::Path, n: usize) -> usize {
 }
 
 impl Workers {
-    pub fn start(threads: usize, dicts: Arc<DictStore>) -> Workers {
+    /// Starts `threads` I/O threads for the archive directory `root`; each first counts the
+    /// sizes of the files it owns (INFO's bytes on disk), then runs its tasks.
+    pub fn start(threads: usize, root: PathBuf, dicts: Arc<DictStore>) -> Workers {
         let depth = Arc::new(AtomicI64::new(0));
-        let queues = (0..threads.max(1))
+        let n = threads.max(1);
+        let queues = (0..n)
             .map(|i| {
                 let (tx, rx) = channel::<Item>();
                 let depth = depth.clone();
                 let dicts = dicts.clone();
+                let root = root.clone();
                 thread::Builder::new()
                     .name(format!("convcache-io-{i}"))
-                    .spawn(move || run(rx, depth, dicts))
+                    .spawn(move || {
+                        store::count_existing(&root, |p| route(p, n) == i);
+                        run(rx, depth, dicts)
+                    })
                     .expect("spawn archive I/O thread");
                 Mutex::new(tx)
             })
@@ -236,7 +243,7 @@ mod tests {
     fn per_file_order_holds_across_renames() {
         let root = std::env::temp_dir().join(format!("convcache-worker-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
-        let w = Workers::start(3, Arc::new(DictStore::new(&root)));
+        let w = Workers::start(3, root.clone(), Arc::new(DictStore::new(&root)));
         let (tx, rx) = mpsc::channel();
         let a = root.join("0").join("a.huff");
         let b = root.join("0").join("b.huff");

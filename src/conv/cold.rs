@@ -72,6 +72,7 @@ fn workers() -> &'static Workers {
     WORKERS.get_or_init(|| {
         Workers::start(
             config::get(&config::IO_THREADS).max(1) as usize,
+            archive_root(),
             dicts().clone(),
         )
     })
