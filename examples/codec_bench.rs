@@ -3,7 +3,10 @@
 //!
 //! 1. Size and speed of the archive's Huffman codec against zlib and zstd on a ~4 MB
 //!    chat-history corpus, and against the order-0 entropy bound.
-//! 2. The cost of `Store::append` of a 10-turn segment to a file already holding 100 vs
+//! 2. Archive codec v2 (zstd segments with a shared dictionary) against today's Huffman
+//!    segments on the same segments in the same run: bytes on disk, encode/decode MB/s, on
+//!    the bench corpus and on English prose (Python's documentation paragraphs as turns).
+//! 3. The cost of `Store::append` of a 10-turn segment to a file already holding 100 vs
 //!    10,000 turns (it should not depend on the file size).
 //!
 //! The archive code is compiled here from the crate's own source files instead of being
@@ -38,6 +41,7 @@ mod conv {
     pub use super::message;
 }
 
+use archive::segcodec::{self, Codec as SegCodec, Dict};
 use archive::{format, huffman, store};
 use message::Message;
 
@@ -477,6 +481,211 @@ fn segment_line(turns: &[Message]) {
 }
 
 // ---------------------------------------------------------------------------
+// codec v2: zstd segments with a shared dictionary
+
+/// English prose as chat turns: the paragraphs of Python's own documentation
+/// (`pydoc_data.topics`, shipped with every CPython), user and assistant in turn, each with
+/// META as a chat client sends it. None when python3 is not there.
+fn prose_turns() -> Option<Vec<Message>> {
+    const SCRIPT: &str = r"
+import sys, pydoc_data.topics as t
+for k in sorted(t.topics):
+    for p in t.topics[k].split('\n\n'):
+        p = ' '.join(p.split())
+        if len(p) >= 40:
+            sys.stdout.write(p + '\0')
+";
+    let out = std::process::Command::new("python3")
+        .args(["-c", SCRIPT])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let mut ts = 1_764_000_000_000i64;
+    let turns: Vec<Message> = out
+        .stdout
+        .split(|&b| b == 0)
+        .filter(|p| !p.is_empty())
+        .enumerate()
+        .map(|(i, p)| {
+            ts += 1000 + (i as i64 * 7919) % 60_000;
+            let user = i % 2 == 0;
+            Message {
+                seq: i as u64 + 1,
+                ts_ms: ts,
+                role: if user { "user" } else { "assistant" }.into(),
+                content: p.to_vec(),
+                meta: Some(if user {
+                    format!(
+                        "{{\"client\":\"web\",\"lang\":\"en\",\"user_id\":\"u{}\"}}",
+                        1000 + i % 37
+                    )
+                } else {
+                    format!(
+                        "{{\"model\":\"gpt-4o-mini\",\"tokens\":{},\"latency_ms\":{}}}",
+                        p.len() / 4,
+                        100 + (i * 31) % 2900
+                    )
+                }),
+                emb: None,
+            }
+        })
+        .collect();
+    (turns.len() > 100).then_some(turns)
+}
+
+/// One codec's figures on the measured segments.
+struct V2Row {
+    name: &'static str,
+    disk: usize,
+    enc_mbs: f64,
+    dec_mbs: f64,
+}
+
+/// Archives of SESSION_TURNS-turn sessions written as the timer writes them (a file header,
+/// then SEGMENT_TURNS-turn segments), for the second half of `turns`; the dictionary is
+/// trained on the first half (other conversations), as the server trains it on what it
+/// archived before. Returns (content bytes, raw bytes, rows: huffman, zstd, zstd+dict).
+fn v2_rows(turns: &[Message]) -> (usize, usize, Vec<V2Row>) {
+    const SESSION_TURNS: usize = 20;
+    let half = turns.len() / 2;
+    let train: Vec<Vec<u8>> = turns[..half]
+        .chunks(SEGMENT_TURNS)
+        .map(|c| format::serialize_turns(c).expect("serialize"))
+        .collect();
+    let dict = Dict::from_bytes(segcodec::train(&train, segcodec::DICT_BYTES).expect("train"))
+        .expect("dict");
+    let test = &turns[half..];
+    let content: usize = test.iter().map(|m| m.content.len()).sum();
+    let raws: Vec<Vec<u8>> = test
+        .chunks(SEGMENT_TURNS)
+        .map(|c| format::serialize_turns(c).expect("serialize"))
+        .collect();
+    let raw_total: usize = raws.iter().map(Vec::len).sum();
+    let mb = raw_total as f64 / 1e6;
+    let mut rows = Vec::new();
+    for (name, codec, d) in [
+        ("huffman (SEG1, today)", SegCodec::Huffman, None),
+        ("zstd-3, no dictionary", SegCodec::Zstd, None),
+        ("zstd-3 + 110 KiB dictionary", SegCodec::Zstd, Some(&dict)),
+    ] {
+        let mut disk = 0;
+        for (i, session) in test.chunks(SESSION_TURNS).enumerate() {
+            disk += format::encode_header(format!("chat:{i}").as_bytes(), i as i64).len();
+            for seg in session.chunks(SEGMENT_TURNS) {
+                disk += format::encode_segment_with(seg, codec, d)
+                    .expect("encode")
+                    .0
+                    .len();
+            }
+        }
+        let blobs: Vec<Vec<u8>> = raws
+            .iter()
+            .map(|r| match codec {
+                SegCodec::Huffman => huffman::encode(r),
+                SegCodec::Zstd => segcodec::zstd_compress(r, d),
+            })
+            .collect();
+        let enc = median_secs(|| {
+            for r in &raws {
+                black_box(match codec {
+                    SegCodec::Huffman => huffman::encode(black_box(r)),
+                    SegCodec::Zstd => segcodec::zstd_compress(black_box(r), d),
+                });
+            }
+        });
+        let dec = median_secs(|| {
+            for (b, r) in blobs.iter().zip(&raws) {
+                black_box(match codec {
+                    SegCodec::Huffman => huffman::decode(black_box(b)).expect("decode"),
+                    SegCodec::Zstd => {
+                        segcodec::zstd_decompress(black_box(b), d, r.len()).expect("decode")
+                    }
+                });
+            }
+        });
+        rows.push(V2Row {
+            name,
+            disk,
+            enc_mbs: mb / enc,
+            dec_mbs: mb / dec,
+        });
+    }
+    (content, raw_total, rows)
+}
+
+fn v2_table(title: &str, turns: &[Message]) -> Vec<V2Row> {
+    let (content, raw, rows) = v2_rows(turns);
+    println!(
+        "\n### {title}\n\n{} turns measured in {SEGMENT_TURNS}-turn segments of 20-turn sessions \
+         (dictionary trained on the other {} turns); content {content} bytes, serialized {raw} bytes\n",
+        turns.len() - turns.len() / 2,
+        turns.len() / 2
+    );
+    println!("| codec | disk bytes | / content | / raw | vs huffman | encode MB/s | decode MB/s | enc vs huffman | dec vs huffman |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let h = (rows[0].disk as f64, rows[0].enc_mbs, rows[0].dec_mbs);
+    for r in &rows {
+        println!(
+            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.0} | {:.0} | {:.2}x | {:.2}x |",
+            r.name,
+            r.disk,
+            r.disk as f64 / content as f64,
+            r.disk as f64 / raw as f64,
+            r.disk as f64 / h.0,
+            r.enc_mbs,
+            r.dec_mbs,
+            r.enc_mbs / h.1,
+            r.dec_mbs / h.2
+        );
+    }
+    rows
+}
+
+/// Codec v2 against today's Huffman segments, in one run, with the issue's goals.
+fn v2_section(chat: &[Message]) {
+    println!("\n## Archive codec v2 (SEG2: zstd with the archive's dictionary) vs SEG1 Huffman");
+    let bench = v2_table("Bench chat corpus (synthetic, fixed seed)", chat);
+    let ok = |b: bool| if b { "ok" } else { "MISSED" };
+    let d = &bench[2];
+    let ratio = d.disk as f64 / bench[0].disk as f64;
+    println!("\nGoals:");
+    println!(
+        "- bench corpus: disk <= 0.55x huffman: {ratio:.3}x {}",
+        ok(ratio <= 0.55)
+    );
+    println!(
+        "- encode >= 1.0x huffman: {:.2}x {}; decode >= 1.5x: {:.2}x {}",
+        d.enc_mbs / bench[0].enc_mbs,
+        ok(d.enc_mbs >= bench[0].enc_mbs),
+        d.dec_mbs / bench[0].dec_mbs,
+        ok(d.dec_mbs >= 1.5 * bench[0].dec_mbs)
+    );
+    match prose_turns() {
+        Some(prose) => {
+            let content: usize = prose[prose.len() / 2..]
+                .iter()
+                .map(|m| m.content.len())
+                .sum();
+            let rows = v2_table(
+                "Prose chat corpus (Python's documentation paragraphs as turns, per-turn META)",
+                &prose,
+            );
+            let r = rows[2].disk as f64 / content as f64;
+            println!(
+                "\nGoal: prose corpus disk <= 0.40 of content: {r:.3} {} (huffman {:.3}); encode {:.2}x, decode {:.2}x huffman",
+                ok(r <= 0.40),
+                rows[0].disk as f64 / content as f64,
+                rows[2].enc_mbs / rows[0].enc_mbs,
+                rows[2].dec_mbs / rows[0].dec_mbs
+            );
+        }
+        None => println!("\n(prose corpus skipped: python3 with pydoc_data not found)"),
+    }
+}
+
+// ---------------------------------------------------------------------------
 // appends
 
 /// Writes an archive file holding `turns` as segments of SEGMENT_TURNS, straight (fast
@@ -621,6 +830,7 @@ fn main() {
         false,
     );
     segment_line(&turns);
+    v2_section(&turns);
     append_table(&turns);
     eprintln!("codec_bench: {:.1} s", t0.elapsed().as_secs_f64());
 }

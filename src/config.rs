@@ -19,6 +19,8 @@ pub const MAX_CONTENT_DEFAULT: i64 = 16 * 1024 * 1024;
 pub const IDLE_ARCHIVE_DEFAULT: i64 = 7200;
 /// Retention of cold sessions in days (lix: 14).
 pub const ARCHIVE_TTL_DAYS_DEFAULT: i64 = 14;
+/// Raw bytes of archived turns before the archive's zstd dictionary is trained (0 = never).
+pub const ARCHIVE_DICT_MIN_BYTES_DEFAULT: i64 = 1 << 20;
 /// Overflow turns that make one archive append (fewer wait for more, or for idleness).
 pub const ARCHIVE_BATCH_DEFAULT: i64 = 10;
 pub const IO_THREADS_DEFAULT: i64 = 2;
@@ -42,6 +44,9 @@ lazy_static! {
     pub static ref IDLE_ARCHIVE_SECS: AtomicI64 = AtomicI64::new(IDLE_ARCHIVE_DEFAULT);
     pub static ref ARCHIVE_TTL_DAYS: AtomicI64 = AtomicI64::new(ARCHIVE_TTL_DAYS_DEFAULT);
     pub static ref ARCHIVE_BATCH: AtomicI64 = AtomicI64::new(ARCHIVE_BATCH_DEFAULT);
+    pub static ref ARCHIVE_DICT_MIN_BYTES: AtomicI64 =
+        AtomicI64::new(ARCHIVE_DICT_MIN_BYTES_DEFAULT);
+    pub static ref ARCHIVE_CODEC: CodecConfig = CodecConfig;
     pub static ref IO_THREADS: AtomicI64 = AtomicI64::new(IO_THREADS_DEFAULT);
     pub static ref TIMER_INTERVAL_MS: AtomicI64 = AtomicI64::new(TIMER_INTERVAL_MS_DEFAULT);
     pub static ref TIMER_BUDGET_US: AtomicI64 = AtomicI64::new(TIMER_BUDGET_US_DEFAULT);
@@ -61,6 +66,28 @@ pub fn get(v: &AtomicI64) -> i64 {
 
 pub fn get_string(v: &Mutex<String>) -> String {
     v.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// `archive-codec`: what new archive segments are written with, `zstd` (default) or
+/// `huffman` (what releases before codec v2 wrote and read). Every codec is always read.
+pub struct CodecConfig;
+
+impl ConfigurationValue<RedisString> for CodecConfig {
+    fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
+        RedisString::create(None, crate::archive::segcodec::write_codec().name())
+    }
+    fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
+        let text = val.try_as_str()?;
+        match crate::archive::segcodec::Codec::parse(text.trim()) {
+            Some(c) => {
+                crate::archive::segcodec::set_write_codec(c);
+                Ok(())
+            }
+            None => Err(RedisError::String(format!(
+                "archive codec '{text}' is not 'zstd' or 'huffman'"
+            ))),
+        }
+    }
 }
 
 /// A float setting exposed as a string config (the server has no float configs);

@@ -47,6 +47,23 @@ pub fn add_info(ctx: &InfoContext, _for_crash_report: bool) {
         0.0
     };
     ctx.add_info_field_str("archive_compression_ratio", &format!("{ratio:.3}"));
+    // Bytes written per raw byte: what the disk holds of the content (lower is better).
+    let disk_ratio = if raw > 0 {
+        written as f64 / raw as f64
+    } else {
+        0.0
+    };
+    ctx.add_info_field_str("archive_disk_ratio", &format!("{disk_ratio:.3}"));
+    ctx.add_info_field_long_long(
+        "archive_disk_bytes",
+        crate::archive::store::DISK_BYTES.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    ctx.add_info_field_str(
+        "archive_codec",
+        crate::archive::segcodec::write_codec().name(),
+    );
+    ctx.add_info_field_str("archive_dict_id", &crate::conv::cold::dict_id_text());
+    ctx.add_info_field_long_long("archive_dict_trainings", metrics::DICT_TRAININGS.get());
     add_semcache_info(ctx);
 }
 

@@ -74,6 +74,7 @@ pub static ARCHIVE_RAW_BYTES_WRITTEN: Counter = Counter::new();
 pub static ARCHIVE_BYTES_READ: Counter = Counter::new();
 pub static ARCHIVED_TURNS: Counter = Counter::new();
 pub static REHYDRATIONS: Counter = Counter::new();
+pub static DICT_TRAININGS: Counter = Counter::new();
 pub static IO_ERRORS: Counter = Counter::new();
 pub static COLD_SESSIONS: Counter = Counter::new();
 pub static TIMER_TICKS: Counter = Counter::new();

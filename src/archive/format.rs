@@ -34,6 +34,21 @@
 //! | 36     | 4    | CRC32 of bytes 0..36 of this segment header |
 //! | 40     | C    | payload = [`huffman::encode`](super::huffman::encode) of the serialized turns |
 //!
+//! ## `SEG2` segments (codec byte; written by default since archive codec v2)
+//!
+//! A 52-byte header: bytes 0..36 as in `SEG1` but with magic `"SEG2"`, then
+//!
+//! | offset | size | field |
+//! |--------|------|-------|
+//! | 36     | 1    | codec: 1 = Huffman (`CCH1`), 2 = zstd |
+//! | 37     | 3    | reserved, 0 |
+//! | 40     | 8    | dictionary id, u64 (0 = none; zstd only): `<archive-dir>/dict/<id as 16 hex digits>.zdict` |
+//! | 48     | 4    | CRC32 of bytes 0..48 of this segment header |
+//! | 52     | C    | payload: one zstd frame (with its content size) of the serialized turns |
+//!
+//! `SEG1` stays the Huffman segment forever (readers of every release take it);
+//! a file may hold both kinds.
+//!
 //! Sequence numbers are strictly ascending within a segment and across
 //! segments (`first_seq` of a segment > `last_seq` of the previous one), and
 //! `count <= last_seq - first_seq + 1`. Every segment carries its own Huffman
@@ -68,6 +83,7 @@
 
 use super::huffman;
 use super::huffman::get_varint;
+use super::segcodec::{self, Dict, CODEC_HUFFMAN, CODEC_ZSTD};
 use super::ArchiveError;
 use crate::conv::message::Message;
 
@@ -75,6 +91,10 @@ use crate::conv::message::Message;
 pub const FILE_MAGIC: &[u8; 4] = b"CCAR";
 /// Segment magic.
 pub const SEGMENT_MAGIC: &[u8; 4] = b"SEG1";
+/// Magic of segments with a codec byte and a dictionary id.
+pub const SEGMENT2_MAGIC: &[u8; 4] = b"SEG2";
+/// Size of a `SEG2` segment header.
+pub const SEGMENT2_HEADER_LEN: usize = 52;
 /// The format version written by this code.
 pub const FORMAT_VERSION: u16 = 1;
 /// Size of a segment header.
@@ -103,12 +123,18 @@ pub struct SegmentInfo {
     pub raw_len: u32,
     pub comp_len: u32,
     pub payload_crc: u32,
+    /// Length of this segment's header (`SEG1` 40, `SEG2` 52).
+    pub header_len: usize,
+    /// Payload codec ([`segcodec::CODEC_HUFFMAN`] for every `SEG1`).
+    pub codec: u8,
+    /// Dictionary the payload needs, 0 if none.
+    pub dict_id: u64,
 }
 
 impl SegmentInfo {
     /// Offset just past the segment's payload.
     pub fn end(&self) -> usize {
-        self.offset + SEGMENT_HEADER_LEN + self.comp_len as usize
+        self.offset + self.header_len + self.comp_len as usize
     }
 }
 
@@ -375,7 +401,11 @@ pub fn parse_turns(
 /// with strictly ascending `seq`, and serialize to < 4 GiB.
 pub fn try_encode_segment(turns: &[Message]) -> Result<Vec<u8>, ArchiveError> {
     let raw = serialize_turns(turns)?;
-    let payload = huffman::encode(&raw);
+    seg1_from_raw(turns, &raw)
+}
+
+fn seg1_from_raw(turns: &[Message], raw: &[u8]) -> Result<Vec<u8>, ArchiveError> {
+    let payload = huffman::encode(raw);
     let too_big = |what: &str| ArchiveError::InvalidInput(format!("segment {what} exceeds 4 GiB"));
     let raw_len = u32::try_from(raw.len()).map_err(|_| too_big("raw length"))?;
     let comp_len = u32::try_from(payload.len()).map_err(|_| too_big("compressed length"))?;
@@ -394,6 +424,60 @@ pub fn try_encode_segment(turns: &[Message]) -> Result<Vec<u8>, ArchiveError> {
     Ok(out)
 }
 
+/// Encodes one segment with `codec`: Huffman as a `SEG1` (what every release reads), zstd
+/// as a `SEG2` naming `dict` when given. Returns the segment and the serialized size.
+pub fn encode_segment_with(
+    turns: &[Message],
+    codec: segcodec::Codec,
+    dict: Option<&Dict>,
+) -> Result<(Vec<u8>, usize), ArchiveError> {
+    let raw = serialize_turns(turns)?;
+    let seg = match codec {
+        segcodec::Codec::Huffman => seg1_from_raw(turns, &raw)?,
+        segcodec::Codec::Zstd => {
+            let payload = segcodec::zstd_compress(&raw, dict);
+            let count = u32::try_from(turns.len()).map_err(|_| {
+                ArchiveError::InvalidInput("segment turn count exceeds 4 GiB".into())
+            })?;
+            seg2(
+                (turns[0].seq, turns[turns.len() - 1].seq, count),
+                raw.len(),
+                &payload,
+                CODEC_ZSTD,
+                dict.map_or(0, |d| d.id),
+            )?
+        }
+    };
+    Ok((seg, raw.len()))
+}
+
+/// A `SEG2` segment from its parts: (first_seq, last_seq, count), raw length, payload.
+fn seg2(
+    (first, last, count): (u64, u64, u32),
+    raw_len: usize,
+    payload: &[u8],
+    codec: u8,
+    dict_id: u64,
+) -> Result<Vec<u8>, ArchiveError> {
+    let too_big = |what: &str| ArchiveError::InvalidInput(format!("segment {what} exceeds 4 GiB"));
+    let raw_len = u32::try_from(raw_len).map_err(|_| too_big("raw length"))?;
+    let comp_len = u32::try_from(payload.len()).map_err(|_| too_big("compressed length"))?;
+    let mut out = Vec::with_capacity(SEGMENT2_HEADER_LEN + payload.len());
+    out.extend_from_slice(SEGMENT2_MAGIC);
+    out.extend_from_slice(&first.to_le_bytes());
+    out.extend_from_slice(&last.to_le_bytes());
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&raw_len.to_le_bytes());
+    out.extend_from_slice(&comp_len.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(&[codec, 0, 0, 0]);
+    out.extend_from_slice(&dict_id.to_le_bytes());
+    let hcrc = crc32fast::hash(&out);
+    out.extend_from_slice(&hcrc.to_le_bytes());
+    out.extend_from_slice(payload);
+    Ok(out)
+}
+
 /// Encodes one segment.
 ///
 /// # Panics
@@ -407,6 +491,17 @@ pub fn encode_segment(turns: &[Message]) -> Vec<u8> {
 }
 
 /// Checks the segment at `off`; `min_seq` is the smallest allowed first_seq.
+/// The header CRC32 stored at `at`, over the `at` bytes before it (named in the error).
+fn check_header_crc(rest: &[u8], at: usize) -> Result<(), String> {
+    let (stored, computed) = (u32_at(rest, at), crc32fast::hash(&rest[..at]));
+    if stored != computed {
+        return Err(format!(
+            "segment header CRC32 mismatch (stored {stored:#010x}, computed {computed:#010x})"
+        ));
+    }
+    Ok(())
+}
+
 fn check_segment(
     bytes: &[u8],
     off: usize,
@@ -420,15 +515,31 @@ fn check_segment(
             rest.len()
         ));
     }
-    if &rest[..4] != SEGMENT_MAGIC {
+    let (header_len, codec, dict_id) = if &rest[..4] == SEGMENT_MAGIC {
+        check_header_crc(rest, 36)?;
+        (SEGMENT_HEADER_LEN, CODEC_HUFFMAN, 0)
+    } else if &rest[..4] == SEGMENT2_MAGIC {
+        if rest.len() < SEGMENT2_HEADER_LEN {
+            return Err(format!(
+                "partial segment header ({} of {SEGMENT2_HEADER_LEN} bytes)",
+                rest.len()
+            ));
+        }
+        check_header_crc(rest, 48)?;
+        let (codec, dict_id) = (rest[36], u64_at(rest, 40));
+        if rest[37..40] != [0, 0, 0] {
+            return Err("segment header has reserved bits set".into());
+        }
+        match codec {
+            CODEC_HUFFMAN if dict_id == 0 => {}
+            CODEC_ZSTD => {}
+            CODEC_HUFFMAN => return Err("Huffman segment names a dictionary".into()),
+            c => return Err(format!("unknown segment codec {c}")),
+        }
+        (SEGMENT2_HEADER_LEN, codec, dict_id)
+    } else {
         return Err("bad segment magic".into());
-    }
-    let (stored, computed) = (u32_at(rest, 36), crc32fast::hash(&rest[..36]));
-    if stored != computed {
-        return Err(format!(
-            "segment header CRC32 mismatch (stored {stored:#010x}, computed {computed:#010x})"
-        ));
-    }
+    };
     let info = SegmentInfo {
         index,
         offset: off,
@@ -438,6 +549,9 @@ fn check_segment(
         raw_len: u32_at(rest, 24),
         comp_len: u32_at(rest, 28),
         payload_crc: u32_at(rest, 32),
+        header_len,
+        codec,
+        dict_id,
     };
     if info.count == 0
         || info.last_seq < info.first_seq
@@ -453,14 +567,14 @@ fn check_segment(
             ));
         }
     }
-    let avail = rest.len() - SEGMENT_HEADER_LEN;
+    let avail = rest.len() - header_len;
     if (info.comp_len as usize) > avail {
         return Err(format!(
             "partial segment payload ({avail} of {} bytes)",
             info.comp_len
         ));
     }
-    let payload = &rest[SEGMENT_HEADER_LEN..SEGMENT_HEADER_LEN + info.comp_len as usize];
+    let payload = &rest[header_len..header_len + info.comp_len as usize];
     let computed = crc32fast::hash(payload);
     if computed != info.payload_crc {
         return Err(format!(
@@ -520,7 +634,8 @@ pub fn scan(bytes: &[u8]) -> Result<ArchiveScan, ArchiveError> {
 fn find_resync(bytes: &[u8], bad_off: usize, index: usize) -> Option<usize> {
     let mut from = bad_off + 1;
     while from < bytes.len() {
-        let hit = memchr::memmem::find(&bytes[from..], SEGMENT_MAGIC)? + from;
+        // "SEG1" or "SEG2".
+        let hit = memchr::memmem::find(&bytes[from..], b"SEG")? + from;
         if check_segment(bytes, hit, index, None).is_ok() {
             return Some(hit);
         }
@@ -529,10 +644,30 @@ fn find_resync(bytes: &[u8], bad_off: usize, index: usize) -> Option<usize> {
     None
 }
 
-/// Decodes one segment found by [`scan`] (payload CRC re-checked).
+/// Finds the dictionary of a segment by id; `Err` says why it is unavailable.
+pub type DictLookup<'a> = &'a dyn Fn(u64) -> Result<std::sync::Arc<Dict>, String>;
+
+/// A lookup for callers without dictionaries: every dictionary-coded segment is an error.
+pub fn no_dicts(id: u64) -> Result<std::sync::Arc<Dict>, String> {
+    Err(format!(
+        "archive dictionary {id:016x} is not available here"
+    ))
+}
+
+/// Decodes one segment found by [`scan`] (payload CRC re-checked). Segments compressed with
+/// a dictionary need [`decode_segment_with`].
 pub fn decode_segment(bytes: &[u8], seg: &SegmentInfo) -> Result<Vec<Message>, ArchiveError> {
+    decode_segment_with(bytes, seg, &no_dicts)
+}
+
+/// The serialized turns of one segment (payload CRC re-checked, length checked).
+pub fn decode_segment_raw(
+    bytes: &[u8],
+    seg: &SegmentInfo,
+    dicts: DictLookup,
+) -> Result<Vec<u8>, ArchiveError> {
     let idx = Some(seg.index);
-    let start = seg.offset + SEGMENT_HEADER_LEN;
+    let start = seg.offset + seg.header_len;
     let payload =
         bytes
             .get(start..start + seg.comp_len as usize)
@@ -545,16 +680,44 @@ pub fn decode_segment(bytes: &[u8], seg: &SegmentInfo) -> Result<Vec<Message>, A
             segment: idx,
         });
     }
-    let raw = huffman::decode(payload).map_err(|source| ArchiveError::Huffman {
-        segment: idx,
-        source,
-    })?;
+    let raw = match seg.codec {
+        CODEC_ZSTD => {
+            let dict = match seg.dict_id {
+                0 => None,
+                id => Some(dicts(id).map_err(|detail| ArchiveError::Dictionary {
+                    segment: idx,
+                    detail,
+                })?),
+            };
+            segcodec::zstd_decompress(payload, dict.as_deref(), seg.raw_len as usize).map_err(
+                |detail| ArchiveError::Corrupt {
+                    segment: idx,
+                    detail,
+                },
+            )?
+        }
+        _ => huffman::decode(payload).map_err(|source| ArchiveError::Huffman {
+            segment: idx,
+            source,
+        })?,
+    };
     if raw.len() != seg.raw_len as usize {
         return Err(ArchiveError::Corrupt {
             segment: idx,
             detail: format!("decoded {} bytes, header says {}", raw.len(), seg.raw_len),
         });
     }
+    Ok(raw)
+}
+
+/// Decodes one segment, finding its dictionary (if any) with `dicts`.
+pub fn decode_segment_with(
+    bytes: &[u8],
+    seg: &SegmentInfo,
+    dicts: DictLookup,
+) -> Result<Vec<Message>, ArchiveError> {
+    let idx = Some(seg.index);
+    let raw = decode_segment_raw(bytes, seg, dicts)?;
     let turns = parse_turns(&raw, seg.first_seq, seg.count, idx)?;
     if turns.last().map(|m| m.seq) != Some(seg.last_seq) {
         return Err(ArchiveError::Corrupt {
@@ -612,7 +775,16 @@ pub fn decode_session_segment(
     bytes: &[u8],
     seg: &SegmentInfo,
 ) -> Result<Vec<Message>, ArchiveError> {
-    let turns = decode_segment(bytes, seg)?;
+    decode_session_segment_with(bytes, seg, &no_dicts)
+}
+
+/// [`decode_session_segment`] for files that may hold dictionary-coded segments.
+pub fn decode_session_segment_with(
+    bytes: &[u8],
+    seg: &SegmentInfo,
+    dicts: DictLookup,
+) -> Result<Vec<Message>, ArchiveError> {
+    let turns = decode_segment_with(bytes, seg, dicts)?;
     for m in &turns {
         m.validate_stored().map_err(|e| ArchiveError::Corrupt {
             segment: Some(seg.index),
@@ -624,15 +796,52 @@ pub fn decode_session_segment(
 
 /// Scans and decodes every intact segment.
 pub fn read_all(bytes: &[u8]) -> Result<(ArchiveHeader, Vec<Message>, ArchiveScan), ArchiveError> {
+    read_all_with(bytes, &no_dicts)
+}
+
+/// [`read_all`] for files that may hold dictionary-coded segments.
+pub fn read_all_with(
+    bytes: &[u8],
+    dicts: DictLookup,
+) -> Result<(ArchiveHeader, Vec<Message>, ArchiveScan), ArchiveError> {
     let sc = scan(bytes)?;
     // Counts come from the file: bound the reservation by its size (a turn is >= 5 bytes raw,
     // and Huffman coding shrinks it at most 8 times).
     let mut turns =
         Vec::with_capacity((sc.turn_count() as usize).min(bytes.len().saturating_mul(8) / 5 + 1));
     for seg in &sc.segments {
-        turns.extend(decode_segment(bytes, seg)?);
+        turns.extend(decode_segment_with(bytes, seg, dicts)?);
     }
     Ok((sc.header.clone(), turns, sc))
+}
+
+/// The file without dictionaries, for whatever leaves this node (RDB, DUMP, MIGRATE, full
+/// sync): every dictionary-coded segment is re-encoded as zstd without one, the others are
+/// kept byte for byte, and a torn tail is left out. `None` when no segment uses a dictionary
+/// (the file can travel as it is).
+pub fn without_dicts(bytes: &[u8], dicts: DictLookup) -> Result<Option<Vec<u8>>, ArchiveError> {
+    let sc = scan(bytes)?;
+    if sc.segments.iter().all(|s| s.dict_id == 0) {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(sc.valid_len);
+    out.extend_from_slice(&bytes[..sc.header_len]);
+    for seg in &sc.segments {
+        if seg.dict_id == 0 {
+            out.extend_from_slice(&bytes[seg.offset..seg.end()]);
+            continue;
+        }
+        let raw = decode_segment_raw(bytes, seg, dicts)?;
+        let payload = segcodec::zstd_compress(&raw, None);
+        out.extend(seg2(
+            (seg.first_seq, seg.last_seq, seg.count),
+            raw.len(),
+            &payload,
+            CODEC_ZSTD,
+            0,
+        )?);
+    }
+    Ok(Some(out))
 }
 
 #[cfg(test)]

@@ -8,11 +8,17 @@
 //!
 //! Everything here is pure Rust with no server calls.
 
+pub mod dict;
 pub mod filename;
 pub mod format;
 pub mod huffman;
 pub mod lix;
+#[cfg(test)]
+mod seg2_tests;
+pub mod segcodec;
 pub mod store;
+#[cfg(test)]
+mod v1_fixtures;
 pub mod worker;
 
 use std::fmt;
@@ -50,6 +56,11 @@ pub enum ArchiveError {
     TurnCountMismatch { expected: u64, found: u64 },
     /// A caller-side misuse (e.g. empty segment) when writing.
     InvalidInput(String),
+    /// The dictionary a segment was compressed with is missing, truncated or corrupt.
+    Dictionary {
+        segment: Option<usize>,
+        detail: String,
+    },
 }
 
 fn seg(f: &mut fmt::Formatter<'_>, segment: &Option<usize>) -> fmt::Result {
@@ -87,6 +98,10 @@ impl fmt::Display for ArchiveError {
                 "corrupt archive: header says {expected} turns, payload has {found}"
             ),
             ArchiveError::InvalidInput(e) => write!(f, "invalid archive input: {e}"),
+            ArchiveError::Dictionary { segment, detail } => {
+                write!(f, "{detail}")?;
+                seg(f, segment)
+            }
         }
     }
 }

@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use super::dict::DictStore;
 use super::filename::archive_file_name;
 use super::format::{self, ArchiveScan};
 use crate::conv::message::Message;
@@ -21,6 +23,8 @@ use crate::conv::message::Message;
 pub enum StoreError {
     Io(String),
     Corrupt(String),
+    /// A dictionary the file needs is missing, truncated or corrupt.
+    Dictionary(String),
     /// The file belongs to another session (another key or incarnation).
     Foreign,
     /// The archive lacks turns the session counts as archived.
@@ -35,6 +39,7 @@ impl std::fmt::Display for StoreError {
         match self {
             StoreError::Io(e) => write!(f, "archive I/O error: {e}"),
             StoreError::Corrupt(e) => write!(f, "archive file is corrupt: {e}"),
+            StoreError::Dictionary(e) => write!(f, "{e}"),
             StoreError::Foreign => write!(f, "archive file belongs to another session"),
             StoreError::Missing { want_last, have_last } => write!(
                 f,
@@ -66,6 +71,45 @@ pub struct AppendOutcome {
     pub raw_bytes: u64,
 }
 
+/// Bytes of the archive files on disk (INFO `archive_disk_bytes`): counted once per file when
+/// the I/O threads start ([`count_existing`]), then moved by every write, cut, copy, rename
+/// and delete, all of which run on the I/O thread that owns the file.
+pub static DISK_BYTES: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+fn disk_add(n: i64) {
+    DISK_BYTES.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Size of the file at `path`, 0 if there is none.
+fn file_len(path: &Path) -> i64 {
+    fs::metadata(path).map_or(0, |m| m.len() as i64)
+}
+
+/// Adds the sizes of the archive files under `root` (`<root>/<db>/*.huff`) that `mine`
+/// accepts (each I/O thread counts the files it owns, before it runs any task on them).
+pub fn count_existing(root: &Path, mine: impl Fn(&Path) -> bool) {
+    let Ok(dbs) = fs::read_dir(root) else {
+        return;
+    };
+    for db in dbs.flatten() {
+        let name = db.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(files) = fs::read_dir(db.path()) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let path = f.path();
+            let name = f.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".huff") && !name.starts_with('.') && mine(&path) {
+                disk_add(f.metadata().map_or(0, |m| m.len() as i64));
+            }
+        }
+    }
+}
+
 pub fn session_path(root: &Path, db: i32, key: &[u8]) -> PathBuf {
     root.join(db.to_string()).join(archive_file_name(key))
 }
@@ -74,11 +118,24 @@ pub fn session_path(root: &Path, db: i32, key: &[u8]) -> PathBuf {
 #[derive(Default)]
 pub struct Store {
     files: HashMap<PathBuf, FileState>,
+    /// The archive directory's dictionaries (none: zstd segments without one).
+    dicts: Option<Arc<DictStore>>,
 }
 
 impl Store {
     pub fn new() -> Store {
         Store::default()
+    }
+
+    pub fn with_dicts(dicts: Arc<DictStore>) -> Store {
+        Store {
+            files: HashMap::new(),
+            dicts: Some(dicts),
+        }
+    }
+
+    pub fn dicts(&self) -> Option<&DictStore> {
+        self.dicts.as_deref()
     }
 
     /// Appends the turns past the file's last sequence and makes them durable (fsync; the
@@ -111,20 +168,24 @@ impl Store {
         if new.is_empty() {
             return Ok(AppendOutcome::default());
         }
-        let raw_bytes = format::serialize_turns(&new)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?
-            .len() as u64;
-        let segment =
-            format::try_encode_segment(&new).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let dict = self.dicts.as_ref().and_then(|d| d.current());
+        let (segment, raw_bytes) =
+            format::encode_segment_with(&new, super::segcodec::write_codec(), dict.as_deref())
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let raw_bytes = raw_bytes as u64;
         let mut f = OpenOptions::new().write(true).open(path)?;
+        let before = f.metadata()?.len() as i64;
         // A torn tail from a crash mid-append is cut off before writing after it.
         f.set_len(state.valid_len)?;
+        disk_add(state.valid_len as i64 - before);
         f.seek(SeekFrom::Start(state.valid_len))?;
         let written = f.write_all(&segment).and_then(|_| f.sync_data());
         if let Err(e) = written {
             self.files.remove(path);
+            disk_add(file_len(path) - state.valid_len as i64);
             return Err(e.into());
         }
+        disk_add(segment.len() as i64);
         let last_seq = new.last().map_or(state.last_seq, |t| t.seq);
         self.files.insert(
             path.to_path_buf(),
@@ -187,7 +248,9 @@ impl Store {
             f.write_all(&header)?;
             f.sync_all()?;
         }
+        let old = file_len(path);
         fs::rename(&tmp, path)?;
+        disk_add(header.len() as i64 - old);
         File::open(dir)?.sync_all()?;
         Ok(FileState {
             valid_len: header.len() as u64,
@@ -198,8 +261,12 @@ impl Store {
 
     pub fn delete(&mut self, path: &Path) -> Result<bool, StoreError> {
         self.files.remove(path);
+        let old = file_len(path);
         match fs::remove_file(path) {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                disk_add(-old);
+                Ok(true)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e.into()),
         }
@@ -213,8 +280,12 @@ impl Store {
         if let Some(dir) = to.parent() {
             fs::create_dir_all(dir)?;
         }
+        let replaced = file_len(to);
         match fs::rename(from, to) {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                disk_add(-replaced);
+                Ok(true)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e.into()),
         }
@@ -247,7 +318,9 @@ impl Store {
             f.write_all(bytes)?;
             f.sync_all()?;
         }
+        let old = file_len(path);
         fs::rename(&tmp, path)?;
+        disk_add(bytes.len() as i64 - old);
         File::open(dir)?.sync_all()?;
         Ok(())
     }
@@ -303,6 +376,30 @@ pub fn read_turns(
     from: u64,
     to: u64,
 ) -> Result<(Vec<Message>, u64), StoreError> {
+    read_turns_with(path, None, session_id, archived_last, from, to)
+}
+
+/// The error of a segment that did not decode: a dictionary problem is named as such.
+pub fn segment_error(e: super::ArchiveError) -> StoreError {
+    match e {
+        super::ArchiveError::Dictionary { .. } => StoreError::Dictionary(e.to_string()),
+        e => StoreError::Corrupt(e.to_string()),
+    }
+}
+
+/// [`read_turns`] with the archive directory's dictionaries.
+pub fn read_turns_with(
+    path: &Path,
+    dicts: Option<&DictStore>,
+    session_id: i64,
+    archived_last: u64,
+    from: u64,
+    to: u64,
+) -> Result<(Vec<Message>, u64), StoreError> {
+    let lookup = |id| match dicts {
+        Some(d) => d.get(id),
+        None => format::no_dicts(id),
+    };
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
     let scan: ArchiveScan = format::scan(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -329,8 +426,8 @@ pub fn read_turns(
         .iter()
         .filter(|s| s.last_seq >= from && s.first_seq <= to)
     {
-        let turns = format::decode_session_segment(&bytes, seg)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let turns =
+            format::decode_session_segment_with(&bytes, seg, &lookup).map_err(segment_error)?;
         out.extend(turns.into_iter().filter(|t| t.seq >= from && t.seq <= to));
     }
     Ok((out, bytes.len() as u64))

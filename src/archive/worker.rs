@@ -12,6 +12,7 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
+use super::dict::DictStore;
 use super::store::{self, AppendOutcome, Store, StoreError};
 use crate::conv::message::Message;
 
@@ -100,15 +101,23 @@ fn route(path: &std::path::Path, n: usize) -> usize {
 }
 
 impl Workers {
-    pub fn start(threads: usize) -> Workers {
+    /// Starts `threads` I/O threads for the archive directory `root`; each first counts the
+    /// sizes of the files it owns (INFO's bytes on disk), then runs its tasks.
+    pub fn start(threads: usize, root: PathBuf, dicts: Arc<DictStore>) -> Workers {
         let depth = Arc::new(AtomicI64::new(0));
-        let queues = (0..threads.max(1))
+        let n = threads.max(1);
+        let queues = (0..n)
             .map(|i| {
                 let (tx, rx) = channel::<Item>();
                 let depth = depth.clone();
+                let dicts = dicts.clone();
+                let root = root.clone();
                 thread::Builder::new()
                     .name(format!("convcache-io-{i}"))
-                    .spawn(move || run(rx, depth))
+                    .spawn(move || {
+                        store::count_existing(&root, |p| route(p, n) == i);
+                        run(rx, depth, dicts)
+                    })
                     .expect("spawn archive I/O thread");
                 Mutex::new(tx)
             })
@@ -153,8 +162,8 @@ impl Workers {
     }
 }
 
-fn run(rx: Receiver<Item>, depth: Arc<AtomicI64>) {
-    let mut store = Store::new();
+fn run(rx: Receiver<Item>, depth: Arc<AtomicI64>, dicts: Arc<DictStore>) {
+    let mut store = Store::with_dicts(dicts);
     for item in rx {
         match item {
             Item::Barrier(wait) => {
@@ -193,8 +202,9 @@ fn execute(store: &mut Store, task: Task) -> Outcome {
             archived_last,
             from,
             to,
-        } => Outcome::Read(store::read_turns(
+        } => Outcome::Read(store::read_turns_with(
             &path,
+            store.dicts(),
             session_id,
             archived_last,
             from,
@@ -233,7 +243,7 @@ mod tests {
     fn per_file_order_holds_across_renames() {
         let root = std::env::temp_dir().join(format!("convcache-worker-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
-        let w = Workers::start(3);
+        let w = Workers::start(3, root.clone(), Arc::new(DictStore::new(&root)));
         let (tx, rx) = mpsc::channel();
         let a = root.join("0").join("a.huff");
         let b = root.join("0").join("b.huff");

@@ -3,8 +3,8 @@
 //! main thread. Turns leave memory only after their write is durable.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use redis_module::{
@@ -14,12 +14,21 @@ use redis_module::{
 use super::message::Message;
 use super::r#type::SESSION_TYPE;
 use super::session::Session;
+use crate::archive::dict::{self, DictStore};
 use crate::archive::store::{session_path, AppendOutcome, StoreError};
 use crate::archive::worker::{Outcome, Task, Workers};
 use crate::blocking::{self, Blocked};
 use crate::{config, keys, metrics};
 
 static WORKERS: OnceLock<Workers> = OnceLock::new();
+/// The archive directory's dictionaries (archive-dir is fixed at load).
+static DICTS: OnceLock<Arc<DictStore>> = OnceLock::new();
+/// A dictionary training thread is running.
+static TRAINING: AtomicBool = AtomicBool::new(false);
+/// Raw bytes archived when training was last tried (-1: not yet since start).
+static TRAINED_AT_RAW: AtomicI64 = AtomicI64::new(-1);
+/// At most this much archived text is read to train a dictionary.
+const TRAIN_SAMPLE_BYTES: usize = 16 << 20;
 static TICKETS: AtomicU64 = AtomicU64::new(1);
 /// Finished background writes waiting for the main thread (the timer applies them).
 static COMPLETIONS: Mutex<Vec<Completion>> = Mutex::new(Vec::new());
@@ -60,7 +69,80 @@ struct UnwrittenRestore {
 }
 
 fn workers() -> &'static Workers {
-    WORKERS.get_or_init(|| Workers::start(config::get(&config::IO_THREADS).max(1) as usize))
+    WORKERS.get_or_init(|| {
+        Workers::start(
+            config::get(&config::IO_THREADS).max(1) as usize,
+            archive_root(),
+            dicts().clone(),
+        )
+    })
+}
+
+/// The archive directory's dictionaries; the newest intact one on disk is current at start.
+pub fn dicts() -> &'static Arc<DictStore> {
+    DICTS.get_or_init(|| {
+        let d = DictStore::new(&archive_root());
+        for e in d.load_newest() {
+            redis_module::logging::log_warning(format!("convcache: {e}"));
+        }
+        Arc::new(d)
+    })
+}
+
+/// The current dictionary's id as INFO shows it ("none" before one is trained).
+pub fn dict_id_text() -> String {
+    DICTS
+        .get()
+        .and_then(|d| d.current())
+        .map_or_else(|| "none".to_string(), |d| format!("{:016x}", d.id))
+}
+
+/// Trains the archive directory's dictionary on a background thread, once enough turns are
+/// archived (zstd segments only; tried again after as many more raw bytes are archived).
+fn maybe_train_dictionary() {
+    use crate::archive::segcodec;
+    let min = config::get(&config::ARCHIVE_DICT_MIN_BYTES);
+    if min <= 0
+        || segcodec::write_codec() != segcodec::Codec::Zstd
+        || TRAINING.load(Ordering::Relaxed)
+        || dicts().current().is_some()
+    {
+        return;
+    }
+    let raw = metrics::ARCHIVE_RAW_BYTES_WRITTEN.get();
+    let last = TRAINED_AT_RAW.load(Ordering::Relaxed);
+    if last >= 0 && raw - last < min {
+        return;
+    }
+    TRAINED_AT_RAW.store(raw, Ordering::Relaxed);
+    TRAINING.store(true, Ordering::Relaxed);
+    let d = dicts().clone();
+    let root = archive_root();
+    let spawned = std::thread::Builder::new()
+        .name("convcache-dict".into())
+        .spawn(move || {
+            let samples = dict::collect_samples(&root, &d, TRAIN_SAMPLE_BYTES);
+            let total: usize = samples.iter().map(Vec::len).sum();
+            if total as i64 >= min {
+                match segcodec::train(&samples, segcodec::DICT_BYTES).and_then(|b| d.install(b)) {
+                    Ok(dict) => {
+                        metrics::DICT_TRAININGS.incr();
+                        redis_module::logging::log_notice(format!(
+                            "convcache: archive dictionary {:016x} trained on {} segments ({total} bytes); new segments use it",
+                            dict.id,
+                            samples.len()
+                        ))
+                    }
+                    Err(e) => redis_module::logging::log_warning(format!(
+                        "convcache: archive dictionary not trained: {e}"
+                    )),
+                }
+            }
+            TRAINING.store(false, Ordering::Relaxed);
+        });
+    if spawned.is_err() {
+        TRAINING.store(false, Ordering::Relaxed);
+    }
 }
 
 pub fn queue_depth() -> i64 {
@@ -399,9 +481,27 @@ struct PlainReply(RedisResult);
 // SAFETY: replies built by `render` functions use owned bytes/integers only, never RedisString.
 unsafe impl Send for PlainReply {}
 
-/// The session's archive file as it is (for RDB); empty if it cannot be read.
+/// The session's archive file for an RDB or DUMP payload, readable on any node: segments
+/// compressed with this directory's dictionary are re-encoded without it (the receiver may
+/// not have it). Empty if the file cannot be read; as it is if a dictionary is unavailable
+/// (the receiver then reports the same damage this node would).
 pub fn archive_bytes(db: i32, key: &[u8]) -> Vec<u8> {
-    std::fs::read(path_for(db, key)).unwrap_or_default()
+    let bytes = std::fs::read(path_for(db, key)).unwrap_or_default();
+    if bytes.is_empty() {
+        return bytes;
+    }
+    let d = dicts();
+    match crate::archive::format::without_dicts(&bytes, &d.lookup()) {
+        Ok(Some(portable)) => portable,
+        Ok(None) => bytes,
+        Err(e) => {
+            redis_module::logging::log_warning(format!(
+                "convcache: session '{}' leaves with its archive file as it is: {e}",
+                String::from_utf8_lossy(key)
+            ));
+            bytes
+        }
+    }
 }
 
 /// After an RDB load: put the archive carried in the RDB on disk unless this node's own file
@@ -431,8 +531,9 @@ pub fn restore_archive(db: i32, key: &[u8], s: &Session, bytes: Vec<u8>) {
 pub fn read_archived_turns(db: i32, key: &[u8], s: &Session) -> Result<Vec<Message>, String> {
     let range = s.archived;
     let path = path_for(db, key);
-    let (turns, _) = crate::archive::store::read_turns(
+    let (turns, _) = crate::archive::store::read_turns_with(
         &path,
+        Some(dicts()),
         s.sid as i64,
         range.last_seq,
         range.first_seq,
@@ -638,6 +739,7 @@ impl Visit {
 /// hand sessions that should move to disk to the I/O threads.
 fn tick(ctx: &Context, mut state: TimerState) {
     let started = Instant::now();
+    maybe_train_dictionary();
     let budget = Duration::from_micros(config::get(&config::TIMER_BUDGET_US).max(1) as u64);
     // Finished writes first, within the budget; the rest wait for the next tick.
     let mut done = std::mem::take(&mut *lock(&COMPLETIONS)).into_iter();
