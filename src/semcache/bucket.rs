@@ -38,6 +38,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use super::hnsw::{self, Hnsw};
 use crate::vector::{self, VectorError};
 
 /// Tolerance of the similarity threshold: an entry hits when
@@ -275,6 +276,37 @@ fn search_rows(rows: Rows<'_>, query: &[f32], min_sim: f32, k: usize, now_ms: i6
     hits
 }
 
+/// A row or node number that is none.
+const NONE: u32 = u32::MAX;
+
+/// Candidates an index lookup keeps beyond `k`, so that a few expired or below-threshold
+/// nodes do not shorten the answer.
+const INDEX_SPARE: usize = 8;
+
+/// Index candidates (best by int8 similarity) re-scored with their float rows, at least:
+/// int8 similarities are within ~0.01 of the float ones, far less than what separates
+/// the 32nd candidate from the first.
+const RESCORE_MIN: usize = 32;
+
+/// The approximate nearest-neighbour index of a big bucket: an HNSW graph whose nodes are
+/// stable slots, and the maps between them and the (moving) physical rows.
+#[derive(Debug, Clone)]
+struct BucketIndex {
+    graph: Hnsw,
+    /// By node slot: its physical row (`NONE` for a free slot).
+    node_row: Vec<u32>,
+    /// By physical row: its node (`NONE` while not yet indexed).
+    row_node: Vec<u32>,
+    /// Rows not yet in the graph; index lookups wait until this is 0.
+    unindexed: usize,
+}
+
+impl BucketIndex {
+    fn heap_bytes(&self) -> usize {
+        self.graph.heap_bytes() + (self.node_row.capacity() + self.row_node.capacity()) * 4
+    }
+}
+
 /// The entries of one semantic-cache key. See the module docs for layout and
 /// memory policy.
 #[derive(Debug, Clone)]
@@ -296,6 +328,7 @@ pub struct Bucket {
     /// Lookup counters, maintained by the caller.
     pub hits: u64,
     pub misses: u64,
+    index: Option<BucketIndex>,
 }
 
 impl Bucket {
@@ -312,6 +345,7 @@ impl Bucket {
             earliest_expiry_ms: 0,
             hits: 0,
             misses: 0,
+            index: None,
         }
     }
 
@@ -511,6 +545,21 @@ impl Bucket {
             .filter(|&e| e != 0 && !is_expired(e, now_ms))
             .min()
             .unwrap_or(0);
+        if self.index.is_some() {
+            // The graph changes with the order of removals: take expired nodes out in id
+            // order, as a replica applies the replicated SEMCACHE.DEL.
+            let mut expired: Vec<(u64, usize)> = (0..self.len())
+                .filter(|&i| {
+                    let (c, o) = self.locate(i);
+                    is_expired(self.chunks[c].expire_at_ms[o], now_ms)
+                })
+                .map(|i| (self.id_at(i), i))
+                .collect();
+            expired.sort_unstable();
+            for (_, row) in expired {
+                self.unindex_row(row);
+            }
+        }
         let mut i = 0;
         while i < self.len() {
             let (c, o) = self.locate(i);
@@ -608,7 +657,8 @@ impl Bucket {
     /// counted in full even while a snapshot shares them).
     pub fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
-        self.chunks.capacity() * size_of::<Arc<Chunk>>()
+        self.index_bytes()
+            + self.chunks.capacity() * size_of::<Arc<Chunk>>()
             + self.chunks.iter().map(|c| c.heap_bytes()).sum::<usize>()
             + self.responses.capacity() * size_of::<Box<[u8]>>()
             + self.responses.iter().map(|r| r.len()).sum::<usize>()
@@ -618,6 +668,176 @@ impl Bucket {
                 .iter()
                 .map(|m| m.as_ref().map_or(0, |s| s.len()))
                 .sum::<usize>()
+    }
+
+    // ---- the index ----
+
+    /// True when the bucket keeps an index (complete or not).
+    pub fn has_index(&self) -> bool {
+        self.index.is_some()
+    }
+
+    /// Entries not yet in the index (0 without an index).
+    pub fn unindexed(&self) -> usize {
+        self.index.as_ref().map_or(0, |ix| ix.unindexed)
+    }
+
+    /// Heap bytes of the index and its maps.
+    pub fn index_bytes(&self) -> usize {
+        self.index.as_ref().map_or(0, BucketIndex::heap_bytes)
+    }
+
+    /// Starts an index (no-op when there is one): every entry is pending until
+    /// [`Bucket::index_pending`] adds it.
+    pub fn create_index(&mut self) {
+        if self.index.is_none() {
+            self.index = Some(BucketIndex {
+                graph: Hnsw::new(hnsw::Params::default()),
+                node_row: Vec::new(),
+                row_node: vec![NONE; self.len()],
+                unindexed: self.len(),
+            });
+        }
+    }
+
+    /// Adds up to `max` pending entries to the index, smallest id first (deterministic:
+    /// a replica applying the same commands indexes the same entries). Returns how many.
+    pub fn index_pending(&mut self, max: usize) -> usize {
+        let Some(ix) = &self.index else { return 0 };
+        if ix.unindexed == 0 || max == 0 {
+            return 0;
+        }
+        let mut rows: Vec<(u64, usize)> =
+            if ix.unindexed == 1 && ix.row_node[self.len() - 1] == NONE {
+                vec![(self.id_at(self.len() - 1), self.len() - 1)] // the usual case: the new entry
+            } else {
+                (0..self.len())
+                    .filter(|&r| ix.row_node[r] == NONE)
+                    .map(|r| (self.id_at(r), r))
+                    .collect()
+            };
+        let n = max.min(rows.len());
+        if rows.len() > n {
+            rows.select_nth_unstable(n - 1);
+            rows.truncate(n);
+        }
+        rows.sort_unstable();
+        for (id, row) in rows {
+            self.index_row(id, row);
+        }
+        n
+    }
+
+    fn index_row(&mut self, id: u64, row: usize) {
+        let (c, o) = self.locate(row);
+        let vector = self.chunks[c].row(o, self.dim);
+        let Some(ix) = &mut self.index else { return };
+        let node = ix.graph.alloc(id, vector);
+        if ix.node_row.len() <= node as usize {
+            ix.node_row.resize(node as usize + 1, NONE);
+        }
+        ix.node_row[node as usize] = row as u32;
+        ix.row_node[row] = node;
+        ix.unindexed -= 1;
+        ix.graph.connect(node);
+    }
+
+    /// Takes a row's node out of the graph (the row stays, pending).
+    fn unindex_row(&mut self, row: usize) {
+        let Some(ix) = &mut self.index else { return };
+        let node = ix.row_node[row];
+        if node == NONE {
+            return;
+        }
+        ix.graph.remove(node);
+        ix.node_row[node as usize] = NONE;
+        ix.row_node[row] = NONE;
+        ix.unindexed += 1;
+    }
+
+    /// The graph, for persistence.
+    pub fn index_graph(&self) -> Option<&Hnsw> {
+        self.index.as_ref().map(|ix| &ix.graph)
+    }
+
+    /// Attaches a loaded graph: every node must be an entry of the bucket, each entry at
+    /// most once. Entries without a node are pending. On error nothing changed.
+    pub fn attach_index(&mut self, mut graph: Hnsw) -> Result<(), String> {
+        let rows: std::collections::HashMap<u64, usize> =
+            (0..self.len()).map(|r| (self.id_at(r), r)).collect();
+        let mut node_row = vec![NONE; graph.slots()];
+        let mut row_node = vec![NONE; self.len()];
+        for (node, id) in graph.nodes() {
+            let Some(&row) = rows.get(&id) else {
+                return Err(format!(
+                    "index node {node} names entry {id}, which is not in the bucket"
+                ));
+            };
+            if row_node[row] != NONE {
+                return Err(format!("entry {id} is in the index twice"));
+            }
+            row_node[row] = node;
+            node_row[node as usize] = row as u32;
+        }
+        let unindexed = row_node.iter().filter(|&&n| n == NONE).count();
+        graph.load_vectors(self.dim, |node| {
+            let (c, o) = self.locate(node_row[node as usize] as usize);
+            self.chunks[c].row(o, self.dim)
+        });
+        self.index = Some(BucketIndex {
+            graph,
+            node_row,
+            row_node,
+            unindexed,
+        });
+        Ok(())
+    }
+
+    /// The index's answer to [`Bucket::search`] (same contract, approximate: the graph
+    /// returns its best `ef` candidates by int8 similarity, each re-scored exactly), or
+    /// `None` when there is no complete index.
+    pub fn search_index(
+        &self,
+        query: &[f32],
+        min_sim: f32,
+        k: usize,
+        now_ms: i64,
+        ef: usize,
+    ) -> Option<Vec<Hit>> {
+        let ix = self.index.as_ref().filter(|ix| ix.unindexed == 0)?;
+        if k == 0 || query.len() != self.dim || ix.graph.is_empty() {
+            return Some(Vec::new());
+        }
+        let threshold = min_sim - SCORE_EPSILON;
+        // The graph ranks by int8 similarity; every candidate is re-scored with its float row.
+        let found = ix
+            .graph
+            .search(query, ef.max(k.saturating_add(INDEX_SPARE)));
+        let rescore = found
+            .len()
+            .min(RESCORE_MIN.max(k.saturating_add(INDEX_SPARE)));
+        let mut hits: Vec<Hit> = found[..rescore]
+            .iter()
+            .copied()
+            .filter_map(|(node, _)| {
+                let row = ix.node_row[node as usize] as usize;
+                let (c, o) = self.locate(row);
+                let chunk = &self.chunks[c];
+                let score = vector::dot(query, chunk.row(o, self.dim)).clamp(-1.0, 1.0);
+                if score.is_nan() || score < threshold || is_expired(chunk.expire_at_ms[o], now_ms)
+                {
+                    return None;
+                }
+                Some(Hit {
+                    index: row,
+                    id: chunk.ids[o],
+                    score,
+                })
+            })
+            .collect();
+        hits.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(b.id.cmp(&a.id)));
+        hits.truncate(k);
+        Some(hits)
     }
 
     // ---- internals ----
@@ -730,6 +950,10 @@ impl Bucket {
             chunk.reserve_exact(target - len, dim);
         }
         chunk.push(id, row, expire_at_ms);
+        if let Some(ix) = &mut self.index {
+            ix.row_node.push(NONE);
+            ix.unindexed += 1;
+        }
     }
 
     /// `swap_remove` of row `i` in every column: O(dim); copies (on write) at
@@ -737,6 +961,17 @@ impl Bucket {
     fn remove_at(&mut self, i: usize) {
         let dim = self.dim;
         let last = self.len() - 1;
+        self.unindex_row(i);
+        if let Some(ix) = &mut self.index {
+            ix.unindexed -= 1;
+            ix.row_node.swap_remove(i);
+            if i != last {
+                let moved = ix.row_node[i];
+                if moved != NONE {
+                    ix.node_row[moved as usize] = i as u32;
+                }
+            }
+        }
         self.responses.swap_remove(i);
         self.metas.swap_remove(i);
         let (c, o) = self.locate(i);
@@ -1372,5 +1607,169 @@ mod tests {
         b.remove(2);
         b.set_expire(700, 0);
         assert_eq!(chunk_ptrs(&b), p);
+    }
+
+    /// Clustered unit-ish vectors: `clusters` centres plus noise.
+    fn clustered(n: usize, dim: usize, clusters: usize, rng: &mut Rng) -> Vec<Vec<f32>> {
+        let centres: Vec<Vec<f32>> = (0..clusters).map(|_| rng.vec(dim)).collect();
+        (0..n)
+            .map(|i| {
+                let noise = rng.vec(dim);
+                centres[i % clusters]
+                    .iter()
+                    .zip(noise)
+                    .map(|(c, e)| c + 0.4 * e)
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn near(v: &[f32], rng: &mut Rng) -> Vec<f32> {
+        let n = normalized(v).unwrap();
+        normalized(&n.iter().map(|x| x + 0.01 * rng.f32()).collect::<Vec<_>>()).unwrap()
+    }
+
+    /// Index lookups against exact scans: top-1 agreement, live entries only, exact scores,
+    /// through inserts, evictions, removals and expiry.
+    #[test]
+    fn index_matches_exact_scan_through_churn() {
+        let mut rng = Rng::new(31);
+        let dim = 48;
+        let data = clustered(4_000, dim, 100, &mut rng);
+        let mut b = Bucket::new(2_500);
+        for (i, v) in data.iter().enumerate() {
+            let exp = if i % 10 == 0 { 5_000 } else { 0 };
+            b.insert(None, v, vec![], None, exp).unwrap();
+            if i == 600 {
+                b.create_index();
+                assert!(b.has_index() && b.unindexed() == b.len());
+                assert!(b.search_index(&data[0], 0.0, 1, 0, 64).is_none()); // not complete
+            }
+            b.index_pending(8);
+            if i % 7 == 0 && i > 10 {
+                b.remove(i as u64 - 5);
+            }
+        }
+        assert_eq!(b.unindexed(), 0);
+        let expired = b.remove_expired(6_000);
+        assert!(!expired.is_empty());
+        assert_eq!(b.unindexed(), 0);
+        let mut agree = 0;
+        let live: Vec<u64> = b.entries().map(|e| e.0).collect();
+        for k in 0..300 {
+            let id = live[(k * 7) % live.len()];
+            let q = near(&data[id as usize - 1], &mut rng);
+            let exact = b.search(&q, -1.0, 3, 0);
+            let got = b.search_index(&q, -1.0, 3, 0, 64).unwrap();
+            assert_eq!(got.len(), 3);
+            for h in &got {
+                assert_eq!(b.entry_at(h.index).0, h.id, "hit resolves to its row");
+                let want = vector::dot(&q, b.entry_at(h.index).1);
+                assert_eq!(h.score, want.clamp(-1.0, 1.0), "scores are exact");
+            }
+            agree += usize::from(got[0].id == exact[0].id);
+        }
+        assert!(agree >= 297, "top-1 agreement {agree}/300");
+        // Expired entries (by the caller's clock) never answer, even before reclaiming.
+        let mut c = b.clone();
+        let victim = live[live.len() / 2];
+        assert!(c.set_expire(victim, 10));
+        let q = near(&data[victim as usize - 1], &mut rng);
+        assert_eq!(c.search_index(&q, -1.0, 1, 0, 64).unwrap()[0].id, victim);
+        assert!(c
+            .search_index(&q, -1.0, 5, 10, 64)
+            .unwrap()
+            .iter()
+            .all(|h| h.id != victim));
+        // A threshold above every score: nothing.
+        assert!(c
+            .search_index(&q, 1.0, 5, 0, 64)
+            .unwrap()
+            .iter()
+            .all(|h| h.score >= 1.0 - 1e-6));
+    }
+
+    fn index_payload(b: &Bucket) -> Vec<u8> {
+        let mut out = Vec::new();
+        b.index_graph().unwrap().encode(&mut out);
+        out
+    }
+
+    /// The graph depends only on the order of inserts and removals by id, never on physical
+    /// rows: expiry on a primary (rows in physical order) and the replica's SEMCACHE.DEL of
+    /// the same ids (in id order) build the same graph.
+    #[test]
+    fn index_is_deterministic_across_removal_paths() {
+        let mut rng = Rng::new(37);
+        let data = clustered(1_500, 16, 20, &mut rng);
+        let mut primary = Bucket::new(1_000);
+        let mut replica = Bucket::new(1_000);
+        for (i, v) in data.iter().enumerate() {
+            let exp = if i % 3 == 0 { 100 + (i as i64 % 50) } else { 0 };
+            for b in [&mut primary, &mut replica] {
+                if i == 200 {
+                    b.create_index();
+                }
+                b.index_pending(8);
+            }
+            if i % 100 == 99 {
+                let dropped = primary.remove_expired(120);
+                for id in &dropped {
+                    assert!(replica.remove(*id));
+                }
+            }
+            let p = primary.insert(None, v, vec![], None, exp).unwrap();
+            for id in &p.evicted {
+                assert!(replica.remove(*id));
+            }
+            replica.insert(Some(p.id), v, vec![], None, exp).unwrap();
+        }
+        for b in [&mut primary, &mut replica] {
+            b.index_pending(usize::MAX);
+        }
+        assert_eq!(index_payload(&primary), index_payload(&replica));
+        assert_eq!(
+            primary.entries().collect::<Vec<_>>(),
+            replica.entries().collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn attached_index_answers_like_the_original() {
+        let mut rng = Rng::new(41);
+        let data = clustered(1_200, 24, 30, &mut rng);
+        let mut a = Bucket::new(1_000);
+        a.create_index();
+        for v in &data {
+            a.insert(None, v, vec![], None, 0).unwrap();
+            a.index_pending(8);
+        }
+        let mut b = Bucket::new(a.max_items());
+        for (id, row, resp, meta, exp) in a.entries() {
+            b.push_loaded(id, row, resp.to_vec(), meta.map(str::to_owned), exp)
+                .unwrap();
+        }
+        let payload = index_payload(&a);
+        let g = Hnsw::decode(&mut crate::conv::codec::Reader::new(&payload)).unwrap();
+        b.attach_index(g).unwrap();
+        assert_eq!(index_payload(&a), index_payload(&b));
+        for v in data.iter().step_by(13) {
+            let q = near(v, &mut rng);
+            let key = |h: Vec<Hit>| h.iter().map(|h| (h.id, h.score)).collect::<Vec<_>>();
+            let (x, y) = (
+                a.search_index(&q, -1.0, 5, 0, 32),
+                b.search_index(&q, -1.0, 5, 0, 32),
+            );
+            assert_eq!(key(x.unwrap()), key(y.unwrap()));
+        }
+        // A graph naming an entry the bucket lacks is refused, and changes nothing.
+        let mut c = Bucket::new(1_000);
+        for (id, row, resp, meta, exp) in a.entries().skip(1) {
+            c.push_loaded(id, row, resp.to_vec(), meta.map(str::to_owned), exp)
+                .unwrap();
+        }
+        let g = Hnsw::decode(&mut crate::conv::codec::Reader::new(&index_payload(&a))).unwrap();
+        assert!(c.attach_index(g).unwrap_err().contains("not in the bucket"));
+        assert!(!c.has_index());
     }
 }

@@ -11,14 +11,22 @@
 //!   others, as ids must keep loading in increasing order), `varint n`, then per entry `varint id`, `i64 LE expire_at_ms`,
 //!   `bytes response`, `u8 has_meta` [`bytes meta`], `bytes row` (normalised f32 LE).
 //!
+//!
+//! Version 2 adds, additively: in the header, after `count`, `u8 has_index`; and kind 2,
+//! index: the bucket's HNSW graph (see `hnsw.rs`: parameters, slots, entry point, then per
+//! slot its entry id and neighbour lists), one payload after the entries when `has_index`.
+//! Version-1 payloads still load (no index: a big bucket builds one again as it is written).
+//!
 //! Integers are LEB128 varints, `bytes` is a varint length and the bytes.
 
 use super::bucket::{Bucket, EntryView};
+use super::hnsw::Hnsw;
 use crate::conv::codec::{put_bytes, put_varint, Reader};
 
-pub const CODEC_VERSION: u8 = 1;
+pub const CODEC_VERSION: u8 = 2;
 const KIND_HEADER: u8 = 0;
 const KIND_ENTRIES: u8 = 1;
+const KIND_INDEX: u8 = 2;
 /// Upper bound of one entry payload (one entry bigger than this gets a chunk of its own).
 pub const CHUNK_BYTES: usize = 8 << 20;
 
@@ -50,6 +58,8 @@ pub struct Header {
     pub hits: u64,
     pub misses: u64,
     pub count: u64,
+    /// An index payload follows the entries (version 2).
+    pub has_index: bool,
 }
 
 /// One entry read back: `(id, row, response, meta, expire_at_ms)`.
@@ -61,6 +71,8 @@ pub enum Decoded {
     /// The bucket's `next_id` (restored after the entries; 0 before the last chunk) and the
     /// entries.
     Entries(u64, Vec<LoadedEntry>),
+    /// The bucket's index graph (checked in itself; against the entries when attached).
+    Index(Hnsw),
 }
 
 pub fn encode_header(b: &Bucket, hits: u64, misses: u64) -> Vec<u8> {
@@ -75,7 +87,17 @@ pub fn encode_header(b: &Bucket, hits: u64, misses: u64) -> Vec<u8> {
     ] {
         put_varint(&mut out, v);
     }
+    out.push(u8::from(b.has_index()));
     out
+}
+
+/// The index payload of a bucket that has an index.
+pub fn encode_index(b: &Bucket) -> Option<Vec<u8>> {
+    let g = b.index_graph()?;
+    let mut out = Vec::with_capacity(g.slots() * 48 + 16);
+    out.extend_from_slice(&[CODEC_VERSION, KIND_INDEX]);
+    g.encode(&mut out);
+    Some(out)
 }
 
 fn entry_bytes(e: &EntryView) -> usize {
@@ -149,6 +171,14 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
             let hits = r.varint()?;
             let misses = r.varint()?;
             let count = r.varint()?;
+            let has_index = match version {
+                1 => false,
+                _ => match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return corrupt("bad index flag"),
+                },
+            };
             Decoded::Header(Header {
                 dim,
                 max_items,
@@ -156,6 +186,7 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
                 hits,
                 misses,
                 count,
+                has_index,
             })
         }
         KIND_ENTRIES => {
@@ -186,6 +217,9 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
             }
             Decoded::Entries(next_id, out)
         }
+        KIND_INDEX if version >= 2 => {
+            Decoded::Index(Hnsw::decode(&mut r).or_else(|e| corrupt(format!("index: {}", e.0)))?)
+        }
         k => return corrupt(format!("unknown payload kind {k}")),
     };
     if !r.at_end() {
@@ -204,6 +238,12 @@ pub fn bucket_from_header(h: &Header) -> Result<Bucket, CodecError> {
         b.restore_next_id(h.next_id);
     }
     Ok(b)
+}
+
+/// Attaches a loaded index to the bucket rebuilt from the same value.
+pub fn attach_index(b: &mut Bucket, g: Hnsw) -> Result<(), CodecError> {
+    b.attach_index(g)
+        .or_else(|e| corrupt(format!("index: {e}")))
 }
 
 /// Appends loaded entries (in id order) to a bucket being rebuilt.
@@ -322,5 +362,78 @@ mod tests {
             panic!()
         };
         assert!(push_entries(&mut b, next, e).is_err());
+    }
+
+    #[test]
+    fn index_roundtrip() {
+        let mut a = Bucket::new(300);
+        a.create_index();
+        for i in 0..400u32 {
+            let v: Vec<f32> = (0..8)
+                .map(|j| ((i * 7 + j * 13) % 17) as f32 - 8.0)
+                .collect();
+            if a.insert(None, &v, vec![1], None, 0).is_ok() {
+                a.index_pending(8);
+            }
+        }
+        let header = encode_header(&a, 0, 0);
+        let chunks: Vec<Vec<u8>> = entry_chunks(&a).collect();
+        let index = encode_index(&a).unwrap();
+        let (h, mut b) = rebuild(&header, &chunks).unwrap();
+        assert!(h.has_index);
+        let Decoded::Index(g) = decode(&index).unwrap() else {
+            panic!("index payload expected")
+        };
+        attach_index(&mut b, g).unwrap();
+        assert_eq!(encode_index(&b).unwrap(), index);
+        assert!(encode_index(&Bucket::new(3)).is_none());
+        for cut in 0..index.len() {
+            assert!(decode(&index[..cut]).is_err(), "cut {cut}");
+        }
+    }
+
+    /// A payload written by version 1 of the codec (before the index): the header has no
+    /// index flag. It still loads, as a bucket without an index.
+    #[test]
+    fn loads_version_1_payloads() {
+        // Header: dim 2, max 10, next_id 3, hits 4, misses 5, count 1.
+        let header = [1u8, 0, 2, 10, 3, 4, 5, 1];
+        // Entries: next_id 3, one entry id 2, expiry 0, response "ok", no meta, row [0.6, 0.8].
+        let mut entries = vec![1u8, 1, 3, 1, 2];
+        entries.extend_from_slice(&0i64.to_le_bytes());
+        entries.extend_from_slice(&[2, b'o', b'k', 0, 8]);
+        for x in [0.6f32, 0.8] {
+            entries.extend_from_slice(&x.to_le_bytes());
+        }
+        let (h, b) = rebuild(&header, &[entries.clone()]).unwrap();
+        assert_eq!(
+            h,
+            Header {
+                dim: 2,
+                max_items: 10,
+                next_id: 3,
+                hits: 4,
+                misses: 5,
+                count: 1,
+                has_index: false,
+            }
+        );
+        assert_eq!(b.get(2).unwrap().2, b"ok");
+        assert_eq!(b.next_id(), 3);
+        assert!(!b.has_index());
+        // Version 1 knows no index payload kind.
+        let mut v1_index = encode_index(&{
+            let mut x = Bucket::new(4);
+            x.create_index();
+            x.insert(None, &[1.0, 0.0], vec![], None, 0).unwrap();
+            x.index_pending(1);
+            x
+        })
+        .unwrap();
+        v1_index[0] = 1;
+        assert!(decode(&v1_index)
+            .unwrap_err()
+            .0
+            .contains("unknown payload kind 2"));
     }
 }

@@ -17,6 +17,10 @@ pub const LOAD_COMMAND: &str = "SEMCACHE._LOAD";
 pub const MAX_ITEMS_LIMIT: i64 = 1_000_000;
 /// Longest TTL accepted (100 years), so that `now + ttl` never overflows.
 const MAX_TTL_SECS: i64 = 100 * 365 * 86_400;
+/// Pending entries one SET adds to its bucket's index (the new one, or older ones while an
+/// index created for a full bucket catches up): a count, not a time budget, so a replica
+/// does exactly the same.
+const INDEX_STEPS_PER_SET: usize = 8;
 
 /// A parsed SEMCACHE.GET: the normalised query and what to answer.
 pub struct Lookup {
@@ -55,9 +59,11 @@ fn check_dim(b: &Bucket, got: usize) -> Result<(), RedisError> {
 }
 
 /// SEMCACHE.SET key vector response [EX s | PX ms | PXAT ms] [META json] [MAXITEMS n] [ID id]
+/// [INDEX]
 ///
 /// Replicates (and appends to the AOF) what the primary decided: a `SEMCACHE.DEL` of the
-/// entries it expired or evicted, then `SEMCACHE.SET ... PXAT t MAXITEMS n ID id`.
+/// entries it expired or evicted, then `SEMCACHE.SET ... PXAT t MAXITEMS n ID id [INDEX]`
+/// (`INDEX` when this SET started the bucket's index).
 pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     if argv.len() < 4 {
         return Err(RedisError::WrongArity);
@@ -66,6 +72,7 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     let response = argv[3].as_slice().to_vec();
     let now = now_ms();
     let (mut expire_at, mut meta, mut max_items, mut id) = (None, None, None, None);
+    let mut want_index = false;
     let mut opts = Args::from(&argv, 4);
     while !opts.done() {
         match opts.next_keyword()?.as_str() {
@@ -81,6 +88,7 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             "META" => meta = Some(args::json_object("META", opts.value_of("META")?)?),
             "MAXITEMS" => max_items = Some(opts.int_in("MAXITEMS", 1, MAX_ITEMS_LIMIT)? as usize),
             "ID" => id = Some(opts.int_in("ID", 1, i64::MAX)? as u64),
+            "INDEX" => want_index = true,
             other => return args::unknown_option(other),
         }
     }
@@ -116,7 +124,20 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         Some(c) => c.bucket.max_items(),
         None => config::get(&config::SEMCACHE_MAX_ITEMS).max(1) as usize,
     });
-    let (new_id, dropped) = match existing {
+    // A replica or an AOF replay starts an index only when the primary did (INDEX).
+    let index_min = config::get(&config::SEMCACHE_INDEX_MIN).max(0) as usize;
+    let start_index = |b: &Bucket| {
+        !b.has_index() && (want_index || (!applying && index_min > 0 && b.len() >= index_min))
+    };
+    let index_step = |b: &mut Bucket| {
+        let started = start_index(b);
+        if started {
+            b.create_index();
+        }
+        b.index_pending(INDEX_STEPS_PER_SET);
+        started
+    };
+    let (new_id, dropped, started) = match existing {
         Some(c) => tracked(&mut c.bucket, |b| {
             // A replica or an AOF replay applies the primary's decisions only: what expired
             // was replicated as SEMCACHE.DEL before this command.
@@ -129,7 +150,8 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             let out = b.insert(id, &raw, response, meta, expire_at);
             out.map(|o| {
                 dropped.extend(o.evicted);
-                (o.id, dropped)
+                let started = index_step(b);
+                (o.id, dropped, started)
             })
         })
         .map_err(bucket_err)?,
@@ -138,11 +160,12 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             let out = b
                 .insert(id, &raw, response, meta, expire_at)
                 .map_err(bucket_err)?;
+            let started = index_step(&mut b);
             store_new(&key, SemCache::new(b, 0, 0))?;
-            (out.id, Vec::new())
+            (out.id, Vec::new(), started)
         }
     };
-    replicate_set(ctx, &argv, &dropped, expire_at, max_items, new_id);
+    replicate_set(ctx, &argv, &dropped, expire_at, max_items, new_id, started);
     ctx.notify_keyspace_event(NotifyEvent::MODULE, "semcache.set", &argv[1]);
     Ok(RedisValue::Integer(new_id as i64))
 }
@@ -154,6 +177,7 @@ fn replicate_set(
     expire_at: i64,
     max_items: usize,
     id: u64,
+    started_index: bool,
 ) {
     let s = |t: String| RedisString::create_from_slice(ctx.ctx, t.as_bytes());
     if !dropped.is_empty() {
@@ -179,6 +203,10 @@ fn replicate_set(
         }
     }
     out.extend(decided.iter());
+    let index_word = s("INDEX".to_string());
+    if started_index {
+        out.push(&index_word);
+    }
     ctx.replicate("SEMCACHE.SET", out.as_slice());
 }
 
@@ -216,6 +244,18 @@ pub fn get(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         return Ok(reply_hits(None, &[], &lookup));
     };
     check_dim(&c.bucket, lookup.query.len())?;
+    // A complete index answers inline: its cost is bounded (ef candidates), like a small scan.
+    let ef = config::get(&config::SEMCACHE_INDEX_EF).max(1) as usize;
+    if let Some(hits) = c.bucket.search_index(
+        &lookup.query,
+        lookup.min_sim,
+        lookup.count,
+        lookup.now_ms,
+        ef,
+    ) {
+        crate::metrics::SEMCACHE_INDEX_LOOKUPS.incr();
+        return Ok(reply_hits(Some(c), &hits, &lookup));
+    }
     let inline_limit = config::get(&config::SEMCACHE_INLINE_BYTES).max(0) as usize;
     let cannot_block = ctx
         .get_flags()
@@ -341,6 +381,12 @@ pub fn info(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         ("bytes", int(c.mem_bytes() as u64)),
         ("vector_bytes", int(b.vector_bytes() as u64)),
         ("next_id", int(b.next_id())),
+        (
+            "index",
+            RedisValue::SimpleStringStatic(if b.has_index() { "hnsw" } else { "none" }),
+        ),
+        ("index_pending", int(b.unindexed() as u64)),
+        ("index_bytes", int(b.index_bytes() as u64)),
     ]))
 }
 
@@ -367,6 +413,12 @@ pub fn load(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             check_entries(&c.bucket, &entries)?;
             tracked(&mut c.bucket, |b| codec::push_entries(b, next, entries))
                 .map_err(bucket_err)?;
+        }
+        Decoded::Index(g) => {
+            let Some(c) = existing else {
+                return err("no semcache bucket to attach the index to");
+            };
+            codec::attach_index(&mut c.bucket, g).map_err(bucket_err)?;
         }
     }
     ctx.replicate_verbatim();

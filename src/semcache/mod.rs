@@ -7,6 +7,7 @@
 pub mod bucket;
 pub mod codec;
 pub mod commands;
+pub mod hnsw;
 pub mod scan;
 pub mod r#type;
 

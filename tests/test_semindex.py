@@ -1,0 +1,197 @@
+"""The HNSW index of big SEMCACHE buckets, against real Valkey 9 and Redis 7 servers."""
+import os
+import time
+
+import numpy as np
+import pytest
+import redis
+
+from harness import replica_of, wait_for, wait_replica_caught_up
+
+DIM = 32
+
+
+def clustered(n, dim=DIM, seed=0, clusters=40):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim))
+    x = centres[rng.integers(0, clusters, n)] + 0.5 * rng.standard_normal((n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def near(v, seed):
+    q = v + 0.03 * np.random.default_rng(seed).standard_normal(v.shape)
+    return (q / np.linalg.norm(q)).astype(np.float32)
+
+
+def info_of(r, key):
+    info = r.execute_command("SEMCACHE.INFO", key)
+    info = dict(zip(info[::2], info[1::2])) if isinstance(info, list) else info
+    out = {k.decode() if isinstance(k, bytes) else k: v for k, v in info.items()}
+    return {k: v.decode() if isinstance(v, bytes) else v for k, v in out.items()}
+
+
+def fill(r, key, vecs, *extra):
+    p = r.pipeline(transaction=False)
+    for i, v in enumerate(vecs):
+        p.execute_command("SEMCACHE.SET", key, v.tobytes(), f"r{i}", *extra)
+    p.execute()
+
+
+def top_ids(r, key, queries, count=1):
+    out = []
+    for q in queries:
+        reply = r.execute_command("SEMCACHE.GET", key, q.tobytes(), "MINSIM", -1, "COUNT", count,
+                                  "WITHIDS", "WITHSCORES")
+        out.append([(reply[i], round(float(reply[i + 2]), 5)) for i in range(0, len(reply), 3)])
+    return out
+
+
+@pytest.fixture
+def ix(kind, servers):
+    """A server that indexes buckets from 300 entries."""
+    return servers(kind, module_args=["semcache-index-min", "300", "semcache-ttl", "0"])
+
+
+def test_index_answers_like_an_exact_scan(ix):
+    r = ix.client(protocol=2)
+    vecs = clustered(2000)
+    fill(r, "big", vecs, "MAXITEMS", 2000)
+    info = info_of(r, "big")
+    assert info["index"] == "hnsw" and info["index_pending"] == 0 and info["index_bytes"] > 0
+    fill(r, "small", vecs[:100])
+    assert info_of(r, "small")["index"] == "none"
+    before = r.info("convcache")["convcache_semcache_index_lookups"]
+    idx = np.random.default_rng(1).integers(0, 2000, 200)
+    got = [ids[0][0] for ids in top_ids(r, "big", [near(vecs[i], i) for i in idx])]
+    truth = [int(np.argmax(vecs @ near(vecs[i], i))) + 1 for i in idx]
+    assert np.mean(np.array(got) == np.array(truth)) >= 0.99
+    assert r.info("convcache")["convcache_semcache_index_lookups"] - before == 200
+    # Scores are exact (re-scored with the float rows), best first, the threshold holds.
+    q = near(vecs[7], 7)
+    reply = top_ids(r, "big", [q], count=5)[0]
+    want = sorted(((float(vecs[i - 1] @ q), i) for i, _ in reply), reverse=True)
+    assert [i for _, i in want] == [i for i, _ in reply]
+    assert [s for _, s in reply] == pytest.approx([s for s, _ in want], abs=1e-5)
+    assert r.execute_command("SEMCACHE.GET", "big", q.tobytes(), "MINSIM", 0.9999) is None
+    assert r.execute_command("SEMCACHE.GET", "big", vecs[7].tobytes(), "MINSIM", 1) == b"r7"
+
+
+def test_index_follows_deletes_expiry_and_eviction(ix):
+    r = ix.client(protocol=2)
+    vecs = clustered(1500, seed=2)
+    fill(r, "big", vecs[:1000], "MAXITEMS", 1000)
+    # Eviction (oldest first), deletes and expiry: none of them ever answers again.
+    fill(r, "big", vecs[1000:1200])  # evicts ids 1..200
+    assert r.execute_command("SEMCACHE.DEL", "big", *range(300, 350)) == 50
+    r.execute_command("SEMCACHE.SET", "big", vecs[1200].tobytes(), "soon", "PX", 100)
+    gone = list(range(0, 200)) + list(range(299, 349))
+    for i in gone[::10]:
+        ids = [x for x, _ in top_ids(r, "big", [vecs[i]], count=3)[0]]
+        assert i + 1 not in ids
+    assert r.execute_command("SEMCACHE.GET", "big", vecs[1200].tobytes(), "MINSIM", 0.999) == b"soon"
+    time.sleep(0.15)
+    assert r.execute_command("SEMCACHE.GET", "big", vecs[1200].tobytes(), "MINSIM", 0.999) is None
+    r.execute_command("SEMCACHE.SET", "big", vecs[1201].tobytes(), "x")  # reclaims the expired one
+    info = info_of(r, "big")
+    assert info["index_pending"] == 0 and info["stored"] == info["entries"]
+    # Live entries still answer through the index.
+    hits = sum(top_ids(r, "big", [vecs[i]])[0][0][0] == i + 1 for i in range(400, 1000, 6))
+    assert hits >= 99
+
+
+def test_index_started_on_a_full_bucket_catches_up(kind, servers):
+    s = servers(kind, module_args=["semcache-index-min", "0", "semcache-ttl", "0"])
+    r = s.client(protocol=2)
+    vecs = clustered(600, seed=3)
+    fill(r, "big", vecs[:500], "MAXITEMS", 1000)
+    assert info_of(r, "big")["index"] == "none"
+    r.config_set("convcache.semcache-index-min", 400)
+    scans = r.info("convcache")["convcache_semcache_index_lookups"]
+    # Each SET indexes up to 8 pending entries; lookups scan exactly until none is left.
+    r.execute_command("SEMCACHE.SET", "big", vecs[500].tobytes(), "r500")
+    info = info_of(r, "big")
+    assert info["index"] == "hnsw" and info["index_pending"] == 501 - 8
+    assert r.execute_command("SEMCACHE.GET", "big", vecs[3].tobytes(), "MINSIM", 1) == b"r3"
+    assert r.info("convcache")["convcache_semcache_index_lookups"] == scans
+    fill(r, "big", vecs[501:600])  # each SET: one new pending, 8 indexed
+    assert info_of(r, "big")["index_pending"] == 0
+    assert r.execute_command("SEMCACHE.GET", "big", vecs[3].tobytes(), "MINSIM", 1) == b"r3"
+    assert r.info("convcache")["convcache_semcache_index_lookups"] == scans + 1
+    # INDEX asks for an index on a bucket of any size.
+    r.execute_command("SEMCACHE.SET", "tiny", vecs[0].tobytes(), "t", "INDEX")
+    assert info_of(r, "tiny")["index"] == "hnsw"
+    assert r.execute_command("SEMCACHE.GET", "tiny", vecs[0].tobytes()) == b"t"
+
+
+def test_index_persistence_rdb_aof_dump(kind, servers):
+    s = servers(kind, module_args=["semcache-index-min", "300", "semcache-ttl", "0"],
+                extra=["--appendonly", "no", "--aof-use-rdb-preamble", "no"])
+    r = s.client(protocol=2)
+    vecs = clustered(1300, seed=4)
+    fill(r, "big", vecs[:1200], "MAXITEMS", 1000)
+    r.execute_command("SEMCACHE.DEL", "big", *range(500, 520))
+    queries = [near(vecs[i], i) for i in range(200, 1200, 7)]
+    answers = top_ids(r, "big", queries, count=3)
+    digest = r.execute_command("DEBUG", "DIGEST-VALUE", "big")
+    r.execute_command("DEBUG", "RELOAD")
+    assert r.execute_command("DEBUG", "DIGEST-VALUE", "big") == digest
+    assert info_of(r, "big")["index"] == "hnsw" and info_of(r, "big")["index_pending"] == 0
+    assert top_ids(r, "big", queries, count=3) == answers
+    # DUMP / RESTORE carries the graph.
+    r.restore("copy", 0, r.dump("big"))
+    assert r.execute_command("DEBUG", "DIGEST-VALUE", "copy") == digest
+    assert top_ids(r, "copy", queries, count=3) == answers
+    # AOF rewrite (SEMCACHE._LOAD payloads, the graph last), then a load of the AOF alone.
+    r.config_set("appendonly", "yes")
+    wait_for(lambda: r.info("persistence")["aof_rewrite_in_progress"] == 0
+             and r.info("persistence")["aof_enabled"] == 1, what="aof on")
+    fill(r, "big", vecs[1200:1300])  # appended as SETs after the rewrite
+    digest = r.execute_command("DEBUG", "DIGEST-VALUE", "big")
+    answers = top_ids(r, "big", queries, count=3)
+    r.execute_command("DEBUG", "LOADAOF")
+    assert r.execute_command("DEBUG", "DIGEST-VALUE", "big") == digest
+    assert top_ids(r, "big", queries, count=3) == answers
+
+
+def test_index_replica_builds_the_same_graph(kind, servers):
+    primary = servers(kind, module_args=["semcache-index-min", "300", "semcache-ttl", "0"])
+    # The replica's own threshold is never used: it follows the primary's INDEX decision.
+    rep = replica_of(servers, primary)
+    rep.client().config_set("convcache.semcache-index-min", 0)
+    r = primary.client(protocol=2)
+    vecs = clustered(1400, seed=5)
+    p = r.pipeline(transaction=False)
+    for i, v in enumerate(vecs[:1200]):
+        p.execute_command("SEMCACHE.SET", "big", v.tobytes(), f"r{i}", "MAXITEMS", 1000,
+                          "PX", 300 if i % 5 == 0 else 0)
+    p.execute()
+    r.execute_command("SEMCACHE.DEL", "big", *range(700, 760))
+    time.sleep(0.35)
+    fill(r, "big", vecs[1200:1400])  # reclaims the expired entries, evicts the oldest
+    wait_replica_caught_up(primary, rep)
+    rr = rep.client(protocol=2)
+    assert info_of(rr, "big")["index"] == "hnsw"
+    assert rr.execute_command("DEBUG", "DIGEST-VALUE", "big") == \
+        r.execute_command("DEBUG", "DIGEST-VALUE", "big")
+    queries = [near(vecs[i], i) for i in range(0, 1400, 9)]
+    assert top_ids(rr, "big", queries, count=3) == top_ids(r, "big", queries, count=3)
+
+
+def test_index_bad_payloads_change_nothing(ix):
+    r = ix.client(protocol=2)
+    vecs = clustered(400, seed=6)
+    fill(r, "big", vecs)
+    digest = r.execute_command("DEBUG", "DIGEST-VALUE", "big")
+    answers = top_ids(r, "big", [vecs[5]], count=3)
+    # Version 2, kind 2 (index): parameters out of range, then a graph naming a missing id.
+    bad = [b"\x02\x02\x01\x40\x00\x00", b"\x02\x02\x10\x40\x01\x01\x63\x00\x00"]
+    for payload in bad:
+        with pytest.raises(redis.ResponseError, match="corrupt semcache payload: index"):
+            r.execute_command("SEMCACHE._LOAD", "big", payload)
+    with pytest.raises(redis.ResponseError, match="no semcache bucket to attach the index to"):
+        r.execute_command("SEMCACHE._LOAD", "nokey", bad[1])
+    with pytest.raises(redis.ResponseError, match="unknown option 'INDEXX'"):
+        r.execute_command("SEMCACHE.SET", "big", vecs[0].tobytes(), "x", "INDEXX")
+    assert r.execute_command("DEBUG", "DIGEST-VALUE", "big") == digest
+    assert top_ids(r, "big", [vecs[5]], count=3) == answers
+    assert not r.exists("nokey")
