@@ -195,3 +195,82 @@ def test_index_bad_payloads_change_nothing(ix):
     assert r.execute_command("DEBUG", "DIGEST-VALUE", "big") == digest
     assert top_ids(r, "big", [vecs[5]], count=3) == answers
     assert not r.exists("nokey")
+
+
+# ---- TAG / FILTER ----
+
+def fill_users(r, key, vecs, users=5, *extra):
+    p = r.pipeline(transaction=False)
+    for i, v in enumerate(vecs):
+        p.execute_command("SEMCACHE.SET", key, v.tobytes(), f"r{i}", "TAG", "user", f"u{i % users}",
+                          "TAG", "model", "m1" if i % 2 else "m2", *extra)
+    p.execute()
+
+
+@pytest.mark.parametrize("shape", ["inline", "background", "index"])
+def test_filter_never_answers_outside(ix, shape):
+    r = ix.client(protocol=2)
+    vecs = clustered(600 if shape == "index" else 200, seed=7)
+    if shape == "background":
+        r.config_set("convcache.semcache-inline-bytes", 0)  # every lookup on a worker
+    fill_users(r, "sc", vecs, 5, "MAXITEMS", 1000)
+    assert info_of(r, "sc")["index"] == ("hnsw" if shape == "index" else "none")
+    for i in range(0, len(vecs), 17):
+        u = f"u{(i + 1) % 5}"  # the nearest entry (vecs[i] itself) belongs to another user
+        reply = r.execute_command("SEMCACHE.GET", "sc", vecs[i].tobytes(), "MINSIM", -1, "COUNT", 4,
+                                  "WITHIDS", "FILTER", "user", u)
+        ids = reply[::2]
+        assert len(ids) == 4 and all((x - 1) % 5 == (i + 1) % 5 for x in ids), (i, ids)
+        want = sorted(range((i + 1) % 5, len(vecs), 5), key=lambda j: -float(vecs[j] @ vecs[i]))[:4]
+        assert ids[0] == want[0] + 1
+        # Two pairs: both must hold.
+        both = r.execute_command("SEMCACHE.GET", "sc", vecs[i].tobytes(), "MINSIM", -1, "COUNT", 3,
+                                 "WITHIDS", "FILTER", "user", u, "FILTER", "model", "m1")
+        assert all((x - 1) % 5 == (i + 1) % 5 and (x - 1) % 2 == 1 for x in both[::2])
+    assert r.execute_command("SEMCACHE.GET", "sc", vecs[0].tobytes(), "MINSIM", -1,
+                             "FILTER", "user", "nobody") is None
+    # The same vector, unfiltered, answers itself.
+    assert r.execute_command("SEMCACHE.GET", "sc", vecs[3].tobytes(), "MINSIM", 1) == b"r3"
+
+
+def test_del_filter_replicates_persists_and_refuses_bad_input(kind, servers):
+    primary = servers(kind, module_args=["semcache-index-min", "300", "semcache-ttl", "0"])
+    rep = replica_of(servers, primary)
+    r = primary.client(protocol=2)
+    vecs = clustered(500, seed=8)
+    fill_users(r, "sc", vecs, 5, "MAXITEMS", 1000)
+    digest = r.execute_command("DEBUG", "DIGEST-VALUE", "sc")
+    bad = [
+        (("SEMCACHE.SET", "sc", vecs[0].tobytes(), "x", "TAG", "user"), "TAG needs a name and a value"),
+        (("SEMCACHE.SET", "sc", vecs[0].tobytes(), "x", "TAG", "", "v"), "TAG name must not be empty"),
+        (("SEMCACHE.SET", "sc", vecs[0].tobytes(), "x", "TAG", "n" * 257, "v"), "TAG name is longer"),
+        (("SEMCACHE.GET", "sc", vecs[0].tobytes(), "FILTER", "user"), "FILTER needs a name and a value"),
+        (("SEMCACHE.GET", "sc", vecs[0].tobytes(), "FILTER"), "FILTER needs a value"),
+        (("SEMCACHE.DEL", "sc", "FILTER", "user"), "FILTER needs a name and a value"),
+        (("SEMCACHE.DEL", "sc", "FILTER", "user", "u1", "BOGUS"), "unknown option 'BOGUS'"),
+        (("SEMCACHE.DEL", "sc", "FILTER", "", "u1"), "FILTER name must not be empty"),
+    ]
+    for args, msg in bad:
+        with pytest.raises(redis.ResponseError, match=msg):
+            r.execute_command(*args)
+    assert r.execute_command("DEBUG", "DIGEST-VALUE", "sc") == digest
+    assert r.execute_command("SEMCACHE.DEL", "sc", "FILTER", "user", "u2") == 100
+    assert r.execute_command("SEMCACHE.DEL", "sc", "FILTER", "user", "u2") == 0
+    assert r.execute_command("SEMCACHE.DEL", "sc", "FILTER", "user", "u3", "FILTER", "model", "m1") == 50
+    assert r.execute_command("SEMCACHE.LEN", "sc") == 350
+    assert r.execute_command("SEMCACHE.GET", "sc", vecs[2].tobytes(), "MINSIM", -1,
+                             "FILTER", "user", "u2") is None
+    assert r.execute_command("SEMCACHE.GET", "sc", vecs[8].tobytes(), "MINSIM", 1,
+                             "FILTER", "user", "u3") == b"r8"  # m2: kept
+    wait_replica_caught_up(primary, rep)
+    rr = rep.client(protocol=2)
+    digest = r.execute_command("DEBUG", "DIGEST-VALUE", "sc")
+    assert rr.execute_command("DEBUG", "DIGEST-VALUE", "sc") == digest
+    # Tags survive RDB (DEBUG RELOAD) and DUMP/RESTORE.
+    r.execute_command("DEBUG", "RELOAD")
+    assert r.execute_command("DEBUG", "DIGEST-VALUE", "sc") == digest
+    r.restore("copy", 0, r.dump("sc"))
+    for key in ("sc", "copy"):
+        reply = r.execute_command("SEMCACHE.GET", key, vecs[4].tobytes(), "MINSIM", -1, "COUNT", 5,
+                                  "WITHIDS", "FILTER", "user", "u4")
+        assert all((x - 1) % 5 == 4 for x in reply[::2]) and len(reply) == 10

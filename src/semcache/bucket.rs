@@ -25,8 +25,8 @@
 //!
 //! # Memory
 //!
-//! Per entry: `4 * dim` vector bytes, the response and meta bytes, and 48
-//! bytes of columns (id 8, expiry 8, boxed response 16, boxed meta 16), plus
+//! Per entry: `4 * dim` vector bytes, the response, meta and tag bytes, and 64
+//! bytes of columns (id 8, expiry 8, boxed response 16, boxed meta 16, boxed tags 16), plus
 //! ~120 bytes per chunk. Capacity: when `max_items * dim * 4 <=
 //! EXACT_RESERVE_BYTES` every column and chunk is reserved at its final size
 //! when first needed (no slack ever); otherwise the columns and the last chunk
@@ -39,6 +39,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::hnsw::{self, Hnsw};
+use super::tags::{self, Pair};
 use crate::vector::{self, VectorError};
 
 /// Tolerance of the similarity threshold: an entry hits when
@@ -145,6 +146,9 @@ struct Chunk {
     rows: Vec<f32>,
     ids: Vec<u64>,
     expire_at_ms: Vec<i64>,
+    /// Each row's tag blob (see `tags.rs`): here rather than bucket-wide, so that a
+    /// background scan of a snapshot can apply a FILTER.
+    tags: Vec<Option<Box<[u8]>>>,
 }
 
 impl Chunk {
@@ -161,6 +165,7 @@ impl Chunk {
         self.rows.reserve_exact(rows * dim);
         self.ids.reserve_exact(rows);
         self.expire_at_ms.reserve_exact(rows);
+        self.tags.reserve_exact(rows);
     }
 
     /// A copy with the same capacity, so that the copy is not regrown.
@@ -170,13 +175,15 @@ impl Chunk {
         c.rows.extend_from_slice(&self.rows);
         c.ids.extend_from_slice(&self.ids);
         c.expire_at_ms.extend_from_slice(&self.expire_at_ms);
+        c.tags.extend(self.tags.iter().cloned());
         c
     }
 
-    fn push(&mut self, id: u64, row: &[f32], expire_at_ms: i64) {
+    fn push(&mut self, id: u64, row: &[f32], expire_at_ms: i64, tags: Option<Box<[u8]>>) {
         self.rows.extend_from_slice(row);
         self.ids.push(id);
         self.expire_at_ms.push(expire_at_ms);
+        self.tags.push(tags);
     }
 
     fn row(&self, o: usize, dim: usize) -> &[f32] {
@@ -189,6 +196,7 @@ impl Chunk {
         self.rows[o * dim..(o + 1) * dim].copy_from_slice(src.row(from, dim));
         self.ids[o] = src.ids[from];
         self.expire_at_ms[o] = src.expire_at_ms[from];
+        self.tags[o] = src.tags[from].clone();
     }
 
     fn move_row(&mut self, from: usize, to: usize, dim: usize) {
@@ -196,18 +204,21 @@ impl Chunk {
             .copy_within(from * dim..(from + 1) * dim, to * dim);
         self.ids[to] = self.ids[from];
         self.expire_at_ms[to] = self.expire_at_ms[from];
+        self.tags[to] = self.tags[from].take();
     }
 
     fn truncate(&mut self, rows: usize, dim: usize) {
         self.rows.truncate(rows * dim);
         self.ids.truncate(rows);
         self.expire_at_ms.truncate(rows);
+        self.tags.truncate(rows);
     }
 
     fn shrink_to(&mut self, rows: usize, dim: usize) {
         self.rows.shrink_to(rows * dim);
         self.ids.shrink_to(rows);
         self.expire_at_ms.shrink_to(rows);
+        self.tags.shrink_to(rows);
     }
 
     /// Heap bytes including the `Arc` allocation that holds the chunk.
@@ -218,6 +229,8 @@ impl Chunk {
             + self.rows.capacity() * size_of::<f32>()
             + self.ids.capacity() * size_of::<u64>()
             + self.expire_at_ms.capacity() * size_of::<i64>()
+            + self.tags.capacity() * size_of::<Option<Box<[u8]>>>()
+            + self.tags.iter().flatten().map(|t| t.len()).sum::<usize>()
     }
 }
 
@@ -239,7 +252,14 @@ struct Rows<'a> {
 
 /// The search shared by [`Bucket::search`] and [`BucketSnapshot::search`]:
 /// one scan per chunk.
-fn search_rows(rows: Rows<'_>, query: &[f32], min_sim: f32, k: usize, now_ms: i64) -> Vec<Hit> {
+fn search_rows(
+    rows: Rows<'_>,
+    query: &[f32],
+    min_sim: f32,
+    k: usize,
+    now_ms: i64,
+    filter: &[Pair],
+) -> Vec<Hit> {
     let Rows {
         chunks,
         chunk_rows,
@@ -257,6 +277,9 @@ fn search_rows(rows: Rows<'_>, query: &[f32], min_sim: f32, k: usize, now_ms: i6
         hits.extend(scores.iter().enumerate().filter_map(|(o, &s)| {
             let score = s.clamp(-1.0, 1.0);
             if score.is_nan() || score < threshold || is_expired(chunk.expire_at_ms[o], now_ms) {
+                return None;
+            }
+            if !tags::matches(chunk.tags[o].as_deref(), filter) {
                 return None;
             }
             Some(Hit {
@@ -432,6 +455,19 @@ impl Bucket {
         meta: Option<String>,
         expire_at_ms: i64,
     ) -> Result<InsertOutcome, BucketError> {
+        self.insert_tagged(id, vector, response, meta, None, expire_at_ms)
+    }
+
+    /// [`Bucket::insert`] of an entry with tags (a blob from [`tags::encode`]).
+    pub fn insert_tagged(
+        &mut self,
+        id: Option<u64>,
+        vector: &[f32],
+        response: Vec<u8>,
+        meta: Option<String>,
+        tags: Option<Box<[u8]>>,
+        expire_at_ms: i64,
+    ) -> Result<InsertOutcome, BucketError> {
         self.check_dim(vector.len())?;
         let id = self.choose_id(id)?;
         let row = vector::normalized(vector)?;
@@ -443,7 +479,7 @@ impl Bucket {
             evicted.push(self.id_at(oldest));
             self.remove_at(oldest);
         }
-        self.push_row(id, &row, response, meta, expire_at_ms);
+        self.push_row(id, &row, response, meta, tags, expire_at_ms);
         Ok(InsertOutcome { id, evicted })
     }
 
@@ -459,6 +495,19 @@ impl Bucket {
         meta: Option<String>,
         expire_at_ms: i64,
     ) -> Result<(), BucketError> {
+        self.push_loaded_tagged(id, row, response, meta, None, expire_at_ms)
+    }
+
+    /// [`Bucket::push_loaded`] of an entry with tags.
+    pub fn push_loaded_tagged(
+        &mut self,
+        id: u64,
+        row: &[f32],
+        response: Vec<u8>,
+        meta: Option<String>,
+        tags: Option<Box<[u8]>>,
+        expire_at_ms: i64,
+    ) -> Result<(), BucketError> {
         self.check_dim(row.len())?;
         let id = self.choose_id(Some(id))?;
         if let Some(i) = row.iter().position(|x| !x.is_finite()) {
@@ -471,7 +520,7 @@ impl Bucket {
         }
         self.set_dim(row.len());
         self.next_id = id + 1;
-        self.push_row(id, row, response, meta, expire_at_ms);
+        self.push_row(id, row, response, meta, tags, expire_at_ms);
         Ok(())
     }
 
@@ -637,7 +686,53 @@ impl Bucket {
     /// bucket's dimension (callers check [`Bucket::dim`]); a query of another
     /// dimension, or `k == 0`, matches nothing.
     pub fn search(&self, query: &[f32], min_sim: f32, k: usize, now_ms: i64) -> Vec<Hit> {
-        search_rows(self.rows(), query, min_sim, k, now_ms)
+        search_rows(self.rows(), query, min_sim, k, now_ms, &[])
+    }
+
+    /// [`Bucket::search`] among the entries that have every pair of `filter`.
+    pub fn search_where(
+        &self,
+        query: &[f32],
+        min_sim: f32,
+        k: usize,
+        now_ms: i64,
+        filter: &[Pair],
+    ) -> Vec<Hit> {
+        search_rows(self.rows(), query, min_sim, k, now_ms, filter)
+    }
+
+    /// The tag blob of the entry at a physical index.
+    pub fn tags_at(&self, index: usize) -> Option<&[u8]> {
+        let (c, o) = self.locate(index);
+        self.chunks[c].tags[o].as_deref()
+    }
+
+    /// Every entry as [`Bucket::entries`] yields them, with its tag blob.
+    pub fn entries_with_tags(&self) -> impl Iterator<Item = (EntryView<'_>, Option<&[u8]>)> + '_ {
+        let mut order: Vec<(u64, usize)> = self
+            .chunks
+            .iter()
+            .flat_map(|c| c.ids.iter().copied())
+            .enumerate()
+            .map(|(i, id)| (id, i))
+            .collect();
+        order.sort_unstable();
+        order
+            .into_iter()
+            .map(move |(_, i)| (self.entry_at(i), self.tags_at(i)))
+    }
+
+    /// Ids of the entries having every pair of `filter` (expired or not), increasing.
+    pub fn ids_where(&self, filter: &[Pair]) -> Vec<u64> {
+        let mut ids: Vec<u64> = self
+            .chunks
+            .iter()
+            .flat_map(|c| c.ids.iter().zip(&c.tags))
+            .filter(|(_, t)| tags::matches(t.as_deref(), filter))
+            .map(|(&id, _)| id)
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// An immutable view for a background scan: shares every chunk (rows, ids
@@ -804,22 +899,49 @@ impl Bucket {
         now_ms: i64,
         ef: usize,
     ) -> Option<Vec<Hit>> {
+        self.search_index_where(query, min_sim, k, now_ms, ef, &[])
+    }
+
+    /// [`Bucket::search_index`] among the entries that have every pair of `filter`. The
+    /// graph is walked as without a filter (4x the candidates) and only matching entries
+    /// are kept, so an answer never holds another entry; when fewer than `k` match (a
+    /// selective filter) this gives up with `None` and the caller scans exactly.
+    pub fn search_index_where(
+        &self,
+        query: &[f32],
+        min_sim: f32,
+        k: usize,
+        now_ms: i64,
+        ef: usize,
+        filter: &[Pair],
+    ) -> Option<Vec<Hit>> {
         let ix = self.index.as_ref().filter(|ix| ix.unindexed == 0)?;
         if k == 0 || query.len() != self.dim || ix.graph.is_empty() {
             return Some(Vec::new());
         }
         let threshold = min_sim - SCORE_EPSILON;
-        // The graph ranks by int8 similarity; every candidate is re-scored with its float row.
-        let found = ix
-            .graph
-            .search(query, ef.max(k.saturating_add(INDEX_SPARE)));
-        let rescore = found
-            .len()
-            .min(RESCORE_MIN.max(k.saturating_add(INDEX_SPARE)));
+        let want = k.saturating_add(INDEX_SPARE);
+        let ef = if filter.is_empty() {
+            ef
+        } else {
+            ef.saturating_mul(4)
+        };
+        // The graph ranks by int8 similarity; the best candidates are re-scored with their
+        // float rows.
+        let mut found = ix.graph.search(query, ef.max(want));
+        if !filter.is_empty() {
+            found.retain(|&(node, _)| {
+                let (c, o) = self.locate(ix.node_row[node as usize] as usize);
+                tags::matches(self.chunks[c].tags[o].as_deref(), filter)
+            });
+            if found.len() < k {
+                return None;
+            }
+        }
+        let rescore = found.len().min(RESCORE_MIN.max(want));
         let mut hits: Vec<Hit> = found[..rescore]
             .iter()
-            .copied()
-            .filter_map(|(node, _)| {
+            .filter_map(|&(node, _)| {
                 let row = ix.node_row[node as usize] as usize;
                 let (c, o) = self.locate(row);
                 let chunk = &self.chunks[c];
@@ -914,6 +1036,7 @@ impl Bucket {
         row: &[f32],
         response: Vec<u8>,
         meta: Option<String>,
+        tags: Option<Box<[u8]>>,
         expire_at_ms: i64,
     ) {
         self.note_expiry(expire_at_ms);
@@ -949,7 +1072,7 @@ impl Bucket {
         if let Some(target) = target {
             chunk.reserve_exact(target - len, dim);
         }
-        chunk.push(id, row, expire_at_ms);
+        chunk.push(id, row, expire_at_ms, tags);
         if let Some(ix) = &mut self.index {
             ix.row_node.push(NONE);
             ix.unindexed += 1;
@@ -1032,12 +1155,24 @@ impl BucketSnapshot {
     /// Same contract as [`Bucket::search`]; `Hit::index` refers to the
     /// snapshot, not to the bucket.
     pub fn search(&self, query: &[f32], min_sim: f32, k: usize, now_ms: i64) -> Vec<Hit> {
+        self.search_where(query, min_sim, k, now_ms, &[])
+    }
+
+    /// [`BucketSnapshot::search`] among the entries that have every pair of `filter`.
+    pub fn search_where(
+        &self,
+        query: &[f32],
+        min_sim: f32,
+        k: usize,
+        now_ms: i64,
+        filter: &[Pair],
+    ) -> Vec<Hit> {
         let rows = Rows {
             chunks: &self.chunks,
             chunk_rows: self.chunk_rows,
             dim: self.dim,
         };
-        search_rows(rows, query, min_sim, k, now_ms)
+        search_rows(rows, query, min_sim, k, now_ms, filter)
     }
 
     pub fn len(&self) -> usize {
@@ -1396,7 +1531,7 @@ mod tests {
     }
 
     fn bound(dim: usize, n: usize, resp_bytes: usize) -> usize {
-        n * (4 * dim + 64) + resp_bytes
+        n * (4 * dim + 80) + resp_bytes
     }
 
     fn fill(b: &mut Bucket, n: usize, dim: usize, rng: &mut Rng) -> usize {
@@ -1441,7 +1576,7 @@ mod tests {
         // While growing, slack is at most half of the live rows.
         let mut e = Bucket::new(100_000);
         let r4 = fill(&mut e, 1_000, dim, &mut rng);
-        assert!(e.heap_bytes() <= bound(dim, 1_000, r4) + 1_000 * (4 * dim + 48) / 2);
+        assert!(e.heap_bytes() <= bound(dim, 1_000, r4) + 1_000 * (4 * dim + 64) / 2);
         // Shrinks after mass removal.
         let before = e.heap_bytes();
         for id in 1..=900 {
@@ -1771,5 +1906,79 @@ mod tests {
         let g = Hnsw::decode(&mut crate::conv::codec::Reader::new(&index_payload(&a))).unwrap();
         assert!(c.attach_index(g).unwrap_err().contains("not in the bucket"));
         assert!(!c.has_index());
+    }
+
+    fn tag(user: &str) -> Option<Box<[u8]>> {
+        tags::encode(&[(b"user".to_vec(), user.as_bytes().to_vec())])
+    }
+
+    fn filter(user: &str) -> Vec<Pair> {
+        vec![(b"user".to_vec(), user.as_bytes().to_vec())]
+    }
+
+    /// A FILTER never lets another entry answer: exact scans (bucket and snapshot, through
+    /// row moves), the index (with a fallback for selective filters), and DEL FILTER's ids.
+    #[test]
+    fn filters_hold_everywhere() {
+        let mut rng = Rng::new(43);
+        let data = clustered(1_200, 16, 10, &mut rng);
+        let mut b = Bucket::new(1_000);
+        b.create_index();
+        for (i, v) in data.iter().enumerate() {
+            // u0..u9 own 10% each; "rare" owns 3 entries.
+            let user = if i % 400 == 7 {
+                "rare".to_string()
+            } else {
+                format!("u{}", i % 10)
+            };
+            b.insert_tagged(None, v, vec![], None, tag(&user), 0)
+                .unwrap();
+            b.index_pending(8);
+        }
+        b.remove(500);
+        let snap = b.snapshot();
+        b.insert_tagged(None, &data[0], vec![], None, tag("u3"), 0)
+            .unwrap(); // moves rows
+        b.index_pending(8);
+        let user_of = |b: &Bucket, h: &Hit| b.tags_at(h.index).map(<[u8]>::to_vec);
+        for (k, v) in data.iter().enumerate().step_by(37) {
+            let q = near(v, &mut rng);
+            let u = format!("u{}", k % 10);
+            for hits in [
+                b.search_where(&q, -1.0, 5, 0, &filter(&u)),
+                b.search_index_where(&q, -1.0, 5, 0, 64, &filter(&u))
+                    .unwrap(),
+            ] {
+                assert_eq!(hits.len(), 5);
+                assert!(hits
+                    .iter()
+                    .all(|h| user_of(&b, h) == tag(&u).map(|t| t.to_vec())));
+            }
+            let exact = b.search_where(&q, -1.0, 1, 0, &filter(&u));
+            let ixd = b
+                .search_index_where(&q, -1.0, 1, 0, 64, &filter(&u))
+                .unwrap();
+            assert_eq!(exact[0].id, ixd[0].id);
+            for h in snap.search_where(&q, -1.0, 5, 0, &filter(&u)) {
+                assert_eq!(
+                    b.get(h.id).map(|_| ()),
+                    Some(()),
+                    "snapshot ids are live here"
+                );
+            }
+        }
+        // A selective filter: the index gives up (None) unless its walk found enough.
+        let q = near(&data[7], &mut rng);
+        // (id 8, the first "rare" entry, was evicted.)
+        let rare = b.search_where(&q, -1.0, 3, 0, &filter("rare"));
+        assert_eq!(rare.iter().map(|h| h.id).collect::<Vec<_>>().len(), 2);
+        assert_eq!(
+            b.search_index_where(&q, -1.0, 3, 0, 64, &filter("rare")),
+            None
+        );
+        assert!(b.search_where(&q, -1.0, 3, 0, &filter("nobody")).is_empty());
+        assert_eq!(b.ids_where(&filter("rare")), vec![408, 808]);
+        assert_eq!(b.ids_where(&filter("u3")).len(), 101); // 120 - 20 evicted + 1
+        assert!(b.ids_where(&[]).len() == b.len());
     }
 }

@@ -12,7 +12,8 @@
 //!   `bytes response`, `u8 has_meta` [`bytes meta`], `bytes row` (normalised f32 LE).
 //!
 //!
-//! Version 2 adds, additively: in the header, after `count`, `u8 has_index`; and kind 2,
+//! Version 2 adds, additively: per entry, after the meta, `bytes tags` (the entry's tag
+//! blob, see `tags.rs`; empty = none); in the header, after `count`, `u8 has_index`; kind 2,
 //! index: the bucket's HNSW graph (see `hnsw.rs`: parameters, slots, entry point, then per
 //! slot its entry id and neighbour lists), one payload after the entries when `has_index`.
 //! Version-1 payloads still load (no index: a big bucket builds one again as it is written).
@@ -21,6 +22,7 @@
 
 use super::bucket::{Bucket, EntryView};
 use super::hnsw::Hnsw;
+use super::tags;
 use crate::conv::codec::{put_bytes, put_varint, Reader};
 
 pub const CODEC_VERSION: u8 = 2;
@@ -62,8 +64,18 @@ pub struct Header {
     pub has_index: bool,
 }
 
-/// One entry read back: `(id, row, response, meta, expire_at_ms)`.
-pub type LoadedEntry = (u64, Vec<f32>, Vec<u8>, Option<String>, i64);
+/// One entry read back: `(id, row, response, meta, expire_at_ms, tags)`.
+pub type LoadedEntry = (
+    u64,
+    Vec<f32>,
+    Vec<u8>,
+    Option<String>,
+    i64,
+    Option<Box<[u8]>>,
+);
+
+/// An entry to write, with its tag blob.
+pub type TaggedView<'a> = (EntryView<'a>, Option<&'a [u8]>);
 
 #[derive(Debug, PartialEq)]
 pub enum Decoded {
@@ -100,17 +112,17 @@ pub fn encode_index(b: &Bucket) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn entry_bytes(e: &EntryView) -> usize {
-    e.1.len() * 4 + e.2.len() + e.3.map_or(0, str::len) + 32
+fn entry_bytes((e, t): &TaggedView) -> usize {
+    e.1.len() * 4 + e.2.len() + e.3.map_or(0, str::len) + t.map_or(0, <[u8]>::len) + 40
 }
 
-pub fn encode_entries(next_id: u64, entries: &[EntryView]) -> Vec<u8> {
+pub fn encode_entries(next_id: u64, entries: &[TaggedView]) -> Vec<u8> {
     let size: usize = entries.iter().map(entry_bytes).sum();
     let mut out = Vec::with_capacity(size + 24);
     out.extend_from_slice(&[CODEC_VERSION, KIND_ENTRIES]);
     put_varint(&mut out, next_id);
     put_varint(&mut out, entries.len() as u64);
-    for &(id, row, resp, meta, exp) in entries {
+    for &((id, row, resp, meta, exp), tags) in entries {
         put_varint(&mut out, id);
         out.extend_from_slice(&exp.to_le_bytes());
         put_bytes(&mut out, resp);
@@ -121,6 +133,7 @@ pub fn encode_entries(next_id: u64, entries: &[EntryView]) -> Vec<u8> {
             }
             None => out.push(0),
         }
+        put_bytes(&mut out, tags.unwrap_or_default());
         put_varint(&mut out, (row.len() * 4) as u64);
         for x in row {
             out.extend_from_slice(&x.to_le_bytes());
@@ -132,7 +145,7 @@ pub fn encode_entries(next_id: u64, entries: &[EntryView]) -> Vec<u8> {
 /// The entry payloads of a bucket, in id order, each at most [`CHUNK_BYTES`] (or one entry).
 /// Built lazily, so only one chunk is in memory at a time.
 pub fn entry_chunks(b: &Bucket) -> impl Iterator<Item = Vec<u8>> + '_ {
-    let all: Vec<EntryView> = b.entries().collect();
+    let all: Vec<TaggedView> = b.entries_with_tags().collect();
     let mut start = 0;
     std::iter::from_fn(move || {
         if start >= all.len() {
@@ -205,6 +218,14 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
                     },
                     _ => return corrupt("bad meta flag"),
                 };
+                let tags = match version {
+                    1 => None,
+                    _ => match r.bytes()? {
+                        [] => None,
+                        t if tags::decode(t).is_some() => Some(t.to_vec().into_boxed_slice()),
+                        _ => return corrupt("bad tags"),
+                    },
+                };
                 let raw = r.bytes()?;
                 if !raw.len().is_multiple_of(4) {
                     return corrupt("row length is not a multiple of 4");
@@ -213,7 +234,7 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
                     .chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect();
-                out.push((id, row, resp, meta, exp));
+                out.push((id, row, resp, meta, exp, tags));
             }
             Decoded::Entries(next_id, out)
         }
@@ -252,8 +273,8 @@ pub fn push_entries(
     next_id: u64,
     entries: Vec<LoadedEntry>,
 ) -> Result<(), CodecError> {
-    for (id, row, resp, meta, exp) in entries {
-        b.push_loaded(id, &row, resp, meta, exp)
+    for (id, row, resp, meta, exp, tags) in entries {
+        b.push_loaded_tagged(id, &row, resp, meta, tags, exp)
             .or_else(|e| corrupt(format!("entry {id}: {e}")))?;
     }
     b.restore_next_id(next_id);
@@ -268,11 +289,13 @@ mod tests {
         let mut b = Bucket::new(4);
         for i in 0..6u8 {
             let meta = (i % 2 == 0).then(|| format!("{{\"i\":{i}}}"));
-            b.insert(
+            let tags = tags::encode(&[(b"user".to_vec(), vec![b'0' + i % 3])]);
+            b.insert_tagged(
                 None,
                 &[1.0, f32::from(i), -2.0],
                 vec![i, 0, 255],
                 meta,
+                (i % 2 == 1).then_some(tags).flatten(),
                 i64::from(i) * 1000,
             )
             .unwrap();
@@ -304,9 +327,10 @@ mod tests {
         let (h, b) = rebuild(&header, &chunks).unwrap();
         assert_eq!((h.hits, h.misses, h.count), (7, 9, 3));
         assert_eq!(
-            a.entries().collect::<Vec<_>>(),
-            b.entries().collect::<Vec<_>>()
+            a.entries_with_tags().collect::<Vec<_>>(),
+            b.entries_with_tags().collect::<Vec<_>>()
         );
+        assert_eq!(b.entries_with_tags().filter(|e| e.1.is_some()).count(), 1);
         assert_eq!(b.next_id(), 7);
         assert_eq!(b.max_items(), 4);
         assert_eq!(b.dim(), 3);

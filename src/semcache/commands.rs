@@ -7,6 +7,7 @@ use redis_module::{
 use super::bucket::{Bucket, Hit};
 use super::codec::{self, Decoded};
 use super::r#type::{store_new, SEMCACHE_TYPE};
+use super::tags::{self, Pair};
 use super::{scan, tracked, SemCache};
 use crate::args::{self, err, Args};
 use crate::conv::commands::{now_ms, ordered_map};
@@ -33,6 +34,8 @@ pub struct Lookup {
     pub with_scores: bool,
     pub with_meta: bool,
     pub with_ids: bool,
+    /// Only entries having every pair answer.
+    pub filter: Vec<Pair>,
 }
 
 fn bucket_err(e: impl std::fmt::Display) -> RedisError {
@@ -59,7 +62,7 @@ fn check_dim(b: &Bucket, got: usize) -> Result<(), RedisError> {
 }
 
 /// SEMCACHE.SET key vector response [EX s | PX ms | PXAT ms] [META json] [MAXITEMS n] [ID id]
-/// [INDEX]
+/// [INDEX] [TAG name value]...
 ///
 /// Replicates (and appends to the AOF) what the primary decided: a `SEMCACHE.DEL` of the
 /// entries it expired or evicted, then `SEMCACHE.SET ... PXAT t MAXITEMS n ID id [INDEX]`
@@ -73,6 +76,7 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     let now = now_ms();
     let (mut expire_at, mut meta, mut max_items, mut id) = (None, None, None, None);
     let mut want_index = false;
+    let mut tag_pairs: Vec<Pair> = Vec::new();
     let mut opts = Args::from(&argv, 4);
     while !opts.done() {
         match opts.next_keyword()?.as_str() {
@@ -89,9 +93,15 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             "MAXITEMS" => max_items = Some(opts.int_in("MAXITEMS", 1, MAX_ITEMS_LIMIT)? as usize),
             "ID" => id = Some(opts.int_in("ID", 1, i64::MAX)? as u64),
             "INDEX" => want_index = true,
+            "TAG" => tag_pairs.push(pair_of(&mut opts, "TAG")?),
             other => return args::unknown_option(other),
         }
     }
+    if tag_pairs.len() > tags::MAX_PAIRS {
+        return err(format!("more than {} TAG pairs", tags::MAX_PAIRS));
+    }
+    let tag_blob = tags::encode(&tag_pairs);
+    let replicated_meta = meta.clone();
     let expire_at = expire_at.unwrap_or_else(|| {
         let ttl = config::get(&config::SEMCACHE_TTL_SECS);
         if ttl == 0 {
@@ -147,7 +157,7 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
                 b.remove_expired(now)
             };
             dropped.extend(b.set_max_items(max_items));
-            let out = b.insert(id, &raw, response, meta, expire_at);
+            let out = b.insert_tagged(id, &raw, response, meta, tag_blob, expire_at);
             out.map(|o| {
                 dropped.extend(o.evicted);
                 let started = index_step(b);
@@ -158,59 +168,84 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         None => {
             let mut b = Bucket::new(max_items);
             let out = b
-                .insert(id, &raw, response, meta, expire_at)
+                .insert_tagged(id, &raw, response, meta, tag_blob, expire_at)
                 .map_err(bucket_err)?;
             let started = index_step(&mut b);
             store_new(&key, SemCache::new(b, 0, 0))?;
             (out.id, Vec::new(), started)
         }
     };
-    replicate_set(ctx, &argv, &dropped, expire_at, max_items, new_id, started);
+    let decided = DecidedSet {
+        meta: replicated_meta,
+        tags: tag_pairs,
+        expire_at,
+        max_items,
+        id: new_id,
+        started_index: started,
+    };
+    replicate_set(ctx, &argv, &dropped, &decided);
     ctx.notify_keyspace_event(NotifyEvent::MODULE, "semcache.set", &argv[1]);
     Ok(RedisValue::Integer(new_id as i64))
 }
 
-fn replicate_set(
-    ctx: &Context,
-    argv: &[RedisString],
-    dropped: &[u64],
+/// A name and value after `TAG` or `FILTER`, checked.
+fn pair_of(a: &mut Args, option: &str) -> Result<Pair, RedisError> {
+    let name = a.value_of(option)?;
+    let value = match a.value_of(option) {
+        Ok(v) => v,
+        Err(_) => return err(format!("{option} needs a name and a value")),
+    };
+    tags::check_pair(option, name, value).or_else(err)?;
+    Ok((name.to_vec(), value.to_vec()))
+}
+
+/// What a SEMCACHE.SET decided, replicated instead of the client's options.
+struct DecidedSet {
+    meta: Option<String>,
+    tags: Vec<Pair>,
     expire_at: i64,
     max_items: usize,
     id: u64,
     started_index: bool,
-) {
-    let s = |t: String| RedisString::create_from_slice(ctx.ctx, t.as_bytes());
+}
+
+fn replicate_set(ctx: &Context, argv: &[RedisString], dropped: &[u64], d: &DecidedSet) {
+    let s = |t: &[u8]| RedisString::create_from_slice(ctx.ctx, t);
     if !dropped.is_empty() {
-        let ids: Vec<RedisString> = dropped.iter().map(|x| s(x.to_string())).collect();
+        let ids: Vec<RedisString> = dropped
+            .iter()
+            .map(|x| s(x.to_string().as_bytes()))
+            .collect();
         let mut del: Vec<&RedisString> = vec![&argv[1]];
         del.extend(ids.iter());
         ctx.replicate("SEMCACHE.DEL", del.as_slice());
     }
-    let decided: Vec<RedisString> = [
-        ("PXAT", expire_at.to_string()),
-        ("MAXITEMS", max_items.to_string()),
-        ("ID", id.to_string()),
-    ]
-    .into_iter()
-    .flat_map(|(k, v)| [k.to_string(), v])
-    .map(s)
-    .collect();
-    // key, vector and response as sent; META as sent; the decisions replace EX/PX/...
+    // key, vector and response as sent; META (normalised) and TAGs; the decisions replace
+    // EX/PX/...
+    let mut words: Vec<RedisString> = Vec::new();
+    if let Some(m) = &d.meta {
+        words.extend([s(b"META"), s(m.as_bytes())]);
+    }
+    for (n, v) in &d.tags {
+        words.extend([s(b"TAG"), s(n), s(v)]);
+    }
+    for (k, v) in [
+        ("PXAT", d.expire_at.to_string()),
+        ("MAXITEMS", d.max_items.to_string()),
+        ("ID", d.id.to_string()),
+    ] {
+        words.extend([s(k.as_bytes()), s(v.as_bytes())]);
+    }
+    if d.started_index {
+        words.push(s(b"INDEX"));
+    }
     let mut out: Vec<&RedisString> = argv[1..4].iter().collect();
-    for pair in argv[4..].chunks_exact(2) {
-        if pair[0].as_slice().eq_ignore_ascii_case(b"META") {
-            out.extend(pair);
-        }
-    }
-    out.extend(decided.iter());
-    let index_word = s("INDEX".to_string());
-    if started_index {
-        out.push(&index_word);
-    }
+    out.extend(words.iter());
     ctx.replicate("SEMCACHE.SET", out.as_slice());
 }
 
 /// SEMCACHE.GET key vector [MINSIM s | MAXDIST d] [COUNT k] [WITHSCORES] [WITHMETA] [WITHIDS]
+/// [FILTER name value]...
 pub fn get(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     let mut a = Args::new(&argv, 2)?;
     let key_name = a.next_arg()?;
@@ -224,6 +259,7 @@ pub fn get(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         with_scores: false,
         with_meta: false,
         with_ids: false,
+        filter: Vec::new(),
     };
     while !a.done() {
         match a.next_keyword()?.as_str() {
@@ -236,6 +272,7 @@ pub fn get(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             "WITHSCORES" => (lookup.with_scores, lookup.array) = (true, true),
             "WITHMETA" => (lookup.with_meta, lookup.array) = (true, true),
             "WITHIDS" => (lookup.with_ids, lookup.array) = (true, true),
+            "FILTER" => lookup.filter.push(pair_of(&mut a, "FILTER")?),
             other => return args::unknown_option(other),
         }
     }
@@ -246,12 +283,16 @@ pub fn get(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     check_dim(&c.bucket, lookup.query.len())?;
     // A complete index answers inline: its cost is bounded (ef candidates), like a small scan.
     let ef = config::get(&config::SEMCACHE_INDEX_EF).max(1) as usize;
-    if let Some(hits) = c.bucket.search_index(
+    if lookup.filter.len() > tags::MAX_PAIRS {
+        return err(format!("more than {} FILTER pairs", tags::MAX_PAIRS));
+    }
+    if let Some(hits) = c.bucket.search_index_where(
         &lookup.query,
         lookup.min_sim,
         lookup.count,
         lookup.now_ms,
         ef,
+        &lookup.filter,
     ) {
         crate::metrics::SEMCACHE_INDEX_LOOKUPS.incr();
         return Ok(reply_hits(Some(c), &hits, &lookup));
@@ -264,9 +305,13 @@ pub fn get(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         scan::submit(ctx, key_name, c.instance, c.bucket.snapshot(), lookup);
         return Ok(RedisValue::NoReply);
     }
-    let hits = c
-        .bucket
-        .search(&lookup.query, lookup.min_sim, lookup.count, lookup.now_ms);
+    let hits = c.bucket.search_where(
+        &lookup.query,
+        lookup.min_sim,
+        lookup.count,
+        lookup.now_ms,
+        &lookup.filter,
+    );
     Ok(reply_hits(Some(c), &hits, &lookup))
 }
 
@@ -323,6 +368,9 @@ pub fn del(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     if argv.len() < 3 {
         return Err(RedisError::WrongArity);
     }
+    if argv[2].as_slice().eq_ignore_ascii_case(b"FILTER") {
+        return del_filter(ctx, &argv);
+    }
     let ids = argv[2..]
         .iter()
         .map(|a| match args::parse_i64("id", a.as_slice())? {
@@ -342,6 +390,43 @@ pub fn del(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         ctx.notify_keyspace_event(NotifyEvent::MODULE, "semcache.del", &argv[1]);
     }
     Ok(RedisValue::Integer(removed as i64))
+}
+
+/// SEMCACHE.DEL key FILTER name value [FILTER name value]...: removes every entry having
+/// every pair (in id order); replicated as `SEMCACHE.DEL key id...` of what it removed.
+fn del_filter(ctx: &Context, argv: &[RedisString]) -> RedisResult {
+    let mut a = Args::from(argv, 2);
+    let mut filter = Vec::new();
+    while !a.done() {
+        match a.next_keyword()?.as_str() {
+            "FILTER" => filter.push(pair_of(&mut a, "FILTER")?),
+            other => return args::unknown_option(other),
+        }
+    }
+    if filter.len() > tags::MAX_PAIRS {
+        return err(format!("more than {} FILTER pairs", tags::MAX_PAIRS));
+    }
+    let key = ctx.open_key_writable(&argv[1]);
+    let Some(c) = keys::write::<SemCache>(&key, &SEMCACHE_TYPE)? else {
+        return Ok(RedisValue::Integer(0));
+    };
+    let ids = c.bucket.ids_where(&filter);
+    tracked(&mut c.bucket, |b| {
+        for &id in &ids {
+            b.remove(id);
+        }
+    });
+    if !ids.is_empty() {
+        let words: Vec<RedisString> = ids
+            .iter()
+            .map(|id| RedisString::create_from_slice(ctx.ctx, id.to_string().as_bytes()))
+            .collect();
+        let mut out: Vec<&RedisString> = vec![&argv[1]];
+        out.extend(words.iter());
+        ctx.replicate("SEMCACHE.DEL", out.as_slice());
+        ctx.notify_keyspace_event(NotifyEvent::MODULE, "semcache.del", &argv[1]);
+    }
+    Ok(RedisValue::Integer(ids.len() as i64))
 }
 
 fn single_key(argv: Vec<RedisString>) -> Result<RedisString, RedisError> {
@@ -428,7 +513,7 @@ pub fn load(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
 fn check_entries(b: &Bucket, entries: &[codec::LoadedEntry]) -> Result<(), RedisError> {
     let mut last = b.next_id();
     let mut n = b.len();
-    for (id, row, _, _, _) in entries {
+    for (id, row, _, _, _, _) in entries {
         check_dim(b, row.len())?;
         if *id < last || row.iter().any(|x| !x.is_finite()) {
             return err(format!("entry {id} is out of order or not a finite vector"));

@@ -159,7 +159,7 @@ unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void)
     };
     add(&codec::encode_header(&c.bucket, 0, 0));
     raw::RedisModule_DigestEndSequence.expect("digest")(md);
-    for e in c.bucket.entries() {
+    for e in c.bucket.entries_with_tags() {
         add(&codec::encode_entries(0, &[e]));
         raw::RedisModule_DigestEndSequence.expect("digest")(md);
     }
