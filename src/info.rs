@@ -54,7 +54,7 @@ pub fn add_info(ctx: &InfoContext, _for_crash_report: bool) {
 #[allow(deprecated)]
 fn add_semcache_info(ctx: &InfoContext) {
     let (hits, misses) = (metrics::SEMCACHE_HITS.get(), metrics::SEMCACHE_MISSES.get());
-    let fields: [(&str, i64); 10] = [
+    let fields: [(&str, i64); 11] = [
         ("semcache_buckets", metrics::SEMCACHE_BUCKETS.get()),
         ("semcache_entries", metrics::SEMCACHE_ENTRIES.get()),
         (
@@ -72,6 +72,7 @@ fn add_semcache_info(ctx: &InfoContext) {
             "semcache_index_lookups",
             metrics::SEMCACHE_INDEX_LOOKUPS.get(),
         ),
+        ("semcache_prompt_hits", metrics::SEMCACHE_PROMPT_HITS.get()),
         ("urlemb_hits", metrics::URLEMB_HITS.get()),
         ("urlemb_misses", metrics::URLEMB_MISSES.get()),
     ];

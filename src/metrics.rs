@@ -95,5 +95,6 @@ pub static SEMCACHE_HITS: Counter = Counter::new();
 pub static SEMCACHE_MISSES: Counter = Counter::new();
 pub static SEMCACHE_BACKGROUND_SCANS: Counter = Counter::new();
 pub static SEMCACHE_INDEX_LOOKUPS: Counter = Counter::new();
+pub static SEMCACHE_PROMPT_HITS: Counter = Counter::new();
 pub static URLEMB_HITS: Counter = Counter::new();
 pub static URLEMB_MISSES: Counter = Counter::new();

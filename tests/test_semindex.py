@@ -274,3 +274,53 @@ def test_del_filter_replicates_persists_and_refuses_bad_input(kind, servers):
         reply = r.execute_command("SEMCACHE.GET", key, vecs[4].tobytes(), "MINSIM", -1, "COUNT", 5,
                                   "WITHIDS", "FILTER", "user", "u4")
         assert all((x - 1) % 5 == 4 for x in reply[::2]) and len(reply) == 10
+
+
+# ---- PROMPT ----
+
+def test_prompt_upsert_and_exact_path(kind, servers):
+    primary = servers(kind, module_args=["semcache-ttl", "0"])
+    rep = replica_of(servers, primary)
+    r = primary.client(protocol=2)
+    vecs = clustered(20, seed=9)
+    assert r.execute_command("SEMCACHE.SET", "sc", vecs[0].tobytes(), "paris", "PROMPT", "capital of France?",
+                             "TAG", "user", "u1") == 1
+    r.execute_command("SEMCACHE.SET", "sc", vecs[1].tobytes(), "other", "PROMPT", "something else")
+    # Same prompt again: replaces the older entry (upsert), whatever its vector.
+    assert r.execute_command("SEMCACHE.SET", "sc", vecs[2].tobytes(), "Paris", "PROMPT", "capital of France?",
+                             "TAG", "user", "u1") == 3
+    assert r.execute_command("SEMCACHE.LEN", "sc") == 2
+    assert r.execute_command("SEMCACHE.GET", "sc", vecs[0].tobytes(), "MINSIM", 0.9999) is None  # id 1 gone
+    # The exact path: the prompt answers with score 1 even for a far vector.
+    hits = r.info("convcache")["convcache_semcache_prompt_hits"]
+    far = (-vecs[2]).tobytes()
+    out = r.execute_command("SEMCACHE.GET", "sc", far, "PROMPT", "capital of France?", "WITHSCORES", "WITHIDS")
+    assert out[:2] == [3, b"Paris"] and float(out[2]) == 1.0
+    assert r.info("convcache")["convcache_semcache_prompt_hits"] == hits + 1
+    # Not that prompt: the vector search runs; outside the FILTER: no exact answer.
+    assert r.execute_command("SEMCACHE.GET", "sc", far, "PROMPT", "capital of Spain?") is None
+    assert r.execute_command("SEMCACHE.GET", "sc", vecs[1].tobytes(), "PROMPT", "nope") == b"other"
+    assert r.execute_command("SEMCACHE.GET", "sc", far, "PROMPT", "capital of France?",
+                             "FILTER", "user", "u2") is None
+    # An expired prompt entry does not answer.
+    r.execute_command("SEMCACHE.SET", "sc", vecs[4].tobytes(), "brief", "PROMPT", "short-lived", "PX", 100)
+    assert r.execute_command("SEMCACHE.GET", "sc", far, "PROMPT", "short-lived") == b"brief"
+    time.sleep(0.15)
+    assert r.execute_command("SEMCACHE.GET", "sc", far, "PROMPT", "short-lived") is None
+    for args, msg in [
+        (("SEMCACHE.SET", "sc", vecs[5].tobytes(), "x", "PROMPT", ""), "PROMPT must not be empty"),
+        (("SEMCACHE.SET", "sc", vecs[5].tobytes(), "x", "PROMPT"), "PROMPT needs a value"),
+        (("SEMCACHE.GET", "sc", vecs[5].tobytes(), "PROMPT", "a" * 70000), "PROMPT is longer than"),
+    ]:
+        with pytest.raises(redis.ResponseError, match=msg):
+            r.execute_command(*args)
+    # Replicas apply the upsert as decided (DEL of the old id, then SET); persisted.
+    r.execute_command("SEMCACHE.SET", "sc", vecs[6].tobytes(), "other v2", "PROMPT", "something else")
+    wait_replica_caught_up(primary, rep)
+    rr = rep.client(protocol=2)
+    digest = r.execute_command("DEBUG", "DIGEST-VALUE", "sc")
+    assert rr.execute_command("DEBUG", "DIGEST-VALUE", "sc") == digest
+    assert rr.execute_command("SEMCACHE.GET", "sc", far, "PROMPT", "something else") == b"other v2"
+    r.execute_command("DEBUG", "RELOAD")
+    assert r.execute_command("DEBUG", "DIGEST-VALUE", "sc") == digest
+    assert r.execute_command("SEMCACHE.GET", "sc", far, "PROMPT", "capital of France?") == b"Paris"

@@ -35,6 +35,7 @@
 //! of its capacity gives memory back. Responses and metas are stored as
 //! exact-size boxes.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -78,6 +79,9 @@ pub struct InsertOutcome {
 
 /// `(id, normalised row, response, meta, expire_at_ms)`.
 pub type EntryView<'a> = (u64, &'a [f32], &'a [u8], Option<&'a str>, i64);
+
+/// An entry with its tag blob and prompt, for serialisation.
+pub type FullView<'a> = (EntryView<'a>, Option<&'a [u8]>, Option<&'a [u8]>);
 
 /// Errors of bucket operations; `Display` gives the user-facing message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -352,6 +356,10 @@ pub struct Bucket {
     pub hits: u64,
     pub misses: u64,
     index: Option<BucketIndex>,
+    /// Exact prompts (`PROMPT text`): text -> id, and id -> text for removals. Empty (and
+    /// free) for buckets whose entries have none.
+    prompt_ids: HashMap<Box<[u8]>, u64>,
+    id_prompts: HashMap<u64, Box<[u8]>>,
 }
 
 impl Bucket {
@@ -369,6 +377,8 @@ impl Bucket {
             hits: 0,
             misses: 0,
             index: None,
+            prompt_ids: HashMap::new(),
+            id_prompts: HashMap::new(),
         }
     }
 
@@ -707,8 +717,8 @@ impl Bucket {
         self.chunks[c].tags[o].as_deref()
     }
 
-    /// Every entry as [`Bucket::entries`] yields them, with its tag blob.
-    pub fn entries_with_tags(&self) -> impl Iterator<Item = (EntryView<'_>, Option<&[u8]>)> + '_ {
+    /// Every entry as [`Bucket::entries`] yields them, with its tag blob and prompt.
+    pub fn entries_with_tags(&self) -> impl Iterator<Item = FullView<'_>> + '_ {
         let mut order: Vec<(u64, usize)> = self
             .chunks
             .iter()
@@ -719,7 +729,7 @@ impl Bucket {
         order.sort_unstable();
         order
             .into_iter()
-            .map(move |(_, i)| (self.entry_at(i), self.tags_at(i)))
+            .map(move |(id, i)| (self.entry_at(i), self.tags_at(i), self.prompt_of(id)))
     }
 
     /// Ids of the entries having every pair of `filter` (expired or not), increasing.
@@ -753,6 +763,7 @@ impl Bucket {
     pub fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
         self.index_bytes()
+            + self.prompt_bytes()
             + self.chunks.capacity() * size_of::<Arc<Chunk>>()
             + self.chunks.iter().map(|c| c.heap_bytes()).sum::<usize>()
             + self.responses.capacity() * size_of::<Box<[u8]>>()
@@ -763,6 +774,35 @@ impl Bucket {
                 .iter()
                 .map(|m| m.as_ref().map_or(0, |s| s.len()))
                 .sum::<usize>()
+    }
+
+    // ---- exact prompts ----
+
+    /// Gives entry `id` its prompt text (one entry per prompt: the caller removes the
+    /// entry that had it before). False when the id is absent or the text taken.
+    pub fn set_prompt(&mut self, id: u64, text: &[u8]) -> bool {
+        if self.prompt_ids.contains_key(text) || self.index_of(id).is_none() {
+            return false;
+        }
+        if let Some(old) = self.id_prompts.insert(id, text.into()) {
+            self.prompt_ids.remove(&old);
+        }
+        self.prompt_ids.insert(text.into(), id);
+        true
+    }
+
+    /// The entry holding exactly this prompt.
+    pub fn id_of_prompt(&self, text: &[u8]) -> Option<u64> {
+        self.prompt_ids.get(text).copied()
+    }
+
+    pub fn prompt_of(&self, id: u64) -> Option<&[u8]> {
+        self.id_prompts.get(&id).map(|p| &p[..])
+    }
+
+    fn prompt_bytes(&self) -> usize {
+        // Two maps: ~48 bytes of table per side, the text twice.
+        self.id_prompts.values().map(|p| 2 * p.len() + 96).sum()
     }
 
     // ---- the index ----
@@ -1085,6 +1125,11 @@ impl Bucket {
         let dim = self.dim;
         let last = self.len() - 1;
         self.unindex_row(i);
+        if !self.id_prompts.is_empty() {
+            if let Some(p) = self.id_prompts.remove(&self.id_at(i)) {
+                self.prompt_ids.remove(&p);
+            }
+        }
         if let Some(ix) = &mut self.index {
             ix.unindexed -= 1;
             ix.row_node.swap_remove(i);
@@ -1980,5 +2025,31 @@ mod tests {
         assert_eq!(b.ids_where(&filter("rare")), vec![408, 808]);
         assert_eq!(b.ids_where(&filter("u3")).len(), 101); // 120 - 20 evicted + 1
         assert!(b.ids_where(&[]).len() == b.len());
+    }
+
+    #[test]
+    fn prompts_follow_their_entries() {
+        let mut b = Bucket::new(3);
+        for i in 0..3 {
+            ins(&mut b, &[1.0, i as f32], "r");
+        }
+        assert!(b.set_prompt(1, b"hello"));
+        assert!(!b.set_prompt(2, b"hello"), "one entry per prompt");
+        assert!(!b.set_prompt(99, b"other"), "absent id");
+        assert!(b.set_prompt(2, b"bye"));
+        assert_eq!(b.id_of_prompt(b"hello"), Some(1));
+        assert_eq!(b.prompt_of(2), Some(&b"bye"[..]));
+        // Eviction (id 1), removal and expiry take the prompt along.
+        ins(&mut b, &[1.0, 5.0], "r");
+        assert_eq!(b.id_of_prompt(b"hello"), None);
+        assert!(b.remove(2));
+        assert_eq!(b.id_of_prompt(b"bye"), None);
+        assert!(b.set_prompt(3, b"bye"));
+        let full: Vec<_> = b.entries_with_tags().map(|e| (e.0 .0, e.2)).collect();
+        assert_eq!(full, vec![(3, Some(&b"bye"[..])), (4, None)]);
+        assert!(b.set_expire(3, 10));
+        assert_eq!(b.remove_expired(10), vec![3]);
+        assert_eq!(b.id_of_prompt(b"bye"), None);
+        assert!(b.id_prompts.is_empty() && b.prompt_ids.is_empty());
     }
 }

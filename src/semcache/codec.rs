@@ -13,14 +13,14 @@
 //!
 //!
 //! Version 2 adds, additively: per entry, after the meta, `bytes tags` (the entry's tag
-//! blob, see `tags.rs`; empty = none); in the header, after `count`, `u8 has_index`; kind 2,
+//! blob, see `tags.rs`; empty = none) and `bytes prompt` (empty = none); in the header, after `count`, `u8 has_index`; kind 2,
 //! index: the bucket's HNSW graph (see `hnsw.rs`: parameters, slots, entry point, then per
 //! slot its entry id and neighbour lists), one payload after the entries when `has_index`.
 //! Version-1 payloads still load (no index: a big bucket builds one again as it is written).
 //!
 //! Integers are LEB128 varints, `bytes` is a varint length and the bytes.
 
-use super::bucket::{Bucket, EntryView};
+use super::bucket::{Bucket, FullView};
 use super::hnsw::Hnsw;
 use super::tags;
 use crate::conv::codec::{put_bytes, put_varint, Reader};
@@ -64,7 +64,7 @@ pub struct Header {
     pub has_index: bool,
 }
 
-/// One entry read back: `(id, row, response, meta, expire_at_ms, tags)`.
+/// One entry read back: `(id, row, response, meta, expire_at_ms, tags, prompt)`.
 pub type LoadedEntry = (
     u64,
     Vec<f32>,
@@ -72,10 +72,11 @@ pub type LoadedEntry = (
     Option<String>,
     i64,
     Option<Box<[u8]>>,
+    Option<Vec<u8>>,
 );
 
-/// An entry to write, with its tag blob.
-pub type TaggedView<'a> = (EntryView<'a>, Option<&'a [u8]>);
+/// An entry to write, with its tag blob and prompt.
+pub type TaggedView<'a> = FullView<'a>;
 
 #[derive(Debug, PartialEq)]
 pub enum Decoded {
@@ -112,8 +113,13 @@ pub fn encode_index(b: &Bucket) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn entry_bytes((e, t): &TaggedView) -> usize {
-    e.1.len() * 4 + e.2.len() + e.3.map_or(0, str::len) + t.map_or(0, <[u8]>::len) + 40
+fn entry_bytes((e, t, p): &TaggedView) -> usize {
+    e.1.len() * 4
+        + e.2.len()
+        + e.3.map_or(0, str::len)
+        + t.map_or(0, <[u8]>::len)
+        + p.map_or(0, <[u8]>::len)
+        + 48
 }
 
 pub fn encode_entries(next_id: u64, entries: &[TaggedView]) -> Vec<u8> {
@@ -122,7 +128,7 @@ pub fn encode_entries(next_id: u64, entries: &[TaggedView]) -> Vec<u8> {
     out.extend_from_slice(&[CODEC_VERSION, KIND_ENTRIES]);
     put_varint(&mut out, next_id);
     put_varint(&mut out, entries.len() as u64);
-    for &((id, row, resp, meta, exp), tags) in entries {
+    for &((id, row, resp, meta, exp), tags, prompt) in entries {
         put_varint(&mut out, id);
         out.extend_from_slice(&exp.to_le_bytes());
         put_bytes(&mut out, resp);
@@ -134,6 +140,7 @@ pub fn encode_entries(next_id: u64, entries: &[TaggedView]) -> Vec<u8> {
             None => out.push(0),
         }
         put_bytes(&mut out, tags.unwrap_or_default());
+        put_bytes(&mut out, prompt.unwrap_or_default());
         put_varint(&mut out, (row.len() * 4) as u64);
         for x in row {
             out.extend_from_slice(&x.to_le_bytes());
@@ -226,6 +233,13 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
                         _ => return corrupt("bad tags"),
                     },
                 };
+                let prompt = match version {
+                    1 => None,
+                    _ => match r.bytes()? {
+                        [] => None,
+                        p => Some(p.to_vec()),
+                    },
+                };
                 let raw = r.bytes()?;
                 if !raw.len().is_multiple_of(4) {
                     return corrupt("row length is not a multiple of 4");
@@ -234,7 +248,7 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
                     .chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect();
-                out.push((id, row, resp, meta, exp, tags));
+                out.push((id, row, resp, meta, exp, tags, prompt));
             }
             Decoded::Entries(next_id, out)
         }
@@ -273,9 +287,14 @@ pub fn push_entries(
     next_id: u64,
     entries: Vec<LoadedEntry>,
 ) -> Result<(), CodecError> {
-    for (id, row, resp, meta, exp, tags) in entries {
+    for (id, row, resp, meta, exp, tags, prompt) in entries {
         b.push_loaded_tagged(id, &row, resp, meta, tags, exp)
             .or_else(|e| corrupt(format!("entry {id}: {e}")))?;
+        if let Some(p) = prompt {
+            if !b.set_prompt(id, &p) {
+                return corrupt(format!("entry {id}: prompt held by another entry"));
+            }
+        }
     }
     b.restore_next_id(next_id);
     Ok(())
@@ -301,6 +320,7 @@ mod tests {
             .unwrap();
         }
         b.remove(4);
+        assert!(b.set_prompt(5, b"what is rust?"));
         b
     }
 
@@ -331,6 +351,7 @@ mod tests {
             b.entries_with_tags().collect::<Vec<_>>()
         );
         assert_eq!(b.entries_with_tags().filter(|e| e.1.is_some()).count(), 1);
+        assert_eq!(b.id_of_prompt(b"what is rust?"), Some(5));
         assert_eq!(b.next_id(), 7);
         assert_eq!(b.max_items(), 4);
         assert_eq!(b.dim(), 3);

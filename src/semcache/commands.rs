@@ -62,7 +62,7 @@ fn check_dim(b: &Bucket, got: usize) -> Result<(), RedisError> {
 }
 
 /// SEMCACHE.SET key vector response [EX s | PX ms | PXAT ms] [META json] [MAXITEMS n] [ID id]
-/// [INDEX] [TAG name value]...
+/// [INDEX] [TAG name value]... [PROMPT text]
 ///
 /// Replicates (and appends to the AOF) what the primary decided: a `SEMCACHE.DEL` of the
 /// entries it expired or evicted, then `SEMCACHE.SET ... PXAT t MAXITEMS n ID id [INDEX]`
@@ -77,6 +77,7 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     let (mut expire_at, mut meta, mut max_items, mut id) = (None, None, None, None);
     let mut want_index = false;
     let mut tag_pairs: Vec<Pair> = Vec::new();
+    let mut prompt: Option<&[u8]> = None;
     let mut opts = Args::from(&argv, 4);
     while !opts.done() {
         match opts.next_keyword()?.as_str() {
@@ -94,6 +95,7 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             "ID" => id = Some(opts.int_in("ID", 1, i64::MAX)? as u64),
             "INDEX" => want_index = true,
             "TAG" => tag_pairs.push(pair_of(&mut opts, "TAG")?),
+            "PROMPT" => prompt = Some(prompt_of(&mut opts)?),
             other => return args::unknown_option(other),
         }
     }
@@ -157,9 +159,17 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
                 b.remove_expired(now)
             };
             dropped.extend(b.set_max_items(max_items));
+            // One entry per prompt: the older entry with this prompt goes (upsert).
+            if let Some(old) = prompt.and_then(|p| b.id_of_prompt(p)) {
+                b.remove(old);
+                dropped.push(old);
+            }
             let out = b.insert_tagged(id, &raw, response, meta, tag_blob, expire_at);
             out.map(|o| {
                 dropped.extend(o.evicted);
+                if let Some(p) = prompt {
+                    b.set_prompt(o.id, p);
+                }
                 let started = index_step(b);
                 (o.id, dropped, started)
             })
@@ -170,6 +180,9 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             let out = b
                 .insert_tagged(id, &raw, response, meta, tag_blob, expire_at)
                 .map_err(bucket_err)?;
+            if let Some(p) = prompt {
+                b.set_prompt(out.id, p);
+            }
             let started = index_step(&mut b);
             store_new(&key, SemCache::new(b, 0, 0))?;
             (out.id, Vec::new(), started)
@@ -178,6 +191,7 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     let decided = DecidedSet {
         meta: replicated_meta,
         tags: tag_pairs,
+        prompt,
         expire_at,
         max_items,
         id: new_id,
@@ -186,6 +200,21 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     replicate_set(ctx, &argv, &dropped, &decided);
     ctx.notify_keyspace_event(NotifyEvent::MODULE, "semcache.set", &argv[1]);
     Ok(RedisValue::Integer(new_id as i64))
+}
+
+/// Longest prompt text accepted by PROMPT (the text is kept, twice: map and reverse map).
+const MAX_PROMPT_BYTES: usize = 64 * 1024;
+
+/// The text after `PROMPT`, checked.
+fn prompt_of<'a>(a: &mut Args<'a>) -> Result<&'a [u8], RedisError> {
+    let text = a.value_of("PROMPT")?;
+    if text.is_empty() {
+        return err("PROMPT must not be empty");
+    }
+    if text.len() > MAX_PROMPT_BYTES {
+        return err(format!("PROMPT is longer than {MAX_PROMPT_BYTES} bytes"));
+    }
+    Ok(text)
 }
 
 /// A name and value after `TAG` or `FILTER`, checked.
@@ -200,9 +229,10 @@ fn pair_of(a: &mut Args, option: &str) -> Result<Pair, RedisError> {
 }
 
 /// What a SEMCACHE.SET decided, replicated instead of the client's options.
-struct DecidedSet {
+struct DecidedSet<'a> {
     meta: Option<String>,
     tags: Vec<Pair>,
+    prompt: Option<&'a [u8]>,
     expire_at: i64,
     max_items: usize,
     id: u64,
@@ -229,6 +259,9 @@ fn replicate_set(ctx: &Context, argv: &[RedisString], dropped: &[u64], d: &Decid
     for (n, v) in &d.tags {
         words.extend([s(b"TAG"), s(n), s(v)]);
     }
+    if let Some(p) = d.prompt {
+        words.extend([s(b"PROMPT"), s(p)]);
+    }
     for (k, v) in [
         ("PXAT", d.expire_at.to_string()),
         ("MAXITEMS", d.max_items.to_string()),
@@ -245,11 +278,12 @@ fn replicate_set(ctx: &Context, argv: &[RedisString], dropped: &[u64], d: &Decid
 }
 
 /// SEMCACHE.GET key vector [MINSIM s | MAXDIST d] [COUNT k] [WITHSCORES] [WITHMETA] [WITHIDS]
-/// [FILTER name value]...
+/// [FILTER name value]... [PROMPT text]
 pub fn get(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     let mut a = Args::new(&argv, 2)?;
     let key_name = a.next_arg()?;
     let (_, query) = parse_vector("vector", a.next_bytes()?)?;
+    let mut prompt = None;
     let mut lookup = Lookup {
         query,
         min_sim: config::SEMCACHE_MIN_SIM.value() as f32,
@@ -273,6 +307,7 @@ pub fn get(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             "WITHMETA" => (lookup.with_meta, lookup.array) = (true, true),
             "WITHIDS" => (lookup.with_ids, lookup.array) = (true, true),
             "FILTER" => lookup.filter.push(pair_of(&mut a, "FILTER")?),
+            "PROMPT" => prompt = Some(prompt_of(&mut a)?),
             other => return args::unknown_option(other),
         }
     }
@@ -281,11 +316,16 @@ pub fn get(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         return Ok(reply_hits(None, &[], &lookup));
     };
     check_dim(&c.bucket, lookup.query.len())?;
-    // A complete index answers inline: its cost is bounded (ef candidates), like a small scan.
-    let ef = config::get(&config::SEMCACHE_INDEX_EF).max(1) as usize;
     if lookup.filter.len() > tags::MAX_PAIRS {
         return err(format!("more than {} FILTER pairs", tags::MAX_PAIRS));
     }
+    // The exact-prompt path: that entry answers alone, score 1, without a vector search.
+    if let Some(hit) = prompt.and_then(|p| exact_prompt_hit(&c.bucket, p, &lookup)) {
+        crate::metrics::SEMCACHE_PROMPT_HITS.incr();
+        return Ok(reply_hits(Some(c), &[hit], &lookup));
+    }
+    // A complete index answers inline: its cost is bounded (ef candidates), like a small scan.
+    let ef = config::get(&config::SEMCACHE_INDEX_EF).max(1) as usize;
     if let Some(hits) = c.bucket.search_index_where(
         &lookup.query,
         lookup.min_sim,
@@ -313,6 +353,24 @@ pub fn get(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         &lookup.filter,
     );
     Ok(reply_hits(Some(c), &hits, &lookup))
+}
+
+/// The live entry holding exactly `prompt`, if it passes the lookup's filter.
+fn exact_prompt_hit(b: &Bucket, prompt: &[u8], lookup: &Lookup) -> Option<Hit> {
+    let id = b.id_of_prompt(prompt)?;
+    let index = b.index_of(id)?;
+    let expire_at = b.entry_at(index).4;
+    if expire_at != 0 && expire_at <= lookup.now_ms {
+        return None;
+    }
+    if !tags::matches(b.tags_at(index), &lookup.filter) {
+        return None;
+    }
+    Some(Hit {
+        index,
+        id,
+        score: 1.0,
+    })
 }
 
 fn f64_in(a: &mut Args, name: &str, min: f64, max: f64) -> Result<f64, RedisError> {
@@ -513,7 +571,13 @@ pub fn load(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
 fn check_entries(b: &Bucket, entries: &[codec::LoadedEntry]) -> Result<(), RedisError> {
     let mut last = b.next_id();
     let mut n = b.len();
-    for (id, row, _, _, _, _) in entries {
+    let mut prompts = std::collections::HashSet::new();
+    for (id, row, _, _, _, _, prompt) in entries {
+        if let Some(p) = prompt {
+            if b.id_of_prompt(p).is_some() || !prompts.insert(p) {
+                return err(format!("entry {id}: prompt held by another entry"));
+            }
+        }
         check_dim(b, row.len())?;
         if *id < last || row.iter().any(|x| !x.is_finite()) {
             return err(format!("entry {id} is out of order or not a finite vector"));
