@@ -75,6 +75,7 @@ redis_module! {
         ["SEMCACHE.LEN", semcmd::len, "readonly", 1, 1, 1, ""],
         ["SEMCACHE.INFO", semcmd::info, "readonly", 1, 1, 1, ""],
         ["SEMCACHE._LOAD", semcmd::load, "write deny-oom", 1, 1, 1, ""],
+        ["SEMCACHE._TOUCH", semcmd::touch, "write fast", 1, 1, 1, ""],
         ["URLEMB.SET", urlcmd::set, "write deny-oom", 1, 1, 1, ""],
         ["URLEMB.GET", urlcmd::get, "readonly fast", 1, 1, 1, ""],
         ["URLEMB.MSET", urlcmd::mset, "write deny-oom", 1, -1, 2, ""],

@@ -324,3 +324,50 @@ def test_prompt_upsert_and_exact_path(kind, servers):
     r.execute_command("DEBUG", "RELOAD")
     assert r.execute_command("DEBUG", "DIGEST-VALUE", "sc") == digest
     assert r.execute_command("SEMCACHE.GET", "sc", far, "PROMPT", "capital of France?") == b"Paris"
+
+
+# ---- TOUCH ----
+
+def test_touch_renews_by_the_original_ttl(kind, servers):
+    primary = servers(kind, module_args=["semcache-ttl", "0", "semcache-index-min", "50"])
+    rep = replica_of(servers, primary)
+    r = primary.client(protocol=2)
+    vecs = clustered(120, seed=10)
+    fill(r, "big", vecs[:100], "MAXITEMS", 1000)  # indexed: TOUCH goes through the index too
+    r.execute_command("SEMCACHE.SET", "big", vecs[100].tobytes(), "touched", "PX", 600)
+    r.execute_command("SEMCACHE.SET", "big", vecs[101].tobytes(), "untouched", "PX", 600)
+    r.execute_command("SEMCACHE.SET", "big", vecs[102].tobytes(), "custom", "PX", 600, "RENEW", 5000)
+    assert info_of(r, "big")["index"] == "hnsw"
+    time.sleep(0.4)
+    q = lambda i, *x: r.execute_command("SEMCACHE.GET", "big", vecs[i].tobytes(), "MINSIM", 0.999, *x)
+    assert q(100, "TOUCH") == b"touched"
+    assert q(101) == b"untouched"  # a plain GET renews nothing
+    assert q(102, "TOUCH") == b"custom"
+    assert q(5, "TOUCH") == b"r5"  # no expiry: nothing to renew
+    wait_replica_caught_up(primary, rep)
+    rr = rep.client(protocol=2)
+    assert rr.execute_command("DEBUG", "DIGEST-VALUE", "big") == r.execute_command("DEBUG", "DIGEST-VALUE", "big")
+    # On a replica TOUCH answers but renews nothing (the primary decides).
+    assert rr.execute_command("SEMCACHE.GET", "big", vecs[101].tobytes(), "MINSIM", 0.999, "TOUCH") == b"untouched"
+    time.sleep(0.35)  # 750 ms after the SETs: 350 ms after the renewal
+    assert q(100) == b"touched" and q(101) is None and q(102) == b"custom"
+    assert rr.execute_command("SEMCACHE.GET", "big", vecs[100].tobytes(), "MINSIM", 0.999) == b"touched"
+    assert rr.execute_command("SEMCACHE.GET", "big", vecs[101].tobytes(), "MINSIM", 0.999) is None
+    time.sleep(0.4)
+    assert q(100) is None and q(102) == b"custom"
+    # Inside MULTI (no blocking) it works the same.
+    r.execute_command("SEMCACHE.SET", "small", vecs[0].tobytes(), "m", "PX", 400)
+    p = r.pipeline(transaction=True)
+    p.execute_command("SEMCACHE.GET", "small", vecs[0].tobytes(), "TOUCH")
+    assert p.execute() == [b"m"]
+    with pytest.raises(redis.ResponseError, match="RENEW must be between"):
+        r.execute_command("SEMCACHE.SET", "small", vecs[0].tobytes(), "x", "RENEW", -1)
+    with pytest.raises(redis.ResponseError, match="pxat is not an integer"):
+        r.execute_command("SEMCACHE._TOUCH", "small", 1, "soon")
+    # The renewal survives a reload (the duration is persisted).
+    r.execute_command("DEBUG", "RELOAD")
+    r.execute_command("SEMCACHE.SET", "small", vecs[1].tobytes(), "n", "PX", 300)
+    time.sleep(0.2)
+    assert r.execute_command("SEMCACHE.GET", "small", vecs[1].tobytes(), "TOUCH") == b"n"
+    time.sleep(0.2)
+    assert r.execute_command("SEMCACHE.GET", "small", vecs[1].tobytes()) == b"n"

@@ -69,6 +69,20 @@ pub struct Hit {
     pub score: f32,
 }
 
+/// What an entry holds besides its id and vector.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryData {
+    pub response: Vec<u8>,
+    /// A JSON object's compact text.
+    pub meta: Option<String>,
+    /// The tag blob ([`tags::encode`]).
+    pub tags: Option<Box<[u8]>>,
+    /// 0 = never.
+    pub expire_at_ms: i64,
+    /// What GET ... TOUCH renews the expiry by (0 = nothing).
+    pub renew_ms: i64,
+}
+
 /// Result of [`Bucket::insert`]: the new entry's id and the ids evicted to
 /// make room (oldest first).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,8 +94,8 @@ pub struct InsertOutcome {
 /// `(id, normalised row, response, meta, expire_at_ms)`.
 pub type EntryView<'a> = (u64, &'a [f32], &'a [u8], Option<&'a str>, i64);
 
-/// An entry with its tag blob and prompt, for serialisation.
-pub type FullView<'a> = (EntryView<'a>, Option<&'a [u8]>, Option<&'a [u8]>);
+/// An entry with its tag blob, prompt and renewal duration, for serialisation.
+pub type FullView<'a> = (EntryView<'a>, Option<&'a [u8]>, Option<&'a [u8]>, i64);
 
 /// Errors of bucket operations; `Display` gives the user-facing message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -349,6 +363,8 @@ pub struct Bucket {
     chunks: Vec<Arc<Chunk>>,
     responses: Vec<Box<[u8]>>,
     metas: Vec<Option<Box<str>>>,
+    /// By row: the duration a TOUCH renews the entry's expiry by (0 = none).
+    renew_ms: Vec<i64>,
     /// A lower bound of the entries' expiry times (0 = no entry expires), so the expiry sweep
     /// that every SET runs costs nothing until something can have expired.
     earliest_expiry_ms: i64,
@@ -373,6 +389,7 @@ impl Bucket {
             chunks: Vec::new(),
             responses: Vec::new(),
             metas: Vec::new(),
+            renew_ms: Vec::new(),
             earliest_expiry_ms: 0,
             hits: 0,
             misses: 0,
@@ -465,18 +482,21 @@ impl Bucket {
         meta: Option<String>,
         expire_at_ms: i64,
     ) -> Result<InsertOutcome, BucketError> {
-        self.insert_tagged(id, vector, response, meta, None, expire_at_ms)
+        let data = EntryData {
+            response,
+            meta,
+            expire_at_ms,
+            ..EntryData::default()
+        };
+        self.insert_entry(id, vector, data)
     }
 
-    /// [`Bucket::insert`] of an entry with tags (a blob from [`tags::encode`]).
-    pub fn insert_tagged(
+    /// [`Bucket::insert`] with every field of an entry (tags, renewal duration).
+    pub fn insert_entry(
         &mut self,
         id: Option<u64>,
         vector: &[f32],
-        response: Vec<u8>,
-        meta: Option<String>,
-        tags: Option<Box<[u8]>>,
-        expire_at_ms: i64,
+        data: EntryData,
     ) -> Result<InsertOutcome, BucketError> {
         self.check_dim(vector.len())?;
         let id = self.choose_id(id)?;
@@ -489,7 +509,7 @@ impl Bucket {
             evicted.push(self.id_at(oldest));
             self.remove_at(oldest);
         }
-        self.push_row(id, &row, response, meta, tags, expire_at_ms);
+        self.push_row(id, &row, data);
         Ok(InsertOutcome { id, evicted })
     }
 
@@ -505,18 +525,21 @@ impl Bucket {
         meta: Option<String>,
         expire_at_ms: i64,
     ) -> Result<(), BucketError> {
-        self.push_loaded_tagged(id, row, response, meta, None, expire_at_ms)
+        let data = EntryData {
+            response,
+            meta,
+            expire_at_ms,
+            ..EntryData::default()
+        };
+        self.push_loaded_entry(id, row, data)
     }
 
-    /// [`Bucket::push_loaded`] of an entry with tags.
-    pub fn push_loaded_tagged(
+    /// [`Bucket::push_loaded`] with every field of an entry.
+    pub fn push_loaded_entry(
         &mut self,
         id: u64,
         row: &[f32],
-        response: Vec<u8>,
-        meta: Option<String>,
-        tags: Option<Box<[u8]>>,
-        expire_at_ms: i64,
+        data: EntryData,
     ) -> Result<(), BucketError> {
         self.check_dim(row.len())?;
         let id = self.choose_id(Some(id))?;
@@ -530,7 +553,7 @@ impl Bucket {
         }
         self.set_dim(row.len());
         self.next_id = id + 1;
-        self.push_row(id, row, response, meta, tags, expire_at_ms);
+        self.push_row(id, row, data);
         Ok(())
     }
 
@@ -640,13 +663,23 @@ impl Bucket {
     pub fn set_expire(&mut self, id: u64, expire_at_ms: i64) -> bool {
         match self.index_of(id) {
             Some(i) => {
-                let (c, o) = self.locate(i);
-                unique(&mut self.chunks[c], self.dim).expire_at_ms[o] = expire_at_ms;
-                self.note_expiry(expire_at_ms);
+                self.set_expire_at_index(i, expire_at_ms);
                 true
             }
             None => false,
         }
+    }
+
+    /// Changes the expiry of the entry at a physical index (as in [`Hit::index`]).
+    pub fn set_expire_at_index(&mut self, index: usize, expire_at_ms: i64) {
+        let (c, o) = self.locate(index);
+        unique(&mut self.chunks[c], self.dim).expire_at_ms[o] = expire_at_ms;
+        self.note_expiry(expire_at_ms);
+    }
+
+    /// The renewal duration of the entry at a physical index (0 = TOUCH leaves it).
+    pub fn renew_at(&self, index: usize) -> i64 {
+        self.renew_ms[index]
     }
 
     /// Physical index of an id (linear scan of the id columns).
@@ -727,9 +760,14 @@ impl Bucket {
             .map(|(i, id)| (id, i))
             .collect();
         order.sort_unstable();
-        order
-            .into_iter()
-            .map(move |(id, i)| (self.entry_at(i), self.tags_at(i), self.prompt_of(id)))
+        order.into_iter().map(move |(id, i)| {
+            (
+                self.entry_at(i),
+                self.tags_at(i),
+                self.prompt_of(id),
+                self.renew_ms[i],
+            )
+        })
     }
 
     /// Ids of the entries having every pair of `filter` (expired or not), increasing.
@@ -769,6 +807,7 @@ impl Bucket {
             + self.responses.capacity() * size_of::<Box<[u8]>>()
             + self.responses.iter().map(|r| r.len()).sum::<usize>()
             + self.metas.capacity() * size_of::<Option<Box<str>>>()
+            + self.renew_ms.capacity() * size_of::<i64>()
             + self
                 .metas
                 .iter()
@@ -1070,15 +1109,14 @@ impl Bucket {
         }
     }
 
-    fn push_row(
-        &mut self,
-        id: u64,
-        row: &[f32],
-        response: Vec<u8>,
-        meta: Option<String>,
-        tags: Option<Box<[u8]>>,
-        expire_at_ms: i64,
-    ) {
+    fn push_row(&mut self, id: u64, row: &[f32], data: EntryData) {
+        let EntryData {
+            response,
+            meta,
+            tags,
+            expire_at_ms,
+            renew_ms,
+        } = data;
         self.note_expiry(expire_at_ms);
         let needed = self.len() + 1;
         let dim = self.dim;
@@ -1093,6 +1131,11 @@ impl Bucket {
         self.reserve_col(&mut metas, needed);
         metas.push(meta.map(String::into_boxed_str));
         self.metas = metas;
+
+        let mut renews = std::mem::take(&mut self.renew_ms);
+        self.reserve_col(&mut renews, needed);
+        renews.push(renew_ms);
+        self.renew_ms = renews;
 
         if self
             .chunks
@@ -1142,6 +1185,7 @@ impl Bucket {
         }
         self.responses.swap_remove(i);
         self.metas.swap_remove(i);
+        self.renew_ms.swap_remove(i);
         let (c, o) = self.locate(i);
         let (lc, lo) = self.locate(last);
         if i != last {
@@ -1171,6 +1215,7 @@ impl Bucket {
             let keep = len + len / 2;
             self.responses.shrink_to(keep);
             self.metas.shrink_to(keep);
+            self.renew_ms.shrink_to(keep);
         }
         if self.chunks.capacity() > 2 * self.chunks.len() + MIN_GROW_ROWS {
             self.chunks.shrink_to_fit();
@@ -1957,6 +2002,13 @@ mod tests {
         tags::encode(&[(b"user".to_vec(), user.as_bytes().to_vec())])
     }
 
+    fn tagged(user: &str) -> EntryData {
+        EntryData {
+            tags: tag(user),
+            ..EntryData::default()
+        }
+    }
+
     fn filter(user: &str) -> Vec<Pair> {
         vec![(b"user".to_vec(), user.as_bytes().to_vec())]
     }
@@ -1976,14 +2028,12 @@ mod tests {
             } else {
                 format!("u{}", i % 10)
             };
-            b.insert_tagged(None, v, vec![], None, tag(&user), 0)
-                .unwrap();
+            b.insert_entry(None, v, tagged(&user)).unwrap();
             b.index_pending(8);
         }
         b.remove(500);
         let snap = b.snapshot();
-        b.insert_tagged(None, &data[0], vec![], None, tag("u3"), 0)
-            .unwrap(); // moves rows
+        b.insert_entry(None, &data[0], tagged("u3")).unwrap(); // moves rows
         b.index_pending(8);
         let user_of = |b: &Bucket, h: &Hit| b.tags_at(h.index).map(<[u8]>::to_vec);
         for (k, v) in data.iter().enumerate().step_by(37) {

@@ -13,14 +13,15 @@
 //!
 //!
 //! Version 2 adds, additively: per entry, after the meta, `bytes tags` (the entry's tag
-//! blob, see `tags.rs`; empty = none) and `bytes prompt` (empty = none); in the header, after `count`, `u8 has_index`; kind 2,
+//! blob, see `tags.rs`; empty = none), `bytes prompt` (empty = none) and `varint renew_ms`
+//! (what TOUCH renews the expiry by); in the header, after `count`, `u8 has_index`; kind 2,
 //! index: the bucket's HNSW graph (see `hnsw.rs`: parameters, slots, entry point, then per
 //! slot its entry id and neighbour lists), one payload after the entries when `has_index`.
 //! Version-1 payloads still load (no index: a big bucket builds one again as it is written).
 //!
 //! Integers are LEB128 varints, `bytes` is a varint length and the bytes.
 
-use super::bucket::{Bucket, FullView};
+use super::bucket::{Bucket, EntryData, FullView};
 use super::hnsw::Hnsw;
 use super::tags;
 use crate::conv::codec::{put_bytes, put_varint, Reader};
@@ -64,7 +65,7 @@ pub struct Header {
     pub has_index: bool,
 }
 
-/// One entry read back: `(id, row, response, meta, expire_at_ms, tags, prompt)`.
+/// One entry read back: `(id, row, response, meta, expire_at_ms, tags, prompt, renew_ms)`.
 pub type LoadedEntry = (
     u64,
     Vec<f32>,
@@ -73,6 +74,7 @@ pub type LoadedEntry = (
     i64,
     Option<Box<[u8]>>,
     Option<Vec<u8>>,
+    i64,
 );
 
 /// An entry to write, with its tag blob and prompt.
@@ -113,7 +115,7 @@ pub fn encode_index(b: &Bucket) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn entry_bytes((e, t, p): &TaggedView) -> usize {
+fn entry_bytes((e, t, p, _): &TaggedView) -> usize {
     e.1.len() * 4
         + e.2.len()
         + e.3.map_or(0, str::len)
@@ -128,7 +130,7 @@ pub fn encode_entries(next_id: u64, entries: &[TaggedView]) -> Vec<u8> {
     out.extend_from_slice(&[CODEC_VERSION, KIND_ENTRIES]);
     put_varint(&mut out, next_id);
     put_varint(&mut out, entries.len() as u64);
-    for &((id, row, resp, meta, exp), tags, prompt) in entries {
+    for &((id, row, resp, meta, exp), tags, prompt, renew) in entries {
         put_varint(&mut out, id);
         out.extend_from_slice(&exp.to_le_bytes());
         put_bytes(&mut out, resp);
@@ -141,6 +143,7 @@ pub fn encode_entries(next_id: u64, entries: &[TaggedView]) -> Vec<u8> {
         }
         put_bytes(&mut out, tags.unwrap_or_default());
         put_bytes(&mut out, prompt.unwrap_or_default());
+        put_varint(&mut out, renew.max(0) as u64);
         put_varint(&mut out, (row.len() * 4) as u64);
         for x in row {
             out.extend_from_slice(&x.to_le_bytes());
@@ -240,6 +243,13 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
                         p => Some(p.to_vec()),
                     },
                 };
+                let renew = match version {
+                    1 => 0,
+                    _ => match i64::try_from(r.varint()?) {
+                        Ok(v) => v,
+                        Err(_) => return corrupt("renewal out of range"),
+                    },
+                };
                 let raw = r.bytes()?;
                 if !raw.len().is_multiple_of(4) {
                     return corrupt("row length is not a multiple of 4");
@@ -248,7 +258,7 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
                     .chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect();
-                out.push((id, row, resp, meta, exp, tags, prompt));
+                out.push((id, row, resp, meta, exp, tags, prompt, renew));
             }
             Decoded::Entries(next_id, out)
         }
@@ -287,8 +297,15 @@ pub fn push_entries(
     next_id: u64,
     entries: Vec<LoadedEntry>,
 ) -> Result<(), CodecError> {
-    for (id, row, resp, meta, exp, tags, prompt) in entries {
-        b.push_loaded_tagged(id, &row, resp, meta, tags, exp)
+    for (id, row, resp, meta, exp, tags, prompt, renew) in entries {
+        let data = EntryData {
+            response: resp,
+            meta,
+            tags,
+            expire_at_ms: exp,
+            renew_ms: renew,
+        };
+        b.push_loaded_entry(id, &row, data)
             .or_else(|e| corrupt(format!("entry {id}: {e}")))?;
         if let Some(p) = prompt {
             if !b.set_prompt(id, &p) {
@@ -309,13 +326,16 @@ mod tests {
         for i in 0..6u8 {
             let meta = (i % 2 == 0).then(|| format!("{{\"i\":{i}}}"));
             let tags = tags::encode(&[(b"user".to_vec(), vec![b'0' + i % 3])]);
-            b.insert_tagged(
+            b.insert_entry(
                 None,
                 &[1.0, f32::from(i), -2.0],
-                vec![i, 0, 255],
-                meta,
-                (i % 2 == 1).then_some(tags).flatten(),
-                i64::from(i) * 1000,
+                EntryData {
+                    response: vec![i, 0, 255],
+                    meta,
+                    tags: (i % 2 == 1).then_some(tags).flatten(),
+                    expire_at_ms: i64::from(i) * 1000,
+                    renew_ms: i64::from(i) * 7,
+                },
             )
             .unwrap();
         }

@@ -4,7 +4,7 @@ use redis_module::{
     Context, ContextFlags, NotifyEvent, RedisError, RedisResult, RedisString, RedisValue,
 };
 
-use super::bucket::{Bucket, Hit};
+use super::bucket::{Bucket, EntryData, Hit};
 use super::codec::{self, Decoded};
 use super::r#type::{store_new, SEMCACHE_TYPE};
 use super::tags::{self, Pair};
@@ -15,6 +15,8 @@ use crate::{config, keys, vector};
 
 /// The command AOF rewrite emits to rebuild a bucket (also accepted from clients).
 pub const LOAD_COMMAND: &str = "SEMCACHE._LOAD";
+/// The command that carries a GET ... TOUCH's renewed expiries to replicas and the AOF.
+pub const TOUCH_COMMAND: &str = "SEMCACHE._TOUCH";
 pub const MAX_ITEMS_LIMIT: i64 = 1_000_000;
 /// Longest TTL accepted (100 years), so that `now + ttl` never overflows.
 const MAX_TTL_SECS: i64 = 100 * 365 * 86_400;
@@ -36,6 +38,8 @@ pub struct Lookup {
     pub with_ids: bool,
     /// Only entries having every pair answer.
     pub filter: Vec<Pair>,
+    /// Renew the returned entries' expiry (a write: answered inline).
+    pub touch: bool,
 }
 
 fn bucket_err(e: impl std::fmt::Display) -> RedisError {
@@ -62,7 +66,7 @@ fn check_dim(b: &Bucket, got: usize) -> Result<(), RedisError> {
 }
 
 /// SEMCACHE.SET key vector response [EX s | PX ms | PXAT ms] [META json] [MAXITEMS n] [ID id]
-/// [INDEX] [TAG name value]... [PROMPT text]
+/// [INDEX] [TAG name value]... [PROMPT text] [RENEW ms]
 ///
 /// Replicates (and appends to the AOF) what the primary decided: a `SEMCACHE.DEL` of the
 /// entries it expired or evicted, then `SEMCACHE.SET ... PXAT t MAXITEMS n ID id [INDEX]`
@@ -78,18 +82,26 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     let mut want_index = false;
     let mut tag_pairs: Vec<Pair> = Vec::new();
     let mut prompt: Option<&[u8]> = None;
+    let (mut ttl_ms, mut renew) = (None, None);
     let mut opts = Args::from(&argv, 4);
     while !opts.done() {
         match opts.next_keyword()?.as_str() {
             "EX" => {
                 let s = opts.int_in("EX", 0, MAX_TTL_SECS)?;
                 expire_at = Some(if s == 0 { 0 } else { now + s * 1000 });
+                ttl_ms = Some(s * 1000);
             }
             "PX" => {
                 let ms = opts.int_in("PX", 0, MAX_TTL_SECS * 1000)?;
                 expire_at = Some(if ms == 0 { 0 } else { now + ms });
+                ttl_ms = Some(ms);
             }
-            "PXAT" => expire_at = Some(opts.int_in("PXAT", 0, i64::MAX)?),
+            "PXAT" => {
+                let at = opts.int_in("PXAT", 0, i64::MAX)?;
+                expire_at = Some(at);
+                ttl_ms = Some(if at == 0 { 0 } else { (at - now).max(0) });
+            }
+            "RENEW" => renew = Some(opts.int_in("RENEW", 0, MAX_TTL_SECS * 1000)?),
             "META" => meta = Some(args::json_object("META", opts.value_of("META")?)?),
             "MAXITEMS" => max_items = Some(opts.int_in("MAXITEMS", 1, MAX_ITEMS_LIMIT)? as usize),
             "ID" => id = Some(opts.int_in("ID", 1, i64::MAX)? as u64),
@@ -104,14 +116,25 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     }
     let tag_blob = tags::encode(&tag_pairs);
     let replicated_meta = meta.clone();
-    let expire_at = expire_at.unwrap_or_else(|| {
-        let ttl = config::get(&config::SEMCACHE_TTL_SECS);
-        if ttl == 0 {
-            0
-        } else {
-            now + ttl * 1000
-        }
+    let default_ttl_ms = config::get(&config::SEMCACHE_TTL_SECS) * 1000;
+    let expire_at = expire_at.unwrap_or(if default_ttl_ms == 0 {
+        0
+    } else {
+        now + default_ttl_ms
     });
+    // What GET ... TOUCH renews the expiry by: RENEW, else the TTL this SET gave.
+    let renew = renew
+        .or(ttl_ms)
+        .unwrap_or(default_ttl_ms)
+        .min(MAX_TTL_SECS * 1000);
+
+    let data = EntryData {
+        response,
+        meta,
+        tags: tag_blob,
+        expire_at_ms: expire_at,
+        renew_ms: renew,
+    };
 
     let applying = ctx
         .get_flags()
@@ -164,7 +187,7 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
                 b.remove(old);
                 dropped.push(old);
             }
-            let out = b.insert_tagged(id, &raw, response, meta, tag_blob, expire_at);
+            let out = b.insert_entry(id, &raw, data);
             out.map(|o| {
                 dropped.extend(o.evicted);
                 if let Some(p) = prompt {
@@ -177,9 +200,7 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         .map_err(bucket_err)?,
         None => {
             let mut b = Bucket::new(max_items);
-            let out = b
-                .insert_tagged(id, &raw, response, meta, tag_blob, expire_at)
-                .map_err(bucket_err)?;
+            let out = b.insert_entry(id, &raw, data).map_err(bucket_err)?;
             if let Some(p) = prompt {
                 b.set_prompt(out.id, p);
             }
@@ -193,6 +214,7 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         tags: tag_pairs,
         prompt,
         expire_at,
+        renew,
         max_items,
         id: new_id,
         started_index: started,
@@ -234,6 +256,7 @@ struct DecidedSet<'a> {
     tags: Vec<Pair>,
     prompt: Option<&'a [u8]>,
     expire_at: i64,
+    renew: i64,
     max_items: usize,
     id: u64,
     started_index: bool,
@@ -264,6 +287,7 @@ fn replicate_set(ctx: &Context, argv: &[RedisString], dropped: &[u64], d: &Decid
     }
     for (k, v) in [
         ("PXAT", d.expire_at.to_string()),
+        ("RENEW", d.renew.to_string()),
         ("MAXITEMS", d.max_items.to_string()),
         ("ID", d.id.to_string()),
     ] {
@@ -278,7 +302,7 @@ fn replicate_set(ctx: &Context, argv: &[RedisString], dropped: &[u64], d: &Decid
 }
 
 /// SEMCACHE.GET key vector [MINSIM s | MAXDIST d] [COUNT k] [WITHSCORES] [WITHMETA] [WITHIDS]
-/// [FILTER name value]... [PROMPT text]
+/// [FILTER name value]... [PROMPT text] [TOUCH]
 pub fn get(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     let mut a = Args::new(&argv, 2)?;
     let key_name = a.next_arg()?;
@@ -294,6 +318,7 @@ pub fn get(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         with_meta: false,
         with_ids: false,
         filter: Vec::new(),
+        touch: false,
     };
     while !a.done() {
         match a.next_keyword()?.as_str() {
@@ -308,51 +333,122 @@ pub fn get(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             "WITHIDS" => (lookup.with_ids, lookup.array) = (true, true),
             "FILTER" => lookup.filter.push(pair_of(&mut a, "FILTER")?),
             "PROMPT" => prompt = Some(prompt_of(&mut a)?),
+            "TOUCH" => lookup.touch = true,
             other => return args::unknown_option(other),
         }
+    }
+    if lookup.filter.len() > tags::MAX_PAIRS {
+        return err(format!("more than {} FILTER pairs", tags::MAX_PAIRS));
+    }
+    if lookup.touch {
+        return get_touch(ctx, key_name, prompt, &lookup);
     }
     let key = ctx.open_key(key_name);
     let Some(c) = keys::read::<SemCache>(&key, &SEMCACHE_TYPE)? else {
         return Ok(reply_hits(None, &[], &lookup));
     };
     check_dim(&c.bucket, lookup.query.len())?;
-    if lookup.filter.len() > tags::MAX_PAIRS {
-        return err(format!("more than {} FILTER pairs", tags::MAX_PAIRS));
-    }
-    // The exact-prompt path: that entry answers alone, score 1, without a vector search.
-    if let Some(hit) = prompt.and_then(|p| exact_prompt_hit(&c.bucket, p, &lookup)) {
-        crate::metrics::SEMCACHE_PROMPT_HITS.incr();
-        return Ok(reply_hits(Some(c), &[hit], &lookup));
-    }
-    // A complete index answers inline: its cost is bounded (ef candidates), like a small scan.
-    let ef = config::get(&config::SEMCACHE_INDEX_EF).max(1) as usize;
-    if let Some(hits) = c.bucket.search_index_where(
-        &lookup.query,
-        lookup.min_sim,
-        lookup.count,
-        lookup.now_ms,
-        ef,
-        &lookup.filter,
-    ) {
-        crate::metrics::SEMCACHE_INDEX_LOOKUPS.incr();
-        return Ok(reply_hits(Some(c), &hits, &lookup));
-    }
-    let inline_limit = config::get(&config::SEMCACHE_INLINE_BYTES).max(0) as usize;
     let cannot_block = ctx
         .get_flags()
         .intersects(ContextFlags::MULTI | ContextFlags::LUA | ContextFlags::DENY_BLOCKING);
-    if c.bucket.vector_bytes() > inline_limit && !cannot_block {
-        scan::submit(ctx, key_name, c.instance, c.bucket.snapshot(), lookup);
-        return Ok(RedisValue::NoReply);
+    match plan(&c.bucket, prompt, &lookup, !cannot_block) {
+        Plan::Hits(hits) => Ok(reply_hits(Some(c), &hits, &lookup)),
+        Plan::Scan => {
+            scan::submit(ctx, key_name, c.instance, c.bucket.snapshot(), lookup);
+            Ok(RedisValue::NoReply)
+        }
     }
-    let hits = c.bucket.search_where(
-        &lookup.query,
-        lookup.min_sim,
-        lookup.count,
-        lookup.now_ms,
-        &lookup.filter,
-    );
-    Ok(reply_hits(Some(c), &hits, &lookup))
+}
+
+/// How a lookup is answered: now, or by a background scan.
+enum Plan {
+    Hits(Vec<Hit>),
+    Scan,
+}
+
+fn plan(b: &Bucket, prompt: Option<&[u8]>, lookup: &Lookup, may_block: bool) -> Plan {
+    // The exact-prompt path: that entry answers alone, score 1, without a vector search.
+    if let Some(hit) = prompt.and_then(|p| exact_prompt_hit(b, p, lookup)) {
+        crate::metrics::SEMCACHE_PROMPT_HITS.incr();
+        return Plan::Hits(vec![hit]);
+    }
+    // A complete index answers inline: its cost is bounded (ef candidates), like a small scan.
+    let ef = config::get(&config::SEMCACHE_INDEX_EF).max(1) as usize;
+    let (q, min_sim, k, now) = (&lookup.query, lookup.min_sim, lookup.count, lookup.now_ms);
+    if let Some(hits) = b.search_index_where(q, min_sim, k, now, ef, &lookup.filter) {
+        crate::metrics::SEMCACHE_INDEX_LOOKUPS.incr();
+        return Plan::Hits(hits);
+    }
+    let inline_limit = config::get(&config::SEMCACHE_INLINE_BYTES).max(0) as usize;
+    if may_block && b.vector_bytes() > inline_limit {
+        return Plan::Scan;
+    }
+    Plan::Hits(b.search_where(q, min_sim, k, now, &lookup.filter))
+}
+
+/// GET ... TOUCH: answered inline (it writes), then each returned entry with a renewal
+/// duration expires that long from now; replicated as `SEMCACHE._TOUCH key id pxat...`.
+/// On a replica the lookup answers and nothing is renewed (the primary decides).
+fn get_touch(
+    ctx: &Context,
+    key_name: &RedisString,
+    prompt: Option<&[u8]>,
+    lookup: &Lookup,
+) -> RedisResult {
+    let key = ctx.open_key_writable(key_name);
+    let Some(c) = keys::write::<SemCache>(&key, &SEMCACHE_TYPE)? else {
+        return Ok(reply_hits(None, &[], lookup));
+    };
+    check_dim(&c.bucket, lookup.query.len())?;
+    let Plan::Hits(hits) = plan(&c.bucket, prompt, lookup, false) else {
+        unreachable!("an inline plan never scans in the background")
+    };
+    let on_replica = ctx.get_flags().contains(ContextFlags::SLAVE);
+    let mut renewed: Vec<RedisString> = Vec::new();
+    if !on_replica {
+        for h in &hits {
+            let renew = c.bucket.renew_at(h.index);
+            if renew > 0 {
+                let at = lookup.now_ms + renew;
+                c.bucket.set_expire_at_index(h.index, at);
+                for word in [h.id.to_string(), at.to_string()] {
+                    renewed.push(RedisString::create_from_slice(ctx.ctx, word.as_bytes()));
+                }
+            }
+        }
+    }
+    if !renewed.is_empty() {
+        let mut out: Vec<&RedisString> = vec![key_name];
+        out.extend(renewed.iter());
+        ctx.replicate(TOUCH_COMMAND, out.as_slice());
+    }
+    Ok(reply_hits(Some(c), &hits, lookup))
+}
+
+/// SEMCACHE._TOUCH key id pxat [id pxat ...]: sets the expiry of entries (what a primary's
+/// GET ... TOUCH decided). Replies how many entries existed.
+pub fn touch(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+    if argv.len() < 4 || !argv.len().is_multiple_of(2) {
+        return Err(RedisError::WrongArity);
+    }
+    let pairs = argv[2..]
+        .chunks_exact(2)
+        .map(|p| {
+            let id = args::int_in("id", p[0].as_slice(), 1, i64::MAX)? as u64;
+            let at = args::int_in("pxat", p[1].as_slice(), 0, i64::MAX)?;
+            Ok((id, at))
+        })
+        .collect::<Result<Vec<(u64, i64)>, RedisError>>()?;
+    let key = ctx.open_key_writable(&argv[1]);
+    let Some(c) = keys::write::<SemCache>(&key, &SEMCACHE_TYPE)? else {
+        return Ok(RedisValue::Integer(0));
+    };
+    let n = pairs
+        .iter()
+        .filter(|&&(id, at)| c.bucket.set_expire(id, at))
+        .count();
+    ctx.replicate_verbatim();
+    Ok(RedisValue::Integer(n as i64))
 }
 
 /// The live entry holding exactly `prompt`, if it passes the lookup's filter.
@@ -572,7 +668,7 @@ fn check_entries(b: &Bucket, entries: &[codec::LoadedEntry]) -> Result<(), Redis
     let mut last = b.next_id();
     let mut n = b.len();
     let mut prompts = std::collections::HashSet::new();
-    for (id, row, _, _, _, _, prompt) in entries {
+    for (id, row, _, _, _, _, prompt, _) in entries {
         if let Some(p) = prompt {
             if b.id_of_prompt(p).is_some() || !prompts.insert(p) {
                 return err(format!("entry {id}: prompt held by another entry"));
