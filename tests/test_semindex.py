@@ -371,3 +371,48 @@ def test_touch_renews_by_the_original_ttl(kind, servers):
     assert r.execute_command("SEMCACHE.GET", "small", vecs[1].tobytes(), "TOUCH") == b"n"
     time.sleep(0.2)
     assert r.execute_command("SEMCACHE.GET", "small", vecs[1].tobytes()) == b"n"
+
+
+# ---- EVICT / hit counts / latency ----
+
+@pytest.mark.parametrize("policy,evicted", [("fifo", 1), ("lru", 2), ("lfu", 3)])
+def test_evict_policies_replicate_their_decisions(kind, servers, policy, evicted):
+    primary = servers(kind, module_args=["semcache-ttl", "0"])
+    rep = replica_of(servers, primary)
+    r = primary.client(protocol=2)
+    vecs = clustered(6, seed=11)
+    for i in range(3):
+        r.execute_command("SEMCACHE.SET", "sc", vecs[i].tobytes(), f"r{i}", "MAXITEMS", 3, "EVICT", policy)
+    get = lambda i, *x: r.execute_command("SEMCACHE.GET", "sc", vecs[i].tobytes(), "MINSIM", 0.999, *x)
+    # Reads: id 1 four times, id 3 twice, id 2 never (WITHHITS counts this lookup too).
+    get(0), get(0), get(2), get(0)
+    assert get(0, "WITHHITS", "WITHIDS") == [1, b"r0", 4]
+    assert get(2, "WITHHITS") == [b"r2", 2]
+    # fifo drops the oldest (1), lru the least recently used (2, never read); for lfu,
+    # id 2 gets the most hits, so the fewest are id 3's.
+    if policy == "lfu":
+        for _ in range(5):
+            get(1)
+    r.execute_command("SEMCACHE.SET", "sc", vecs[3].tobytes(), "new")
+    ids = sorted(x for x in (get(i, "WITHIDS") for i in range(4)) if x for x in x[:1])
+    assert evicted not in ids and len(ids) == 3
+    assert info_of(r, "sc")["evict"] == policy
+    wait_replica_caught_up(primary, rep)
+    rr = rep.client(protocol=2)
+    assert rr.execute_command("DEBUG", "DIGEST-VALUE", "sc") == r.execute_command("DEBUG", "DIGEST-VALUE", "sc")
+    assert info_of(rr, "sc")["evict"] == policy
+    digest = r.execute_command("DEBUG", "DIGEST-VALUE", "sc")
+    with pytest.raises(redis.ResponseError, match="EVICT must be lru, lfu or fifo, got 'random'"):
+        r.execute_command("SEMCACHE.SET", "sc", vecs[4].tobytes(), "x", "EVICT", "random")
+    assert r.execute_command("DEBUG", "DIGEST-VALUE", "sc") == digest
+    r.execute_command("DEBUG", "RELOAD")
+    assert info_of(r, "sc")["evict"] == policy
+
+
+def test_hit_and_miss_latency_in_info(r):
+    r.execute_command("SEMCACHE.SET", "sc", np.float32([1, 0]).tobytes(), "x")
+    r.execute_command("SEMCACHE.GET", "sc", np.float32([1, 0]).tobytes())
+    r.execute_command("SEMCACHE.GET", "sc", np.float32([0, 1]).tobytes())
+    info = r.info("convcache")
+    assert float(info["convcache_semcache_hit_latency_us"]) > 0
+    assert float(info["convcache_semcache_miss_latency_us"]) > 0

@@ -25,8 +25,9 @@
 //!
 //! # Memory
 //!
-//! Per entry: `4 * dim` vector bytes, the response, meta and tag bytes, and 64
-//! bytes of columns (id 8, expiry 8, boxed response 16, boxed meta 16, boxed tags 16), plus
+//! Per entry: `4 * dim` vector bytes, the response, meta and tag bytes, and 84
+//! bytes of columns (id 8, expiry 8, boxed response 16, boxed meta 16, boxed tags 16,
+//! renewal 8, hit count 4, last use 8), plus
 //! ~120 bytes per chunk. Capacity: when `max_items * dim * 4 <=
 //! EXACT_RESERVE_BYTES` every column and chunk is reserved at its final size
 //! when first needed (no slack ever); otherwise the columns and the last chunk
@@ -35,6 +36,7 @@
 //! of its capacity gives memory back. Responses and metas are stored as
 //! exact-size boxes.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -67,6 +69,48 @@ pub struct Hit {
     pub index: usize,
     pub id: u64,
     pub score: f32,
+}
+
+/// Which entry a full bucket drops for a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EvictPolicy {
+    /// The oldest (smallest id).
+    #[default]
+    Fifo,
+    /// The least recently used (answered a lookup, or was inserted).
+    Lru,
+    /// The fewest hits; ties: the least recently used.
+    Lfu,
+}
+
+impl EvictPolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            EvictPolicy::Fifo => "fifo",
+            EvictPolicy::Lru => "lru",
+            EvictPolicy::Lfu => "lfu",
+        }
+    }
+
+    pub fn parse(text: &[u8]) -> Option<EvictPolicy> {
+        match text.to_ascii_lowercase().as_slice() {
+            b"fifo" => Some(EvictPolicy::Fifo),
+            b"lru" => Some(EvictPolicy::Lru),
+            b"lfu" => Some(EvictPolicy::Lfu),
+            _ => None,
+        }
+    }
+
+    /// The persisted code (codec header).
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_code(code: u8) -> Option<EvictPolicy> {
+        [EvictPolicy::Fifo, EvictPolicy::Lru, EvictPolicy::Lfu]
+            .get(code as usize)
+            .copied()
+    }
 }
 
 /// What an entry holds besides its id and vector.
@@ -365,6 +409,13 @@ pub struct Bucket {
     metas: Vec<Option<Box<str>>>,
     /// By row: the duration a TOUCH renews the entry's expiry by (0 = none).
     renew_ms: Vec<i64>,
+    /// By row: lookups the entry answered, and the use clock at its last one (or its
+    /// insert). Changed by reads (hence `Cell`); neither persisted nor replicated: the
+    /// primary's evictions reach replicas as SEMCACHE.DEL.
+    hit_counts: Vec<Cell<u32>>,
+    last_use: Vec<Cell<u64>>,
+    use_clock: Cell<u64>,
+    policy: EvictPolicy,
     /// A lower bound of the entries' expiry times (0 = no entry expires), so the expiry sweep
     /// that every SET runs costs nothing until something can have expired.
     earliest_expiry_ms: i64,
@@ -390,6 +441,10 @@ impl Bucket {
             responses: Vec::new(),
             metas: Vec::new(),
             renew_ms: Vec::new(),
+            hit_counts: Vec::new(),
+            last_use: Vec::new(),
+            use_clock: Cell::new(0),
+            policy: EvictPolicy::Fifo,
             earliest_expiry_ms: 0,
             hits: 0,
             misses: 0,
@@ -505,7 +560,7 @@ impl Bucket {
         self.next_id = id + 1;
         let mut evicted = Vec::new();
         while self.len() >= self.max_items {
-            let oldest = self.oldest_index().expect("non-empty");
+            let oldest = self.victim_index().expect("non-empty");
             evicted.push(self.id_at(oldest));
             self.remove_at(oldest);
         }
@@ -563,7 +618,7 @@ impl Bucket {
         let max_items = max_items.max(1);
         let mut evicted = Vec::new();
         while self.len() > max_items {
-            let oldest = self.oldest_index().expect("non-empty");
+            let oldest = self.victim_index().expect("non-empty");
             evicted.push(self.id_at(oldest));
             self.remove_at(oldest);
         }
@@ -808,11 +863,35 @@ impl Bucket {
             + self.responses.iter().map(|r| r.len()).sum::<usize>()
             + self.metas.capacity() * size_of::<Option<Box<str>>>()
             + self.renew_ms.capacity() * size_of::<i64>()
+            + self.hit_counts.capacity() * size_of::<Cell<u32>>()
+            + self.last_use.capacity() * size_of::<Cell<u64>>()
             + self
                 .metas
                 .iter()
                 .map(|m| m.as_ref().map_or(0, |s| s.len()))
                 .sum::<usize>()
+    }
+
+    // ---- usage and eviction ----
+
+    pub fn policy(&self) -> EvictPolicy {
+        self.policy
+    }
+
+    pub fn set_policy(&mut self, policy: EvictPolicy) {
+        self.policy = policy;
+    }
+
+    /// Counts a lookup answered by the entry at a physical index.
+    pub fn record_hit(&self, index: usize) {
+        let c = &self.hit_counts[index];
+        c.set(c.get().saturating_add(1));
+        self.last_use[index].set(self.tick());
+    }
+
+    /// Lookups the entry at a physical index answered (since it was loaded).
+    pub fn hits_at(&self, index: usize) -> u32 {
+        self.hit_counts[index].get()
     }
 
     // ---- exact prompts ----
@@ -1070,6 +1149,23 @@ impl Bucket {
         }
     }
 
+    fn tick(&self) -> u64 {
+        let t = self.use_clock.get() + 1;
+        self.use_clock.set(t);
+        t
+    }
+
+    /// The entry the eviction policy drops first: FIFO the oldest; LRU the least recently
+    /// used (inserts count as a use); LFU the fewest hits, then the least recently used.
+    fn victim_index(&self) -> Option<usize> {
+        let key = |i: usize| (self.last_use[i].get(), self.id_at(i));
+        match self.policy {
+            EvictPolicy::Fifo => self.oldest_index(),
+            EvictPolicy::Lru => (0..self.len()).min_by_key(|&i| key(i)),
+            EvictPolicy::Lfu => (0..self.len()).min_by_key(|&i| (self.hit_counts[i].get(), key(i))),
+        }
+    }
+
     fn oldest_index(&self) -> Option<usize> {
         // A plain min over each chunk's id column (vectorised), then one position lookup.
         let (c, min) = self
@@ -1137,6 +1233,15 @@ impl Bucket {
         renews.push(renew_ms);
         self.renew_ms = renews;
 
+        let mut counts = std::mem::take(&mut self.hit_counts);
+        self.reserve_col(&mut counts, needed);
+        counts.push(Cell::new(0));
+        self.hit_counts = counts;
+        let mut uses = std::mem::take(&mut self.last_use);
+        self.reserve_col(&mut uses, needed);
+        uses.push(Cell::new(self.tick()));
+        self.last_use = uses;
+
         if self
             .chunks
             .last()
@@ -1184,6 +1289,8 @@ impl Bucket {
             }
         }
         self.responses.swap_remove(i);
+        self.hit_counts.swap_remove(i);
+        self.last_use.swap_remove(i);
         self.metas.swap_remove(i);
         self.renew_ms.swap_remove(i);
         let (c, o) = self.locate(i);
@@ -1216,6 +1323,8 @@ impl Bucket {
             self.responses.shrink_to(keep);
             self.metas.shrink_to(keep);
             self.renew_ms.shrink_to(keep);
+            self.hit_counts.shrink_to(keep);
+            self.last_use.shrink_to(keep);
         }
         if self.chunks.capacity() > 2 * self.chunks.len() + MIN_GROW_ROWS {
             self.chunks.shrink_to_fit();
@@ -1621,7 +1730,7 @@ mod tests {
     }
 
     fn bound(dim: usize, n: usize, resp_bytes: usize) -> usize {
-        n * (4 * dim + 80) + resp_bytes
+        n * (4 * dim + 96) + resp_bytes
     }
 
     fn fill(b: &mut Bucket, n: usize, dim: usize, rng: &mut Rng) -> usize {
@@ -1666,7 +1775,7 @@ mod tests {
         // While growing, slack is at most half of the live rows.
         let mut e = Bucket::new(100_000);
         let r4 = fill(&mut e, 1_000, dim, &mut rng);
-        assert!(e.heap_bytes() <= bound(dim, 1_000, r4) + 1_000 * (4 * dim + 64) / 2);
+        assert!(e.heap_bytes() <= bound(dim, 1_000, r4) + 1_000 * (4 * dim + 84) / 2);
         // Shrinks after mass removal.
         let before = e.heap_bytes();
         for id in 1..=900 {
@@ -2101,5 +2210,45 @@ mod tests {
         assert_eq!(b.remove_expired(10), vec![3]);
         assert_eq!(b.id_of_prompt(b"bye"), None);
         assert!(b.id_prompts.is_empty() && b.prompt_ids.is_empty());
+    }
+
+    #[test]
+    fn eviction_policies() {
+        let fill = |policy| {
+            let mut b = Bucket::new(3);
+            b.set_policy(policy);
+            for i in 0..3 {
+                ins(&mut b, &[1.0, i as f32], "r");
+            }
+            b
+        };
+        let hit = |b: &Bucket, id: u64| b.record_hit(b.index_of(id).unwrap());
+        // FIFO: the oldest, whatever was read.
+        let mut b = fill(EvictPolicy::Fifo);
+        hit(&b, 1);
+        assert_eq!(ins(&mut b, &[2.0, 1.0], "n").evicted, vec![1]);
+        // LRU: 1 was read after 2 and 3 were inserted: 2 goes, then 3.
+        let mut b = fill(EvictPolicy::Lru);
+        hit(&b, 1);
+        assert_eq!(ins(&mut b, &[2.0, 1.0], "n").evicted, vec![2]);
+        assert_eq!(ins(&mut b, &[2.0, 2.0], "n").evicted, vec![3]);
+        assert_eq!(ins(&mut b, &[2.0, 3.0], "n").evicted, vec![1]);
+        // LFU: fewest hits (1 twice, 3 once); the new entry (0 hits) goes next.
+        let mut b = fill(EvictPolicy::Lfu);
+        hit(&b, 1);
+        hit(&b, 1);
+        hit(&b, 3);
+        assert_eq!(ins(&mut b, &[2.0, 1.0], "n").evicted, vec![2]);
+        assert_eq!(ins(&mut b, &[2.0, 2.0], "n").evicted, vec![4]);
+        assert_eq!(b.hits_at(b.index_of(1).unwrap()), 2);
+        // set_max_items follows the policy too.
+        assert_eq!(b.set_max_items(1), vec![5, 3]);
+        assert_eq!(EvictPolicy::parse(b"LRU"), Some(EvictPolicy::Lru));
+        assert_eq!(EvictPolicy::parse(b"random"), None);
+        for p in [EvictPolicy::Fifo, EvictPolicy::Lru, EvictPolicy::Lfu] {
+            assert_eq!(EvictPolicy::from_code(p.code()), Some(p));
+            assert_eq!(EvictPolicy::parse(p.name().as_bytes()), Some(p));
+        }
+        assert_eq!(EvictPolicy::from_code(3), None);
     }
 }

@@ -14,14 +14,15 @@
 //!
 //! Version 2 adds, additively: per entry, after the meta, `bytes tags` (the entry's tag
 //! blob, see `tags.rs`; empty = none), `bytes prompt` (empty = none) and `varint renew_ms`
-//! (what TOUCH renews the expiry by); in the header, after `count`, `u8 has_index`; kind 2,
+//! (what TOUCH renews the expiry by); in the header, after `has_index`, `u8 policy`
+//! (eviction: 0 fifo, 1 lru, 2 lfu); in the header, after `count`, `u8 has_index`; kind 2,
 //! index: the bucket's HNSW graph (see `hnsw.rs`: parameters, slots, entry point, then per
 //! slot its entry id and neighbour lists), one payload after the entries when `has_index`.
 //! Version-1 payloads still load (no index: a big bucket builds one again as it is written).
 //!
 //! Integers are LEB128 varints, `bytes` is a varint length and the bytes.
 
-use super::bucket::{Bucket, EntryData, FullView};
+use super::bucket::{Bucket, EntryData, EvictPolicy, FullView};
 use super::hnsw::Hnsw;
 use super::tags;
 use crate::conv::codec::{put_bytes, put_varint, Reader};
@@ -63,6 +64,8 @@ pub struct Header {
     pub count: u64,
     /// An index payload follows the entries (version 2).
     pub has_index: bool,
+    /// The eviction policy (version 2; FIFO before).
+    pub policy: EvictPolicy,
 }
 
 /// One entry read back: `(id, row, response, meta, expire_at_ms, tags, prompt, renew_ms)`.
@@ -103,6 +106,7 @@ pub fn encode_header(b: &Bucket, hits: u64, misses: u64) -> Vec<u8> {
         put_varint(&mut out, v);
     }
     out.push(u8::from(b.has_index()));
+    out.push(b.policy().code());
     out
 }
 
@@ -202,6 +206,13 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
                     _ => return corrupt("bad index flag"),
                 },
             };
+            let policy = match version {
+                1 => EvictPolicy::Fifo,
+                _ => match EvictPolicy::from_code(r.u8()?) {
+                    Some(p) => p,
+                    None => return corrupt("unknown eviction policy"),
+                },
+            };
             Decoded::Header(Header {
                 dim,
                 max_items,
@@ -210,6 +221,7 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
                 misses,
                 count,
                 has_index,
+                policy,
             })
         }
         KIND_ENTRIES => {
@@ -276,6 +288,7 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
 /// An empty bucket as described by a header (entries are pushed with [`push_entries`]).
 pub fn bucket_from_header(h: &Header) -> Result<Bucket, CodecError> {
     let mut b = Bucket::new(h.max_items);
+    b.set_policy(h.policy);
     b.restore_dim(h.dim)
         .or_else(|e| corrupt(format!("header: {e}")))?;
     // With entries to come, next_id is restored after them (ids must load in increasing order).
@@ -481,6 +494,7 @@ mod tests {
                 misses: 5,
                 count: 1,
                 has_index: false,
+                policy: EvictPolicy::Fifo,
             }
         );
         assert_eq!(b.get(2).unwrap().2, b"ok");

@@ -4,7 +4,7 @@ use redis_module::{
     Context, ContextFlags, NotifyEvent, RedisError, RedisResult, RedisString, RedisValue,
 };
 
-use super::bucket::{Bucket, EntryData, Hit};
+use super::bucket::{Bucket, EntryData, EvictPolicy, Hit};
 use super::codec::{self, Decoded};
 use super::r#type::{store_new, SEMCACHE_TYPE};
 use super::tags::{self, Pair};
@@ -36,6 +36,10 @@ pub struct Lookup {
     pub with_scores: bool,
     pub with_meta: bool,
     pub with_ids: bool,
+    /// Each entry's hit count (this lookup included).
+    pub with_hits: bool,
+    /// When the command arrived: hit/miss latency in INFO.
+    pub started: std::time::Instant,
     /// Only entries having every pair answer.
     pub filter: Vec<Pair>,
     /// Renew the returned entries' expiry (a write: answered inline).
@@ -66,7 +70,7 @@ fn check_dim(b: &Bucket, got: usize) -> Result<(), RedisError> {
 }
 
 /// SEMCACHE.SET key vector response [EX s | PX ms | PXAT ms] [META json] [MAXITEMS n] [ID id]
-/// [INDEX] [TAG name value]... [PROMPT text] [RENEW ms]
+/// [INDEX] [TAG name value]... [PROMPT text] [RENEW ms] [EVICT lru|lfu|fifo]
 ///
 /// Replicates (and appends to the AOF) what the primary decided: a `SEMCACHE.DEL` of the
 /// entries it expired or evicted, then `SEMCACHE.SET ... PXAT t MAXITEMS n ID id [INDEX]`
@@ -83,6 +87,7 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     let mut tag_pairs: Vec<Pair> = Vec::new();
     let mut prompt: Option<&[u8]> = None;
     let (mut ttl_ms, mut renew) = (None, None);
+    let mut policy = None;
     let mut opts = Args::from(&argv, 4);
     while !opts.done() {
         match opts.next_keyword()?.as_str() {
@@ -102,6 +107,15 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
                 ttl_ms = Some(if at == 0 { 0 } else { (at - now).max(0) });
             }
             "RENEW" => renew = Some(opts.int_in("RENEW", 0, MAX_TTL_SECS * 1000)?),
+            "EVICT" => {
+                let v = opts.value_of("EVICT")?;
+                policy = Some(EvictPolicy::parse(v).ok_or_else(|| {
+                    RedisError::String(format!(
+                        "ERR EVICT must be lru, lfu or fifo, got '{}'",
+                        String::from_utf8_lossy(v)
+                    ))
+                })?);
+            }
             "META" => meta = Some(args::json_object("META", opts.value_of("META")?)?),
             "MAXITEMS" => max_items = Some(opts.int_in("MAXITEMS", 1, MAX_ITEMS_LIMIT)? as usize),
             "ID" => id = Some(opts.int_in("ID", 1, i64::MAX)? as u64),
@@ -172,7 +186,7 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         b.index_pending(INDEX_STEPS_PER_SET);
         started
     };
-    let (new_id, dropped, started) = match existing {
+    let (new_id, dropped, started, policy) = match existing {
         Some(c) => tracked(&mut c.bucket, |b| {
             // A replica or an AOF replay applies the primary's decisions only: what expired
             // was replicated as SEMCACHE.DEL before this command.
@@ -181,6 +195,9 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             } else {
                 b.remove_expired(now)
             };
+            if let Some(p) = policy {
+                b.set_policy(p);
+            }
             dropped.extend(b.set_max_items(max_items));
             // One entry per prompt: the older entry with this prompt goes (upsert).
             if let Some(old) = prompt.and_then(|p| b.id_of_prompt(p)) {
@@ -194,19 +211,21 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
                     b.set_prompt(o.id, p);
                 }
                 let started = index_step(b);
-                (o.id, dropped, started)
+                (o.id, dropped, started, b.policy())
             })
         })
         .map_err(bucket_err)?,
         None => {
             let mut b = Bucket::new(max_items);
+            b.set_policy(policy.unwrap_or_default());
             let out = b.insert_entry(id, &raw, data).map_err(bucket_err)?;
             if let Some(p) = prompt {
                 b.set_prompt(out.id, p);
             }
             let started = index_step(&mut b);
+            let policy = b.policy();
             store_new(&key, SemCache::new(b, 0, 0))?;
-            (out.id, Vec::new(), started)
+            (out.id, Vec::new(), started, policy)
         }
     };
     let decided = DecidedSet {
@@ -215,6 +234,7 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         prompt,
         expire_at,
         renew,
+        policy,
         max_items,
         id: new_id,
         started_index: started,
@@ -257,6 +277,7 @@ struct DecidedSet<'a> {
     prompt: Option<&'a [u8]>,
     expire_at: i64,
     renew: i64,
+    policy: EvictPolicy,
     max_items: usize,
     id: u64,
     started_index: bool,
@@ -288,6 +309,7 @@ fn replicate_set(ctx: &Context, argv: &[RedisString], dropped: &[u64], d: &Decid
     for (k, v) in [
         ("PXAT", d.expire_at.to_string()),
         ("RENEW", d.renew.to_string()),
+        ("EVICT", d.policy.name().to_string()),
         ("MAXITEMS", d.max_items.to_string()),
         ("ID", d.id.to_string()),
     ] {
@@ -302,7 +324,7 @@ fn replicate_set(ctx: &Context, argv: &[RedisString], dropped: &[u64], d: &Decid
 }
 
 /// SEMCACHE.GET key vector [MINSIM s | MAXDIST d] [COUNT k] [WITHSCORES] [WITHMETA] [WITHIDS]
-/// [FILTER name value]... [PROMPT text] [TOUCH]
+/// [FILTER name value]... [PROMPT text] [TOUCH] [WITHHITS]
 pub fn get(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     let mut a = Args::new(&argv, 2)?;
     let key_name = a.next_arg()?;
@@ -317,6 +339,8 @@ pub fn get(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         with_scores: false,
         with_meta: false,
         with_ids: false,
+        with_hits: false,
+        started: std::time::Instant::now(),
         filter: Vec::new(),
         touch: false,
     };
@@ -331,6 +355,7 @@ pub fn get(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             "WITHSCORES" => (lookup.with_scores, lookup.array) = (true, true),
             "WITHMETA" => (lookup.with_meta, lookup.array) = (true, true),
             "WITHIDS" => (lookup.with_ids, lookup.array) = (true, true),
+            "WITHHITS" => (lookup.with_hits, lookup.array) = (true, true),
             "FILTER" => lookup.filter.push(pair_of(&mut a, "FILTER")?),
             "PROMPT" => prompt = Some(prompt_of(&mut a)?),
             "TOUCH" => lookup.touch = true,
@@ -486,6 +511,17 @@ pub fn reply_hits(c: Option<&SemCache>, hits: &[Hit], lookup: &Lookup) -> RedisV
             crate::metrics::SEMCACHE_MISSES.incr();
         }
     }
+    let usec = lookup.started.elapsed().as_micros() as i64;
+    if hits.is_empty() {
+        crate::metrics::SEMCACHE_MISS_USEC.add(usec);
+    } else {
+        crate::metrics::SEMCACHE_HIT_USEC.add(usec);
+    }
+    if let Some(c) = c {
+        for h in hits {
+            c.bucket.record_hit(h.index);
+        }
+    }
     let Some(c) = c else {
         return if lookup.array {
             RedisValue::Array(vec![])
@@ -512,6 +548,9 @@ pub fn reply_hits(c: Option<&SemCache>, hits: &[Hit], lookup: &Lookup) -> RedisV
             out.push(meta.map_or(RedisValue::Null, |m| {
                 RedisValue::StringBuffer(m.as_bytes().to_vec())
             }));
+        }
+        if lookup.with_hits {
+            out.push(RedisValue::Integer(i64::from(c.bucket.hits_at(h.index))));
         }
     }
     RedisValue::Array(out)
@@ -625,6 +664,7 @@ pub fn info(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             RedisValue::SimpleStringStatic(if b.has_index() { "hnsw" } else { "none" }),
         ),
         ("index_pending", int(b.unindexed() as u64)),
+        ("evict", RedisValue::SimpleStringStatic(b.policy().name())),
         ("index_bytes", int(b.index_bytes() as u64)),
     ]))
 }
