@@ -45,7 +45,7 @@ def near(data, idx, rng):
     # Noise of norm ~0.4 whatever the dimension: cosine ~0.93 to the source vector.
     sigma = 0.4 / np.sqrt(data.shape[1])
     q = data[idx] + sigma * rng.standard_normal((len(idx), data.shape[1])).astype(np.float32)
-    return q / np.linalg.norm(q, axis=1, keepdims=True)
+    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
 
 
 def exact_top1(data, queries):

@@ -25,6 +25,10 @@ use std::collections::{BTreeSet, BinaryHeap};
 use crate::conv::codec::{put_varint, Reader};
 use crate::vector;
 
+/// Candidates explored on each upper level, and kept as entry points of the level below.
+const UPPER_EF: usize = 16;
+const UPPER_KEEP: usize = 4;
+
 /// Level of a free slot.
 const FREE: u8 = u8::MAX;
 /// Highest level a node can get (a hash of 64 bits gives at most ~16 with M = 16).
@@ -351,11 +355,8 @@ impl Hnsw {
         };
         let q = self.code_of(node);
         let top = self.levels[entry as usize];
-        let mut ep = Scored(self.sim(&q, entry), entry);
-        for l in (level.saturating_add(1)..=top).rev() {
-            ep = self.greedy(&q, ep, l);
-        }
-        let mut eps = vec![ep];
+        let ep = Scored(self.sim(&q, entry), entry);
+        let mut eps = self.descend(&q, ep, level.saturating_add(1));
         for l in (0..=level.min(top)).rev() {
             let found = self.search_layer(&q, &eps, self.params.ef_construction, l, Some(node));
             let cap = if l == 0 { self.m0() } else { self.params.m };
@@ -422,6 +423,22 @@ impl Hnsw {
         out
     }
 
+    /// From the entry point down to level `to` (inclusive): the best few nodes there.
+    /// Each upper level is searched with [`UPPER_EF`] candidates rather than greedily: on
+    /// clustered data (many tight clusters, as embeddings of distinct topics) the upper
+    /// levels barely link clusters, and a greedy walk stuck in the wrong cluster there
+    /// never reaches the right one below.
+    fn descend(&self, q: &Code, ep: Scored, to: u8) -> Vec<Scored> {
+        let top = self.levels[ep.1 as usize];
+        let mut eps = vec![ep];
+        for l in (to..=top).rev() {
+            eps = self.search_layer(q, &eps, UPPER_EF, l, None);
+            eps.truncate(UPPER_KEEP);
+        }
+        eps
+    }
+
+    #[allow(dead_code)]
     fn greedy(&self, q: &Code, mut ep: Scored, level: u8) -> Scored {
         loop {
             let mut moved = false;
@@ -518,12 +535,9 @@ impl Hnsw {
             return Vec::new();
         }
         let q = self.query_code(q);
-        let top = self.levels[entry as usize];
-        let mut ep = Scored(self.sim(&q, entry), entry);
-        for l in (1..=top).rev() {
-            ep = self.greedy(&q, ep, l);
-        }
-        self.search_layer(&q, &[ep], ef.max(1), 0, None)
+        let ep = Scored(self.sim(&q, entry), entry);
+        let eps = self.descend(&q, ep, 1);
+        self.search_layer(&q, &eps, ef.max(1), 0, None)
             .into_iter()
             .map(|s| (s.1, s.0))
             .collect()
@@ -1015,8 +1029,14 @@ mod timing {
     fn hnsw_timing() {
         use std::time::Instant;
         let mut rng = Rng::new(9);
-        let (n, dim) = (20_000, 384);
-        let data = clustered(n, dim, 1000, &mut rng);
+        // HNSW_SHAPE=n,dim,clusters (default 20000,384,1000).
+        let shape: Vec<usize> = std::env::var("HNSW_SHAPE")
+            .unwrap_or_else(|_| "20000,384,1000".into())
+            .split(',')
+            .map(|x| x.parse().unwrap())
+            .collect();
+        let (n, dim) = (shape[0], shape[1]);
+        let data = clustered(n, dim, shape[2], &mut rng);
         let mut g = Hnsw::new(Params::default());
         let mut s = Store(Vec::new());
         let t = Instant::now();
@@ -1026,14 +1046,15 @@ mod timing {
             g.connect(node);
         }
         let ins = t.elapsed().as_secs_f64() / n as f64;
+        let step = n / 500;
         let qs: Vec<Vec<f32>> = (0..500)
-            .map(|i| near(&data[i * 37], &mut rng, 0.02))
+            .map(|i| near(&data[i * step], &mut rng, 0.02))
             .collect();
         for ef in [16usize, 32, 64] {
             let t = Instant::now();
             let mut ok = 0;
             for (i, q) in qs.iter().enumerate() {
-                if g.search(q, ef)[0].0 == (i * 37) as u32 {
+                if g.search(q, ef)[0].0 == (i * step) as u32 {
                     ok += 1;
                 }
             }
