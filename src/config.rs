@@ -35,6 +35,11 @@ pub const SEMCACHE_TTL_DEFAULT: i64 = 300;
 pub const SEMCACHE_MIN_SIM_DEFAULT: &str = "0.90";
 /// Above this many bytes of vectors a lookup scans on a background thread.
 pub const SEMCACHE_INLINE_BYTES_DEFAULT: i64 = 4 * 1024 * 1024;
+/// Entries from which a bucket keeps an HNSW index (0 = never). See README: at 4,096 x 384
+/// an exact scan costs about as much as an index lookup, and below it SETs stay cheap.
+pub const SEMCACHE_INDEX_MIN_DEFAULT: i64 = 4096;
+/// Candidates an index lookup explores (higher: better recall, slower).
+pub const SEMCACHE_INDEX_EF_DEFAULT: i64 = 64;
 /// URL embedding TTL in seconds (lix: 24 h).
 pub const URLEMB_TTL_DEFAULT: i64 = 86400;
 
@@ -56,6 +61,8 @@ lazy_static! {
     pub static ref SEMCACHE_TTL_SECS: AtomicI64 = AtomicI64::new(SEMCACHE_TTL_DEFAULT);
     pub static ref SEMCACHE_MIN_SIM: FloatConfig = FloatConfig::new(0.90, -1.0, 1.0);
     pub static ref SEMCACHE_INLINE_BYTES: AtomicI64 = AtomicI64::new(SEMCACHE_INLINE_BYTES_DEFAULT);
+    pub static ref SEMCACHE_INDEX_MIN: AtomicI64 = AtomicI64::new(SEMCACHE_INDEX_MIN_DEFAULT);
+    pub static ref SEMCACHE_INDEX_EF: AtomicI64 = AtomicI64::new(SEMCACHE_INDEX_EF_DEFAULT);
     pub static ref URLEMB_TTL_SECS: AtomicI64 = AtomicI64::new(URLEMB_TTL_DEFAULT);
 }
 

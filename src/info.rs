@@ -71,7 +71,7 @@ pub fn add_info(ctx: &InfoContext, _for_crash_report: bool) {
 #[allow(deprecated)]
 fn add_semcache_info(ctx: &InfoContext) {
     let (hits, misses) = (metrics::SEMCACHE_HITS.get(), metrics::SEMCACHE_MISSES.get());
-    let fields: [(&str, i64); 9] = [
+    let fields: [(&str, i64); 11] = [
         ("semcache_buckets", metrics::SEMCACHE_BUCKETS.get()),
         ("semcache_entries", metrics::SEMCACHE_ENTRIES.get()),
         (
@@ -85,6 +85,11 @@ fn add_semcache_info(ctx: &InfoContext) {
             "semcache_background_scans",
             metrics::SEMCACHE_BACKGROUND_SCANS.get(),
         ),
+        (
+            "semcache_index_lookups",
+            metrics::SEMCACHE_INDEX_LOOKUPS.get(),
+        ),
+        ("semcache_prompt_hits", metrics::SEMCACHE_PROMPT_HITS.get()),
         ("urlemb_hits", metrics::URLEMB_HITS.get()),
         ("urlemb_misses", metrics::URLEMB_MISSES.get()),
     ];
@@ -97,5 +102,11 @@ fn add_semcache_info(ctx: &InfoContext) {
         0.0
     };
     ctx.add_info_field_str("semcache_hit_ratio", &format!("{ratio:.4}"));
+    // Average latency (arrival to reply, background scans included) of hits and misses.
+    let avg = |usec: i64, n: i64| if n > 0 { usec as f64 / n as f64 } else { 0.0 };
+    let hit_us = avg(metrics::SEMCACHE_HIT_USEC.get(), hits);
+    let miss_us = avg(metrics::SEMCACHE_MISS_USEC.get(), misses);
+    ctx.add_info_field_str("semcache_hit_latency_us", &format!("{hit_us:.1}"));
+    ctx.add_info_field_str("semcache_miss_latency_us", &format!("{miss_us:.1}"));
     ctx.add_info_field_str("semcache_simd", crate::vector::simd_level());
 }

@@ -93,6 +93,8 @@ redis_module! {
             ["timer-budget-us", &*config::TIMER_BUDGET_US, config::TIMER_BUDGET_US_DEFAULT, 10, 1_000_000, ConfigurationFlags::DEFAULT, None],
             ["max-items", &*config::SEMCACHE_MAX_ITEMS, config::SEMCACHE_MAX_ITEMS_DEFAULT, 1, 1_000_000, ConfigurationFlags::DEFAULT, None],
             ["semcache-ttl", &*config::SEMCACHE_TTL_SECS, config::SEMCACHE_TTL_DEFAULT, 0, 100 * 365 * 86_400, ConfigurationFlags::DEFAULT, None],
+            ["semcache-index-min", &*config::SEMCACHE_INDEX_MIN, config::SEMCACHE_INDEX_MIN_DEFAULT, 0, 1_000_000, ConfigurationFlags::DEFAULT, None],
+            ["semcache-index-ef", &*config::SEMCACHE_INDEX_EF, config::SEMCACHE_INDEX_EF_DEFAULT, 1, 4096, ConfigurationFlags::DEFAULT, None],
             ["semcache-inline-bytes", &*config::SEMCACHE_INLINE_BYTES, config::SEMCACHE_INLINE_BYTES_DEFAULT, 0, 1 << 40, ConfigurationFlags::DEFAULT, None],
             ["urlemb-ttl", &*config::URLEMB_TTL_SECS, config::URLEMB_TTL_DEFAULT, 0, 100 * 365 * 86_400, ConfigurationFlags::DEFAULT, None],
         ],

@@ -117,12 +117,14 @@ pub fn normalized(v: &[f32]) -> Result<Vec<f32>, VectorError> {
 type DotFn = fn(&[f32], &[f32]) -> f32;
 type ScanFn = fn(&[f32], usize, &[f32], &mut Vec<f32>);
 type SumFn = fn(&[f32]) -> f32;
+type DotI8Fn = fn(&[i8], &[i8]) -> i32;
 
 struct Kernels {
     name: &'static str,
     dot: DotFn,
     scan: ScanFn,
     sum: SumFn,
+    dot_i8: DotI8Fn,
 }
 
 static KERNELS: OnceLock<Kernels> = OnceLock::new();
@@ -137,6 +139,7 @@ fn detect() -> Kernels {
                 dot: avx2::dot_entry,
                 scan: avx2::scan_entry,
                 sum: avx2::sum_entry,
+                dot_i8: avx2::dot_i8_entry,
             };
         }
     }
@@ -145,6 +148,7 @@ fn detect() -> Kernels {
         dot: fallback::dot,
         scan: fallback::scan_dots,
         sum: fallback::sum,
+        dot_i8: fallback::dot_i8,
     }
 }
 
@@ -200,6 +204,29 @@ pub fn scan_dots(block: &[f32], dim: usize, query: &[f32], out: &mut Vec<f32>) {
     (kernels().scan)(block, dim, query, out)
 }
 
+/// Dot product of two int8 vectors (exact, in i32: |sum| <= dim * 127^2 fits for any
+/// dim below 133,000). Only the common prefix is used if the lengths differ.
+#[inline]
+pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    debug_assert_eq!(a.len(), b.len(), "dot_i8 of vectors of different lengths");
+    (kernels().dot_i8)(a, b)
+}
+
+/// Int8 code of a vector: `v[i] ~= code[i] * scale`, `scale = max |v[i]| / 127` (written to
+/// `code`, which must be as long as `v`). Returns the scale (0 for an all-zero vector).
+pub fn quantize_i8(v: &[f32], code: &mut [i8]) -> f32 {
+    let max = v.iter().fold(0.0f32, |m, &x| m.max(x.abs()));
+    if max.is_nan() || max <= 0.0 || !max.is_finite() {
+        code.iter_mut().for_each(|c| *c = 0);
+        return 0.0;
+    }
+    let inv = 127.0 / max;
+    for (c, &x) in code.iter_mut().zip(v) {
+        *c = (x * inv).round().clamp(-127.0, 127.0) as i8;
+    }
+    max / 127.0
+}
+
 /// Plain read of every float of `block` (their sum), with the same SIMD level
 /// as [`scan_dots`]: the memory-bandwidth baseline for benchmarks.
 pub fn memory_read_baseline(block: &[f32]) -> f32 {
@@ -211,6 +238,27 @@ pub fn memory_read_baseline(block: &[f32]) -> f32 {
 /// aarch64). 16 independent lanes hide the latency of the vector adds.
 pub(crate) mod fallback {
     const LANES: usize = 16;
+
+    /// 32 lanes of i32: LLVM widens and multiplies them with the baseline SIMD.
+    pub(crate) fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+        let n = a.len().min(b.len());
+        let (a, b) = (&a[..n], &b[..n]);
+        let ca = a.chunks_exact(32);
+        let cb = b.chunks_exact(32);
+        let (ra, rb) = (ca.remainder(), cb.remainder());
+        let mut acc = [0i32; 32];
+        for (x, y) in ca.zip(cb) {
+            for ((s, &p), &q) in acc.iter_mut().zip(x).zip(y) {
+                *s += i32::from(p) * i32::from(q);
+            }
+        }
+        let tail: i32 = ra
+            .iter()
+            .zip(rb)
+            .map(|(&p, &q)| i32::from(p) * i32::from(q))
+            .sum();
+        acc.iter().sum::<i32>() + tail
+    }
 
     #[inline]
     fn reduce(acc: &[f32; LANES]) -> f32 {
@@ -291,6 +339,49 @@ pub(crate) mod avx2 {
     pub(crate) fn sum_entry(block: &[f32]) -> f32 {
         // SAFETY: as above.
         unsafe { sum(block) }
+    }
+
+    pub(crate) fn dot_i8_entry(a: &[i8], b: &[i8]) -> i32 {
+        // SAFETY: as above.
+        unsafe { dot_i8(a, b) }
+    }
+
+    /// Sign-extends 16 int8 at a time to int16 and multiply-adds pairs into int32.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc0 = _mm256_setzero_si256();
+        let mut acc1 = _mm256_setzero_si256();
+        let mut i = 0usize;
+        // SAFETY (all loads): i + 32 <= n (or i + 16 <= n) bytes are in both slices.
+        while i + 32 <= n {
+            let a0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(pa.add(i).cast()));
+            let b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(pb.add(i).cast()));
+            let a1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(pa.add(i + 16).cast()));
+            let b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(pb.add(i + 16).cast()));
+            acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(a0, b0));
+            acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(a1, b1));
+            i += 32;
+        }
+        if i + 16 <= n {
+            let a0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(pa.add(i).cast()));
+            let b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(pb.add(i).cast()));
+            acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(a0, b0));
+            i += 16;
+        }
+        let acc = _mm256_add_epi32(acc0, acc1);
+        let lo = _mm256_castsi256_si128(acc);
+        let hi = _mm256_extracti128_si256::<1>(acc);
+        let s = _mm_add_epi32(lo, hi);
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+        let mut total = _mm_cvtsi128_si32(s);
+        while i < n {
+            total += i32::from(*pa.add(i)) * i32::from(*pb.add(i));
+            i += 1;
+        }
+        total
     }
 
     #[cfg(test)]
@@ -619,6 +710,48 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn dot_i8_kernels_are_exact() {
+        let mut rng = Rng::new(6);
+        let mut kernels: Vec<(&str, DotI8Fn)> =
+            vec![("fallback", fallback::dot_i8), ("dispatch", dot_i8)];
+        #[cfg(target_arch = "x86_64")]
+        if avx2::available() {
+            kernels.push(("avx2", avx2::dot_i8_entry));
+        }
+        for (name, k) in kernels {
+            for &d in &[0usize, 1, 15, 16, 17, 31, 32, 33, 384, 1536, 1537] {
+                let a: Vec<i8> = (0..d)
+                    .map(|_| (rng.next_u64() % 255) as i16 as i8)
+                    .collect();
+                let b: Vec<i8> = (0..d)
+                    .map(|_| (rng.next_u64() % 255) as i16 as i8)
+                    .collect();
+                let want: i32 = a
+                    .iter()
+                    .zip(&b)
+                    .map(|(&x, &y)| i32::from(x) * i32::from(y))
+                    .sum();
+                assert_eq!(k(&a, &b), want, "{name} dim {d}");
+            }
+            let ext = vec![-128i8; 1536];
+            assert_eq!(k(&ext, &ext), 1536 * 128 * 128, "{name} extremes");
+        }
+        // Quantization: a unit vector's code dot stays within 1% of the float dot.
+        for &d in &[8usize, 384, 1536] {
+            let a = normalized(&rng.vec(d)).unwrap();
+            let b = normalized(&rng.vec(d)).unwrap();
+            let (mut ca, mut cb) = (vec![0i8; d], vec![0i8; d]);
+            let (sa, sb) = (quantize_i8(&a, &mut ca), quantize_i8(&b, &mut cb));
+            let approx = dot_i8(&ca, &cb) as f32 * sa * sb;
+            assert!((approx - dot(&a, &b)).abs() < 0.01, "dim {d}");
+            assert!((dot_i8(&ca, &ca) as f32 * sa * sa - 1.0).abs() < 0.01);
+        }
+        let mut z = vec![1i8; 3];
+        assert_eq!(quantize_i8(&[0.0, 0.0, 0.0], &mut z), 0.0);
+        assert_eq!(z, vec![0, 0, 0]);
     }
 
     #[test]

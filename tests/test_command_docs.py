@@ -95,7 +95,7 @@ def test_command_docs_match_the_readme_tables(server):
     assert find_arg(docs["SEMCACHE.GET"]["arguments"], "MAXDIST")["type"] == "double"
     assert find_arg(docs["SEMCACHE.GET"]["arguments"], "WITHSCORES")["type"] == "pure-token"
     assert find_arg(docs["SEMCACHE.SET"]["arguments"], "PXAT")["type"] == "unix-time"
-    del_ids = docs["SEMCACHE.DEL"]["arguments"][1]
+    del_ids = docs["SEMCACHE.DEL"]["arguments"][1]["arguments"][0]
     assert (del_ids["type"], del_ids["flags"]) == ("integer", ["multiple"])
 
 

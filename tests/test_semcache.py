@@ -279,7 +279,9 @@ def test_memory_usage_close_to_raw_bytes(r):
     p.execute()
     raw = n * (dim * 4 + 100)
     used = r.memory_usage("sc", samples=0)
-    assert raw <= used <= raw + n * 64, (raw, used)
+    # 84 bytes of columns per entry (id, expiry, response, meta, tags, renewal, hit count,
+    # last use) plus chunk headers.
+    assert raw <= used <= raw + n * 96, (raw, used)
     # Within 10% of what the allocator really holds for it. DEL frees inline: with
     # lazyfree-lazy-user-del (Valkey 8+ default) a background thread frees it and INFO can
     # run before it has.

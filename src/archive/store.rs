@@ -649,7 +649,7 @@ mod tests {
         st.append(&p, b"k", 1, 3, &turns(4..=6)).unwrap();
         let mut bytes = fs::read(&p).unwrap();
         let header_len = format::read_header(&bytes).unwrap().1;
-        bytes[header_len + 45] ^= 0x40; // in the first segment's payload
+        bytes[header_len + 60] ^= 0x40; // in the first segment's payload (after a 52-byte SEG2 header)
         fs::write(&p, &bytes).unwrap();
         let e = read_turns(&p, 1, 6, 0, u64::MAX).unwrap_err().to_string();
         assert!(

@@ -25,8 +25,9 @@
 //!
 //! # Memory
 //!
-//! Per entry: `4 * dim` vector bytes, the response and meta bytes, and 48
-//! bytes of columns (id 8, expiry 8, boxed response 16, boxed meta 16), plus
+//! Per entry: `4 * dim` vector bytes, the response, meta and tag bytes, and 84
+//! bytes of columns (id 8, expiry 8, boxed response 16, boxed meta 16, boxed tags 16,
+//! renewal 8, hit count 4, last use 8), plus
 //! ~120 bytes per chunk. Capacity: when `max_items * dim * 4 <=
 //! EXACT_RESERVE_BYTES` every column and chunk is reserved at its final size
 //! when first needed (no slack ever); otherwise the columns and the last chunk
@@ -35,9 +36,13 @@
 //! of its capacity gives memory back. Responses and metas are stored as
 //! exact-size boxes.
 
+use std::cell::Cell;
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use super::hnsw::{self, Hnsw};
+use super::tags::{self, Pair};
 use crate::vector::{self, VectorError};
 
 /// Tolerance of the similarity threshold: an entry hits when
@@ -66,6 +71,62 @@ pub struct Hit {
     pub score: f32,
 }
 
+/// Which entry a full bucket drops for a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EvictPolicy {
+    /// The oldest (smallest id).
+    #[default]
+    Fifo,
+    /// The least recently used (answered a lookup, or was inserted).
+    Lru,
+    /// The fewest hits; ties: the least recently used.
+    Lfu,
+}
+
+impl EvictPolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            EvictPolicy::Fifo => "fifo",
+            EvictPolicy::Lru => "lru",
+            EvictPolicy::Lfu => "lfu",
+        }
+    }
+
+    pub fn parse(text: &[u8]) -> Option<EvictPolicy> {
+        match text.to_ascii_lowercase().as_slice() {
+            b"fifo" => Some(EvictPolicy::Fifo),
+            b"lru" => Some(EvictPolicy::Lru),
+            b"lfu" => Some(EvictPolicy::Lfu),
+            _ => None,
+        }
+    }
+
+    /// The persisted code (codec header).
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_code(code: u8) -> Option<EvictPolicy> {
+        [EvictPolicy::Fifo, EvictPolicy::Lru, EvictPolicy::Lfu]
+            .get(code as usize)
+            .copied()
+    }
+}
+
+/// What an entry holds besides its id and vector.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryData {
+    pub response: Vec<u8>,
+    /// A JSON object's compact text.
+    pub meta: Option<String>,
+    /// The tag blob ([`tags::encode`]).
+    pub tags: Option<Box<[u8]>>,
+    /// 0 = never.
+    pub expire_at_ms: i64,
+    /// What GET ... TOUCH renews the expiry by (0 = nothing).
+    pub renew_ms: i64,
+}
+
 /// Result of [`Bucket::insert`]: the new entry's id and the ids evicted to
 /// make room (oldest first).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +137,9 @@ pub struct InsertOutcome {
 
 /// `(id, normalised row, response, meta, expire_at_ms)`.
 pub type EntryView<'a> = (u64, &'a [f32], &'a [u8], Option<&'a str>, i64);
+
+/// An entry with its tag blob, prompt and renewal duration, for serialisation.
+pub type FullView<'a> = (EntryView<'a>, Option<&'a [u8]>, Option<&'a [u8]>, i64);
 
 /// Errors of bucket operations; `Display` gives the user-facing message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +208,9 @@ struct Chunk {
     rows: Vec<f32>,
     ids: Vec<u64>,
     expire_at_ms: Vec<i64>,
+    /// Each row's tag blob (see `tags.rs`): here rather than bucket-wide, so that a
+    /// background scan of a snapshot can apply a FILTER.
+    tags: Vec<Option<Box<[u8]>>>,
 }
 
 impl Chunk {
@@ -160,6 +227,7 @@ impl Chunk {
         self.rows.reserve_exact(rows * dim);
         self.ids.reserve_exact(rows);
         self.expire_at_ms.reserve_exact(rows);
+        self.tags.reserve_exact(rows);
     }
 
     /// A copy with the same capacity, so that the copy is not regrown.
@@ -169,13 +237,15 @@ impl Chunk {
         c.rows.extend_from_slice(&self.rows);
         c.ids.extend_from_slice(&self.ids);
         c.expire_at_ms.extend_from_slice(&self.expire_at_ms);
+        c.tags.extend(self.tags.iter().cloned());
         c
     }
 
-    fn push(&mut self, id: u64, row: &[f32], expire_at_ms: i64) {
+    fn push(&mut self, id: u64, row: &[f32], expire_at_ms: i64, tags: Option<Box<[u8]>>) {
         self.rows.extend_from_slice(row);
         self.ids.push(id);
         self.expire_at_ms.push(expire_at_ms);
+        self.tags.push(tags);
     }
 
     fn row(&self, o: usize, dim: usize) -> &[f32] {
@@ -188,6 +258,7 @@ impl Chunk {
         self.rows[o * dim..(o + 1) * dim].copy_from_slice(src.row(from, dim));
         self.ids[o] = src.ids[from];
         self.expire_at_ms[o] = src.expire_at_ms[from];
+        self.tags[o] = src.tags[from].clone();
     }
 
     fn move_row(&mut self, from: usize, to: usize, dim: usize) {
@@ -195,18 +266,21 @@ impl Chunk {
             .copy_within(from * dim..(from + 1) * dim, to * dim);
         self.ids[to] = self.ids[from];
         self.expire_at_ms[to] = self.expire_at_ms[from];
+        self.tags[to] = self.tags[from].take();
     }
 
     fn truncate(&mut self, rows: usize, dim: usize) {
         self.rows.truncate(rows * dim);
         self.ids.truncate(rows);
         self.expire_at_ms.truncate(rows);
+        self.tags.truncate(rows);
     }
 
     fn shrink_to(&mut self, rows: usize, dim: usize) {
         self.rows.shrink_to(rows * dim);
         self.ids.shrink_to(rows);
         self.expire_at_ms.shrink_to(rows);
+        self.tags.shrink_to(rows);
     }
 
     /// Heap bytes including the `Arc` allocation that holds the chunk.
@@ -217,6 +291,8 @@ impl Chunk {
             + self.rows.capacity() * size_of::<f32>()
             + self.ids.capacity() * size_of::<u64>()
             + self.expire_at_ms.capacity() * size_of::<i64>()
+            + self.tags.capacity() * size_of::<Option<Box<[u8]>>>()
+            + self.tags.iter().flatten().map(|t| t.len()).sum::<usize>()
     }
 }
 
@@ -238,7 +314,14 @@ struct Rows<'a> {
 
 /// The search shared by [`Bucket::search`] and [`BucketSnapshot::search`]:
 /// one scan per chunk.
-fn search_rows(rows: Rows<'_>, query: &[f32], min_sim: f32, k: usize, now_ms: i64) -> Vec<Hit> {
+fn search_rows(
+    rows: Rows<'_>,
+    query: &[f32],
+    min_sim: f32,
+    k: usize,
+    now_ms: i64,
+    filter: &[Pair],
+) -> Vec<Hit> {
     let Rows {
         chunks,
         chunk_rows,
@@ -258,6 +341,9 @@ fn search_rows(rows: Rows<'_>, query: &[f32], min_sim: f32, k: usize, now_ms: i6
             if score.is_nan() || score < threshold || is_expired(chunk.expire_at_ms[o], now_ms) {
                 return None;
             }
+            if !tags::matches(chunk.tags[o].as_deref(), filter) {
+                return None;
+            }
             Some(Hit {
                 index: base + o,
                 id: chunk.ids[o],
@@ -275,6 +361,37 @@ fn search_rows(rows: Rows<'_>, query: &[f32], min_sim: f32, k: usize, now_ms: i6
     hits
 }
 
+/// A row or node number that is none.
+const NONE: u32 = u32::MAX;
+
+/// Candidates an index lookup keeps beyond `k`, so that a few expired or below-threshold
+/// nodes do not shorten the answer.
+const INDEX_SPARE: usize = 8;
+
+/// Index candidates (best by int8 similarity) re-scored with their float rows, at least:
+/// int8 similarities are within ~0.01 of the float ones, far less than what separates
+/// the 32nd candidate from the first.
+const RESCORE_MIN: usize = 32;
+
+/// The approximate nearest-neighbour index of a big bucket: an HNSW graph whose nodes are
+/// stable slots, and the maps between them and the (moving) physical rows.
+#[derive(Debug, Clone)]
+struct BucketIndex {
+    graph: Hnsw,
+    /// By node slot: its physical row (`NONE` for a free slot).
+    node_row: Vec<u32>,
+    /// By physical row: its node (`NONE` while not yet indexed).
+    row_node: Vec<u32>,
+    /// Rows not yet in the graph; index lookups wait until this is 0.
+    unindexed: usize,
+}
+
+impl BucketIndex {
+    fn heap_bytes(&self) -> usize {
+        self.graph.heap_bytes() + (self.node_row.capacity() + self.row_node.capacity()) * 4
+    }
+}
+
 /// The entries of one semantic-cache key. See the module docs for layout and
 /// memory policy.
 #[derive(Debug, Clone)]
@@ -290,12 +407,26 @@ pub struct Bucket {
     chunks: Vec<Arc<Chunk>>,
     responses: Vec<Box<[u8]>>,
     metas: Vec<Option<Box<str>>>,
+    /// By row: the duration a TOUCH renews the entry's expiry by (0 = none).
+    renew_ms: Vec<i64>,
+    /// By row: lookups the entry answered, and the use clock at its last one (or its
+    /// insert). Changed by reads (hence `Cell`); neither persisted nor replicated: the
+    /// primary's evictions reach replicas as SEMCACHE.DEL.
+    hit_counts: Vec<Cell<u32>>,
+    last_use: Vec<Cell<u64>>,
+    use_clock: Cell<u64>,
+    policy: EvictPolicy,
     /// A lower bound of the entries' expiry times (0 = no entry expires), so the expiry sweep
     /// that every SET runs costs nothing until something can have expired.
     earliest_expiry_ms: i64,
     /// Lookup counters, maintained by the caller.
     pub hits: u64,
     pub misses: u64,
+    index: Option<BucketIndex>,
+    /// Exact prompts (`PROMPT text`): text -> id, and id -> text for removals. Empty (and
+    /// free) for buckets whose entries have none.
+    prompt_ids: HashMap<Box<[u8]>, u64>,
+    id_prompts: HashMap<u64, Box<[u8]>>,
 }
 
 impl Bucket {
@@ -309,9 +440,17 @@ impl Bucket {
             chunks: Vec::new(),
             responses: Vec::new(),
             metas: Vec::new(),
+            renew_ms: Vec::new(),
+            hit_counts: Vec::new(),
+            last_use: Vec::new(),
+            use_clock: Cell::new(0),
+            policy: EvictPolicy::Fifo,
             earliest_expiry_ms: 0,
             hits: 0,
             misses: 0,
+            index: None,
+            prompt_ids: HashMap::new(),
+            id_prompts: HashMap::new(),
         }
     }
 
@@ -398,6 +537,22 @@ impl Bucket {
         meta: Option<String>,
         expire_at_ms: i64,
     ) -> Result<InsertOutcome, BucketError> {
+        let data = EntryData {
+            response,
+            meta,
+            expire_at_ms,
+            ..EntryData::default()
+        };
+        self.insert_entry(id, vector, data)
+    }
+
+    /// [`Bucket::insert`] with every field of an entry (tags, renewal duration).
+    pub fn insert_entry(
+        &mut self,
+        id: Option<u64>,
+        vector: &[f32],
+        data: EntryData,
+    ) -> Result<InsertOutcome, BucketError> {
         self.check_dim(vector.len())?;
         let id = self.choose_id(id)?;
         let row = vector::normalized(vector)?;
@@ -405,11 +560,11 @@ impl Bucket {
         self.next_id = id + 1;
         let mut evicted = Vec::new();
         while self.len() >= self.max_items {
-            let oldest = self.oldest_index().expect("non-empty");
+            let oldest = self.victim_index().expect("non-empty");
             evicted.push(self.id_at(oldest));
             self.remove_at(oldest);
         }
-        self.push_row(id, &row, response, meta, expire_at_ms);
+        self.push_row(id, &row, data);
         Ok(InsertOutcome { id, evicted })
     }
 
@@ -425,6 +580,22 @@ impl Bucket {
         meta: Option<String>,
         expire_at_ms: i64,
     ) -> Result<(), BucketError> {
+        let data = EntryData {
+            response,
+            meta,
+            expire_at_ms,
+            ..EntryData::default()
+        };
+        self.push_loaded_entry(id, row, data)
+    }
+
+    /// [`Bucket::push_loaded`] with every field of an entry.
+    pub fn push_loaded_entry(
+        &mut self,
+        id: u64,
+        row: &[f32],
+        data: EntryData,
+    ) -> Result<(), BucketError> {
         self.check_dim(row.len())?;
         let id = self.choose_id(Some(id))?;
         if let Some(i) = row.iter().position(|x| !x.is_finite()) {
@@ -437,7 +608,7 @@ impl Bucket {
         }
         self.set_dim(row.len());
         self.next_id = id + 1;
-        self.push_row(id, row, response, meta, expire_at_ms);
+        self.push_row(id, row, data);
         Ok(())
     }
 
@@ -447,7 +618,7 @@ impl Bucket {
         let max_items = max_items.max(1);
         let mut evicted = Vec::new();
         while self.len() > max_items {
-            let oldest = self.oldest_index().expect("non-empty");
+            let oldest = self.victim_index().expect("non-empty");
             evicted.push(self.id_at(oldest));
             self.remove_at(oldest);
         }
@@ -511,6 +682,21 @@ impl Bucket {
             .filter(|&e| e != 0 && !is_expired(e, now_ms))
             .min()
             .unwrap_or(0);
+        if self.index.is_some() {
+            // The graph changes with the order of removals: take expired nodes out in id
+            // order, as a replica applies the replicated SEMCACHE.DEL.
+            let mut expired: Vec<(u64, usize)> = (0..self.len())
+                .filter(|&i| {
+                    let (c, o) = self.locate(i);
+                    is_expired(self.chunks[c].expire_at_ms[o], now_ms)
+                })
+                .map(|i| (self.id_at(i), i))
+                .collect();
+            expired.sort_unstable();
+            for (_, row) in expired {
+                self.unindex_row(row);
+            }
+        }
         let mut i = 0;
         while i < self.len() {
             let (c, o) = self.locate(i);
@@ -532,13 +718,23 @@ impl Bucket {
     pub fn set_expire(&mut self, id: u64, expire_at_ms: i64) -> bool {
         match self.index_of(id) {
             Some(i) => {
-                let (c, o) = self.locate(i);
-                unique(&mut self.chunks[c], self.dim).expire_at_ms[o] = expire_at_ms;
-                self.note_expiry(expire_at_ms);
+                self.set_expire_at_index(i, expire_at_ms);
                 true
             }
             None => false,
         }
+    }
+
+    /// Changes the expiry of the entry at a physical index (as in [`Hit::index`]).
+    pub fn set_expire_at_index(&mut self, index: usize, expire_at_ms: i64) {
+        let (c, o) = self.locate(index);
+        unique(&mut self.chunks[c], self.dim).expire_at_ms[o] = expire_at_ms;
+        self.note_expiry(expire_at_ms);
+    }
+
+    /// The renewal duration of the entry at a physical index (0 = TOUCH leaves it).
+    pub fn renew_at(&self, index: usize) -> i64 {
+        self.renew_ms[index]
     }
 
     /// Physical index of an id (linear scan of the id columns).
@@ -588,7 +784,58 @@ impl Bucket {
     /// bucket's dimension (callers check [`Bucket::dim`]); a query of another
     /// dimension, or `k == 0`, matches nothing.
     pub fn search(&self, query: &[f32], min_sim: f32, k: usize, now_ms: i64) -> Vec<Hit> {
-        search_rows(self.rows(), query, min_sim, k, now_ms)
+        search_rows(self.rows(), query, min_sim, k, now_ms, &[])
+    }
+
+    /// [`Bucket::search`] among the entries that have every pair of `filter`.
+    pub fn search_where(
+        &self,
+        query: &[f32],
+        min_sim: f32,
+        k: usize,
+        now_ms: i64,
+        filter: &[Pair],
+    ) -> Vec<Hit> {
+        search_rows(self.rows(), query, min_sim, k, now_ms, filter)
+    }
+
+    /// The tag blob of the entry at a physical index.
+    pub fn tags_at(&self, index: usize) -> Option<&[u8]> {
+        let (c, o) = self.locate(index);
+        self.chunks[c].tags[o].as_deref()
+    }
+
+    /// Every entry as [`Bucket::entries`] yields them, with its tag blob and prompt.
+    pub fn entries_with_tags(&self) -> impl Iterator<Item = FullView<'_>> + '_ {
+        let mut order: Vec<(u64, usize)> = self
+            .chunks
+            .iter()
+            .flat_map(|c| c.ids.iter().copied())
+            .enumerate()
+            .map(|(i, id)| (id, i))
+            .collect();
+        order.sort_unstable();
+        order.into_iter().map(move |(id, i)| {
+            (
+                self.entry_at(i),
+                self.tags_at(i),
+                self.prompt_of(id),
+                self.renew_ms[i],
+            )
+        })
+    }
+
+    /// Ids of the entries having every pair of `filter` (expired or not), increasing.
+    pub fn ids_where(&self, filter: &[Pair]) -> Vec<u64> {
+        let mut ids: Vec<u64> = self
+            .chunks
+            .iter()
+            .flat_map(|c| c.ids.iter().zip(&c.tags))
+            .filter(|(_, t)| tags::matches(t.as_deref(), filter))
+            .map(|(&id, _)| id)
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// An immutable view for a background scan: shares every chunk (rows, ids
@@ -608,16 +855,269 @@ impl Bucket {
     /// counted in full even while a snapshot shares them).
     pub fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
-        self.chunks.capacity() * size_of::<Arc<Chunk>>()
+        self.index_bytes()
+            + self.prompt_bytes()
+            + self.chunks.capacity() * size_of::<Arc<Chunk>>()
             + self.chunks.iter().map(|c| c.heap_bytes()).sum::<usize>()
             + self.responses.capacity() * size_of::<Box<[u8]>>()
             + self.responses.iter().map(|r| r.len()).sum::<usize>()
             + self.metas.capacity() * size_of::<Option<Box<str>>>()
+            + self.renew_ms.capacity() * size_of::<i64>()
+            + self.hit_counts.capacity() * size_of::<Cell<u32>>()
+            + self.last_use.capacity() * size_of::<Cell<u64>>()
             + self
                 .metas
                 .iter()
                 .map(|m| m.as_ref().map_or(0, |s| s.len()))
                 .sum::<usize>()
+    }
+
+    // ---- usage and eviction ----
+
+    pub fn policy(&self) -> EvictPolicy {
+        self.policy
+    }
+
+    pub fn set_policy(&mut self, policy: EvictPolicy) {
+        self.policy = policy;
+    }
+
+    /// Counts a lookup answered by the entry at a physical index.
+    pub fn record_hit(&self, index: usize) {
+        let c = &self.hit_counts[index];
+        c.set(c.get().saturating_add(1));
+        self.last_use[index].set(self.tick());
+    }
+
+    /// Lookups the entry at a physical index answered (since it was loaded).
+    pub fn hits_at(&self, index: usize) -> u32 {
+        self.hit_counts[index].get()
+    }
+
+    // ---- exact prompts ----
+
+    /// Gives entry `id` its prompt text (one entry per prompt: the caller removes the
+    /// entry that had it before). False when the id is absent or the text taken.
+    pub fn set_prompt(&mut self, id: u64, text: &[u8]) -> bool {
+        if self.prompt_ids.contains_key(text) || self.index_of(id).is_none() {
+            return false;
+        }
+        if let Some(old) = self.id_prompts.insert(id, text.into()) {
+            self.prompt_ids.remove(&old);
+        }
+        self.prompt_ids.insert(text.into(), id);
+        true
+    }
+
+    /// The entry holding exactly this prompt.
+    pub fn id_of_prompt(&self, text: &[u8]) -> Option<u64> {
+        self.prompt_ids.get(text).copied()
+    }
+
+    pub fn prompt_of(&self, id: u64) -> Option<&[u8]> {
+        self.id_prompts.get(&id).map(|p| &p[..])
+    }
+
+    fn prompt_bytes(&self) -> usize {
+        // Two maps: ~48 bytes of table per side, the text twice.
+        self.id_prompts.values().map(|p| 2 * p.len() + 96).sum()
+    }
+
+    // ---- the index ----
+
+    /// True when the bucket keeps an index (complete or not).
+    pub fn has_index(&self) -> bool {
+        self.index.is_some()
+    }
+
+    /// Entries not yet in the index (0 without an index).
+    pub fn unindexed(&self) -> usize {
+        self.index.as_ref().map_or(0, |ix| ix.unindexed)
+    }
+
+    /// Heap bytes of the index and its maps.
+    pub fn index_bytes(&self) -> usize {
+        self.index.as_ref().map_or(0, BucketIndex::heap_bytes)
+    }
+
+    /// Starts an index (no-op when there is one): every entry is pending until
+    /// [`Bucket::index_pending`] adds it.
+    pub fn create_index(&mut self) {
+        if self.index.is_none() {
+            self.index = Some(BucketIndex {
+                graph: Hnsw::new(hnsw::Params::default()),
+                node_row: Vec::new(),
+                row_node: vec![NONE; self.len()],
+                unindexed: self.len(),
+            });
+        }
+    }
+
+    /// Adds up to `max` pending entries to the index, smallest id first (deterministic:
+    /// a replica applying the same commands indexes the same entries). Returns how many.
+    pub fn index_pending(&mut self, max: usize) -> usize {
+        let Some(ix) = &self.index else { return 0 };
+        if ix.unindexed == 0 || max == 0 {
+            return 0;
+        }
+        let mut rows: Vec<(u64, usize)> =
+            if ix.unindexed == 1 && ix.row_node[self.len() - 1] == NONE {
+                vec![(self.id_at(self.len() - 1), self.len() - 1)] // the usual case: the new entry
+            } else {
+                (0..self.len())
+                    .filter(|&r| ix.row_node[r] == NONE)
+                    .map(|r| (self.id_at(r), r))
+                    .collect()
+            };
+        let n = max.min(rows.len());
+        if rows.len() > n {
+            rows.select_nth_unstable(n - 1);
+            rows.truncate(n);
+        }
+        rows.sort_unstable();
+        for (id, row) in rows {
+            self.index_row(id, row);
+        }
+        n
+    }
+
+    fn index_row(&mut self, id: u64, row: usize) {
+        let (c, o) = self.locate(row);
+        let vector = self.chunks[c].row(o, self.dim);
+        let Some(ix) = &mut self.index else { return };
+        let node = ix.graph.alloc(id, vector);
+        if ix.node_row.len() <= node as usize {
+            ix.node_row.resize(node as usize + 1, NONE);
+        }
+        ix.node_row[node as usize] = row as u32;
+        ix.row_node[row] = node;
+        ix.unindexed -= 1;
+        ix.graph.connect(node);
+    }
+
+    /// Takes a row's node out of the graph (the row stays, pending).
+    fn unindex_row(&mut self, row: usize) {
+        let Some(ix) = &mut self.index else { return };
+        let node = ix.row_node[row];
+        if node == NONE {
+            return;
+        }
+        ix.graph.remove(node);
+        ix.node_row[node as usize] = NONE;
+        ix.row_node[row] = NONE;
+        ix.unindexed += 1;
+    }
+
+    /// The graph, for persistence.
+    pub fn index_graph(&self) -> Option<&Hnsw> {
+        self.index.as_ref().map(|ix| &ix.graph)
+    }
+
+    /// Attaches a loaded graph: every node must be an entry of the bucket, each entry at
+    /// most once. Entries without a node are pending. On error nothing changed.
+    pub fn attach_index(&mut self, mut graph: Hnsw) -> Result<(), String> {
+        let rows: std::collections::HashMap<u64, usize> =
+            (0..self.len()).map(|r| (self.id_at(r), r)).collect();
+        let mut node_row = vec![NONE; graph.slots()];
+        let mut row_node = vec![NONE; self.len()];
+        for (node, id) in graph.nodes() {
+            let Some(&row) = rows.get(&id) else {
+                return Err(format!(
+                    "index node {node} names entry {id}, which is not in the bucket"
+                ));
+            };
+            if row_node[row] != NONE {
+                return Err(format!("entry {id} is in the index twice"));
+            }
+            row_node[row] = node;
+            node_row[node as usize] = row as u32;
+        }
+        let unindexed = row_node.iter().filter(|&&n| n == NONE).count();
+        graph.load_vectors(self.dim, |node| {
+            let (c, o) = self.locate(node_row[node as usize] as usize);
+            self.chunks[c].row(o, self.dim)
+        });
+        self.index = Some(BucketIndex {
+            graph,
+            node_row,
+            row_node,
+            unindexed,
+        });
+        Ok(())
+    }
+
+    /// The index's answer to [`Bucket::search`] (same contract, approximate: the graph
+    /// returns its best `ef` candidates by int8 similarity, each re-scored exactly), or
+    /// `None` when there is no complete index.
+    pub fn search_index(
+        &self,
+        query: &[f32],
+        min_sim: f32,
+        k: usize,
+        now_ms: i64,
+        ef: usize,
+    ) -> Option<Vec<Hit>> {
+        self.search_index_where(query, min_sim, k, now_ms, ef, &[])
+    }
+
+    /// [`Bucket::search_index`] among the entries that have every pair of `filter`. The
+    /// graph is walked as without a filter (4x the candidates) and only matching entries
+    /// are kept, so an answer never holds another entry; when fewer than `k` match (a
+    /// selective filter) this gives up with `None` and the caller scans exactly.
+    pub fn search_index_where(
+        &self,
+        query: &[f32],
+        min_sim: f32,
+        k: usize,
+        now_ms: i64,
+        ef: usize,
+        filter: &[Pair],
+    ) -> Option<Vec<Hit>> {
+        let ix = self.index.as_ref().filter(|ix| ix.unindexed == 0)?;
+        if k == 0 || query.len() != self.dim || ix.graph.is_empty() {
+            return Some(Vec::new());
+        }
+        let threshold = min_sim - SCORE_EPSILON;
+        let want = k.saturating_add(INDEX_SPARE);
+        let ef = if filter.is_empty() {
+            ef
+        } else {
+            ef.saturating_mul(4)
+        };
+        // The graph ranks by int8 similarity; the best candidates are re-scored with their
+        // float rows.
+        let mut found = ix.graph.search(query, ef.max(want));
+        if !filter.is_empty() {
+            found.retain(|&(node, _)| {
+                let (c, o) = self.locate(ix.node_row[node as usize] as usize);
+                tags::matches(self.chunks[c].tags[o].as_deref(), filter)
+            });
+            if found.len() < k {
+                return None;
+            }
+        }
+        let rescore = found.len().min(RESCORE_MIN.max(want));
+        let mut hits: Vec<Hit> = found[..rescore]
+            .iter()
+            .filter_map(|&(node, _)| {
+                let row = ix.node_row[node as usize] as usize;
+                let (c, o) = self.locate(row);
+                let chunk = &self.chunks[c];
+                let score = vector::dot(query, chunk.row(o, self.dim)).clamp(-1.0, 1.0);
+                if score.is_nan() || score < threshold || is_expired(chunk.expire_at_ms[o], now_ms)
+                {
+                    return None;
+                }
+                Some(Hit {
+                    index: row,
+                    id: chunk.ids[o],
+                    score,
+                })
+            })
+            .collect();
+        hits.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(b.id.cmp(&a.id)));
+        hits.truncate(k);
+        Some(hits)
     }
 
     // ---- internals ----
@@ -646,6 +1146,23 @@ impl Bucket {
             && (self.earliest_expiry_ms == 0 || expire_at_ms < self.earliest_expiry_ms)
         {
             self.earliest_expiry_ms = expire_at_ms;
+        }
+    }
+
+    fn tick(&self) -> u64 {
+        let t = self.use_clock.get() + 1;
+        self.use_clock.set(t);
+        t
+    }
+
+    /// The entry the eviction policy drops first: FIFO the oldest; LRU the least recently
+    /// used (inserts count as a use); LFU the fewest hits, then the least recently used.
+    fn victim_index(&self) -> Option<usize> {
+        let key = |i: usize| (self.last_use[i].get(), self.id_at(i));
+        match self.policy {
+            EvictPolicy::Fifo => self.oldest_index(),
+            EvictPolicy::Lru => (0..self.len()).min_by_key(|&i| key(i)),
+            EvictPolicy::Lfu => (0..self.len()).min_by_key(|&i| (self.hit_counts[i].get(), key(i))),
         }
     }
 
@@ -688,14 +1205,14 @@ impl Bucket {
         }
     }
 
-    fn push_row(
-        &mut self,
-        id: u64,
-        row: &[f32],
-        response: Vec<u8>,
-        meta: Option<String>,
-        expire_at_ms: i64,
-    ) {
+    fn push_row(&mut self, id: u64, row: &[f32], data: EntryData) {
+        let EntryData {
+            response,
+            meta,
+            tags,
+            expire_at_ms,
+            renew_ms,
+        } = data;
         self.note_expiry(expire_at_ms);
         let needed = self.len() + 1;
         let dim = self.dim;
@@ -710,6 +1227,20 @@ impl Bucket {
         self.reserve_col(&mut metas, needed);
         metas.push(meta.map(String::into_boxed_str));
         self.metas = metas;
+
+        let mut renews = std::mem::take(&mut self.renew_ms);
+        self.reserve_col(&mut renews, needed);
+        renews.push(renew_ms);
+        self.renew_ms = renews;
+
+        let mut counts = std::mem::take(&mut self.hit_counts);
+        self.reserve_col(&mut counts, needed);
+        counts.push(Cell::new(0));
+        self.hit_counts = counts;
+        let mut uses = std::mem::take(&mut self.last_use);
+        self.reserve_col(&mut uses, needed);
+        uses.push(Cell::new(self.tick()));
+        self.last_use = uses;
 
         if self
             .chunks
@@ -729,7 +1260,11 @@ impl Bucket {
         if let Some(target) = target {
             chunk.reserve_exact(target - len, dim);
         }
-        chunk.push(id, row, expire_at_ms);
+        chunk.push(id, row, expire_at_ms, tags);
+        if let Some(ix) = &mut self.index {
+            ix.row_node.push(NONE);
+            ix.unindexed += 1;
+        }
     }
 
     /// `swap_remove` of row `i` in every column: O(dim); copies (on write) at
@@ -737,8 +1272,27 @@ impl Bucket {
     fn remove_at(&mut self, i: usize) {
         let dim = self.dim;
         let last = self.len() - 1;
+        self.unindex_row(i);
+        if !self.id_prompts.is_empty() {
+            if let Some(p) = self.id_prompts.remove(&self.id_at(i)) {
+                self.prompt_ids.remove(&p);
+            }
+        }
+        if let Some(ix) = &mut self.index {
+            ix.unindexed -= 1;
+            ix.row_node.swap_remove(i);
+            if i != last {
+                let moved = ix.row_node[i];
+                if moved != NONE {
+                    ix.node_row[moved as usize] = i as u32;
+                }
+            }
+        }
         self.responses.swap_remove(i);
+        self.hit_counts.swap_remove(i);
+        self.last_use.swap_remove(i);
         self.metas.swap_remove(i);
+        self.renew_ms.swap_remove(i);
         let (c, o) = self.locate(i);
         let (lc, lo) = self.locate(last);
         if i != last {
@@ -768,6 +1322,9 @@ impl Bucket {
             let keep = len + len / 2;
             self.responses.shrink_to(keep);
             self.metas.shrink_to(keep);
+            self.renew_ms.shrink_to(keep);
+            self.hit_counts.shrink_to(keep);
+            self.last_use.shrink_to(keep);
         }
         if self.chunks.capacity() > 2 * self.chunks.len() + MIN_GROW_ROWS {
             self.chunks.shrink_to_fit();
@@ -797,12 +1354,24 @@ impl BucketSnapshot {
     /// Same contract as [`Bucket::search`]; `Hit::index` refers to the
     /// snapshot, not to the bucket.
     pub fn search(&self, query: &[f32], min_sim: f32, k: usize, now_ms: i64) -> Vec<Hit> {
+        self.search_where(query, min_sim, k, now_ms, &[])
+    }
+
+    /// [`BucketSnapshot::search`] among the entries that have every pair of `filter`.
+    pub fn search_where(
+        &self,
+        query: &[f32],
+        min_sim: f32,
+        k: usize,
+        now_ms: i64,
+        filter: &[Pair],
+    ) -> Vec<Hit> {
         let rows = Rows {
             chunks: &self.chunks,
             chunk_rows: self.chunk_rows,
             dim: self.dim,
         };
-        search_rows(rows, query, min_sim, k, now_ms)
+        search_rows(rows, query, min_sim, k, now_ms, filter)
     }
 
     pub fn len(&self) -> usize {
@@ -1161,7 +1730,7 @@ mod tests {
     }
 
     fn bound(dim: usize, n: usize, resp_bytes: usize) -> usize {
-        n * (4 * dim + 64) + resp_bytes
+        n * (4 * dim + 96) + resp_bytes
     }
 
     fn fill(b: &mut Bucket, n: usize, dim: usize, rng: &mut Rng) -> usize {
@@ -1206,7 +1775,7 @@ mod tests {
         // While growing, slack is at most half of the live rows.
         let mut e = Bucket::new(100_000);
         let r4 = fill(&mut e, 1_000, dim, &mut rng);
-        assert!(e.heap_bytes() <= bound(dim, 1_000, r4) + 1_000 * (4 * dim + 48) / 2);
+        assert!(e.heap_bytes() <= bound(dim, 1_000, r4) + 1_000 * (4 * dim + 84) / 2);
         // Shrinks after mass removal.
         let before = e.heap_bytes();
         for id in 1..=900 {
@@ -1372,5 +1941,314 @@ mod tests {
         b.remove(2);
         b.set_expire(700, 0);
         assert_eq!(chunk_ptrs(&b), p);
+    }
+
+    /// Clustered unit-ish vectors: `clusters` centres plus noise.
+    fn clustered(n: usize, dim: usize, clusters: usize, rng: &mut Rng) -> Vec<Vec<f32>> {
+        let centres: Vec<Vec<f32>> = (0..clusters).map(|_| rng.vec(dim)).collect();
+        (0..n)
+            .map(|i| {
+                let noise = rng.vec(dim);
+                centres[i % clusters]
+                    .iter()
+                    .zip(noise)
+                    .map(|(c, e)| c + 0.4 * e)
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn near(v: &[f32], rng: &mut Rng) -> Vec<f32> {
+        let n = normalized(v).unwrap();
+        normalized(&n.iter().map(|x| x + 0.01 * rng.f32()).collect::<Vec<_>>()).unwrap()
+    }
+
+    /// Index lookups against exact scans: top-1 agreement, live entries only, exact scores,
+    /// through inserts, evictions, removals and expiry.
+    #[test]
+    fn index_matches_exact_scan_through_churn() {
+        let mut rng = Rng::new(31);
+        let dim = 48;
+        let data = clustered(4_000, dim, 100, &mut rng);
+        let mut b = Bucket::new(2_500);
+        for (i, v) in data.iter().enumerate() {
+            let exp = if i % 10 == 0 { 5_000 } else { 0 };
+            b.insert(None, v, vec![], None, exp).unwrap();
+            if i == 600 {
+                b.create_index();
+                assert!(b.has_index() && b.unindexed() == b.len());
+                assert!(b.search_index(&data[0], 0.0, 1, 0, 64).is_none()); // not complete
+            }
+            b.index_pending(8);
+            if i % 7 == 0 && i > 10 {
+                b.remove(i as u64 - 5);
+            }
+        }
+        assert_eq!(b.unindexed(), 0);
+        let expired = b.remove_expired(6_000);
+        assert!(!expired.is_empty());
+        assert_eq!(b.unindexed(), 0);
+        let mut agree = 0;
+        let live: Vec<u64> = b.entries().map(|e| e.0).collect();
+        for k in 0..300 {
+            let id = live[(k * 7) % live.len()];
+            let q = near(&data[id as usize - 1], &mut rng);
+            let exact = b.search(&q, -1.0, 3, 0);
+            let got = b.search_index(&q, -1.0, 3, 0, 64).unwrap();
+            assert_eq!(got.len(), 3);
+            for h in &got {
+                assert_eq!(b.entry_at(h.index).0, h.id, "hit resolves to its row");
+                let want = vector::dot(&q, b.entry_at(h.index).1);
+                assert_eq!(h.score, want.clamp(-1.0, 1.0), "scores are exact");
+            }
+            agree += usize::from(got[0].id == exact[0].id);
+        }
+        assert!(agree >= 297, "top-1 agreement {agree}/300");
+        // Expired entries (by the caller's clock) never answer, even before reclaiming.
+        let mut c = b.clone();
+        let victim = live[live.len() / 2];
+        assert!(c.set_expire(victim, 10));
+        let q = near(&data[victim as usize - 1], &mut rng);
+        assert_eq!(c.search_index(&q, -1.0, 1, 0, 64).unwrap()[0].id, victim);
+        assert!(c
+            .search_index(&q, -1.0, 5, 10, 64)
+            .unwrap()
+            .iter()
+            .all(|h| h.id != victim));
+        // A threshold above every score: nothing.
+        assert!(c
+            .search_index(&q, 1.0, 5, 0, 64)
+            .unwrap()
+            .iter()
+            .all(|h| h.score >= 1.0 - 1e-6));
+    }
+
+    fn index_payload(b: &Bucket) -> Vec<u8> {
+        let mut out = Vec::new();
+        b.index_graph().unwrap().encode(&mut out);
+        out
+    }
+
+    /// The graph depends only on the order of inserts and removals by id, never on physical
+    /// rows: expiry on a primary (rows in physical order) and the replica's SEMCACHE.DEL of
+    /// the same ids (in id order) build the same graph.
+    #[test]
+    fn index_is_deterministic_across_removal_paths() {
+        let mut rng = Rng::new(37);
+        let data = clustered(1_500, 16, 20, &mut rng);
+        let mut primary = Bucket::new(1_000);
+        let mut replica = Bucket::new(1_000);
+        for (i, v) in data.iter().enumerate() {
+            let exp = if i % 3 == 0 { 100 + (i as i64 % 50) } else { 0 };
+            for b in [&mut primary, &mut replica] {
+                if i == 200 {
+                    b.create_index();
+                }
+                b.index_pending(8);
+            }
+            if i % 100 == 99 {
+                let dropped = primary.remove_expired(120);
+                for id in &dropped {
+                    assert!(replica.remove(*id));
+                }
+            }
+            let p = primary.insert(None, v, vec![], None, exp).unwrap();
+            for id in &p.evicted {
+                assert!(replica.remove(*id));
+            }
+            replica.insert(Some(p.id), v, vec![], None, exp).unwrap();
+        }
+        for b in [&mut primary, &mut replica] {
+            b.index_pending(usize::MAX);
+        }
+        assert_eq!(index_payload(&primary), index_payload(&replica));
+        assert_eq!(
+            primary.entries().collect::<Vec<_>>(),
+            replica.entries().collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn attached_index_answers_like_the_original() {
+        let mut rng = Rng::new(41);
+        let data = clustered(1_200, 24, 30, &mut rng);
+        let mut a = Bucket::new(1_000);
+        a.create_index();
+        for v in &data {
+            a.insert(None, v, vec![], None, 0).unwrap();
+            a.index_pending(8);
+        }
+        let mut b = Bucket::new(a.max_items());
+        for (id, row, resp, meta, exp) in a.entries() {
+            b.push_loaded(id, row, resp.to_vec(), meta.map(str::to_owned), exp)
+                .unwrap();
+        }
+        let payload = index_payload(&a);
+        let g = Hnsw::decode(&mut crate::conv::codec::Reader::new(&payload)).unwrap();
+        b.attach_index(g).unwrap();
+        assert_eq!(index_payload(&a), index_payload(&b));
+        for v in data.iter().step_by(13) {
+            let q = near(v, &mut rng);
+            let key = |h: Vec<Hit>| h.iter().map(|h| (h.id, h.score)).collect::<Vec<_>>();
+            let (x, y) = (
+                a.search_index(&q, -1.0, 5, 0, 32),
+                b.search_index(&q, -1.0, 5, 0, 32),
+            );
+            assert_eq!(key(x.unwrap()), key(y.unwrap()));
+        }
+        // A graph naming an entry the bucket lacks is refused, and changes nothing.
+        let mut c = Bucket::new(1_000);
+        for (id, row, resp, meta, exp) in a.entries().skip(1) {
+            c.push_loaded(id, row, resp.to_vec(), meta.map(str::to_owned), exp)
+                .unwrap();
+        }
+        let g = Hnsw::decode(&mut crate::conv::codec::Reader::new(&index_payload(&a))).unwrap();
+        assert!(c.attach_index(g).unwrap_err().contains("not in the bucket"));
+        assert!(!c.has_index());
+    }
+
+    fn tag(user: &str) -> Option<Box<[u8]>> {
+        tags::encode(&[(b"user".to_vec(), user.as_bytes().to_vec())])
+    }
+
+    fn tagged(user: &str) -> EntryData {
+        EntryData {
+            tags: tag(user),
+            ..EntryData::default()
+        }
+    }
+
+    fn filter(user: &str) -> Vec<Pair> {
+        vec![(b"user".to_vec(), user.as_bytes().to_vec())]
+    }
+
+    /// A FILTER never lets another entry answer: exact scans (bucket and snapshot, through
+    /// row moves), the index (with a fallback for selective filters), and DEL FILTER's ids.
+    #[test]
+    fn filters_hold_everywhere() {
+        let mut rng = Rng::new(43);
+        let data = clustered(1_200, 16, 10, &mut rng);
+        let mut b = Bucket::new(1_000);
+        b.create_index();
+        for (i, v) in data.iter().enumerate() {
+            // u0..u9 own 10% each; "rare" owns 3 entries.
+            let user = if i % 400 == 7 {
+                "rare".to_string()
+            } else {
+                format!("u{}", i % 10)
+            };
+            b.insert_entry(None, v, tagged(&user)).unwrap();
+            b.index_pending(8);
+        }
+        b.remove(500);
+        let snap = b.snapshot();
+        b.insert_entry(None, &data[0], tagged("u3")).unwrap(); // moves rows
+        b.index_pending(8);
+        let user_of = |b: &Bucket, h: &Hit| b.tags_at(h.index).map(<[u8]>::to_vec);
+        for (k, v) in data.iter().enumerate().step_by(37) {
+            let q = near(v, &mut rng);
+            let u = format!("u{}", k % 10);
+            for hits in [
+                b.search_where(&q, -1.0, 5, 0, &filter(&u)),
+                b.search_index_where(&q, -1.0, 5, 0, 64, &filter(&u))
+                    .unwrap(),
+            ] {
+                assert_eq!(hits.len(), 5);
+                assert!(hits
+                    .iter()
+                    .all(|h| user_of(&b, h) == tag(&u).map(|t| t.to_vec())));
+            }
+            let exact = b.search_where(&q, -1.0, 1, 0, &filter(&u));
+            let ixd = b
+                .search_index_where(&q, -1.0, 1, 0, 64, &filter(&u))
+                .unwrap();
+            assert_eq!(exact[0].id, ixd[0].id);
+            for h in snap.search_where(&q, -1.0, 5, 0, &filter(&u)) {
+                assert_eq!(
+                    b.get(h.id).map(|_| ()),
+                    Some(()),
+                    "snapshot ids are live here"
+                );
+            }
+        }
+        // A selective filter: the index gives up (None) unless its walk found enough.
+        let q = near(&data[7], &mut rng);
+        // (id 8, the first "rare" entry, was evicted.)
+        let rare = b.search_where(&q, -1.0, 3, 0, &filter("rare"));
+        assert_eq!(rare.iter().map(|h| h.id).collect::<Vec<_>>().len(), 2);
+        assert_eq!(
+            b.search_index_where(&q, -1.0, 3, 0, 64, &filter("rare")),
+            None
+        );
+        assert!(b.search_where(&q, -1.0, 3, 0, &filter("nobody")).is_empty());
+        assert_eq!(b.ids_where(&filter("rare")), vec![408, 808]);
+        assert_eq!(b.ids_where(&filter("u3")).len(), 101); // 120 - 20 evicted + 1
+        assert!(b.ids_where(&[]).len() == b.len());
+    }
+
+    #[test]
+    fn prompts_follow_their_entries() {
+        let mut b = Bucket::new(3);
+        for i in 0..3 {
+            ins(&mut b, &[1.0, i as f32], "r");
+        }
+        assert!(b.set_prompt(1, b"hello"));
+        assert!(!b.set_prompt(2, b"hello"), "one entry per prompt");
+        assert!(!b.set_prompt(99, b"other"), "absent id");
+        assert!(b.set_prompt(2, b"bye"));
+        assert_eq!(b.id_of_prompt(b"hello"), Some(1));
+        assert_eq!(b.prompt_of(2), Some(&b"bye"[..]));
+        // Eviction (id 1), removal and expiry take the prompt along.
+        ins(&mut b, &[1.0, 5.0], "r");
+        assert_eq!(b.id_of_prompt(b"hello"), None);
+        assert!(b.remove(2));
+        assert_eq!(b.id_of_prompt(b"bye"), None);
+        assert!(b.set_prompt(3, b"bye"));
+        let full: Vec<_> = b.entries_with_tags().map(|e| (e.0 .0, e.2)).collect();
+        assert_eq!(full, vec![(3, Some(&b"bye"[..])), (4, None)]);
+        assert!(b.set_expire(3, 10));
+        assert_eq!(b.remove_expired(10), vec![3]);
+        assert_eq!(b.id_of_prompt(b"bye"), None);
+        assert!(b.id_prompts.is_empty() && b.prompt_ids.is_empty());
+    }
+
+    #[test]
+    fn eviction_policies() {
+        let fill = |policy| {
+            let mut b = Bucket::new(3);
+            b.set_policy(policy);
+            for i in 0..3 {
+                ins(&mut b, &[1.0, i as f32], "r");
+            }
+            b
+        };
+        let hit = |b: &Bucket, id: u64| b.record_hit(b.index_of(id).unwrap());
+        // FIFO: the oldest, whatever was read.
+        let mut b = fill(EvictPolicy::Fifo);
+        hit(&b, 1);
+        assert_eq!(ins(&mut b, &[2.0, 1.0], "n").evicted, vec![1]);
+        // LRU: 1 was read after 2 and 3 were inserted: 2 goes, then 3.
+        let mut b = fill(EvictPolicy::Lru);
+        hit(&b, 1);
+        assert_eq!(ins(&mut b, &[2.0, 1.0], "n").evicted, vec![2]);
+        assert_eq!(ins(&mut b, &[2.0, 2.0], "n").evicted, vec![3]);
+        assert_eq!(ins(&mut b, &[2.0, 3.0], "n").evicted, vec![1]);
+        // LFU: fewest hits (1 twice, 3 once); the new entry (0 hits) goes next.
+        let mut b = fill(EvictPolicy::Lfu);
+        hit(&b, 1);
+        hit(&b, 1);
+        hit(&b, 3);
+        assert_eq!(ins(&mut b, &[2.0, 1.0], "n").evicted, vec![2]);
+        assert_eq!(ins(&mut b, &[2.0, 2.0], "n").evicted, vec![4]);
+        assert_eq!(b.hits_at(b.index_of(1).unwrap()), 2);
+        // set_max_items follows the policy too.
+        assert_eq!(b.set_max_items(1), vec![5, 3]);
+        assert_eq!(EvictPolicy::parse(b"LRU"), Some(EvictPolicy::Lru));
+        assert_eq!(EvictPolicy::parse(b"random"), None);
+        for p in [EvictPolicy::Fifo, EvictPolicy::Lru, EvictPolicy::Lfu] {
+            assert_eq!(EvictPolicy::from_code(p.code()), Some(p));
+            assert_eq!(EvictPolicy::parse(p.name().as_bytes()), Some(p));
+        }
+        assert_eq!(EvictPolicy::from_code(3), None);
     }
 }

@@ -11,12 +11,23 @@
 //!   others, as ids must keep loading in increasing order), `varint n`, then per entry `varint id`, `i64 LE expire_at_ms`,
 //!   `bytes response`, `u8 has_meta` [`bytes meta`], `bytes row` (normalised f32 LE).
 //!
+//!
+//! Version 2 adds, additively: per entry, after the meta, `bytes tags` (the entry's tag
+//! blob, see `tags.rs`; empty = none), `bytes prompt` (empty = none) and `varint renew_ms`
+//! (what TOUCH renews the expiry by); in the header, after `has_index`, `u8 policy`
+//! (eviction: 0 fifo, 1 lru, 2 lfu); in the header, after `count`, `u8 has_index`; kind 2,
+//! index: the bucket's HNSW graph (see `hnsw.rs`: parameters, slots, entry point, then per
+//! slot its entry id and neighbour lists), one payload after the entries when `has_index`.
+//! Version-1 payloads still load (no index: a big bucket builds one again as it is written).
+//!
 //! Integers are LEB128 varints, `bytes` is a varint length and the bytes.
 
-use super::bucket::{Bucket, EntryView};
+use super::bucket::{Bucket, EntryData, EvictPolicy, FullView};
+use super::hnsw::Hnsw;
+use super::tags;
 use crate::conv::codec::{put_bytes, put_varint, Reader};
 
-pub const CODEC_VERSION: u8 = 1;
+pub const CODEC_VERSION: u8 = 2;
 /// Largest `max_items` a bucket can have (SEMCACHE.SET MAXITEMS, the config, every decoder).
 pub const MAX_ITEMS_LIMIT: usize = 1_000_000;
 /// Largest vector dimension a payload may declare: a vector of the default 512 MB bulk limit.
@@ -25,6 +36,7 @@ pub const MAX_DIM: usize = 1 << 27;
 const UNIT_NORM_TOLERANCE: f64 = 1e-3;
 const KIND_HEADER: u8 = 0;
 const KIND_ENTRIES: u8 = 1;
+const KIND_INDEX: u8 = 2;
 /// Upper bound of one entry payload (one entry bigger than this gets a chunk of its own).
 pub const CHUNK_BYTES: usize = 8 << 20;
 
@@ -56,10 +68,26 @@ pub struct Header {
     pub hits: u64,
     pub misses: u64,
     pub count: u64,
+    /// An index payload follows the entries (version 2).
+    pub has_index: bool,
+    /// The eviction policy (version 2; FIFO before).
+    pub policy: EvictPolicy,
 }
 
-/// One entry read back: `(id, row, response, meta, expire_at_ms)`.
-pub type LoadedEntry = (u64, Vec<f32>, Vec<u8>, Option<String>, i64);
+/// One entry read back: `(id, row, response, meta, expire_at_ms, tags, prompt, renew_ms)`.
+pub type LoadedEntry = (
+    u64,
+    Vec<f32>,
+    Vec<u8>,
+    Option<String>,
+    i64,
+    Option<Box<[u8]>>,
+    Option<Vec<u8>>,
+    i64,
+);
+
+/// An entry to write, with its tag blob and prompt.
+pub type TaggedView<'a> = FullView<'a>;
 
 #[derive(Debug, PartialEq)]
 pub enum Decoded {
@@ -67,6 +95,8 @@ pub enum Decoded {
     /// The bucket's `next_id` (restored after the entries; 0 before the last chunk) and the
     /// entries.
     Entries(u64, Vec<LoadedEntry>),
+    /// The bucket's index graph (checked in itself; against the entries when attached).
+    Index(Hnsw),
 }
 
 pub fn encode_header(b: &Bucket, hits: u64, misses: u64) -> Vec<u8> {
@@ -81,20 +111,36 @@ pub fn encode_header(b: &Bucket, hits: u64, misses: u64) -> Vec<u8> {
     ] {
         put_varint(&mut out, v);
     }
+    out.push(u8::from(b.has_index()));
+    out.push(b.policy().code());
     out
 }
 
-fn entry_bytes(e: &EntryView) -> usize {
-    e.1.len() * 4 + e.2.len() + e.3.map_or(0, str::len) + 32
+/// The index payload of a bucket that has an index.
+pub fn encode_index(b: &Bucket) -> Option<Vec<u8>> {
+    let g = b.index_graph()?;
+    let mut out = Vec::with_capacity(g.slots() * 48 + 16);
+    out.extend_from_slice(&[CODEC_VERSION, KIND_INDEX]);
+    g.encode(&mut out);
+    Some(out)
 }
 
-pub fn encode_entries(next_id: u64, entries: &[EntryView]) -> Vec<u8> {
+fn entry_bytes((e, t, p, _): &TaggedView) -> usize {
+    e.1.len() * 4
+        + e.2.len()
+        + e.3.map_or(0, str::len)
+        + t.map_or(0, <[u8]>::len)
+        + p.map_or(0, <[u8]>::len)
+        + 48
+}
+
+pub fn encode_entries(next_id: u64, entries: &[TaggedView]) -> Vec<u8> {
     let size: usize = entries.iter().map(entry_bytes).sum();
     let mut out = Vec::with_capacity(size + 24);
     out.extend_from_slice(&[CODEC_VERSION, KIND_ENTRIES]);
     put_varint(&mut out, next_id);
     put_varint(&mut out, entries.len() as u64);
-    for &(id, row, resp, meta, exp) in entries {
+    for &((id, row, resp, meta, exp), tags, prompt, renew) in entries {
         put_varint(&mut out, id);
         out.extend_from_slice(&exp.to_le_bytes());
         put_bytes(&mut out, resp);
@@ -105,6 +151,9 @@ pub fn encode_entries(next_id: u64, entries: &[EntryView]) -> Vec<u8> {
             }
             None => out.push(0),
         }
+        put_bytes(&mut out, tags.unwrap_or_default());
+        put_bytes(&mut out, prompt.unwrap_or_default());
+        put_varint(&mut out, renew.max(0) as u64);
         put_varint(&mut out, (row.len() * 4) as u64);
         for x in row {
             out.extend_from_slice(&x.to_le_bytes());
@@ -116,7 +165,7 @@ pub fn encode_entries(next_id: u64, entries: &[EntryView]) -> Vec<u8> {
 /// The entry payloads of a bucket, in id order, each at most [`CHUNK_BYTES`] (or one entry).
 /// Built lazily, so only one chunk is in memory at a time.
 pub fn entry_chunks(b: &Bucket) -> impl Iterator<Item = Vec<u8>> + '_ {
-    let all: Vec<EntryView> = b.entries().collect();
+    let all: Vec<TaggedView> = b.entries_with_tags().collect();
     let mut start = 0;
     std::iter::from_fn(move || {
         if start >= all.len() {
@@ -173,7 +222,7 @@ impl Header {
 /// Checks one entry read from a payload: an id that can have been issued, a JSON-object
 /// meta, and a normalised finite row.
 fn check_entry(e: &LoadedEntry) -> Result<(), CodecError> {
-    let (id, row, _, meta, _) = e;
+    let (id, row, _, meta, ..) = e;
     if *id == 0 || *id == u64::MAX {
         return corrupt(format!("entry id {id} is never issued"));
     }
@@ -215,6 +264,21 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
             let hits = r.varint()?;
             let misses = r.varint()?;
             let count = r.varint()?;
+            let has_index = match version {
+                1 => false,
+                _ => match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return corrupt("bad index flag"),
+                },
+            };
+            let policy = match version {
+                1 => EvictPolicy::Fifo,
+                _ => match EvictPolicy::from_code(r.u8()?) {
+                    Some(p) => p,
+                    None => return corrupt("unknown eviction policy"),
+                },
+            };
             let h = Header {
                 dim,
                 max_items,
@@ -222,6 +286,8 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
                 hits,
                 misses,
                 count,
+                has_index,
+                policy,
             };
             h.check()?;
             Decoded::Header(h)
@@ -241,6 +307,28 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
                         Err(_) => return corrupt("meta is not UTF-8"),
                     },
                     _ => return corrupt("bad meta flag"),
+                };
+                let tags = match version {
+                    1 => None,
+                    _ => match r.bytes()? {
+                        [] => None,
+                        t if tags::decode(t).is_some() => Some(t.to_vec().into_boxed_slice()),
+                        _ => return corrupt("bad tags"),
+                    },
+                };
+                let prompt = match version {
+                    1 => None,
+                    _ => match r.bytes()? {
+                        [] => None,
+                        p => Some(p.to_vec()),
+                    },
+                };
+                let renew = match version {
+                    1 => 0,
+                    _ => match i64::try_from(r.varint()?) {
+                        Ok(v) => v,
+                        Err(_) => return corrupt("renewal out of range"),
+                    },
                 };
                 let raw = r.bytes()?;
                 if !raw.len().is_multiple_of(4) {
@@ -262,7 +350,7 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
                         ));
                     }
                 }
-                let e = (id, row, resp, meta, exp);
+                let e = (id, row, resp, meta, exp, tags, prompt, renew);
                 check_entry(&e)?;
                 out.push(e);
             }
@@ -272,6 +360,9 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
                 }
             }
             Decoded::Entries(next_id, out)
+        }
+        KIND_INDEX if version >= 2 => {
+            Decoded::Index(Hnsw::decode(&mut r).or_else(|e| corrupt(format!("index: {}", e.0)))?)
         }
         k => return corrupt(format!("unknown payload kind {k}")),
     };
@@ -284,6 +375,7 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
 /// An empty bucket as described by a header (entries are pushed with [`push_entries`]).
 pub fn bucket_from_header(h: &Header) -> Result<Bucket, CodecError> {
     let mut b = Bucket::new(h.max_items);
+    b.set_policy(h.policy);
     b.restore_dim(h.dim)
         .or_else(|e| corrupt(format!("header: {e}")))?;
     // With entries to come, next_id is restored after them (ids must load in increasing order).
@@ -293,15 +385,33 @@ pub fn bucket_from_header(h: &Header) -> Result<Bucket, CodecError> {
     Ok(b)
 }
 
+/// Attaches a loaded index to the bucket rebuilt from the same value.
+pub fn attach_index(b: &mut Bucket, g: Hnsw) -> Result<(), CodecError> {
+    b.attach_index(g)
+        .or_else(|e| corrupt(format!("index: {e}")))
+}
+
 /// Appends loaded entries (in id order) to a bucket being rebuilt.
 pub fn push_entries(
     b: &mut Bucket,
     next_id: u64,
     entries: Vec<LoadedEntry>,
 ) -> Result<(), CodecError> {
-    for (id, row, resp, meta, exp) in entries {
-        b.push_loaded(id, &row, resp, meta, exp)
+    for (id, row, resp, meta, exp, tags, prompt, renew) in entries {
+        let data = EntryData {
+            response: resp,
+            meta,
+            tags,
+            expire_at_ms: exp,
+            renew_ms: renew,
+        };
+        b.push_loaded_entry(id, &row, data)
             .or_else(|e| corrupt(format!("entry {id}: {e}")))?;
+        if let Some(p) = prompt {
+            if !b.set_prompt(id, &p) {
+                return corrupt(format!("entry {id}: prompt held by another entry"));
+            }
+        }
     }
     b.restore_next_id(next_id);
     Ok(())
@@ -315,16 +425,22 @@ mod tests {
         let mut b = Bucket::new(4);
         for i in 0..6u8 {
             let meta = (i % 2 == 0).then(|| format!("{{\"i\":{i}}}"));
-            b.insert(
+            let tags = tags::encode(&[(b"user".to_vec(), vec![b'0' + i % 3])]);
+            b.insert_entry(
                 None,
                 &[1.0, f32::from(i), -2.0],
-                vec![i, 0, 255],
-                meta,
-                i64::from(i) * 1000,
+                EntryData {
+                    response: vec![i, 0, 255],
+                    meta,
+                    tags: (i % 2 == 1).then_some(tags).flatten(),
+                    expire_at_ms: i64::from(i) * 1000,
+                    renew_ms: i64::from(i) * 7,
+                },
             )
             .unwrap();
         }
         b.remove(4);
+        assert!(b.set_prompt(5, b"what is rust?"));
         b
     }
 
@@ -351,9 +467,11 @@ mod tests {
         let (h, b) = rebuild(&header, &chunks).unwrap();
         assert_eq!((h.hits, h.misses, h.count), (7, 9, 3));
         assert_eq!(
-            a.entries().collect::<Vec<_>>(),
-            b.entries().collect::<Vec<_>>()
+            a.entries_with_tags().collect::<Vec<_>>(),
+            b.entries_with_tags().collect::<Vec<_>>()
         );
+        assert_eq!(b.entries_with_tags().filter(|e| e.1.is_some()).count(), 1);
+        assert_eq!(b.id_of_prompt(b"what is rust?"), Some(5));
         assert_eq!(b.next_id(), 7);
         assert_eq!(b.max_items(), 4);
         assert_eq!(b.dim(), 3);
@@ -421,7 +539,7 @@ mod tests {
     #[test]
     fn garbage_is_not_called_a_newer_version() {
         assert!(err_of(b"garbage").contains("not a semcache payload (first byte 103"));
-        assert!(err_of(&[2, 0]).contains("encoding version 2 is newer"));
+        assert!(err_of(&[3, 0]).contains("encoding version 3 is newer"));
     }
 
     #[test]
@@ -431,6 +549,7 @@ mod tests {
             for v in [dim, max, next, 0, 0, count] {
                 put_varint(&mut out, v);
             }
+            out.extend_from_slice(&[0, 0]); // no index, FIFO (version 2)
             decode(&out)
         };
         assert!(h(3, 10, 5, 4).is_ok());
@@ -449,7 +568,7 @@ mod tests {
     }
 
     fn one_entry(id: u64, row: &[f32], meta: Option<&str>) -> Vec<u8> {
-        encode_entries(0, &[(id, row, b"r", meta, 0)])
+        encode_entries(0, &[((id, row, b"r", meta, 0), None, None, 0)])
     }
 
     #[test]
@@ -475,7 +594,13 @@ mod tests {
             assert!(e.contains(want), "{e} / {want}");
         }
         let two = |a: (u64, &[f32]), b: (u64, &[f32]), next| {
-            encode_entries(next, &[(a.0, a.1, b"", None, 0), (b.0, b.1, b"", None, 0)])
+            encode_entries(
+                next,
+                &[
+                    ((a.0, a.1, b"", None, 0), None, None, 0),
+                    ((b.0, b.1, b"", None, 0), None, None, 0),
+                ],
+            )
         };
         assert!(err_of(&two((2, &[1.0]), (2, &[1.0]), 0))
             .contains("entry 2 does not come after entry 2"));
@@ -572,5 +697,79 @@ mod tests {
             }
             let _ = rebuild(&all[0], &all[1..]);
         }
+    }
+
+    #[test]
+    fn index_roundtrip() {
+        let mut a = Bucket::new(300);
+        a.create_index();
+        for i in 0..400u32 {
+            let v: Vec<f32> = (0..8)
+                .map(|j| ((i * 7 + j * 13) % 17) as f32 - 8.0)
+                .collect();
+            if a.insert(None, &v, vec![1], None, 0).is_ok() {
+                a.index_pending(8);
+            }
+        }
+        let header = encode_header(&a, 0, 0);
+        let chunks: Vec<Vec<u8>> = entry_chunks(&a).collect();
+        let index = encode_index(&a).unwrap();
+        let (h, mut b) = rebuild(&header, &chunks).unwrap();
+        assert!(h.has_index);
+        let Decoded::Index(g) = decode(&index).unwrap() else {
+            panic!("index payload expected")
+        };
+        attach_index(&mut b, g).unwrap();
+        assert_eq!(encode_index(&b).unwrap(), index);
+        assert!(encode_index(&Bucket::new(3)).is_none());
+        for cut in 0..index.len() {
+            assert!(decode(&index[..cut]).is_err(), "cut {cut}");
+        }
+    }
+
+    /// A payload written by version 1 of the codec (before the index): the header has no
+    /// index flag. It still loads, as a bucket without an index.
+    #[test]
+    fn loads_version_1_payloads() {
+        // Header: dim 2, max 10, next_id 3, hits 4, misses 5, count 1.
+        let header = [1u8, 0, 2, 10, 3, 4, 5, 1];
+        // Entries: next_id 3, one entry id 2, expiry 0, response "ok", no meta, row [0.6, 0.8].
+        let mut entries = vec![1u8, 1, 3, 1, 2];
+        entries.extend_from_slice(&0i64.to_le_bytes());
+        entries.extend_from_slice(&[2, b'o', b'k', 0, 8]);
+        for x in [0.6f32, 0.8] {
+            entries.extend_from_slice(&x.to_le_bytes());
+        }
+        let (h, b) = rebuild(&header, &[entries.clone()]).unwrap();
+        assert_eq!(
+            h,
+            Header {
+                dim: 2,
+                max_items: 10,
+                next_id: 3,
+                hits: 4,
+                misses: 5,
+                count: 1,
+                has_index: false,
+                policy: EvictPolicy::Fifo,
+            }
+        );
+        assert_eq!(b.get(2).unwrap().2, b"ok");
+        assert_eq!(b.next_id(), 3);
+        assert!(!b.has_index());
+        // Version 1 knows no index payload kind.
+        let mut v1_index = encode_index(&{
+            let mut x = Bucket::new(4);
+            x.create_index();
+            x.insert(None, &[1.0, 0.0], vec![], None, 0).unwrap();
+            x.index_pending(1);
+            x
+        })
+        .unwrap();
+        v1_index[0] = 1;
+        assert!(decode(&v1_index)
+            .unwrap_err()
+            .0
+            .contains("unknown payload kind 2"));
     }
 }

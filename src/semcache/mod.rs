@@ -7,7 +7,9 @@
 pub mod bucket;
 pub mod codec;
 pub mod commands;
+pub mod hnsw;
 pub mod scan;
+pub mod tags;
 pub mod r#type;
 
 use std::cell::Cell;

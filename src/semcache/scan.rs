@@ -71,7 +71,13 @@ pub fn submit(
     let blocked = ctx.block_client();
     let job: Job = Box::new(move || {
         let want = lookup.count.saturating_add(SPARE_HITS);
-        let hits = snapshot.search(&lookup.query, lookup.min_sim, want, lookup.now_ms);
+        let hits = snapshot.search_where(
+            &lookup.query,
+            lookup.min_sim,
+            want,
+            lookup.now_ms,
+            &lookup.filter,
+        );
         let tsc = ThreadSafeContext::with_blocked_client(blocked);
         let reply = {
             let guard = tsc.lock();

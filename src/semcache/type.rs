@@ -11,8 +11,9 @@ use super::codec::{self, Decoded};
 use super::SemCache;
 
 /// RDB encoding version of the type. 1: a header payload, then entry payloads until the
-/// header's count is reached (the payloads carry their own codec version).
-pub const ENCODING_VERSION: i32 = 1;
+/// header's count is reached (the payloads carry their own codec version). 2: then one index
+/// payload when the header says the bucket has an index.
+pub const ENCODING_VERSION: i32 = 2;
 
 pub static SEMCACHE_TYPE: RedisType = RedisType::new(
     "semcachev",
@@ -80,6 +81,13 @@ unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *m
             return Err("semcache entry count differs from its header".into());
         }
         b.restore_next_id(h.next_id);
+        if h.has_index {
+            let buf = raw::load_string_buffer(rdb).map_err(|e| e.to_string())?;
+            match codec::decode(buf.as_ref()).map_err(|e| e.to_string())? {
+                Decoded::Index(g) => codec::attach_index(&mut b, g).map_err(|e| e.to_string())?,
+                _ => return Err("semcache index expected".into()),
+            }
+        }
         Ok(SemCache::new(b, h.hits, h.misses))
     };
     // With HANDLE_IO_ERRORS set, a short read is an error here (the load fails cleanly).
@@ -105,6 +113,9 @@ unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) 
     for chunk in codec::entry_chunks(&c.bucket) {
         raw::save_slice(rdb, &chunk);
     }
+    if let Some(index) = codec::encode_index(&c.bucket) {
+        raw::save_slice(rdb, &index);
+    }
 }
 
 unsafe extern "C" fn aof_rewrite(
@@ -117,6 +128,9 @@ unsafe extern "C" fn aof_rewrite(
     crate::aof::emit_load(aof, super::commands::LOAD_COMMAND, key, &header);
     for chunk in codec::entry_chunks(&c.bucket) {
         crate::aof::emit_load(aof, super::commands::LOAD_COMMAND, key, &chunk);
+    }
+    if let Some(index) = codec::encode_index(&c.bucket) {
+        crate::aof::emit_load(aof, super::commands::LOAD_COMMAND, key, &index);
     }
 }
 
@@ -142,7 +156,8 @@ unsafe extern "C" fn copy(
     into_raw(cache(value).clone())
 }
 
-/// Digest of the replicated state: the bucket without its lookup counters.
+/// Digest of the replicated state: the bucket without its lookup counters, with its index
+/// graph (a replica builds the same graph from the same commands).
 unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
     let c = cache(value);
     let add = |b: &[u8]| {
@@ -150,8 +165,12 @@ unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void)
     };
     add(&codec::encode_header(&c.bucket, 0, 0));
     raw::RedisModule_DigestEndSequence.expect("digest")(md);
-    for e in c.bucket.entries() {
+    for e in c.bucket.entries_with_tags() {
         add(&codec::encode_entries(0, &[e]));
+        raw::RedisModule_DigestEndSequence.expect("digest")(md);
+    }
+    if let Some(index) = codec::encode_index(&c.bucket) {
+        add(&index);
         raw::RedisModule_DigestEndSequence.expect("digest")(md);
     }
 }

@@ -1,0 +1,222 @@
+"""SEMCACHE.GET on big buckets with the HNSW index, against GET in the same run, against an
+exact scan (recall@1) and against faiss / usearch in-process on the same data.
+
+    VALKEY_SERVER=... MODULE_SO=... python benches/bench_semindex.py [--quick] [--shapes=100000x384,...]
+        [--no-libs]
+
+Data: embedding-like clustered unit vectors (1,000 centres; points = centre + noise, so
+neighbours in a cluster have cosine ~0.8), queries = a stored vector plus a small noise
+(near-duplicates: noise of norm 0.4 whatever the dimension, cosine ~0.93 to their source). One client, request/response, 512-byte
+responses; ops/s = 1 / mean latency. The figures are printed, never asserted.
+
+Per shape: fill time (pipelined SETs: the index is built as entries arrive), MEMORY USAGE,
+index bytes, SEMCACHE.GET ops/s and ratio to GET, recall@1 against numpy's exact argmax,
+SEMCACHE.SET latency with the index (each evicting the oldest entry), DEBUG RELOAD time
+(RDB save + load, graph included) and whether answers after reload are identical; then
+faiss IndexHNSWFlat (M 16, efSearch 64) and usearch (int8, M 16) on the same vectors.
+"""
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+os.environ.setdefault("MODULE_SO", os.path.join(HERE, "..", "target", "release", "libconvcache.so"))
+
+from harness import Server  # noqa: E402
+
+RESPONSE = b"r" * 512
+
+
+def clustered(n, dim, rng, clusters=1000):
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    out = np.empty((n, dim), dtype=np.float32)
+    for s in range(0, n, 50_000):
+        e = min(n, s + 50_000)
+        x = centres[rng.integers(0, clusters, e - s)] + 0.5 * rng.standard_normal((e - s, dim)).astype(np.float32)
+        out[s:e] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+def near(data, idx, rng):
+    # Noise of norm ~0.4 whatever the dimension: cosine ~0.93 to the source vector.
+    sigma = 0.4 / np.sqrt(data.shape[1])
+    q = data[idx] + sigma * rng.standard_normal((len(idx), data.shape[1])).astype(np.float32)
+    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+
+
+def exact_top1(data, queries):
+    return np.concatenate([np.argmax(queries[s:s + 256] @ data.T, axis=1) for s in range(0, len(queries), 256)])
+
+
+def timed_calls(conn, packed_list, reps):
+    lat = []
+    for i in range(reps):
+        p = packed_list[i % len(packed_list)]
+        t = time.perf_counter()
+        conn.send_packed_command(p, check_health=False)
+        conn.read_response()
+        lat.append(time.perf_counter() - t)
+    lat.sort()
+    mean = statistics.fmean(lat)
+    return {"ops": 1 / mean, "p50": lat[len(lat) // 2] * 1e6, "p99": lat[int(len(lat) * 0.99)] * 1e6}
+
+
+def fill(r, key, data, batch=1000):
+    p = r.pipeline(transaction=False)
+    for s in range(0, len(data), batch):
+        for v in data[s:s + batch]:
+            p.execute_command("SEMCACHE.SET", key, v.tobytes(), RESPONSE, "MAXITEMS", len(data))
+        p.execute()
+
+
+def info_map(r, key):
+    i = r.execute_command("SEMCACHE.INFO", key)
+    return {k.decode(): v for k, v in zip(i[::2], i[1::2])}
+
+
+def run_shape(n, dim, quick, rng):
+    srv = Server("valkey", module_args=["max-items", "1000000", "semcache-ttl", "0"]).start()
+    out = {"shape": f"{n:,} x {dim}"}
+    try:
+        r = srv.client(socket_timeout=600, protocol=2)
+        data = clustered(n, dim, rng)
+        nq = 300 if quick else 1000
+        qidx = rng.integers(0, n, nq)
+        queries = near(data, qidx, rng)
+        truth = exact_top1(data, queries)
+        t = time.perf_counter()
+        fill(r, "big", data)
+        out["fill_s"] = time.perf_counter() - t
+        info = info_map(r, "big")
+        assert info["index_pending"] == 0, info
+        out["mem_mb"] = r.memory_usage("big") / 1e6
+        out["index_mb"] = info["index_bytes"] / 1e6
+        r.set("plain", RESPONSE)
+        conn = r.connection_pool.get_connection()
+        reps = 1000 if quick else 5000
+        get = timed_calls(conn, [conn.pack_command("GET", "plain")], reps)
+        packed = [conn.pack_command("SEMCACHE.GET", "big", q.tobytes(), "MINSIM", -1, "WITHIDS")
+                  for q in queries]
+        sem = timed_calls(conn, packed, reps)
+        def recall():
+            ids = []
+            for p in packed:
+                conn.send_packed_command(p, check_health=False)
+                ids.append(conn.read_response()[0])
+            # Ids are 1.. in insertion order: id - 1 is the row of `data`.
+            return float(np.mean(np.array(ids) - 1 == truth))
+        out["recall"] = recall()
+        out["get"], out["sem"] = get, sem
+        # The ef trade-off (semcache-index-ef), then back to the default.
+        default_ef = r.config_get("convcache.semcache-index-ef")["convcache.semcache-index-ef"]
+        out["ef"] = []
+        for ef in (16, 32, 64, 128):
+            r.config_set("convcache.semcache-index-ef", ef)
+            out["ef"].append((ef, timed_calls(conn, packed, reps // 2), recall()))
+        r.config_set("convcache.semcache-index-ef", default_ef)
+        # SET cost with the index (each evicts the oldest entry).
+        extra = clustered(200 if quick else 1000, dim, rng)
+        sets = timed_calls(conn, [conn.pack_command("SEMCACHE.SET", "big", v.tobytes(), RESPONSE)
+                                  for v in extra], len(extra))
+        out["set"] = sets
+        before = []
+        for p in packed[:200]:
+            conn.send_packed_command(p, check_health=False)
+            before.append(conn.read_response())
+        r.connection_pool.release(conn)
+        t = time.perf_counter()
+        r.execute_command("DEBUG", "RELOAD")
+        out["reload_s"] = time.perf_counter() - t
+        conn = r.connection_pool.get_connection()
+        after = []
+        for p in packed[:200]:
+            conn.send_packed_command(p, check_health=False)
+            after.append(conn.read_response())
+        r.connection_pool.release(conn)
+        out["same_after_reload"] = before == after
+    finally:
+        srv.cleanup()
+    if "--no-libs" not in sys.argv:
+        out.update(compare_libraries(data, queries, truth, quick))
+    return out
+
+
+def compare_libraries(data, queries, truth, quick):
+    res = {}
+    nq = len(queries)
+    try:
+        import faiss
+        faiss.omp_set_num_threads(1)
+        t = time.perf_counter()
+        ix = faiss.IndexHNSWFlat(data.shape[1], 16, faiss.METRIC_INNER_PRODUCT)
+        ix.hnsw.efConstruction = 100
+        ix.add(data)
+        build = time.perf_counter() - t
+        ix.hnsw.efSearch = 64
+        t = time.perf_counter()
+        got = np.array([ix.search(queries[i:i + 1], 1)[1][0, 0] for i in range(nq)])
+        lat = (time.perf_counter() - t) / nq
+        res["faiss"] = {"us": lat * 1e6, "recall": float(np.mean(got == truth)), "build_s": build}
+    except ImportError as e:
+        res["faiss"] = {"skipped": str(e)}
+    try:
+        from usearch.index import Index
+        t = time.perf_counter()
+        ix = Index(ndim=data.shape[1], metric="cos", dtype="i8", connectivity=16, expansion_add=100,
+                   expansion_search=64)
+        ix.add(np.arange(len(data)), data, threads=1)
+        build = time.perf_counter() - t
+        t = time.perf_counter()
+        got = np.array([ix.search(queries[i], 1).keys[0] for i in range(nq)])
+        lat = (time.perf_counter() - t) / nq
+        res["usearch"] = {"us": lat * 1e6, "recall": float(np.mean(got == truth)), "build_s": build,
+                          "mb": ix.memory_usage / 1e6}
+    except ImportError as e:
+        res["usearch"] = {"skipped": str(e)}
+    return res
+
+
+def main():
+    quick = "--quick" in sys.argv
+    shapes = [(20_000, 384)] if quick else [(100_000, 384)]
+    for a in sys.argv[1:]:
+        if a.startswith("--shapes="):
+            shapes = [tuple(int(x) for x in s.split("x")) for s in a.split("=", 1)[1].split(",")]
+    rng = np.random.default_rng(7)
+    rows = [run_shape(n, dim, quick, rng) for n, dim in shapes]
+    print("\n### SEMCACHE.GET with the HNSW index (one client, 512-byte responses)\n")
+    print("| bucket | fill s | MEMORY USAGE MB | index MB | GET ops/s | SEMCACHE.GET ops/s | p50 µs "
+          "| p99 µs | vs GET | recall@1 | SET p50 µs | SET p99 µs | DEBUG RELOAD s | same after reload |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for o in rows:
+        print(f"| {o['shape']} | {o['fill_s']:.0f} | {o['mem_mb']:.0f} | {o['index_mb']:.1f} "
+              f"| {o['get']['ops']:,.0f} | {o['sem']['ops']:,.0f} | {o['sem']['p50']:.0f} "
+              f"| {o['sem']['p99']:.0f} | {o['sem']['ops'] / o['get']['ops']:.2f}x | {o['recall']:.3f} "
+              f"| {o['set']['p50']:.0f} | {o['set']['p99']:.0f} | {o['reload_s']:.1f} "
+              f"| {'yes' if o['same_after_reload'] else 'NO'} |")
+    print("\n### semcache-index-ef: speed and recall\n")
+    print("| bucket | ef | SEMCACHE.GET ops/s | p50 µs | vs GET | recall@1 |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for o in rows:
+        for ef, res, rec in o["ef"]:
+            print(f"| {o['shape']} | {ef} | {res['ops']:,.0f} | {res['p50']:.0f} "
+                  f"| {res['ops'] / o['get']['ops']:.2f}x | {rec:.3f} |")
+    print("\n### Same data in-process (one thread, one query at a time)\n")
+    print("| bucket | library | µs / query | recall@1 | build s | memory MB | SEMCACHE.GET p50 / library |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for o in rows:
+        for name in ("faiss", "usearch"):
+            lib = o.get(name, {"skipped": "--no-libs"})
+            if "skipped" in lib:
+                print(f"| {o['shape']} | {name} | skipped: {lib['skipped']} | | | | |")
+                continue
+            print(f"| {o['shape']} | {name} | {lib['us']:.0f} | {lib['recall']:.3f} | {lib['build_s']:.1f} "
+                  f"| {lib.get('mb', float('nan')):.0f} | {o['sem']['p50'] / lib['us']:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1074 @@
+//! A hierarchical navigable small-world graph (HNSW, Malkov & Yashunin 2016) over unit
+//! vectors that live elsewhere, without any server call.
+//!
+//! The graph stores per node slot its entry id, level, neighbour lists and an int8 code of
+//! its unit vector (`dim` bytes + a scale): the graph is walked with int8 dot products over
+//! codes that sit together in slot order (a quarter of the memory traffic of the float
+//! rows, which are scattered), and the caller re-scores the candidates it gets back exactly
+//! with the float vectors. Codes are derived from the vectors, so they are not persisted:
+//! a loaded graph recomputes them ([`Hnsw::load_vectors`]).
+//!
+//! **Deterministic.** A node's level is a hash of its entry id (not a random draw), free
+//! slots are reused smallest first, and every operation depends only on the graph, the
+//! vectors and the order of calls. Two servers applying the same inserts and removals in
+//! the same order (a primary and its replica, or an AOF replay) build the same graph.
+//!
+//! **Removal** repairs the removed node's out-neighbours (each drops the link and re-picks
+//! its neighbours among its own and the removed node's, by the same heuristic as insertion)
+//! and frees the slot. Other links to it dangle: searches skip free slots, and a reused
+//! slot's stale in-links are just extra edges (results are always scored exactly).
+
+use std::cell::RefCell;
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BTreeSet, BinaryHeap};
+
+use crate::conv::codec::{put_varint, Reader};
+use crate::vector;
+
+/// Candidates explored on each upper level, and kept as entry points of the level below.
+const UPPER_EF: usize = 16;
+const UPPER_KEEP: usize = 4;
+
+/// Level of a free slot.
+const FREE: u8 = u8::MAX;
+/// Highest level a node can get (a hash of 64 bits gives at most ~16 with M = 16).
+pub const MAX_LEVEL: u8 = 20;
+/// Most slots a loaded graph may declare: a bucket holds at most 1,000,000 entries, and a
+/// bound keeps a hostile payload from making the loader allocate without limit.
+pub const MAX_SLOTS: u64 = 1 << 20;
+
+/// Prefetches up to `lines` cache lines of `v` (no-op off x86_64). Few at a time: a core
+/// tracks only ~10 outstanding misses, and a prefetch beyond that stalls.
+#[inline]
+pub fn prefetch_lines<T>(v: &[T], lines: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = v.as_ptr().cast::<i8>();
+        let bytes = std::mem::size_of_val(v).min(lines * 64);
+        let mut off = 0;
+        while off < bytes {
+            // SAFETY: a prefetch never faults; the address is inside `v`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(off)) };
+            off += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (v, lines);
+}
+
+/// Build and search parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Params {
+    /// Neighbours per node on upper levels (level 0 keeps twice as many).
+    pub m: usize,
+    /// Candidates kept while inserting.
+    pub ef_construction: usize,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            m: 16,
+            ef_construction: 64,
+        }
+    }
+}
+
+/// A similarity and a node, ordered by similarity (total order), then node.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Scored(f32, u32);
+impl Eq for Scored {}
+impl PartialOrd for Scored {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Scored {
+    fn cmp(&self, o: &Self) -> Ordering {
+        self.0.total_cmp(&o.0).then(o.1.cmp(&self.1))
+    }
+}
+
+/// An int8 code and its scale: `v ~= code * scale`.
+struct Code {
+    code: Vec<i8>,
+    scale: f32,
+}
+
+/// Epoch-tagged visited marks, reused across searches of one thread.
+struct Visited {
+    marks: Vec<u32>,
+    epoch: u32,
+}
+
+impl Visited {
+    fn start(&mut self, n: usize) {
+        if self.marks.len() < n {
+            self.marks.resize(n, 0);
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.marks.iter_mut().for_each(|m| *m = 0);
+            self.epoch = 1;
+        }
+    }
+    /// Marks `n`; true when it was not marked yet.
+    fn first(&mut self, n: u32) -> bool {
+        let m = &mut self.marks[n as usize];
+        if *m == self.epoch {
+            false
+        } else {
+            *m = self.epoch;
+            true
+        }
+    }
+}
+
+thread_local! {
+    static VISITED: RefCell<Visited> = const { RefCell::new(Visited { marks: Vec::new(), epoch: 0 }) };
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hnsw {
+    params: Params,
+    /// Per slot: level (`FREE` for a free slot).
+    levels: Vec<u8>,
+    /// Per slot: the entry id (0 for a free slot).
+    ids: Vec<u64>,
+    /// Level-0 lists: slot * (2m + 1) = count, then up to 2m neighbours.
+    links0: Vec<u32>,
+    /// Levels 1..=level: (level - 1) * (m + 1) = count, then up to m neighbours.
+    upper: Vec<Box<[u32]>>,
+    free: BTreeSet<u32>,
+    entry: Option<u32>,
+    len: usize,
+    /// Dimension of the codes (0 until the first node).
+    dim: usize,
+    /// Per slot: `dim` int8 (zeros for a free slot).
+    codes: Vec<i8>,
+    /// Per slot: the code's scale.
+    scales: Vec<f32>,
+}
+
+/// Errors of [`Hnsw::decode_nodes`] and [`Hnsw::check`]: a corrupt or hostile payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphError(pub String);
+
+fn bad<T>(what: impl Into<String>) -> Result<T, GraphError> {
+    Err(GraphError(what.into()))
+}
+
+/// splitmix64: the level hash.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+impl Hnsw {
+    pub fn new(params: Params) -> Hnsw {
+        Hnsw {
+            params: Params {
+                m: params.m.clamp(2, 64),
+                ef_construction: params.ef_construction.clamp(8, 1024),
+            },
+            levels: Vec::new(),
+            ids: Vec::new(),
+            links0: Vec::new(),
+            upper: Vec::new(),
+            free: BTreeSet::new(),
+            entry: None,
+            len: 0,
+            dim: 0,
+            codes: Vec::new(),
+            scales: Vec::new(),
+        }
+    }
+
+    pub fn params(&self) -> Params {
+        self.params
+    }
+
+    /// Nodes in the graph.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Slots (nodes and free slots): the bound of every node number.
+    pub fn slots(&self) -> usize {
+        self.levels.len()
+    }
+
+    /// The entry id of a node slot (0 for a free slot).
+    pub fn id_of(&self, node: u32) -> u64 {
+        self.ids[node as usize]
+    }
+
+    pub fn is_free(&self, node: u32) -> bool {
+        self.levels[node as usize] == FREE
+    }
+
+    fn m0(&self) -> usize {
+        2 * self.params.m
+    }
+
+    /// The level of an entry id: `floor(-ln(u) / ln(m))` with `u` a hash of the id in (0, 1].
+    pub fn level_for(&self, id: u64) -> u8 {
+        let u = ((mix(id) >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        let l = (-u.ln() / (self.params.m as f64).ln()).floor();
+        (l as u64).min(u64::from(MAX_LEVEL)) as u8
+    }
+
+    /// Heap bytes of the structure.
+    pub fn heap_bytes(&self) -> usize {
+        self.levels.capacity()
+            + self.ids.capacity() * 8
+            + self.links0.capacity() * 4
+            + self.upper.capacity() * std::mem::size_of::<Box<[u32]>>()
+            + self.upper.iter().map(|u| u.len() * 4).sum::<usize>()
+            + self.free.len() * 16
+            + self.codes.capacity()
+            + self.scales.capacity() * 4
+    }
+
+    fn code(&self, node: u32) -> &[i8] {
+        let n = node as usize;
+        &self.codes[n * self.dim..(n + 1) * self.dim]
+    }
+
+    fn code_of(&self, node: u32) -> Code {
+        Code {
+            code: self.code(node).to_vec(),
+            scale: self.scales[node as usize],
+        }
+    }
+
+    fn query_code(&self, q: &[f32]) -> Code {
+        let mut code = vec![0i8; q.len()];
+        let scale = vector::quantize_i8(q, &mut code);
+        Code { code, scale }
+    }
+
+    /// Approximate similarity of a code and a node.
+    #[inline]
+    fn sim(&self, q: &Code, node: u32) -> f32 {
+        vector::dot_i8(&q.code, self.code(node)) as f32 * q.scale * self.scales[node as usize]
+    }
+
+    /// Approximate similarity of two nodes.
+    #[inline]
+    fn sim_nodes(&self, a: u32, b: u32) -> f32 {
+        vector::dot_i8(self.code(a), self.code(b)) as f32
+            * self.scales[a as usize]
+            * self.scales[b as usize]
+    }
+
+    fn set_code(&mut self, node: u32, v: &[f32]) {
+        let n = node as usize;
+        let d = self.dim;
+        self.scales[n] =
+            vector::quantize_i8(&v[..d.min(v.len())], &mut self.codes[n * d..(n + 1) * d]);
+    }
+
+    fn links(&self, node: u32, level: u8) -> &[u32] {
+        let (list, _) = self.list(node, level);
+        &list[1..1 + list[0] as usize]
+    }
+
+    /// The count-prefixed list of `node` at `level` and its capacity.
+    fn list(&self, node: u32, level: u8) -> (&[u32], usize) {
+        if level == 0 {
+            let s = self.m0() + 1;
+            let n = node as usize;
+            (&self.links0[n * s..(n + 1) * s], self.m0())
+        } else {
+            let s = self.params.m + 1;
+            let l = level as usize - 1;
+            (
+                &self.upper[node as usize][l * s..(l + 1) * s],
+                self.params.m,
+            )
+        }
+    }
+
+    fn set_links(&mut self, node: u32, level: u8, to: &[u32]) {
+        let list = if level == 0 {
+            let s = self.m0() + 1;
+            let n = node as usize;
+            &mut self.links0[n * s..(n + 1) * s]
+        } else {
+            let s = self.params.m + 1;
+            let l = level as usize - 1;
+            &mut self.upper[node as usize][l * s..(l + 1) * s]
+        };
+        debug_assert!(to.len() < list.len());
+        list[0] = to.len() as u32;
+        list[1..1 + to.len()].copy_from_slice(to);
+        list[1 + to.len()..].fill(0);
+    }
+
+    /// Takes a slot for entry `id` and its unit vector `v` (the smallest free slot, else a
+    /// new one), then the caller calls [`Hnsw::connect`]. The first node fixes the dimension;
+    /// `v` must have it.
+    pub fn alloc(&mut self, id: u64, v: &[f32]) -> u32 {
+        if self.dim == 0 {
+            self.dim = v.len();
+        }
+        let level = self.level_for(id);
+        let node = match self.free.pop_first() {
+            Some(n) => n,
+            None => self.push_slot(),
+        };
+        self.set_code(node, v);
+        let n = node as usize;
+        self.levels[n] = level;
+        self.ids[n] = id;
+        self.set_links(node, 0, &[]);
+        self.upper[n] = vec![0u32; level as usize * (self.params.m + 1)].into_boxed_slice();
+        self.len += 1;
+        node
+    }
+
+    /// A new free slot at the end.
+    fn push_slot(&mut self) -> u32 {
+        self.levels.push(FREE);
+        self.ids.push(0);
+        self.links0.extend(std::iter::repeat_n(0, self.m0() + 1));
+        self.upper.push(Box::new([]));
+        self.codes.extend(std::iter::repeat_n(0, self.dim));
+        self.scales.push(0.0);
+        (self.levels.len() - 1) as u32
+    }
+
+    /// Links an allocated node into the graph (HNSW insertion).
+    pub fn connect(&mut self, node: u32) {
+        let level = self.levels[node as usize];
+        let Some(entry) = self.entry else {
+            self.entry = Some(node);
+            return;
+        };
+        let q = self.code_of(node);
+        let top = self.levels[entry as usize];
+        let ep = Scored(self.sim(&q, entry), entry);
+        let mut eps = self.descend(&q, ep, level.saturating_add(1));
+        for l in (0..=level.min(top)).rev() {
+            let found = self.search_layer(&q, &eps, self.params.ef_construction, l, Some(node));
+            let cap = if l == 0 { self.m0() } else { self.params.m };
+            let chosen = self.select(&found, self.params.m.min(cap));
+            let ids: Vec<u32> = chosen.iter().map(|s| s.1).collect();
+            self.set_links(node, l, &ids);
+            for &nb in &ids {
+                self.add_link(nb, node, l);
+            }
+            eps = found;
+        }
+        if level > top {
+            self.entry = Some(node);
+        }
+    }
+
+    /// Adds `to` to `node`'s list at `level`, re-selecting by the heuristic when full.
+    fn add_link(&mut self, node: u32, to: u32, level: u8) {
+        if self.levels[node as usize] == FREE || self.levels[node as usize] < level {
+            return;
+        }
+        let (list, cap) = self.list(node, level);
+        let cur = &list[1..1 + list[0] as usize];
+        if cur.contains(&to) {
+            return;
+        }
+        if cur.len() < cap {
+            let mut v = cur.to_vec();
+            v.push(to);
+            self.set_links(node, level, &v);
+            return;
+        }
+        let mut cands: Vec<u32> = cur.to_vec();
+        cands.push(to);
+        self.relink(node, level, cands, cap);
+    }
+
+    /// Sets `node`'s list at `level` to the heuristic's choice among `cands`.
+    fn relink(&mut self, node: u32, level: u8, cands: Vec<u32>, cap: usize) {
+        let mut scored: Vec<Scored> = cands
+            .into_iter()
+            .filter(|&c| c != node && !self.is_free(c))
+            .map(|c| Scored(self.sim_nodes(node, c), c))
+            .collect();
+        scored.sort_unstable_by(|a, b| b.cmp(a));
+        scored.dedup_by_key(|s| s.1);
+        let chosen = self.select(&scored, cap);
+        let ids: Vec<u32> = chosen.iter().map(|s| s.1).collect();
+        self.set_links(node, level, &ids);
+    }
+
+    /// The neighbour-selection heuristic: keeps a candidate (best first) only when it is
+    /// closer to the base than to every candidate kept so far, at most `m`.
+    fn select(&self, cands: &[Scored], m: usize) -> Vec<Scored> {
+        let mut out: Vec<Scored> = Vec::with_capacity(m);
+        for &c in cands {
+            if out.len() >= m {
+                break;
+            }
+            if out.iter().all(|r| self.sim_nodes(c.1, r.1) < c.0) {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// From the entry point down to level `to` (inclusive): the best few nodes there.
+    /// Each upper level is searched with [`UPPER_EF`] candidates rather than greedily: on
+    /// clustered data (many tight clusters, as embeddings of distinct topics) the upper
+    /// levels barely link clusters, and a greedy walk stuck in the wrong cluster there
+    /// never reaches the right one below.
+    fn descend(&self, q: &Code, ep: Scored, to: u8) -> Vec<Scored> {
+        let top = self.levels[ep.1 as usize];
+        let mut eps = vec![ep];
+        for l in (to..=top).rev() {
+            eps = self.search_layer(q, &eps, UPPER_EF, l, None);
+            eps.truncate(UPPER_KEEP);
+        }
+        eps
+    }
+
+    #[allow(dead_code)]
+    fn greedy(&self, q: &Code, mut ep: Scored, level: u8) -> Scored {
+        loop {
+            let mut moved = false;
+            for &n in self.links(ep.1, level) {
+                // A reused slot's stale in-link may point below this level.
+                let lv = self.levels[n as usize];
+                if lv == FREE || lv < level {
+                    continue;
+                }
+                let s = Scored(self.sim(q, n), n);
+                if s > ep {
+                    ep = s;
+                    moved = true;
+                }
+            }
+            if !moved {
+                return ep;
+            }
+        }
+    }
+
+    /// Best-first search of one level from `eps`; up to `ef` results, best first.
+    /// `skip`: a node never returned (the one being inserted).
+    fn search_layer(
+        &self,
+        q: &Code,
+        eps: &[Scored],
+        ef: usize,
+        level: u8,
+        skip: Option<u32>,
+    ) -> Vec<Scored> {
+        VISITED.with(|v| {
+            let mut visited = v.borrow_mut();
+            visited.start(self.slots());
+            if let Some(s) = skip {
+                visited.first(s);
+            }
+            let mut cand: BinaryHeap<Scored> = BinaryHeap::new();
+            let mut best: BinaryHeap<Reverse<Scored>> = BinaryHeap::new();
+            for &e in eps {
+                if visited.first(e.1) {
+                    cand.push(e);
+                    best.push(Reverse(e));
+                }
+            }
+            while best.len() > ef {
+                best.pop();
+            }
+            while let Some(c) = cand.pop() {
+                if best.len() >= ef && best.peek().is_some_and(|w| c < w.0) {
+                    break;
+                }
+                let lvl = self.levels[c.1 as usize];
+                if lvl == FREE || lvl < level {
+                    continue;
+                }
+                let mut fresh = [0u32; 128];
+                let mut k = 0;
+                for &n in self.links(c.1, level) {
+                    if visited.first(n) && !self.is_free(n) && k < fresh.len() {
+                        fresh[k] = n;
+                        k += 1;
+                    }
+                }
+                // The head of a few vectors ahead, then all of the next one while this one
+                // is scored.
+                for &n in &fresh[..k] {
+                    prefetch_lines(self.code(n), usize::MAX);
+                }
+                for &n in &fresh[..k] {
+                    let s = Scored(self.sim(q, n), n);
+                    if best.len() < ef || best.peek().is_some_and(|w| s > w.0) {
+                        cand.push(s);
+                        best.push(Reverse(s));
+                        if best.len() > ef {
+                            best.pop();
+                        }
+                    }
+                }
+            }
+            let mut out: Vec<Scored> = best.into_iter().map(|r| r.0).collect();
+            out.sort_unstable_by(|a, b| b.cmp(a));
+            out
+        })
+    }
+
+    /// The (about) `ef` nodes most similar to the unit vector `q`, best first by their
+    /// approximate (int8) similarity, as `(node, approximate similarity)`. Re-score them.
+    pub fn search(&self, q: &[f32], ef: usize) -> Vec<(u32, f32)> {
+        let Some(entry) = self.entry else {
+            return Vec::new();
+        };
+        if q.len() != self.dim {
+            return Vec::new();
+        }
+        let q = self.query_code(q);
+        let ep = Scored(self.sim(&q, entry), entry);
+        let eps = self.descend(&q, ep, 1);
+        self.search_layer(&q, &eps, ef.max(1), 0, None)
+            .into_iter()
+            .map(|s| (s.1, s.0))
+            .collect()
+    }
+
+    /// Removes a node: repairs its out-neighbours, frees the slot.
+    pub fn remove(&mut self, node: u32) {
+        let level = self.levels[node as usize];
+        if level == FREE {
+            return;
+        }
+        for l in 0..=level {
+            let mine: Vec<u32> = self.links(node, l).to_vec();
+            for &nb in &mine {
+                let lv = self.levels[nb as usize];
+                if lv == FREE || lv < l || !self.links(nb, l).contains(&node) {
+                    continue;
+                }
+                // Replace the link by the removed node's neighbour closest to `nb` (one not
+                // linked yet): paths through the removed node now go through it. Cheap (one
+                // dot per candidate) where a full re-selection costs ~100x more.
+                let kept: Vec<u32> = self
+                    .links(nb, l)
+                    .iter()
+                    .copied()
+                    .filter(|&x| x != node)
+                    .collect();
+                let best = mine
+                    .iter()
+                    .copied()
+                    .filter(|&x| x != nb && !kept.contains(&x) && !self.is_free(x))
+                    .map(|x| Scored(self.sim_nodes(nb, x), x))
+                    .max();
+                let mut next = kept;
+                next.extend(best.map(|b| b.1));
+                self.set_links(nb, l, &next);
+            }
+        }
+        let n = node as usize;
+        self.levels[n] = FREE;
+        self.ids[n] = 0;
+        self.set_links(node, 0, &[]);
+        self.upper[n] = Box::new([]);
+        self.codes[n * self.dim..(n + 1) * self.dim].fill(0);
+        self.scales[n] = 0.0;
+        self.free.insert(node);
+        self.len -= 1;
+        if self.entry == Some(node) {
+            // The highest remaining node (smallest slot among equals): deterministic.
+            self.entry = self
+                .levels
+                .iter()
+                .enumerate()
+                .filter(|(_, &l)| l != FREE)
+                .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(&a.0)))
+                .map(|(i, _)| i as u32);
+        }
+    }
+
+    // ---- persistence ----
+
+    /// Header fields: `m, ef_construction, slots, entry + 1 (0 = none)`.
+    fn encode_header(&self, out: &mut Vec<u8>) {
+        for v in [
+            self.params.m as u64,
+            self.params.ef_construction as u64,
+            self.slots() as u64,
+            self.entry.map_or(0, |e| u64::from(e) + 1),
+        ] {
+            put_varint(out, v);
+        }
+    }
+
+    /// An empty graph from header fields, the entry point and the slot count (nodes come
+    /// with [`Hnsw::decode_nodes`]; call [`Hnsw::finish_load`] after the last).
+    fn decode_header(r: &mut Reader) -> Result<(Hnsw, Option<u32>, u64), GraphError> {
+        let v = |r: &mut Reader| r.varint().map_err(|e| GraphError(e.0));
+        let m = v(r)?;
+        let ef = v(r)?;
+        let slots = v(r)?;
+        let entry = v(r)?;
+        if !(2..=64).contains(&m) || !(8..=1024).contains(&ef) {
+            return bad("index parameters out of range");
+        }
+        if slots > MAX_SLOTS {
+            return bad(format!("index of {slots} slots (at most {MAX_SLOTS})"));
+        }
+        if entry > slots {
+            return bad("index entry point out of range");
+        }
+        let g = Hnsw::new(Params {
+            m: m as usize,
+            ef_construction: ef as usize,
+        });
+        Ok((g, (entry > 0).then(|| (entry - 1) as u32), slots))
+    }
+
+    /// The whole graph: header, then every slot's record.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        self.encode_header(out);
+        self.encode_nodes(0, self.slots(), out);
+    }
+
+    /// Reads a graph written by [`Hnsw::encode`], checking it (hostile input: never a panic,
+    /// at most [`MAX_SLOTS`] slots).
+    pub fn decode(r: &mut Reader) -> Result<Hnsw, GraphError> {
+        let (mut g, entry, slots) = Hnsw::decode_header(r)?;
+        g.decode_nodes(r, slots)?;
+        g.finish_load(entry)?;
+        Ok(g)
+    }
+
+    /// Node records `[first, end)`: per slot `varint id` (0 = free), and for a node `u8
+    /// level` and per level `varint count` + links.
+    fn encode_nodes(&self, first: usize, end: usize, out: &mut Vec<u8>) {
+        for n in first..end {
+            let id = self.ids[n];
+            put_varint(out, id);
+            if self.levels[n] == FREE {
+                continue;
+            }
+            let level = self.levels[n];
+            out.push(level);
+            for l in 0..=level {
+                let links = self.links(n as u32, l);
+                put_varint(out, links.len() as u64);
+                for &x in links {
+                    put_varint(out, u64::from(x));
+                }
+            }
+        }
+    }
+
+    /// Appends `count` node records (as written by [`Hnsw::encode_nodes`]) to a graph being
+    /// loaded. Links are checked against the slot bound by [`Hnsw::finish_load`].
+    fn decode_nodes(&mut self, r: &mut Reader, count: u64) -> Result<(), GraphError> {
+        let v = |r: &mut Reader| r.varint().map_err(|e| GraphError(e.0));
+        for _ in 0..count {
+            let id = v(r)?;
+            let node = self.levels.len() as u32;
+            self.levels.push(FREE);
+            self.ids.push(0);
+            self.links0.extend(std::iter::repeat_n(0, self.m0() + 1));
+            self.upper.push(Box::new([]));
+            if id == 0 {
+                continue;
+            }
+            let level = r.u8().map_err(|e| GraphError(e.0))?;
+            if level > MAX_LEVEL || level != self.level_for(id) {
+                return bad(format!("node {node}: level {level} does not match its id"));
+            }
+            self.levels[node as usize] = level;
+            self.ids[node as usize] = id;
+            self.upper[node as usize] =
+                vec![0u32; level as usize * (self.params.m + 1)].into_boxed_slice();
+            self.len += 1;
+            for l in 0..=level {
+                let cap = if l == 0 { self.m0() } else { self.params.m };
+                let k = v(r)?;
+                if k > cap as u64 {
+                    return bad(format!("node {node}: {k} links at level {l}"));
+                }
+                let mut links = Vec::with_capacity(k as usize);
+                for _ in 0..k {
+                    let x = v(r)?;
+                    if x > u64::from(u32::MAX) {
+                        return bad("link out of range");
+                    }
+                    links.push(x as u32);
+                }
+                self.set_links(node, l, &links);
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a loaded graph (links within the slots, entry point a node of the top level)
+    /// and rebuilds the free list.
+    fn finish_load(&mut self, entry: Option<u32>) -> Result<(), GraphError> {
+        let slots = self.slots() as u64;
+        for n in 0..self.slots() {
+            let level = self.levels[n];
+            if level == FREE {
+                self.free.insert(n as u32);
+                continue;
+            }
+            for l in 0..=level {
+                if self
+                    .links(n as u32, l)
+                    .iter()
+                    .any(|&x| u64::from(x) >= slots)
+                {
+                    return bad(format!("node {n}: link out of range"));
+                }
+            }
+        }
+        match entry {
+            None if self.len > 0 => return bad("index has nodes but no entry point"),
+            Some(e) if u64::from(e) >= slots || self.is_free(e) => {
+                return bad("index entry point is not a node")
+            }
+            Some(e)
+                if self
+                    .levels
+                    .iter()
+                    .any(|&l| l != FREE && l > self.levels[e as usize]) =>
+            {
+                return bad("index entry point is not on the top level")
+            }
+            _ => {}
+        }
+        self.entry = if self.len == 0 { None } else { entry };
+        Ok(())
+    }
+
+    /// After [`Hnsw::decode`]: computes every node's code from its vector (`vector_of`, of
+    /// dimension `dim`).
+    pub fn load_vectors<'a>(&mut self, dim: usize, vector_of: impl Fn(u32) -> &'a [f32]) {
+        self.dim = dim;
+        self.codes = vec![0; self.slots() * dim];
+        self.scales = vec![0.0; self.slots()];
+        for n in 0..self.slots() as u32 {
+            if !self.is_free(n) {
+                let v = vector_of(n);
+                self.set_code(n, v);
+            }
+        }
+    }
+
+    /// Node slots in slot order with their ids (free slots skipped).
+    pub fn nodes(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.ids
+            .iter()
+            .enumerate()
+            .filter(|(n, _)| self.levels[*n] != FREE)
+            .map(|(n, &id)| (n as u32, id))
+    }
+}
+
+#[cfg(test)]
+mod tests_support {
+    use crate::vector::normalized;
+
+    pub(super) struct Rng(u64);
+    impl Rng {
+        pub(super) fn new(seed: u64) -> Rng {
+            Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        }
+        pub(super) fn f32(&mut self) -> f32 {
+            let mut x = self.0;
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            self.0 = x;
+            ((x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        }
+        pub(super) fn normal(&mut self) -> f32 {
+            // Sum of uniforms: close enough to a Gaussian for test data.
+            (0..4).map(|_| self.f32()).sum::<f32>() * 0.866
+        }
+    }
+
+    /// Vectors by slot (a test stand-in for the bucket).
+    pub(super) struct Store(pub(super) Vec<Vec<f32>>);
+    impl Store {
+        pub(super) fn vector(&self, node: u32) -> &[f32] {
+            &self.0[node as usize]
+        }
+        pub(super) fn put(&mut self, node: u32, v: Vec<f32>) {
+            let n = node as usize;
+            if self.0.len() <= n {
+                self.0.resize(n + 1, Vec::new());
+            }
+            self.0[n] = v;
+        }
+    }
+
+    /// Clustered unit vectors: `clusters` centres, points = centre + noise.
+    pub(super) fn clustered(n: usize, dim: usize, clusters: usize, rng: &mut Rng) -> Vec<Vec<f32>> {
+        let centres: Vec<Vec<f32>> = (0..clusters)
+            .map(|_| (0..dim).map(|_| rng.normal()).collect())
+            .collect();
+        (0..n)
+            .map(|i| {
+                let c = &centres[i % clusters];
+                let v: Vec<f32> = c.iter().map(|&x| x + 0.6 * rng.normal()).collect();
+                normalized(&v).unwrap()
+            })
+            .collect()
+    }
+
+    pub(super) fn near(v: &[f32], rng: &mut Rng, eps: f32) -> Vec<f32> {
+        normalized(
+            &v.iter()
+                .map(|&x| x + eps * rng.normal())
+                .collect::<Vec<_>>(),
+        )
+        .unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::*;
+    use super::*;
+
+    fn exact_best(store: &Store, g: &Hnsw, q: &[f32]) -> u32 {
+        g.nodes()
+            .map(|(n, _)| (vector::dot(q, store.vector(n)), n))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .unwrap()
+            .1
+    }
+
+    fn build(data: &[Vec<f32>], params: Params) -> (Hnsw, Store) {
+        let mut g = Hnsw::new(params);
+        let mut s = Store(Vec::new());
+        for (i, v) in data.iter().enumerate() {
+            let node = g.alloc(i as u64 + 1, v);
+            s.put(node, v.clone());
+            g.connect(node);
+        }
+        (g, s)
+    }
+
+    fn recall(g: &Hnsw, s: &Store, queries: &[Vec<f32>], ef: usize) -> f64 {
+        let ok = queries
+            .iter()
+            .filter(|q| g.search(q, ef).first().map(|r| r.0) == Some(exact_best(s, g, q)))
+            .count();
+        ok as f64 / queries.len() as f64
+    }
+
+    #[test]
+    fn recall_on_clustered_data() {
+        let mut rng = Rng::new(1);
+        let dim = 64;
+        let data = clustered(5_000, dim, 50, &mut rng);
+        let (g, s) = build(&data, Params::default());
+        assert_eq!(g.len(), 5_000);
+        // Near-duplicate queries and fresh random queries.
+        let near_q: Vec<Vec<f32>> = (0..300)
+            .map(|i| near(&data[i * 13], &mut rng, 0.05))
+            .collect();
+        let rand_q = clustered(300, dim, 50, &mut rng);
+        let r1 = recall(&g, &s, &near_q, 64);
+        let r2 = recall(&g, &s, &rand_q, 64);
+        assert!(r1 >= 0.99, "near-duplicate recall@1 {r1}");
+        assert!(r2 >= 0.9, "random-query recall@1 {r2}");
+        // Scores are the exact dot products, best first.
+        let res = g.search(&rand_q[0], 10);
+        assert_eq!(res.len(), 10);
+        assert!(res.windows(2).all(|w| w[0].1 >= w[1].1));
+        // Approximate (int8) similarities: within 0.01 of the float ones.
+        for (n, sim) in res {
+            assert!((sim - vector::dot(&rand_q[0], s.vector(n))).abs() < 0.01);
+        }
+    }
+
+    #[test]
+    fn removal_keeps_recall_and_reuses_slots() {
+        let mut rng = Rng::new(2);
+        let dim = 32;
+        let data = clustered(3_000, dim, 30, &mut rng);
+        let (mut g, mut s) = build(&data, Params::default());
+        // Remove two thirds (FIFO churn), then insert as many new ones.
+        for node in 0..2_000u32 {
+            g.remove(node);
+        }
+        assert_eq!(g.len(), 1_000);
+        assert!((0..2_000u32).all(|n| g.is_free(n)));
+        let fresh = clustered(2_000, dim, 30, &mut rng);
+        for (i, v) in fresh.iter().enumerate() {
+            let node = g.alloc(10_000 + i as u64, v);
+            assert!(node < 3_000, "free slots are reused");
+            s.put(node, v.clone());
+            g.connect(node);
+        }
+        assert_eq!(g.slots(), 3_000);
+        let qs: Vec<Vec<f32>> = (0..300)
+            .map(|i| near(&fresh[i * 5], &mut rng, 0.05))
+            .collect();
+        let r = recall(&g, &s, &qs, 64);
+        assert!(r >= 0.98, "recall after churn {r}");
+        // Removing everything leaves an empty, searchable graph.
+        let nodes: Vec<u32> = g.nodes().map(|n| n.0).collect();
+        for n in nodes {
+            g.remove(n);
+        }
+        assert!(g.is_empty());
+        assert!(g.search(&qs[0], 10).is_empty());
+    }
+
+    #[test]
+    fn deterministic_and_levels_from_ids() {
+        let mut rng = Rng::new(3);
+        let data = clustered(1_000, 16, 10, &mut rng);
+        let (mut a, _) = build(&data, Params::default());
+        let (mut b, _) = build(&data, Params::default());
+        assert_eq!(a, b);
+        for n in [5u32, 17, 400, 999] {
+            a.remove(n);
+            b.remove(n);
+        }
+        assert_eq!(a, b);
+        let g = Hnsw::new(Params::default());
+        assert_eq!(g.level_for(42), g.level_for(42));
+        // About 1/16 of the nodes are above level 0.
+        let upper = (1..=16_000u64).filter(|&id| g.level_for(id) > 0).count();
+        assert!((800..1_200).contains(&upper), "{upper}");
+    }
+
+    #[test]
+    fn persistence_roundtrip_and_hostile_payloads() {
+        let mut rng = Rng::new(4);
+        let data = clustered(500, 8, 5, &mut rng);
+        let (mut g, s) = build(&data, Params::default());
+        for n in [3u32, 100, 250] {
+            g.remove(n);
+        }
+        let mut buf = Vec::new();
+        g.encode_header(&mut buf);
+        g.encode_nodes(0, 200, &mut buf);
+        g.encode_nodes(200, g.slots(), &mut buf);
+        let mut r = Reader::new(&buf);
+        let (mut h, entry, slots) = Hnsw::decode_header(&mut r).unwrap();
+        assert_eq!(slots, g.slots() as u64);
+        h.decode_nodes(&mut r, 200).unwrap();
+        h.decode_nodes(&mut r, (g.slots() - 200) as u64).unwrap();
+        h.finish_load(entry).unwrap();
+        assert!(r.at_end());
+        h.load_vectors(8, |n| s.vector(n));
+        assert_eq!(h, g);
+        let mut whole = Vec::new();
+        g.encode(&mut whole);
+        assert_eq!(whole, buf);
+        let mut h = Hnsw::decode(&mut Reader::new(&whole)).unwrap();
+        h.load_vectors(8, |n| s.vector(n));
+        assert_eq!(h, g);
+        // Every truncation is refused, never a panic.
+        for cut in 0..whole.len() {
+            assert!(
+                Hnsw::decode(&mut Reader::new(&whole[..cut])).is_err(),
+                "cut {cut}"
+            );
+        }
+        // Too many slots is refused before any allocation.
+        let mut huge = Vec::new();
+        for v in [16u64, 100, MAX_SLOTS + 1, 0] {
+            put_varint(&mut huge, v);
+        }
+        assert!(Hnsw::decode(&mut Reader::new(&huge))
+            .unwrap_err()
+            .0
+            .contains("slots"));
+        // A link beyond the slots, or an entry point on a free slot, is refused.
+        let mut h2 = g.clone();
+        h2.links0[1] = 10_000;
+        h2.links0[0] = h2.links0[0].max(1);
+        let mut buf = Vec::new();
+        h2.encode_header(&mut buf);
+        h2.encode_nodes(0, h2.slots(), &mut buf);
+        assert!(Hnsw::decode(&mut Reader::new(&buf))
+            .unwrap_err()
+            .0
+            .contains("out of range"));
+        let (mut h4, _, _) = Hnsw::decode_header(&mut Reader::new(&{
+            let mut b = Vec::new();
+            g.encode_header(&mut b);
+            b
+        }))
+        .unwrap();
+        let mut nb = Vec::new();
+        g.encode_nodes(0, g.slots(), &mut nb);
+        h4.decode_nodes(&mut Reader::new(&nb), g.slots() as u64)
+            .unwrap();
+        assert!(h4.finish_load(Some(3)).is_err()); // slot 3 is free
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::tests_support::*;
+    use super::*;
+
+    /// `cargo test --release --lib hnsw_timing -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn hnsw_timing() {
+        use std::time::Instant;
+        let mut rng = Rng::new(9);
+        // HNSW_SHAPE=n,dim,clusters (default 20000,384,1000).
+        let shape: Vec<usize> = std::env::var("HNSW_SHAPE")
+            .unwrap_or_else(|_| "20000,384,1000".into())
+            .split(',')
+            .map(|x| x.parse().unwrap())
+            .collect();
+        let (n, dim) = (shape[0], shape[1]);
+        let data = clustered(n, dim, shape[2], &mut rng);
+        let mut g = Hnsw::new(Params::default());
+        let mut s = Store(Vec::new());
+        let t = Instant::now();
+        for (i, v) in data.iter().enumerate() {
+            let node = g.alloc(i as u64 + 1, v);
+            s.put(node, v.clone());
+            g.connect(node);
+        }
+        let ins = t.elapsed().as_secs_f64() / n as f64;
+        let step = n / 500;
+        let qs: Vec<Vec<f32>> = (0..500)
+            .map(|i| near(&data[i * step], &mut rng, 0.02))
+            .collect();
+        for ef in [16usize, 32, 64] {
+            let t = Instant::now();
+            let mut ok = 0;
+            for (i, q) in qs.iter().enumerate() {
+                if g.search(q, ef)[0].0 == (i * step) as u32 {
+                    ok += 1;
+                }
+            }
+            let us = t.elapsed().as_secs_f64() / qs.len() as f64 * 1e6;
+            println!(
+                "ef {ef}: search {us:.0} us, recall@1 {}",
+                ok as f64 / qs.len() as f64
+            );
+        }
+        let t = Instant::now();
+        for node in 0..1_000u32 {
+            g.remove(node);
+        }
+        let rem = t.elapsed().as_secs_f64() / 1_000.0;
+        println!("insert {:.0} us, remove {:.0} us", ins * 1e6, rem * 1e6);
+    }
+}
