@@ -167,30 +167,37 @@ def sc_entries(entries, next_id=0):
 
 
 # ---------------------------------------------------------------------------------------------
-# Archive files (src/archive/format.rs): header then segments of 40-byte headers + payload.
+# Archive files (src/archive/format.rs): header then segments: SEG1 (40-byte header, Huffman)
+# or SEG2 (52-byte header with codec and dictionary id); header CRC32 in the last 4 bytes.
+SEGMENT_HEADER_LEN = {b"SEG1": 40, b"SEG2": 52}
+
 
 def archive_header_len(data):
     return 20 + struct.unpack("<I", data[16:20])[0] + 4
 
 
 def archive_segments(data):
-    """[(offset, payload length)] of the segments of an archive file as written."""
+    """[(offset, payload length, header length)] of the segments of an archive file."""
     out, off = [], archive_header_len(data)
-    while off + 40 <= len(data) and data[off:off + 4] == b"SEG1":
+    while data[off:off + 4] in SEGMENT_HEADER_LEN:
+        hlen = SEGMENT_HEADER_LEN[bytes(data[off:off + 4])]
+        if off + hlen > len(data):
+            break
         comp = struct.unpack("<I", data[off + 28:off + 32])[0]
-        out.append((off, comp))
-        off += 40 + comp
+        out.append((off, comp, hlen))
+        off += hlen + comp
     return out
 
 
 def fix_archive_crcs(data, segments):
     """Recomputes the payload and header CRC32 of the given segments (after an edit), so
-    the damage reaches the Huffman and turn decoders instead of stopping at a checksum."""
+    the damage reaches the codec and turn decoders instead of stopping at a checksum."""
     data = bytearray(data)
-    for off, comp in segments:
-        if off + 40 + comp > len(data):
+    for off, comp, hlen in segments:
+        if off + hlen + comp > len(data):
             continue
-        payload = bytes(data[off + 40:off + 40 + comp])
+        payload = bytes(data[off + hlen:off + hlen + comp])
         data[off + 32:off + 36] = struct.pack("<I", zlib.crc32(payload))
-        data[off + 36:off + 40] = struct.pack("<I", zlib.crc32(bytes(data[off:off + 36])))
+        crc_at = hlen - 4
+        data[off + crc_at:off + hlen] = struct.pack("<I", zlib.crc32(bytes(data[off:off + crc_at])))
     return bytes(data)

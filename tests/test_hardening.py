@@ -115,7 +115,7 @@ def test_restore_refuses_an_archive_that_does_not_hold_the_archived_turns(srv, r
     # With the CRCs recomputed the damage reaches the decoders, which refuse it too.
     from payloads import archive_segments
     segs = archive_segments(archive)
-    for at in range(segs[0][0] + 40, len(archive), 7):
+    for at in range(segs[0][0] + segs[0][2], len(archive), 7):
         edited = bytearray(archive)
         edited[at] ^= 0x5A
         try:
@@ -328,7 +328,7 @@ def test_errors_name_what_is_wrong(srv, r):
     from test_archive import archive_path
     data = bytearray(open(archive_path(srv, "c"), "rb").read())
     header_len = 20 + 1 + 4
-    data[header_len + 50] ^= 1
+    data[header_len + 60] ^= 1  # in the payload, past a 52-byte SEG2 header
     open(archive_path(srv, "c"), "wb").write(bytes(data))
     e = refused(r, "CONV.HISTORY", "c")
     assert f"segment 0 at offset {header_len}: segment payload CRC32 mismatch" in e, e
