@@ -4,7 +4,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import SERVERS, Server  # noqa: E402,F401
+from harness import SERVERS, Server, servers  # noqa: E402,F401
 
 
 def pytest_generate_tests(metafunc):
@@ -12,20 +12,6 @@ def pytest_generate_tests(metafunc):
     if "kind" in metafunc.fixturenames:
         kinds = [k for k, path in SERVERS.items() if path]
         metafunc.parametrize("kind", kinds)
-
-
-@pytest.fixture
-def servers():
-    started = []
-
-    def start(kind, module_args=(), extra=(), **kw):
-        s = Server(kind, module_args=module_args, extra=extra, **kw).start()
-        started.append(s)
-        return s
-
-    yield start
-    for s in started:
-        s.cleanup()
 
 
 # In-memory behaviour: the archiver stays out of the way (no overflow batch is ever reached).

@@ -8,6 +8,7 @@ import subprocess
 import tempfile
 import time
 
+import pytest
 import redis
 
 SERVERS = {
@@ -100,6 +101,23 @@ class Server:
     def cleanup(self):
         self.stop(signal.SIGKILL)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def servers():
+    """`servers(kind, module_args, extra)` starts a server for one test; every server it
+    started is stopped (by PID) and its directory removed after the test. Shared by the
+    conftest.py files that import it."""
+    started = []
+
+    def start(kind, module_args=(), extra=(), **kw):
+        s = Server(kind, module_args=module_args, extra=extra, **kw).start()
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.cleanup()
 
 
 def wait_for(pred, timeout=10, interval=0.05, what="condition"):

@@ -646,14 +646,7 @@ mod tests {
         ) {
             let all: Vec<&Message> = s.hot().iter().collect();
             let mut buf = encode_session(&s, &all);
-            for (at, byte, how) in edits {
-                let i = at % buf.len();
-                match how {
-                    0 => buf[i] ^= 1 << (byte % 8),
-                    1 => buf[i] = byte,
-                    _ => buf.insert(i, byte),
-                }
-            }
+            crate::conv::message::strategies::apply_edits(&mut buf, &edits);
             for b in [&buf[..], &buf[..cut % (buf.len() + 1)]] {
                 match decode(b) {
                     Ok(Decoded::Session(d)) => {

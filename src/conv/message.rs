@@ -209,6 +209,20 @@ pub(crate) mod strategies {
             .unwrap_or(default)
     }
 
+    /// Applies proptest-chosen edits to a payload: `(position, byte, how)` flips a bit,
+    /// overwrites a byte or inserts one (positions wrap around the payload's length).
+    pub fn apply_edits(buf: &mut Vec<u8>, edits: &[(usize, u8, u8)]) {
+        for &(at, byte, how) in edits {
+            let i = at % buf.len().max(1);
+            match how {
+                _ if buf.is_empty() => buf.push(byte),
+                0 => buf[i] ^= 1 << (byte % 8),
+                1 => buf[i] = byte,
+                _ => buf.insert(i, byte),
+            }
+        }
+    }
+
     /// A valid turn (seq filled in by the caller).
     pub fn message() -> impl Strategy<Value = Message> {
         (

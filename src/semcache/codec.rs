@@ -680,14 +680,7 @@ mod tests {
             all.append(&mut chunks);
             let which = cut % all.len();
             let buf = &mut all[which];
-            for (at, byte, how) in edits {
-                let i = at % buf.len();
-                match how {
-                    0 => buf[i] ^= 1 << (byte % 8),
-                    1 => buf[i] = byte,
-                    _ => buf.insert(i, byte),
-                }
-            }
+            crate::conv::message::strategies::apply_edits(buf, &edits);
             let n = buf.len();
             buf.truncate(n - (cut / 7) % 2 * (cut % n));
             if let Ok(Decoded::Entries(_, entries)) = decode(&all[which]) {

@@ -7,7 +7,7 @@ import pytest
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 sys.path.insert(0, os.path.join(REPO, "tests"))
-from harness import SERVERS, Server  # noqa: E402
+from harness import SERVERS, Server, servers  # noqa: E402,F401
 
 
 def pytest_generate_tests(metafunc):
@@ -16,20 +16,6 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("kind", [k for k, path in SERVERS.items() if path])
     if "protocol" in metafunc.fixturenames:
         metafunc.parametrize("protocol", [2, 3])
-
-
-@pytest.fixture
-def servers():
-    started = []
-
-    def start(kind, module_args=(), extra=(), **kw):
-        s = Server(kind, module_args=module_args, extra=extra, **kw).start()
-        started.append(s)
-        return s
-
-    yield start
-    for s in started:
-        s.cleanup()
 
 
 @pytest.fixture
