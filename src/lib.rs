@@ -5,6 +5,7 @@ pub mod aof;
 pub mod archive;
 pub mod args;
 pub mod blocking;
+pub mod clock;
 pub mod cluster;
 pub mod command_syntax;
 pub mod command_table;
@@ -17,6 +18,7 @@ pub mod register;
 pub mod reply;
 pub mod semcache;
 pub mod urlemb;
+pub mod varint;
 pub mod vector;
 
 use redis_module::configuration::ConfigurationFlags;

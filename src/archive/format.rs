@@ -82,7 +82,7 @@
 //! refuse to truncate away good data.
 
 use super::huffman;
-use super::huffman::get_varint;
+use crate::varint::{get as get_varint, put as put_varint, unzigzag, zigzag};
 use super::segcodec::{self, Dict, CODEC_HUFFMAN, CODEC_ZSTD};
 use super::ArchiveError;
 use crate::conv::message::Message;
@@ -182,21 +182,8 @@ fn u64_at(b: &[u8], o: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
 
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
 
-fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
-}
 
 /// Encodes the file header for `key`.
 pub fn encode_header(key: &[u8], session_id: i64) -> Vec<u8> {

@@ -37,6 +37,7 @@
 //! mode 1 is used.
 
 use std::fmt;
+use crate::varint;
 
 /// Longest code our encoder emits; also the decode table's index width.
 pub const MAX_CODE_LEN: u32 = 11;
@@ -93,31 +94,7 @@ impl std::error::Error for HuffmanError {}
 // ---------------------------------------------------------------------------
 // small helpers
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
 
-/// Reads a LEB128 varint at `*pos`; rejects overlong/overflowing encodings.
-pub(crate) fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut v: u64 = 0;
-    for i in 0..10 {
-        let b = *buf.get(*pos)?;
-        *pos += 1;
-        let bits = (b & 0x7f) as u64;
-        if i == 9 && bits > 1 {
-            return None;
-        }
-        v |= bits << (7 * i);
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
-}
 
 fn histogram(data: &[u8]) -> [u64; 256] {
     // Four sub-histograms avoid store-to-load stalls on runs of one byte.
@@ -318,7 +295,7 @@ pub fn encode(data: &[u8]) -> Vec<u8> {
     out.extend_from_slice(MAGIC);
     if data.is_empty() {
         out.push(MODE_EMPTY);
-        put_varint(&mut out, 0);
+        varint::put(&mut out, 0);
         out.extend_from_slice(&0u32.to_le_bytes());
         return out;
     }
@@ -348,18 +325,18 @@ pub fn encode(data: &[u8]) -> Vec<u8> {
     // Huffman form is not smaller.
     if total + 180 >= data.len() {
         out.push(MODE_STORED);
-        put_varint(&mut out, data.len() as u64);
+        varint::put(&mut out, data.len() as u64);
         out.extend_from_slice(&crc.to_le_bytes());
         out.extend_from_slice(data);
         return out;
     }
     out.push(if streams == 4 { MODE_HUFF4 } else { MODE_HUFF1 });
-    put_varint(&mut out, data.len() as u64);
+    varint::put(&mut out, data.len() as u64);
     out.extend_from_slice(&crc.to_le_bytes());
     write_table(&mut out, &lens);
     if streams == 4 {
         for &sz in &sizes[..3] {
-            put_varint(&mut out, sz as u64);
+            varint::put(&mut out, sz as u64);
         }
     }
     // Packed (code | len << 16) per symbol for one load per byte.
@@ -718,7 +695,7 @@ pub fn decode(blob: &[u8]) -> Result<Vec<u8>, HuffmanError> {
     let mut pos = 4;
     let mode = *blob.get(pos).ok_or(HuffmanError::Truncated("mode"))?;
     pos += 1;
-    let declared = get_varint(blob, &mut pos).ok_or(HuffmanError::Truncated("length"))?;
+    let declared = varint::get(blob, &mut pos).ok_or(HuffmanError::Truncated("length"))?;
     let crc_bytes = blob
         .get(pos..pos + 4)
         .ok_or(HuffmanError::Truncated("checksum"))?;
@@ -748,7 +725,7 @@ pub fn decode(blob: &[u8]) -> Result<Vec<u8>, HuffmanError> {
             let mut sum = 0usize;
             for size in sizes.iter_mut().take(k - 1) {
                 let v =
-                    get_varint(blob, &mut pos).ok_or(HuffmanError::Truncated("stream sizes"))?;
+                    varint::get(blob, &mut pos).ok_or(HuffmanError::Truncated("stream sizes"))?;
                 *size = usize::try_from(v).map_err(|_| HuffmanError::BadStream("stream size"))?;
                 sum = sum
                     .checked_add(*size)
@@ -1183,7 +1160,7 @@ mod tests {
             let ent = entropy_bytes(&data);
             // Table bytes: everything before the streams (header included).
             let mut pos = 4 + 1;
-            get_varint(&blob, &mut pos).unwrap();
+            varint::get(&blob, &mut pos).unwrap();
             pos += 4;
             read_table(&blob, &mut pos).unwrap();
             let table_bytes = pos as f64;
@@ -1223,7 +1200,7 @@ mod tests {
         let mut b = Vec::new();
         b.extend_from_slice(MAGIC);
         b.push(MODE_HUFF1);
-        put_varint(&mut b, u64::MAX / 2);
+        varint::put(&mut b, u64::MAX / 2);
         b.extend_from_slice(&[0; 4]);
         let mut lens = [0u8; 256];
         lens[0] = 1;

@@ -241,7 +241,7 @@ fn apply_completion(ctx: &Context, c: Completion) -> Result<usize, RedisError> {
                 // user set a TTL of their own.
                 let current = keys::abs_expire_ms(ctx, &name);
                 if c.idle && (current < 0 || current == s.auto_expire_ms) {
-                    let at = crate::conv::commands::now_ms()
+                    let at = crate::clock::now_ms()
                         + config::get(&config::ARCHIVE_TTL_DAYS) * 86_400_000;
                     s.auto_expire_ms = at;
                     keys::set_expire_at(ctx, &name, Some(at));
@@ -255,7 +255,7 @@ fn apply_completion(ctx: &Context, c: Completion) -> Result<usize, RedisError> {
         }
         Err(e) => {
             metrics::IO_ERRORS.incr();
-            s.retry_at_ms = crate::conv::commands::now_ms() + RETRY_AFTER_MS;
+            s.retry_at_ms = crate::clock::now_ms() + RETRY_AFTER_MS;
             ctx.log_warning(&format!(
                 "convcache: archiving '{}' failed, turns stay in memory and will be retried: {e}",
                 String::from_utf8_lossy(&c.key)
@@ -289,7 +289,7 @@ pub fn archived_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         if !argv[3].as_slice().eq_ignore_ascii_case(b"PXAT") {
             return crate::args::unknown_option(&String::from_utf8_lossy(argv[3].as_slice()));
         }
-        let now = crate::conv::commands::now_ms();
+        let now = crate::clock::now_ms();
         let (min, max) = if applying_decisions(ctx) {
             (1, i64::MAX)
         } else {
@@ -612,7 +612,7 @@ fn apply_unwritten_restore(ctx: &Context, u: UnwrittenRestore) {
         return;
     }
     s.archive_upto = upto.max(last);
-    s.retry_at_ms = crate::conv::commands::now_ms() + RETRY_AFTER_MS;
+    s.retry_at_ms = crate::clock::now_ms() + RETRY_AFTER_MS;
 }
 
 /// Deletes a session's archive (CONV.CLEAR, DEL, expiry), in the background.
@@ -762,7 +762,7 @@ fn tick(ctx: &Context, mut state: TimerState) {
     lock(&UNLINKED).clear();
     let mut visit = Visit {
         db: state.db,
-        now: crate::conv::commands::now_ms(),
+        now: crate::clock::now_ms(),
         primary: is_primary(ctx),
         idle_ms: config::get(&config::IDLE_ARCHIVE_SECS) * 1000,
         batch: config::get(&config::ARCHIVE_BATCH).max(1) as usize,
@@ -921,7 +921,7 @@ pub fn import_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
                 });
             let session = parsed.and_then(|lix| {
                 let mut s = Session::new(config::get(&config::WINDOW) as u32, lix.created_ms);
-                s.sid = crate::conv::commands::new_sid();
+                s.sid = crate::clock::random_id();
                 for (i, t) in lix.turns.into_iter().enumerate() {
                     let m = Message {
                         seq: 0,
@@ -953,7 +953,7 @@ fn install_import(ctx: &Context, key_name: &[u8], s: Session) -> RedisResult {
         return Err(RedisError::Str("ERR target key already exists"));
     }
     // Imported history is not idle history: the clock starts now.
-    s.touch(crate::conv::commands::now_ms());
+    s.touch(crate::clock::now_ms());
     let n = s.total_len();
     let all: Vec<&Message> = s.hot().iter().collect();
     let payload = super::codec::encode_session(&s, &all);

@@ -11,6 +11,7 @@ use super::render::{self, Format};
 use super::session::{self, RoleFilter, Session, MAX_WINDOW};
 use super::{cold, search};
 use crate::args::{self, err, Args};
+use crate::clock::{now_ms, random_id};
 use crate::{config, keys, metrics};
 
 /// The command AOF rewrite emits to rebuild a session (also accepted from clients, as RESTORE is).
@@ -20,21 +21,6 @@ fn invalid(e: InvalidMessage) -> RedisError {
     RedisError::String(format!("ERR {e}"))
 }
 
-/// A random session id (see `Session::sid`).
-pub fn new_sid() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_i64(now_ms());
-    h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-    h.finish()
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 /// Longest `EX` of CONV.ADD (as SEMCACHE.SET's): 100 years.
 pub const MAX_TTL_SECS: i64 = 100 * 365 * 86_400;
@@ -159,7 +145,7 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             // Created at its first message's time: decided by the primary, so replicas agree.
             let mut s = Session::new(window, ts);
             s.touch(now);
-            s.sid = sid.unwrap_or_else(new_sid);
+            s.sid = sid.unwrap_or_else(random_id);
             let sid = s.sid;
             let seq = s
                 .add(msg, seq)

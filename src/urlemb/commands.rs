@@ -4,7 +4,7 @@
 use redis_module::{raw::KeyType, Context, RedisError, RedisResult, RedisString, RedisValue};
 
 use crate::args::{err, Args};
-use crate::conv::commands::now_ms;
+use crate::clock::now_ms;
 use crate::{config, metrics, vector};
 
 const MAX_TTL_SECS: i64 = 100 * 365 * 86_400;
