@@ -24,7 +24,7 @@ pub mod vector;
 use redis_module::configuration::ConfigurationFlags;
 use redis_module::{redis_module, Context, RedisString, Status};
 
-use conv::cold;
+use conv::keyspace;
 use conv::r#type::SESSION_TYPE;
 use semcache::r#type::SEMCACHE_TYPE;
 
@@ -69,7 +69,7 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     if register::register_commands(ctx) == Status::Err {
         return Status::Err;
     }
-    conv::cold::init(ctx);
+    conv::timer::start(ctx);
     Status::Ok
 }
 
@@ -80,7 +80,7 @@ redis_module! {
     data_types: [SESSION_TYPE, SEMCACHE_TYPE],
     init: init,
     event_handlers: [
-        [@GENERIC @EXPIRED @EVICTED: cold::on_keyspace_event],
+        [@GENERIC @EXPIRED @EVICTED: keyspace::on_keyspace_event],
     ],
     configurations: [
         i64: [

@@ -82,10 +82,10 @@
 //! refuse to truncate away good data.
 
 use super::huffman;
-use crate::varint::{get as get_varint, put as put_varint, unzigzag, zigzag};
 use super::segcodec::{self, Dict, CODEC_HUFFMAN, CODEC_ZSTD};
 use super::ArchiveError;
 use crate::conv::message::Message;
+use crate::varint::{get as get_varint, put as put_varint, unzigzag, zigzag};
 
 /// File magic.
 pub const FILE_MAGIC: &[u8; 4] = b"CCAR";
@@ -181,9 +181,6 @@ fn u64_at(b: &[u8], o: usize) -> u64 {
     a.copy_from_slice(&b[o..o + 8]);
     u64::from_le_bytes(a)
 }
-
-
-
 
 /// Encodes the file header for `key`.
 pub fn encode_header(key: &[u8], session_id: i64) -> Vec<u8> {

@@ -36,8 +36,8 @@
 //! that before anything is allocated. If coding does not shrink the data,
 //! mode 1 is used.
 
-use std::fmt;
 use crate::varint;
+use std::fmt;
 
 /// Longest code our encoder emits; also the decode table's index width.
 pub const MAX_CODE_LEN: u32 = 11;
@@ -93,8 +93,6 @@ impl std::error::Error for HuffmanError {}
 
 // ---------------------------------------------------------------------------
 // small helpers
-
-
 
 fn histogram(data: &[u8]) -> [u64; 256] {
     // Four sub-histograms avoid store-to-load stalls on runs of one byte.
