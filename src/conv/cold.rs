@@ -252,7 +252,7 @@ fn apply_completion(ctx: &Context, c: Completion) -> Result<usize, RedisError> {
                 "convcache: archiving '{}' failed, turns stay in memory and will be retried: {e}",
                 String::from_utf8_lossy(&c.key)
             ));
-            Err(RedisError::String(format!("ERR {e}")))
+            Err(crate::args::reply_err(e))
         }
     }
 }
@@ -306,7 +306,9 @@ pub fn read_archive(
                 }
                 Err(e) => {
                     metrics::IO_ERRORS.incr();
-                    Err(RedisError::String(format!("ERR session '{key_text}': {e}")))
+                    Err(crate::args::reply_err(format_args!(
+                        "session '{key_text}': {e}"
+                    )))
                 }
             };
             let reply = PlainReply(reply);

@@ -20,7 +20,7 @@ use crate::{blocking, config, keys, metrics};
 pub const LOAD_COMMAND: &str = "CONV._LOAD";
 
 fn invalid(e: InvalidMessage) -> RedisError {
-    RedisError::String(format!("ERR {e}"))
+    args::reply_err(e)
 }
 
 /// Longest `EX` of CONV.ADD (as SEMCACHE.SET's): 100 years.
@@ -128,7 +128,7 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
                 s.window = window;
                 Ok::<u64, session::SessionError>(seq)
             })
-            .map_err(|e| RedisError::String(format!("ERR {e}")))?;
+            .map_err(args::reply_err)?;
             s.touch(now);
             // A cold session that comes back to life loses the retention TTL idle archival gave it.
             drop_auto_expire = std::mem::take(&mut s.auto_expire_ms);
@@ -146,9 +146,7 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             s.touch(now);
             s.sid = sid.unwrap_or_else(random_id);
             let sid = s.sid;
-            let seq = s
-                .add(msg, seq)
-                .map_err(|e| RedisError::String(format!("ERR {e}")))?;
+            let seq = s.add(msg, seq).map_err(args::reply_err)?;
             store_new(&key, s)?;
             (seq, sid)
         }
@@ -351,7 +349,7 @@ pub fn reply_messages<'a>(
 
 /// `ROLES r1,r2,...`: the roles a read keeps.
 fn parse_roles(opts: &mut Args) -> Result<RoleFilter, RedisError> {
-    RoleFilter::parse(opts.value_of("ROLES")?).map_err(|e| RedisError::String(format!("ERR {e}")))
+    RoleFilter::parse(opts.value_of("ROLES")?).map_err(args::reply_err)
 }
 
 /// CONV.CTX key [COUNT n] [TOKENS budget] [ROLES r1,r2] [FORMAT messages|full|text|resp]
@@ -530,7 +528,7 @@ pub fn search(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
 fn search_reply(all: &[&Message], scorer: &search::Scorer, recent: usize, k: usize) -> RedisResult {
     search::search_json(all, scorer, recent, k)
         .map(RedisValue::StringBuffer)
-        .map_err(|e| RedisError::String(format!("ERR {e}")))
+        .map_err(args::reply_err)
 }
 
 fn single_key(argv: Vec<RedisString>) -> Result<RedisString, RedisError> {
@@ -614,8 +612,7 @@ pub fn load(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     if argv.len() != 3 {
         return Err(RedisError::WrongArity);
     }
-    let decoded =
-        codec::decode(argv[2].as_slice()).map_err(|e| RedisError::String(format!("ERR {e}")))?;
+    let decoded = codec::decode(argv[2].as_slice()).map_err(args::reply_err)?;
     let key = ctx.open_key_writable(&argv[1]);
     match decoded {
         Decoded::Session(s) => {
@@ -629,17 +626,15 @@ pub fn load(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
                 return err("no session to continue loading into");
             };
             // Every turn is checked before the first is added: all or nothing.
-            s.check_more(&msgs)
-                .map_err(|e| RedisError::String(format!("ERR {e}")))?;
-            metrics::tracked(s, |s| s.push_more(msgs))
-                .map_err(|e| RedisError::String(format!("ERR {e}")))?;
+            s.check_more(&msgs).map_err(args::reply_err)?;
+            metrics::tracked(s, |s| s.push_more(msgs)).map_err(args::reply_err)?;
         }
         Decoded::Archived(turns) => {
             let Some(s) = keys::write::<Session>(&key, &SESSION_TYPE)? else {
                 return err("no session to continue loading into");
             };
-            let complete = metrics::tracked(s, |s| s.receive_archived(turns))
-                .map_err(|e| RedisError::String(format!("ERR {e}")))?;
+            let complete =
+                metrics::tracked(s, |s| s.receive_archived(turns)).map_err(args::reply_err)?;
             if let Some(all) = complete {
                 cold::restore_archived_turns(keys::selected_db(ctx), argv[1].as_slice(), s, all);
             }
@@ -750,8 +745,7 @@ pub fn rehydrated_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     if argv.len() != 3 {
         return Err(RedisError::WrongArity);
     }
-    let codec::Decoded::More(turns) =
-        codec::decode(argv[2].as_slice()).map_err(|e| RedisError::String(format!("ERR {e}")))?
+    let codec::Decoded::More(turns) = codec::decode(argv[2].as_slice()).map_err(args::reply_err)?
     else {
         return Err(RedisError::Str(
             "ERR payload must hold turns brought back into memory, not a session or archived turns",
@@ -761,8 +755,7 @@ pub fn rehydrated_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     let Some(s) = keys::write::<Session>(&key, &SESSION_TYPE)? else {
         return Ok(RedisValue::Integer(0));
     };
-    s.check_rehydrated(&turns)
-        .map_err(|e| RedisError::String(format!("ERR {e}")))?;
+    s.check_rehydrated(&turns).map_err(args::reply_err)?;
     let n = metrics::tracked(s, |s| s.rehydrate(turns));
     ctx.replicate_verbatim();
     Ok(RedisValue::Integer(n as i64))

@@ -13,7 +13,7 @@ const MAX_TTL_SECS: i64 = 100 * 365 * 86_400;
 fn validate(name: &str, blob: &[u8]) -> Result<(), RedisError> {
     vector::parse_fp32_blob(blob)
         .and_then(|v| vector::normalized(&v).map(|_| ()))
-        .map_err(|e| RedisError::String(format!("ERR {name}: {e}")))
+        .map_err(|e| crate::args::reply_err(format_args!("{name}: {e}")))
 }
 
 /// Absolute expiry for a TTL in seconds (0 = none).
