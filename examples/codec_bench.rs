@@ -37,6 +37,9 @@ mod render;
 #[allow(dead_code)]
 #[path = "../src/vector.rs"]
 mod vector;
+// The archive formats' varints.
+#[path = "../src/varint.rs"]
+mod varint;
 mod conv {
     pub use super::message;
 }

@@ -10,7 +10,13 @@ pub struct Args<'a> {
 }
 
 pub fn err<T>(msg: impl Into<String>) -> Result<T, RedisError> {
-    Err(RedisError::String(format!("ERR {}", msg.into())))
+    Err(reply_err(msg.into()))
+}
+
+/// A core error as the client sees it: `ERR ` and the error's own text (the one place a
+/// `Display` error becomes a reply).
+pub fn reply_err(e: impl std::fmt::Display) -> RedisError {
+    RedisError::String(format!("ERR {e}"))
 }
 
 impl<'a> Args<'a> {

@@ -3,7 +3,7 @@
 //! `COMMAND DOCS` shows (the syntax line is the README's, see `command_syntax`).
 //! `register.rs` turns the table into server calls.
 
-use crate::conv::{cold, commands as conv};
+use crate::conv::commands as conv;
 use crate::register::Entry;
 use crate::semcache::commands as semcache;
 use crate::urlemb::commands as urlemb;
@@ -176,7 +176,7 @@ pub static COMMANDS: &[Command] = &[
     },
     Command {
         name: "CONV.FLUSH",
-        entry: entry!(cold::flush_cmd),
+        entry: entry!(conv::flush_cmd),
         flags: "write",
         keys: key(RW | UPDATE),
         audience: Public(""),
@@ -186,7 +186,7 @@ pub static COMMANDS: &[Command] = &[
     },
     Command {
         name: "CONV.IMPORT",
-        entry: entry!(cold::import_cmd),
+        entry: entry!(conv::import_cmd),
         flags: "write deny-oom",
         keys: key(RW | INSERT),
         audience: Public(""),
@@ -298,7 +298,7 @@ pub static COMMANDS: &[Command] = &[
     },
     Command {
         name: "CONV._ARCHIVED",
-        entry: entry!(cold::archived_cmd),
+        entry: entry!(conv::archived_cmd),
         flags: "write",
         keys: key(RW | UPDATE),
         audience: Internal,
@@ -308,7 +308,7 @@ pub static COMMANDS: &[Command] = &[
     },
     Command {
         name: "CONV._REHYDRATED",
-        entry: entry!(cold::rehydrated_cmd),
+        entry: entry!(conv::rehydrated_cmd),
         flags: "write deny-oom",
         keys: key(RW | UPDATE),
         audience: Internal,

@@ -1,6 +1,6 @@
 //! Every tunable of the module in one place: name, default, range and why.
 //! Values live in atomics (or a mutex for strings) so background threads can read them.
-//! Registered in `lib.rs`; each name is `convcache.<name>` for CONFIG GET/SET and can also be
+//! Registered in `lib.rs` (from the defaults and ranges here); each name is `convcache.<name>` for CONFIG GET/SET and can also be
 //! given as a `loadmodule` argument pair (`window 9`).
 
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -11,59 +11,129 @@ use redis_module::{RedisError, RedisString};
 
 use lazy_static::lazy_static;
 
+/// An integer setting: its default and the range CONFIG SET and `loadmodule` arguments accept.
+pub struct IntSetting {
+    pub default: i64,
+    pub min: i64,
+    pub max: i64,
+}
+
 /// Messages kept in a session's window (lix-open-cache's default: 20).
-pub const WINDOW_DEFAULT: i64 = 20;
+pub const WINDOW_SETTING: IntSetting = IntSetting {
+    default: 20,
+    min: 1,
+    max: crate::conv::session::MAX_WINDOW as i64,
+};
 /// Largest content accepted by CONV.ADD; bigger is refused rather than silently truncated.
-pub const MAX_CONTENT_DEFAULT: i64 = 16 * 1024 * 1024;
+pub const MAX_CONTENT_SETTING: IntSetting = IntSetting {
+    default: 16 * 1024 * 1024,
+    min: 1,
+    max: 512 * 1024 * 1024,
+};
 /// Idle seconds before a session moves whole to disk (lix: 2 h).
-pub const IDLE_ARCHIVE_DEFAULT: i64 = 7200;
+pub const IDLE_ARCHIVE_SETTING: IntSetting = IntSetting {
+    default: 7200,
+    min: 0,
+    max: 10 * 365 * 86400,
+};
 /// Retention of cold sessions in days (lix: 14).
-pub const ARCHIVE_TTL_DAYS_DEFAULT: i64 = 14;
+pub const ARCHIVE_TTL_DAYS_SETTING: IntSetting = IntSetting {
+    default: 14,
+    min: 1,
+    max: 100 * 365,
+};
 /// Raw bytes of archived turns before the archive's zstd dictionary is trained (0 = never).
-pub const ARCHIVE_DICT_MIN_BYTES_DEFAULT: i64 = 1 << 20;
+pub const ARCHIVE_DICT_MIN_BYTES_SETTING: IntSetting = IntSetting {
+    default: 1 << 20,
+    min: 0,
+    max: 1 << 40,
+};
 /// Overflow turns that make one archive append (fewer wait for more, or for idleness).
-pub const ARCHIVE_BATCH_DEFAULT: i64 = 10;
-pub const IO_THREADS_DEFAULT: i64 = 2;
-pub const TIMER_INTERVAL_MS_DEFAULT: i64 = 100;
+pub const ARCHIVE_BATCH_SETTING: IntSetting = IntSetting {
+    default: 10,
+    min: 1,
+    max: 1_000_000,
+};
+pub const IO_THREADS_SETTING: IntSetting = IntSetting {
+    default: 2,
+    min: 1,
+    max: 64,
+};
+pub const TIMER_INTERVAL_MS_SETTING: IntSetting = IntSetting {
+    default: 100,
+    min: 1,
+    max: 60_000,
+};
 /// Main-thread time one timer tick may spend choosing and preparing work.
-pub const TIMER_BUDGET_US_DEFAULT: i64 = 1000;
+pub const TIMER_BUDGET_US_SETTING: IntSetting = IntSetting {
+    default: 1000,
+    min: 10,
+    max: 1_000_000,
+};
 /// Entries per semantic-cache bucket (lix: 50).
-pub const SEMCACHE_MAX_ITEMS_DEFAULT: i64 = 50;
+pub const SEMCACHE_MAX_ITEMS_SETTING: IntSetting = IntSetting {
+    default: 50,
+    min: 1,
+    max: 1_000_000,
+};
 /// Semantic-cache entry TTL in seconds (lix: 300); 0 = no expiry.
-pub const SEMCACHE_TTL_DEFAULT: i64 = 300;
+pub const SEMCACHE_TTL_SETTING: IntSetting = IntSetting {
+    default: 300,
+    min: 0,
+    max: 100 * 365 * 86_400,
+};
 /// Cosine similarity threshold (lix: 0.90).
 pub const SEMCACHE_MIN_SIM_DEFAULT: &str = "0.90";
 /// Above this many bytes of vectors a lookup scans on a background thread.
-pub const SEMCACHE_INLINE_BYTES_DEFAULT: i64 = 4 * 1024 * 1024;
+pub const SEMCACHE_INLINE_BYTES_SETTING: IntSetting = IntSetting {
+    default: 4 * 1024 * 1024,
+    min: 0,
+    max: 1 << 40,
+};
 /// Entries from which a bucket keeps an HNSW index (0 = never). See README: at 4,096 x 384
 /// an exact scan costs about as much as an index lookup, and below it SETs stay cheap.
-pub const SEMCACHE_INDEX_MIN_DEFAULT: i64 = 4096;
+pub const SEMCACHE_INDEX_MIN_SETTING: IntSetting = IntSetting {
+    default: 4096,
+    min: 0,
+    max: 1_000_000,
+};
 /// Candidates an index lookup explores (higher: better recall, slower).
-pub const SEMCACHE_INDEX_EF_DEFAULT: i64 = 64;
+pub const SEMCACHE_INDEX_EF_SETTING: IntSetting = IntSetting {
+    default: 64,
+    min: 1,
+    max: 4096,
+};
 /// URL embedding TTL in seconds (lix: 24 h).
-pub const URLEMB_TTL_DEFAULT: i64 = 86400;
+pub const URLEMB_TTL_SETTING: IntSetting = IntSetting {
+    default: 86400,
+    min: 0,
+    max: 100 * 365 * 86_400,
+};
 
 lazy_static! {
-    pub static ref WINDOW: AtomicI64 = AtomicI64::new(WINDOW_DEFAULT);
-    pub static ref MAX_CONTENT_BYTES: AtomicI64 = AtomicI64::new(MAX_CONTENT_DEFAULT);
-    pub static ref IDLE_ARCHIVE_SECS: AtomicI64 = AtomicI64::new(IDLE_ARCHIVE_DEFAULT);
-    pub static ref ARCHIVE_TTL_DAYS: AtomicI64 = AtomicI64::new(ARCHIVE_TTL_DAYS_DEFAULT);
-    pub static ref ARCHIVE_BATCH: AtomicI64 = AtomicI64::new(ARCHIVE_BATCH_DEFAULT);
+    pub static ref WINDOW: AtomicI64 = AtomicI64::new(WINDOW_SETTING.default);
+    pub static ref MAX_CONTENT_BYTES: AtomicI64 = AtomicI64::new(MAX_CONTENT_SETTING.default);
+    pub static ref IDLE_ARCHIVE_SECS: AtomicI64 = AtomicI64::new(IDLE_ARCHIVE_SETTING.default);
+    pub static ref ARCHIVE_TTL_DAYS: AtomicI64 = AtomicI64::new(ARCHIVE_TTL_DAYS_SETTING.default);
+    pub static ref ARCHIVE_BATCH: AtomicI64 = AtomicI64::new(ARCHIVE_BATCH_SETTING.default);
     pub static ref ARCHIVE_DICT_MIN_BYTES: AtomicI64 =
-        AtomicI64::new(ARCHIVE_DICT_MIN_BYTES_DEFAULT);
+        AtomicI64::new(ARCHIVE_DICT_MIN_BYTES_SETTING.default);
     pub static ref ARCHIVE_CODEC: CodecConfig = CodecConfig;
-    pub static ref IO_THREADS: AtomicI64 = AtomicI64::new(IO_THREADS_DEFAULT);
-    pub static ref TIMER_INTERVAL_MS: AtomicI64 = AtomicI64::new(TIMER_INTERVAL_MS_DEFAULT);
-    pub static ref TIMER_BUDGET_US: AtomicI64 = AtomicI64::new(TIMER_BUDGET_US_DEFAULT);
+    pub static ref IO_THREADS: AtomicI64 = AtomicI64::new(IO_THREADS_SETTING.default);
+    pub static ref TIMER_INTERVAL_MS: AtomicI64 = AtomicI64::new(TIMER_INTERVAL_MS_SETTING.default);
+    pub static ref TIMER_BUDGET_US: AtomicI64 = AtomicI64::new(TIMER_BUDGET_US_SETTING.default);
     pub static ref ARCHIVE_DIR: Mutex<String> = Mutex::new("convcache-archive".into());
     pub static ref IMPORT_DIR: Mutex<String> = Mutex::new("convcache-import".into());
-    pub static ref SEMCACHE_MAX_ITEMS: AtomicI64 = AtomicI64::new(SEMCACHE_MAX_ITEMS_DEFAULT);
-    pub static ref SEMCACHE_TTL_SECS: AtomicI64 = AtomicI64::new(SEMCACHE_TTL_DEFAULT);
+    pub static ref SEMCACHE_MAX_ITEMS: AtomicI64 =
+        AtomicI64::new(SEMCACHE_MAX_ITEMS_SETTING.default);
+    pub static ref SEMCACHE_TTL_SECS: AtomicI64 = AtomicI64::new(SEMCACHE_TTL_SETTING.default);
     pub static ref SEMCACHE_MIN_SIM: FloatConfig = FloatConfig::new(0.90, -1.0, 1.0);
-    pub static ref SEMCACHE_INLINE_BYTES: AtomicI64 = AtomicI64::new(SEMCACHE_INLINE_BYTES_DEFAULT);
-    pub static ref SEMCACHE_INDEX_MIN: AtomicI64 = AtomicI64::new(SEMCACHE_INDEX_MIN_DEFAULT);
-    pub static ref SEMCACHE_INDEX_EF: AtomicI64 = AtomicI64::new(SEMCACHE_INDEX_EF_DEFAULT);
-    pub static ref URLEMB_TTL_SECS: AtomicI64 = AtomicI64::new(URLEMB_TTL_DEFAULT);
+    pub static ref SEMCACHE_INLINE_BYTES: AtomicI64 =
+        AtomicI64::new(SEMCACHE_INLINE_BYTES_SETTING.default);
+    pub static ref SEMCACHE_INDEX_MIN: AtomicI64 =
+        AtomicI64::new(SEMCACHE_INDEX_MIN_SETTING.default);
+    pub static ref SEMCACHE_INDEX_EF: AtomicI64 = AtomicI64::new(SEMCACHE_INDEX_EF_SETTING.default);
+    pub static ref URLEMB_TTL_SECS: AtomicI64 = AtomicI64::new(URLEMB_TTL_SETTING.default);
 }
 
 /// Reads an integer config from any thread.

@@ -5,6 +5,7 @@ pub mod aof;
 pub mod archive;
 pub mod args;
 pub mod blocking;
+pub mod clock;
 pub mod cluster;
 pub mod command_syntax;
 pub mod command_table;
@@ -17,12 +18,13 @@ pub mod register;
 pub mod reply;
 pub mod semcache;
 pub mod urlemb;
+pub mod varint;
 pub mod vector;
 
 use redis_module::configuration::ConfigurationFlags;
 use redis_module::{redis_module, Context, RedisString, Status};
 
-use conv::cold;
+use conv::keyspace;
 use conv::r#type::SESSION_TYPE;
 use semcache::r#type::SEMCACHE_TYPE;
 
@@ -67,7 +69,7 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     if register::register_commands(ctx) == Status::Err {
         return Status::Err;
     }
-    conv::cold::init(ctx);
+    conv::timer::start(ctx);
     Status::Ok
 }
 
@@ -78,25 +80,25 @@ redis_module! {
     data_types: [SESSION_TYPE, SEMCACHE_TYPE],
     init: init,
     event_handlers: [
-        [@GENERIC @EXPIRED @EVICTED: cold::on_keyspace_event],
+        [@GENERIC @EXPIRED @EVICTED: keyspace::on_keyspace_event],
     ],
     configurations: [
         i64: [
-            ["window", &*config::WINDOW, config::WINDOW_DEFAULT, 1, 1_000_000, ConfigurationFlags::DEFAULT, None],
-            ["max-content-bytes", &*config::MAX_CONTENT_BYTES, config::MAX_CONTENT_DEFAULT, 1, 512 * 1024 * 1024, ConfigurationFlags::DEFAULT, None],
-            ["idle-archive", &*config::IDLE_ARCHIVE_SECS, config::IDLE_ARCHIVE_DEFAULT, 0, 10 * 365 * 86400, ConfigurationFlags::DEFAULT, None],
-            ["archive-ttl", &*config::ARCHIVE_TTL_DAYS, config::ARCHIVE_TTL_DAYS_DEFAULT, 1, 100 * 365, ConfigurationFlags::DEFAULT, None],
-            ["archive-batch", &*config::ARCHIVE_BATCH, config::ARCHIVE_BATCH_DEFAULT, 1, 1_000_000, ConfigurationFlags::DEFAULT, None],
-            ["archive-dict-min-bytes", &*config::ARCHIVE_DICT_MIN_BYTES, config::ARCHIVE_DICT_MIN_BYTES_DEFAULT, 0, 1 << 40, ConfigurationFlags::DEFAULT, None],
-            ["io-threads", &*config::IO_THREADS, config::IO_THREADS_DEFAULT, 1, 64, ConfigurationFlags::IMMUTABLE, None],
-            ["timer-interval-ms", &*config::TIMER_INTERVAL_MS, config::TIMER_INTERVAL_MS_DEFAULT, 1, 60_000, ConfigurationFlags::DEFAULT, None],
-            ["timer-budget-us", &*config::TIMER_BUDGET_US, config::TIMER_BUDGET_US_DEFAULT, 10, 1_000_000, ConfigurationFlags::DEFAULT, None],
-            ["max-items", &*config::SEMCACHE_MAX_ITEMS, config::SEMCACHE_MAX_ITEMS_DEFAULT, 1, 1_000_000, ConfigurationFlags::DEFAULT, None],
-            ["semcache-ttl", &*config::SEMCACHE_TTL_SECS, config::SEMCACHE_TTL_DEFAULT, 0, 100 * 365 * 86_400, ConfigurationFlags::DEFAULT, None],
-            ["semcache-index-min", &*config::SEMCACHE_INDEX_MIN, config::SEMCACHE_INDEX_MIN_DEFAULT, 0, 1_000_000, ConfigurationFlags::DEFAULT, None],
-            ["semcache-index-ef", &*config::SEMCACHE_INDEX_EF, config::SEMCACHE_INDEX_EF_DEFAULT, 1, 4096, ConfigurationFlags::DEFAULT, None],
-            ["semcache-inline-bytes", &*config::SEMCACHE_INLINE_BYTES, config::SEMCACHE_INLINE_BYTES_DEFAULT, 0, 1 << 40, ConfigurationFlags::DEFAULT, None],
-            ["urlemb-ttl", &*config::URLEMB_TTL_SECS, config::URLEMB_TTL_DEFAULT, 0, 100 * 365 * 86_400, ConfigurationFlags::DEFAULT, None],
+            ["window", &*config::WINDOW, config::WINDOW_SETTING.default, config::WINDOW_SETTING.min, config::WINDOW_SETTING.max, ConfigurationFlags::DEFAULT, None],
+            ["max-content-bytes", &*config::MAX_CONTENT_BYTES, config::MAX_CONTENT_SETTING.default, config::MAX_CONTENT_SETTING.min, config::MAX_CONTENT_SETTING.max, ConfigurationFlags::DEFAULT, None],
+            ["idle-archive", &*config::IDLE_ARCHIVE_SECS, config::IDLE_ARCHIVE_SETTING.default, config::IDLE_ARCHIVE_SETTING.min, config::IDLE_ARCHIVE_SETTING.max, ConfigurationFlags::DEFAULT, None],
+            ["archive-ttl", &*config::ARCHIVE_TTL_DAYS, config::ARCHIVE_TTL_DAYS_SETTING.default, config::ARCHIVE_TTL_DAYS_SETTING.min, config::ARCHIVE_TTL_DAYS_SETTING.max, ConfigurationFlags::DEFAULT, None],
+            ["archive-batch", &*config::ARCHIVE_BATCH, config::ARCHIVE_BATCH_SETTING.default, config::ARCHIVE_BATCH_SETTING.min, config::ARCHIVE_BATCH_SETTING.max, ConfigurationFlags::DEFAULT, None],
+            ["archive-dict-min-bytes", &*config::ARCHIVE_DICT_MIN_BYTES, config::ARCHIVE_DICT_MIN_BYTES_SETTING.default, config::ARCHIVE_DICT_MIN_BYTES_SETTING.min, config::ARCHIVE_DICT_MIN_BYTES_SETTING.max, ConfigurationFlags::DEFAULT, None],
+            ["io-threads", &*config::IO_THREADS, config::IO_THREADS_SETTING.default, config::IO_THREADS_SETTING.min, config::IO_THREADS_SETTING.max, ConfigurationFlags::IMMUTABLE, None],
+            ["timer-interval-ms", &*config::TIMER_INTERVAL_MS, config::TIMER_INTERVAL_MS_SETTING.default, config::TIMER_INTERVAL_MS_SETTING.min, config::TIMER_INTERVAL_MS_SETTING.max, ConfigurationFlags::DEFAULT, None],
+            ["timer-budget-us", &*config::TIMER_BUDGET_US, config::TIMER_BUDGET_US_SETTING.default, config::TIMER_BUDGET_US_SETTING.min, config::TIMER_BUDGET_US_SETTING.max, ConfigurationFlags::DEFAULT, None],
+            ["max-items", &*config::SEMCACHE_MAX_ITEMS, config::SEMCACHE_MAX_ITEMS_SETTING.default, config::SEMCACHE_MAX_ITEMS_SETTING.min, config::SEMCACHE_MAX_ITEMS_SETTING.max, ConfigurationFlags::DEFAULT, None],
+            ["semcache-ttl", &*config::SEMCACHE_TTL_SECS, config::SEMCACHE_TTL_SETTING.default, config::SEMCACHE_TTL_SETTING.min, config::SEMCACHE_TTL_SETTING.max, ConfigurationFlags::DEFAULT, None],
+            ["semcache-index-min", &*config::SEMCACHE_INDEX_MIN, config::SEMCACHE_INDEX_MIN_SETTING.default, config::SEMCACHE_INDEX_MIN_SETTING.min, config::SEMCACHE_INDEX_MIN_SETTING.max, ConfigurationFlags::DEFAULT, None],
+            ["semcache-index-ef", &*config::SEMCACHE_INDEX_EF, config::SEMCACHE_INDEX_EF_SETTING.default, config::SEMCACHE_INDEX_EF_SETTING.min, config::SEMCACHE_INDEX_EF_SETTING.max, ConfigurationFlags::DEFAULT, None],
+            ["semcache-inline-bytes", &*config::SEMCACHE_INLINE_BYTES, config::SEMCACHE_INLINE_BYTES_SETTING.default, config::SEMCACHE_INLINE_BYTES_SETTING.min, config::SEMCACHE_INLINE_BYTES_SETTING.max, ConfigurationFlags::DEFAULT, None],
+            ["urlemb-ttl", &*config::URLEMB_TTL_SECS, config::URLEMB_TTL_SETTING.default, config::URLEMB_TTL_SETTING.min, config::URLEMB_TTL_SETTING.max, ConfigurationFlags::DEFAULT, None],
         ],
         string: [
             ["archive-dir", &*config::ARCHIVE_DIR, "convcache-archive", ConfigurationFlags::IMMUTABLE, None],

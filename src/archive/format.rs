@@ -82,10 +82,10 @@
 //! refuse to truncate away good data.
 
 use super::huffman;
-use super::huffman::get_varint;
 use super::segcodec::{self, Dict, CODEC_HUFFMAN, CODEC_ZSTD};
 use super::ArchiveError;
 use crate::conv::message::Message;
+use crate::varint::{get as get_varint, put as put_varint, unzigzag, zigzag};
 
 /// File magic.
 pub const FILE_MAGIC: &[u8; 4] = b"CCAR";
@@ -180,22 +180,6 @@ fn u64_at(b: &[u8], o: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[o..o + 8]);
     u64::from_le_bytes(a)
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
 /// Encodes the file header for `key`.

@@ -23,7 +23,7 @@
 //! anything else is an error; `embedding` is `null`/missing or an array of
 //! numbers converted to f32.
 
-use super::huffman::decode_lix_hcv1;
+use super::hcv1::decode_lix_hcv1;
 use super::ArchiveError;
 use serde_json::Value;
 

@@ -11,6 +11,7 @@
 pub mod dict;
 pub mod filename;
 pub mod format;
+pub mod hcv1;
 pub mod huffman;
 pub mod lix;
 #[cfg(test)]

@@ -35,13 +35,7 @@ fn corrupt<T>(what: &str) -> Result<T, CodecError> {
     Err(CodecError(what.to_string()))
 }
 
-pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
+pub use crate::varint::put as put_varint;
 
 pub fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     put_varint(out, b.len() as u64);
@@ -70,15 +64,11 @@ impl<'a> Reader<'a> {
         Ok(b)
     }
     pub fn varint(&mut self) -> Result<u64, CodecError> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.u8()?;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
+        match crate::varint::get(self.buf, &mut self.pos) {
+            Some(v) => Ok(v),
+            None if self.pos >= self.buf.len() => corrupt("truncated"),
+            None => corrupt("varint too long"),
         }
-        corrupt("varint too long")
     }
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
         if self.buf.len() - self.pos < n {

@@ -1,5 +1,7 @@
 //! CONV.* command handlers: parse, call the session core, reply, replicate what was decided.
 
+use std::path::PathBuf;
+
 use redis_module::{raw, Context, NotifyEvent, RedisError, RedisResult, RedisString, RedisValue};
 
 use redis_module::key::RedisKeyWritable;
@@ -11,29 +13,14 @@ use super::render::{self, Format};
 use super::session::{self, RoleFilter, Session, MAX_WINDOW};
 use super::{cold, search};
 use crate::args::{self, err, Args};
-use crate::{config, keys, metrics};
+use crate::clock::{now_ms, random_id};
+use crate::{blocking, config, keys, metrics};
 
 /// The command AOF rewrite emits to rebuild a session (also accepted from clients, as RESTORE is).
 pub const LOAD_COMMAND: &str = "CONV._LOAD";
 
 fn invalid(e: InvalidMessage) -> RedisError {
-    RedisError::String(format!("ERR {e}"))
-}
-
-/// A random session id (see `Session::sid`).
-pub fn new_sid() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_i64(now_ms());
-    h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-    h.finish()
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    args::reply_err(e)
 }
 
 /// Longest `EX` of CONV.ADD (as SEMCACHE.SET's): 100 years.
@@ -52,9 +39,7 @@ fn expire_at(
         (Some(secs), None) => Ok(Some(now + secs * 1000)),
         (None, Some(at)) => {
             // A decision taken elsewhere is applied as it is; a client's must be ahead.
-            let decided = ctx.get_flags().intersects(
-                redis_module::ContextFlags::REPLICATED | redis_module::ContextFlags::LOADING,
-            );
+            let decided = applying_decisions(ctx);
             let (min, max) = (now + 1, now + MAX_TTL_SECS * 1000);
             if !decided && !(min..=max).contains(&at) {
                 return err(format!("PXAT must be between {min} and {max}, got {at}"));
@@ -143,7 +128,7 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
                 s.window = window;
                 Ok::<u64, session::SessionError>(seq)
             })
-            .map_err(|e| RedisError::String(format!("ERR {e}")))?;
+            .map_err(args::reply_err)?;
             s.touch(now);
             // A cold session that comes back to life loses the retention TTL idle archival gave it.
             drop_auto_expire = std::mem::take(&mut s.auto_expire_ms);
@@ -159,11 +144,9 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             // Created at its first message's time: decided by the primary, so replicas agree.
             let mut s = Session::new(window, ts);
             s.touch(now);
-            s.sid = sid.unwrap_or_else(new_sid);
+            s.sid = sid.unwrap_or_else(random_id);
             let sid = s.sid;
-            let seq = s
-                .add(msg, seq)
-                .map_err(|e| RedisError::String(format!("ERR {e}")))?;
+            let seq = s.add(msg, seq).map_err(args::reply_err)?;
             store_new(&key, s)?;
             (seq, sid)
         }
@@ -366,7 +349,7 @@ pub fn reply_messages<'a>(
 
 /// `ROLES r1,r2,...`: the roles a read keeps.
 fn parse_roles(opts: &mut Args) -> Result<RoleFilter, RedisError> {
-    RoleFilter::parse(opts.value_of("ROLES")?).map_err(|e| RedisError::String(format!("ERR {e}")))
+    RoleFilter::parse(opts.value_of("ROLES")?).map_err(args::reply_err)
 }
 
 /// CONV.CTX key [COUNT n] [TOKENS budget] [ROLES r1,r2] [FORMAT messages|full|text|resp]
@@ -545,7 +528,7 @@ pub fn search(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
 fn search_reply(all: &[&Message], scorer: &search::Scorer, recent: usize, k: usize) -> RedisResult {
     search::search_json(all, scorer, recent, k)
         .map(RedisValue::StringBuffer)
-        .map_err(|e| RedisError::String(format!("ERR {e}")))
+        .map_err(args::reply_err)
 }
 
 fn single_key(argv: Vec<RedisString>) -> Result<RedisString, RedisError> {
@@ -629,8 +612,7 @@ pub fn load(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     if argv.len() != 3 {
         return Err(RedisError::WrongArity);
     }
-    let decoded =
-        codec::decode(argv[2].as_slice()).map_err(|e| RedisError::String(format!("ERR {e}")))?;
+    let decoded = codec::decode(argv[2].as_slice()).map_err(args::reply_err)?;
     let key = ctx.open_key_writable(&argv[1]);
     match decoded {
         Decoded::Session(s) => {
@@ -644,17 +626,15 @@ pub fn load(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
                 return err("no session to continue loading into");
             };
             // Every turn is checked before the first is added: all or nothing.
-            s.check_more(&msgs)
-                .map_err(|e| RedisError::String(format!("ERR {e}")))?;
-            metrics::tracked(s, |s| s.push_more(msgs))
-                .map_err(|e| RedisError::String(format!("ERR {e}")))?;
+            s.check_more(&msgs).map_err(args::reply_err)?;
+            metrics::tracked(s, |s| s.push_more(msgs)).map_err(args::reply_err)?;
         }
         Decoded::Archived(turns) => {
             let Some(s) = keys::write::<Session>(&key, &SESSION_TYPE)? else {
                 return err("no session to continue loading into");
             };
-            let complete = metrics::tracked(s, |s| s.receive_archived(turns))
-                .map_err(|e| RedisError::String(format!("ERR {e}")))?;
+            let complete =
+                metrics::tracked(s, |s| s.receive_archived(turns)).map_err(args::reply_err)?;
             if let Some(all) = complete {
                 cold::restore_archived_turns(keys::selected_db(ctx), argv[1].as_slice(), s, all);
             }
@@ -662,4 +642,204 @@ pub fn load(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     }
     ctx.replicate_verbatim();
     Ok(RedisValue::SimpleStringStatic("OK"))
+}
+
+/// Latest PXAT a client may give CONV._ARCHIVED: the longest archive-ttl (100 years) ahead.
+const MAX_PXAT_AHEAD_MS: i64 = 100 * 365 * 86_400_000 + 86_400_000;
+
+/// Commands applied from the primary's stream or the AOF: decisions taken elsewhere.
+fn applying_decisions(ctx: &Context) -> bool {
+    ctx.get_flags()
+        .intersects(redis_module::ContextFlags::REPLICATED | redis_module::ContextFlags::LOADING)
+}
+
+/// CONV._ARCHIVED key upto [PXAT ms]: the primary made turns up to `upto` durable; this node
+/// archives the same turns into its own archive (in the background) and drops them once durable.
+///
+/// Every argument is checked before anything changes: `upto` between 1 and the session's last
+/// sequence number, the literal keyword PXAT, and a PXAT in the future (at most 100 years
+/// ahead) unless the command comes from the primary or the AOF, whose decision is applied.
+pub fn archived_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+    if argv.len() != 3 && argv.len() != 5 {
+        return Err(RedisError::WrongArity);
+    }
+    let upto = crate::args::int_in("upto", argv[2].as_slice(), 1, i64::MAX)? as u64;
+    let pxat = if argv.len() == 5 {
+        if !argv[3].as_slice().eq_ignore_ascii_case(b"PXAT") {
+            return crate::args::unknown_option(&String::from_utf8_lossy(argv[3].as_slice()));
+        }
+        let now = crate::clock::now_ms();
+        let (min, max) = if applying_decisions(ctx) {
+            (1, i64::MAX)
+        } else {
+            (now + 1, now + MAX_PXAT_AHEAD_MS)
+        };
+        Some(crate::args::int_in("PXAT", argv[4].as_slice(), min, max)?)
+    } else {
+        None
+    };
+    let key = ctx.open_key_writable(&argv[1]);
+    let Some(s) = keys::write::<Session>(&key, &SESSION_TYPE)? else {
+        return Ok(RedisValue::Integer(0));
+    };
+    let last = s.next_seq - 1;
+    if upto > last {
+        return Err(RedisError::String(format!(
+            "ERR upto {upto} is past the session's last sequence number {last}"
+        )));
+    }
+    s.archive_upto = s.archive_upto.max(upto);
+    if let Some(at) = pxat {
+        s.auto_expire_ms = at;
+    }
+    if s.pending.is_none() {
+        if let Some(upto) = s.undurable_upto() {
+            cold::submit_append(
+                keys::selected_db(ctx),
+                argv[1].as_slice(),
+                s,
+                upto,
+                false,
+                None,
+            );
+        }
+    }
+    drop(key);
+    if let Some(at) = pxat {
+        keys::set_expire_at(ctx, &argv[1], Some(at));
+    }
+    ctx.replicate_verbatim();
+    Ok(RedisValue::Integer(1))
+}
+
+/// CONV.FLUSH key: archives every in-memory turn now; replies (the number of turns that left
+/// memory) once they are durable on disk.
+pub fn flush_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+    metrics::CONV_COMMANDS.incr();
+    if argv.len() != 2 {
+        return Err(RedisError::WrongArity);
+    }
+    let key = ctx.open_key_writable(&argv[1]);
+    let Some(s) = keys::write::<Session>(&key, &SESSION_TYPE)? else {
+        return Ok(RedisValue::Integer(0));
+    };
+    let upto = match (s.archive_candidates(true), s.pending) {
+        (Some(u), _) => u,
+        (None, Some((_, u))) => u,
+        (None, None) => return Ok(RedisValue::Integer(0)),
+    };
+    let bc = blocking::block(ctx, "CONV.FLUSH")?;
+    cold::submit_append(
+        keys::selected_db(ctx),
+        argv[1].as_slice(),
+        s,
+        upto,
+        false,
+        Some(bc),
+    );
+    Ok(RedisValue::NoReply)
+}
+
+/// CONV._REHYDRATED key payload: the primary brought these archived turns back into memory.
+pub fn rehydrated_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+    if argv.len() != 3 {
+        return Err(RedisError::WrongArity);
+    }
+    let codec::Decoded::More(turns) = codec::decode(argv[2].as_slice()).map_err(args::reply_err)?
+    else {
+        return Err(RedisError::Str(
+            "ERR payload must hold turns brought back into memory, not a session or archived turns",
+        ));
+    };
+    let key = ctx.open_key_writable(&argv[1]);
+    let Some(s) = keys::write::<Session>(&key, &SESSION_TYPE)? else {
+        return Ok(RedisValue::Integer(0));
+    };
+    s.check_rehydrated(&turns).map_err(args::reply_err)?;
+    let n = metrics::tracked(s, |s| s.rehydrate(turns));
+    ctx.replicate_verbatim();
+    Ok(RedisValue::Integer(n as i64))
+}
+
+/// CONV.IMPORT key name: imports `<import-dir>/<name>.huff`, a lix_open_cache `CAv1`
+/// archive, into a new session `key`. Replies the number of turns imported.
+pub fn import_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+    metrics::CONV_COMMANDS.incr();
+    if argv.len() != 3 {
+        return Err(RedisError::WrongArity);
+    }
+    let name = argv[2].as_slice();
+    if !crate::archive::filename::is_safe_import_name(name) {
+        return Err(RedisError::String(format!(
+            "ERR import name '{}' must be a plain file name (no path separators, at most 200 bytes)",
+            String::from_utf8_lossy(name)
+        )));
+    }
+    let key = ctx.open_key(&argv[1]);
+    if !key.is_null() {
+        return Err(RedisError::Str("ERR target key already exists"));
+    }
+    drop(key);
+    let mut file = name.to_vec();
+    file.extend_from_slice(b".huff");
+    let path = PathBuf::from(config::get_string(&config::IMPORT_DIR))
+        .join(String::from_utf8_lossy(&file).as_ref());
+    let bc = blocking::block(ctx, "CONV.IMPORT")?;
+    let key_name = argv[1].as_slice().to_vec();
+    let shown = String::from_utf8_lossy(&file).into_owned();
+    cold::read_file(
+        path,
+        Box::new(move |bytes| {
+            // Parse off the main thread; the main thread only installs the session.
+            let parsed = bytes
+                .map_err(|e| format!("ERR cannot read import file '{shown}': {e}"))
+                .and_then(|b| {
+                    crate::archive::lix::read_cav1(&b)
+                        .map_err(|e| format!("ERR import file '{shown}': {e}"))
+                });
+            let session = parsed.and_then(|lix| {
+                let mut s = Session::new(config::get(&config::WINDOW) as u32, lix.created_ms);
+                s.sid = crate::clock::random_id();
+                for (i, t) in lix.turns.into_iter().enumerate() {
+                    let m = Message {
+                        seq: 0,
+                        ts_ms: t.ts_ms,
+                        role: t.role,
+                        content: t.content.into_bytes(),
+                        meta: t.meta,
+                        emb: t.emb,
+                    };
+                    // The rules of CONV.ADD: what is imported must load again from RDB/AOF.
+                    m.validate()
+                        .map_err(|e| format!("ERR import file '{shown}': turn {i}: {e}"))?;
+                    s.add(m, None).expect("fresh session numbers ascend");
+                }
+                Ok(s)
+            });
+            bc.finish(Box::new(move |ctx| {
+                install_import(ctx, &key_name, session.map_err(RedisError::String)?)
+            }));
+        }),
+    );
+    Ok(RedisValue::NoReply)
+}
+
+fn install_import(ctx: &Context, key_name: &[u8], s: Session) -> RedisResult {
+    let name = RedisString::create_from_slice(ctx.ctx, key_name);
+    let key = ctx.open_key_writable(&name);
+    if !key.is_empty() {
+        return Err(RedisError::Str("ERR target key already exists"));
+    }
+    // Imported history is not idle history: the clock starts now.
+    s.touch(crate::clock::now_ms());
+    let n = s.total_len();
+    let all: Vec<&Message> = s.hot().iter().collect();
+    let payload = codec::encode_session(&s, &all);
+    metrics::session_created(&s);
+    key.set_value(&SESSION_TYPE, s)?;
+    // Replicas and the AOF get the imported session itself, not the file name.
+    let payload = RedisString::create_from_slice(ctx.ctx, &payload);
+    ctx.replicate(LOAD_COMMAND, &[&name, &payload][..]);
+    ctx.notify_keyspace_event(NotifyEvent::MODULE, "conv.import", &name);
+    Ok(RedisValue::Integer(n as i64))
 }

@@ -2,8 +2,10 @@
 pub mod codec;
 pub mod cold;
 pub mod commands;
+pub mod keyspace;
 pub mod message;
 pub mod render;
 pub mod search;
 pub mod session;
+pub mod timer;
 pub mod r#type;

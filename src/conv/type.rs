@@ -248,7 +248,7 @@ unsafe extern "C" fn copy2(
     ));
     let from_db = raw::RedisModule_GetDbIdFromOptCtx.expect("opt ctx")(octx);
     let to_db = raw::RedisModule_GetToDbIdFromOptCtx.expect("opt ctx")(octx);
-    cold::on_copy(from_db, &from, to_db, &to, s);
+    super::keyspace::on_copy(from_db, &from, to_db, &to, s);
     let mut copy = s.clone();
     copy.pending = None;
     copy.queued = false;
@@ -258,7 +258,7 @@ unsafe extern "C" fn copy2(
 /// The key leaves the keyspace (DEL, UNLINK, expiry, but also RENAME/MOVE): the keyspace
 /// event that follows decides what happens to the archive file.
 unsafe extern "C" fn unlink(key: *mut raw::RedisModuleString, value: *const c_void) {
-    cold::on_unlink(keys::string_bytes(key), session(value));
+    super::keyspace::on_unlink(keys::string_bytes(key), session(value));
 }
 
 /// Digest of the replicated state: the conversation as the primary decided it, whatever part

@@ -10,7 +10,7 @@ use super::r#type::{store_new, SEMCACHE_TYPE};
 use super::tags::{self, Pair};
 use super::{scan, tracked, SemCache};
 use crate::args::{self, err, Args};
-use crate::conv::commands::now_ms;
+use crate::clock::now_ms;
 use crate::{config, keys, vector};
 
 /// The command AOF rewrite emits to rebuild a bucket (also accepted from clients).

@@ -4,7 +4,7 @@
 use redis_module::{raw::KeyType, Context, RedisError, RedisResult, RedisString, RedisValue};
 
 use crate::args::{err, Args};
-use crate::conv::commands::now_ms;
+use crate::clock::now_ms;
 use crate::{config, metrics, vector};
 
 const MAX_TTL_SECS: i64 = 100 * 365 * 86_400;
@@ -13,7 +13,7 @@ const MAX_TTL_SECS: i64 = 100 * 365 * 86_400;
 fn validate(name: &str, blob: &[u8]) -> Result<(), RedisError> {
     vector::parse_fp32_blob(blob)
         .and_then(|v| vector::normalized(&v).map(|_| ()))
-        .map_err(|e| RedisError::String(format!("ERR {name}: {e}")))
+        .map_err(|e| crate::args::reply_err(format_args!("{name}: {e}")))
 }
 
 /// Absolute expiry for a TTL in seconds (0 = none).

@@ -1,0 +1,189 @@
+//! The archiving timer (primary decides, every node carries out): each tick applies finished
+//! background writes, serves sessions whose overflow reached a batch, then walks a
+//! budget-bounded slice of the keyspace (a raw scan) for idle sessions and work a replica or a
+//! restart left undone, handing them to the I/O threads through `cold`.
+
+use std::time::{Duration, Instant};
+
+use redis_module::{raw, Context, RedisString};
+
+use super::r#type::SESSION_TYPE;
+use super::session::Session;
+use super::{cold, keyspace};
+use crate::{config, keys, metrics};
+
+/// Writes queued beyond this wait: each queued job holds a copy of its turns.
+const MAX_QUEUED_WRITES: i64 = 4096;
+
+/// Starts the repeating timer (the I/O threads start with it).
+pub fn start(ctx: &Context) {
+    cold::start_workers();
+    arm_timer(ctx, TimerState::new());
+}
+
+struct TimerState {
+    cursor: *mut raw::RedisModuleScanCursor,
+    db: i32,
+    /// When the last full keyspace pass ended; idle sessions need no faster passes than
+    /// a tenth of the idle time.
+    pass_done_ms: i64,
+}
+
+impl TimerState {
+    fn new() -> TimerState {
+        // SAFETY: plain module API call; the cursor lives as long as the module.
+        let cursor = unsafe { raw::RedisModule_ScanCursorCreate.expect("ScanCursorCreate")() };
+        TimerState {
+            cursor,
+            db: 0,
+            pass_done_ms: 0,
+        }
+    }
+}
+
+fn arm_timer(ctx: &Context, state: TimerState) {
+    let every = Duration::from_millis(config::get(&config::TIMER_INTERVAL_MS).max(1) as u64);
+    ctx.create_timer(every, tick, state);
+}
+
+/// What one scan step needs to decide per session.
+struct Visit {
+    db: i32,
+    now: i64,
+    primary: bool,
+    idle_ms: i64,
+    batch: usize,
+    started: Instant,
+    budget: Duration,
+}
+
+impl Visit {
+    fn over_budget(&self) -> bool {
+        self.started.elapsed() >= self.budget || cold::queue_depth() >= MAX_QUEUED_WRITES
+    }
+}
+
+/// One timer tick: apply finished writes, then walk the keyspace for a bounded time and
+/// hand sessions that should move to disk to the I/O threads.
+fn tick(ctx: &Context, mut state: TimerState) {
+    let started = Instant::now();
+    cold::maybe_train_dictionary();
+    let budget = Duration::from_micros(config::get(&config::TIMER_BUDGET_US).max(1) as u64);
+    // Finished writes first, within the budget; the rest wait for the next tick.
+    cold::apply_finished(ctx, started, budget);
+    keyspace::forget_unlinked();
+    let mut visit = Visit {
+        db: state.db,
+        now: crate::clock::now_ms(),
+        primary: cold::is_primary(ctx),
+        idle_ms: config::get(&config::IDLE_ARCHIVE_SECS) * 1000,
+        batch: config::get(&config::ARCHIVE_BATCH).max(1) as usize,
+        started,
+        budget,
+    };
+    // Sessions that reached an overflow batch since the last tick.
+    let mut dirty = cold::take_dirty().into_iter();
+    for (db, key) in dirty.by_ref() {
+        visit.db = db;
+        visit_by_name(ctx, &visit, db, &key);
+        if visit.over_budget() {
+            break;
+        }
+    }
+    cold::requeue_dirty(dirty.collect());
+    // Then a slice of the keyspace pass that finds idle sessions (and work a replica or a
+    // restart left undone).
+    let pause_ms = (visit.idle_ms / 10).clamp(100, 10_000);
+    let start_db = state.db;
+    let mut wrapped = false;
+    while !visit.over_budget() && visit.now - state.pass_done_ms >= pause_ms {
+        // SAFETY: plain module API calls on the timer's context.
+        if !keys::select_db(ctx, state.db) {
+            state.db = 0;
+            state.pass_done_ms = visit.now;
+            wrapped = true;
+            if start_db == 0 {
+                break;
+            }
+            continue;
+        }
+        visit.db = state.db;
+        let more = unsafe {
+            raw::RedisModule_Scan.expect("Scan")(
+                ctx.ctx,
+                state.cursor,
+                Some(scan_cb),
+                &mut visit as *mut Visit as *mut std::os::raw::c_void,
+            )
+        };
+        if more == 0 {
+            unsafe { raw::RedisModule_ScanCursorRestart.expect("ScanCursorRestart")(state.cursor) };
+            state.db += 1;
+            if wrapped && state.db > start_db {
+                break; // one full pass per tick at most
+            }
+        }
+    }
+    let us = started.elapsed().as_micros() as i64;
+    metrics::TIMER_TICKS.incr();
+    metrics::TIMER_TICK_US_TOTAL.add(us);
+    metrics::TIMER_TICK_US_MAX.max(us);
+    arm_timer(ctx, state);
+}
+
+extern "C" fn scan_cb(
+    _ctx: *mut raw::RedisModuleCtx,
+    keyname: *mut raw::RedisModuleString,
+    key: *mut raw::RedisModuleKey,
+    data: *mut std::os::raw::c_void,
+) {
+    if key.is_null() {
+        return;
+    }
+    // SAFETY: the scan hands us live handles for the duration of the callback; `data` is the
+    // Visit passed to RedisModule_Scan; the session value belongs to this module.
+    unsafe {
+        if raw::RedisModule_ModuleTypeGetType.expect("GetType")(key)
+            != *SESSION_TYPE.raw_type.borrow()
+        {
+            return;
+        }
+        let v = &*(data as *const Visit);
+        let s = &mut *(raw::RedisModule_ModuleTypeGetValue.expect("GetValue")(key) as *mut Session);
+        visit_session(v, keys::string_bytes(keyname), s);
+    }
+}
+
+fn visit_by_name(ctx: &Context, v: &Visit, db: i32, key: &[u8]) {
+    keys::select_db(ctx, db);
+    let name = RedisString::create_from_slice(ctx.ctx, key);
+    if let Some(s) = keys::internal_value::<Session>(ctx, &name, &SESSION_TYPE) {
+        s.queued = false;
+        visit_session(v, key, s);
+    }
+}
+
+fn visit_session(v: &Visit, key: &[u8], s: &mut Session) {
+    // Past the budget the rest of this scan step is skipped; the next pass sees it again.
+    if s.pending.is_some() || v.now < s.retry_at_ms || v.over_budget() {
+        return;
+    }
+    // Work already decided by the primary (replica catching up, after a restart): any node.
+    if let Some(upto) = s.undurable_upto() {
+        cold::submit_append(v.db, key, s, upto, false, None);
+        return;
+    }
+    if !v.primary {
+        return;
+    }
+    let idle = v.now - s.last_access_ms.get() >= v.idle_ms;
+    if idle {
+        if let Some(upto) = s.archive_candidates(true) {
+            cold::submit_append(v.db, key, s, upto, true, None);
+        }
+    } else if s.overflow_len() >= v.batch {
+        if let Some(upto) = s.archive_candidates(false) {
+            cold::submit_append(v.db, key, s, upto, false, None);
+        }
+    }
+}
