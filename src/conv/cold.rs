@@ -922,14 +922,22 @@ pub fn import_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             let session = parsed.and_then(|lix| {
                 let mut s = Session::new(config::get(&config::WINDOW) as u32, lix.created_ms);
                 s.sid = crate::conv::commands::new_sid();
+                // Counted here, on the I/O thread, with the config's tokenizer, which the
+                // session keeps (the replicated `_LOAD` payload carries both).
+                s.tokenizer = config::TOKENIZER.value();
                 for (i, t) in lix.turns.into_iter().enumerate() {
+                    let content = t.content.into_bytes();
                     let m = Message {
                         seq: 0,
                         ts_ms: t.ts_ms,
                         role: t.role,
-                        content: t.content.into_bytes(),
+                        tokens: s.tokenizer.count(&content),
+                        content,
                         meta: t.meta,
                         emb: t.emb,
+                        name: t.name,
+                        tool_call_id: t.tool_call_id,
+                        tool_calls: t.tool_calls,
                     };
                     // The rules of CONV.ADD: what is imported must load again from RDB/AOF.
                     m.validate()

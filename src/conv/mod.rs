@@ -6,4 +6,5 @@ pub mod message;
 pub mod render;
 pub mod search;
 pub mod session;
+pub mod tokens;
 pub mod r#type;
