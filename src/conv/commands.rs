@@ -388,6 +388,12 @@ fn parse_format(opts: &mut Args) -> Result<Format, RedisError> {
     })
 }
 
+fn text_or_nil(text: &Option<String>) -> RedisValue {
+    text.as_ref().map_or(RedisValue::Null, |x| {
+        RedisValue::StringBuffer(x.as_bytes().to_vec())
+    })
+}
+
 pub fn reply_messages<'a>(
     format: Format,
     msgs: impl Iterator<Item = &'a Message> + Clone,
@@ -400,9 +406,11 @@ pub fn reply_messages<'a>(
                     RedisValue::Integer(m.ts_ms),
                     RedisValue::StringBuffer(m.role.as_bytes().to_vec()),
                     RedisValue::StringBuffer(m.content.clone()),
-                    m.meta.as_ref().map_or(RedisValue::Null, |x| {
-                        RedisValue::StringBuffer(x.as_bytes().to_vec())
-                    }),
+                    text_or_nil(&m.meta),
+                    RedisValue::Integer(i64::from(m.tokens)),
+                    text_or_nil(&m.name),
+                    text_or_nil(&m.tool_call_id),
+                    text_or_nil(&m.tool_calls),
                 ])
             })
             .collect(),

@@ -11,7 +11,8 @@ pub enum Format {
     Full,
     /// `role: content` lines
     Text,
-    /// One RESP array per message: seq, ts, role, content, meta (binary-safe)
+    /// One RESP array per message: seq, ts, role, content, meta, tokens, name, tool_call_id,
+    /// tool_calls (binary-safe; absent fields are nil)
     Resp,
 }
 
