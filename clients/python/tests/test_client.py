@@ -219,7 +219,7 @@ def test_decode_responses_client_works_for_text(server):
     r = server.client(decode_responses=True)
     conv = Conversations(r)
     conv.add("s", "user", "héllo", meta={"a": 1})
-    assert conv.ctx("s") == [Message("user", "héllo", 1, conv.ctx("s")[0].ts, {"a": 1})]
+    assert conv.ctx("s") == [Message("user", "héllo", 1, conv.ctx("s")[0].ts, {"a": 1}, tokens=2)]
     assert SemanticCache(r).set("sc", [1.0, 0.0], "paris") == 1
     assert SemanticCache(r).get("sc", [1.0, 0.01]) == "paris"
 
