@@ -22,10 +22,11 @@ BENCHMARK = shutil.which("redis-benchmark")
 SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
 REPS = int(os.environ.get("BENCH_REPS", "3"))
 TOKENIZERS = ("estimate", "cl100k_base", "o200k_base")
-# A tool output of 20 KB: JSON-ish text with numbers, code and prose.
-BIG = ('{"rows":[' + ",".join(f'{{"id":{i},"name":"item {i}","price":{i * 1.25:.2f},'
-                               f'"note":"fn f(x) {{ x * {i} }} — ok"}}' for i in range(400)) + "]}")[:20_000]
-PAYLOADS = (("chat turn", PAYLOAD, 1), ("20 KB tool output", BIG, 1))
+# A tool output of 20 KB: rows of numbers, code and prose (no commas or quotes: redis-benchmark
+# names its CSV row after the command).
+BIG = "".join(f"row {i}: item {i} costs {i * 1.25:.2f} EUR; fn f(x) {{ x * {i} }} -- ok 日本 👩‍💻\n"
+              for i in range(400))[:20_000]
+PAYLOADS = (("chat turn", PAYLOAD, 1), ("tool output", BIG, 1))
 KEYS = 10_000
 
 
