@@ -28,6 +28,8 @@ deps-cli:
 
 deps-test: deps-build
 	@command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || { $(APT) update -qq && $(APT) install -y -qq redis-server redis-tools >/dev/null; }
+	@# tests/test_tokens.py checks token counts against js-tiktoken, run by node.
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { $(APT) update -qq && $(APT) install -y -qq nodejs npm >/dev/null; }
 
 $(VENV)/.installed: Makefile
 	python3 -m venv $(VENV)
@@ -41,10 +43,12 @@ venv: $(VENV)/.installed
 pyclient: venv
 	$(VENV)/bin/pip install -q -e ./clients/python
 
-# The Node example's packages, only where node is installed (its test is skipped otherwise).
+# The Node example's packages, only where node is installed (its test is skipped otherwise),
+# and js-tiktoken, the token-count reference of tests/test_tokens.py (deps-test installs node).
 node-deps:
 	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
-		cd examples/node && npm install --no-audit --no-fund --loglevel=error; fi
+		(cd examples/node && npm install --no-audit --no-fund --loglevel=error) && \
+		(cd tests/node && npm ci --no-audit --no-fund --loglevel=error); fi
 
 build: deps-build
 	cargo build --release

@@ -26,13 +26,17 @@ use std::time::{Duration, Instant};
 #[path = "../src/archive/mod.rs"]
 mod archive;
 
-// `#[path]` inside an inline module resolves below examples/, so these two sit at the root
-// and `conv` re-exports the one the archive code names as `crate::conv::message`.
+// `#[path]` inside an inline module resolves below examples/, so these sit at the root and
+// `conv` re-exports what the archive code names as `crate::conv::{message, tokens}`.
 #[path = "../src/conv/message.rs"]
 pub mod message;
 #[allow(dead_code)]
 #[path = "../src/conv/render.rs"]
 mod render;
+// The archive counts turns' tokens with the tokens module (`crate::conv::tokens`).
+#[allow(dead_code)]
+#[path = "../src/conv/tokens.rs"]
+pub mod tokens;
 // message.rs checks embeddings with the vector module's rules.
 #[allow(dead_code)]
 #[path = "../src/vector.rs"]
@@ -42,6 +46,7 @@ mod vector;
 mod varint;
 mod conv {
     pub use super::message;
+    pub use super::tokens;
 }
 
 use archive::segcodec::{self, Codec as SegCodec, Dict};
@@ -236,6 +241,7 @@ fn chat_turns(approx_json_bytes: usize) -> Vec<Message> {
             content: text.into_bytes(),
             meta,
             emb: None,
+            ..Default::default()
         });
     }
     turns
@@ -532,6 +538,7 @@ for k in sorted(t.topics):
                     )
                 }),
                 emb: None,
+                ..Default::default()
             }
         })
         .collect();

@@ -100,9 +100,9 @@ pub static COMMANDS: &[Command] = &[
         flags: "write deny-oom fast",
         keys: key(RW | INSERT),
         audience: Public(""),
-        syntax: "key role content [META json] [EMB fp32] [TS ms:time] [WINDOW n:int] [SEQ n:int] [EX seconds:int | PXAT ms:time]",
+        syntax: "key role content [META json] [EMB fp32] [TS ms:time] [WINDOW n:int] [SEQ n:int] [EX seconds:int | PXAT ms:time] [NAME n] [TOOL_CALL_ID id] [TOOL_CALLS json-array] [TOKENIZER name]",
         summary: "Appends a message to a session (optionally renewing its TTL) and returns its sequence number.",
-        complexity: "O(1), plus O(N) in the size of META/EMB.",
+        complexity: "O(N) in the size of the content (token count), META, EMB and TOOL_CALLS.",
     },
     Command {
         name: "CONV.CTX",

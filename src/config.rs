@@ -3,7 +3,7 @@
 //! Registered in `lib.rs` (from the defaults and ranges here); each name is `convcache.<name>` for CONFIG GET/SET and can also be
 //! given as a `loadmodule` argument pair (`window 9`).
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 use std::sync::Mutex;
 
 use redis_module::configuration::{ConfigurationContext, ConfigurationValue};
@@ -119,6 +119,7 @@ lazy_static! {
     pub static ref ARCHIVE_DICT_MIN_BYTES: AtomicI64 =
         AtomicI64::new(ARCHIVE_DICT_MIN_BYTES_SETTING.default);
     pub static ref ARCHIVE_CODEC: CodecConfig = CodecConfig;
+    pub static ref TOKENIZER: TokenizerConfig = TokenizerConfig(AtomicU8::new(0));
     pub static ref IO_THREADS: AtomicI64 = AtomicI64::new(IO_THREADS_SETTING.default);
     pub static ref TIMER_INTERVAL_MS: AtomicI64 = AtomicI64::new(TIMER_INTERVAL_MS_SETTING.default);
     pub static ref TIMER_BUDGET_US: AtomicI64 = AtomicI64::new(TIMER_BUDGET_US_SETTING.default);
@@ -162,6 +163,37 @@ impl ConfigurationValue<RedisString> for CodecConfig {
             }
             None => Err(RedisError::String(format!(
                 "archive codec '{text}' is not 'zstd' or 'huffman'"
+            ))),
+        }
+    }
+}
+
+/// `tokenizer`: how new sessions count tokens, `estimate` (default: bytes / 4), `cl100k_base`
+/// or `o200k_base`. A session keeps the one it started with (see `CONV.ADD ... TOKENIZER`).
+pub struct TokenizerConfig(AtomicU8);
+
+impl TokenizerConfig {
+    pub fn value(&self) -> crate::conv::tokens::Tokenizer {
+        crate::conv::tokens::Tokenizer::from_code(self.0.load(Ordering::Relaxed))
+            .unwrap_or_default()
+    }
+}
+
+impl ConfigurationValue<RedisString> for TokenizerConfig {
+    fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
+        RedisString::create(None, self.value().name())
+    }
+    fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
+        let text = val.try_as_str()?;
+        match crate::conv::tokens::Tokenizer::parse(text.trim().as_bytes()) {
+            Some(t) => {
+                self.0.store(t.code(), Ordering::Relaxed);
+                // Load the vocabulary now, off the main thread, not at the first CONV.ADD.
+                t.warm_in_background();
+                Ok(())
+            }
+            None => Err(RedisError::String(format!(
+                "tokenizer '{text}' is not 'estimate', 'cl100k_base' or 'o200k_base'"
             ))),
         }
     }

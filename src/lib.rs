@@ -105,6 +105,7 @@ redis_module! {
             ["import-dir", &*config::IMPORT_DIR, "convcache-import", ConfigurationFlags::IMMUTABLE, None],
             ["semcache-min-sim", &*config::SEMCACHE_MIN_SIM, config::SEMCACHE_MIN_SIM_DEFAULT, ConfigurationFlags::DEFAULT, None],
             ["archive-codec", &*config::ARCHIVE_CODEC, "zstd", ConfigurationFlags::DEFAULT, None],
+            ["tokenizer", &*config::TOKENIZER, "estimate", ConfigurationFlags::DEFAULT, None],
         ],
         bool: [],
         enum: [],

@@ -60,6 +60,11 @@ def stats(r):
     return {k[len("convcache_"):]: v for k, v in r.info("convcache").items()}
 
 
+def estimated_tokens(content):
+    """The `estimate` tokenizer's count: ceil(UTF-8 bytes / 4)."""
+    return -(-len(content.encode()) // 4)
+
+
 def content_of(key, i):
     key = key.decode("latin-1") if isinstance(key, bytes) else key
     return f"turn {i} of {key!r} ✓ " + "the quick brown fox " * (i % 4)
@@ -76,7 +81,7 @@ def add_turns(r, key, n, first=1, ts0=None):
         p.execute_command("CONV.ADD", key, role, content_of(key, i), "META", json.dumps({"i": i}),
                           "EMB", fp32(i, 1.0, -2.5), "TS", ts0 + i)
         want.append({"seq": i, "ts": ts0 + i, "role": role, "content": content_of(key, i),
-                     "meta": {"i": i}})
+                     "meta": {"i": i}, "tokens": estimated_tokens(content_of(key, i))})
     assert p.execute() == list(range(first, first + n))
     return want
 
@@ -120,7 +125,7 @@ def fill_and_read(r, key, n):
         p.execute_command("CONV.ADD", key, role, content_of(key, i), "META", json.dumps({"i": i}),
                           "EMB", fp32(i, 1.0, -2.5), "TS", ts0 + i)
         want.append({"seq": i, "ts": ts0 + i, "role": role, "content": content_of(key, i),
-                     "meta": {"i": i}})
+                     "meta": {"i": i}, "tokens": estimated_tokens(content_of(key, i))})
     for c in read_cmds(key):
         p.execute_command(*c)
     res = p.execute()

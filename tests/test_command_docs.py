@@ -145,7 +145,7 @@ def test_info_replies_keep_the_documented_order(server):
         documented = readme.reply_fields(command)
         flat = r2.execute_command(command, key)
         assert [k.decode() for k in flat[::2]] == documented, command
-        # Counters are integers; SEMCACHE.INFO's index and evict are names.
+        # Counters are integers; CONV.INFO's tokenizer and SEMCACHE.INFO's index and evict are names.
         assert all(isinstance(v, (int, bytes)) for v in flat[1::2])
         as_map = r3.execute_command(command, key)
         assert isinstance(as_map, dict)

@@ -43,14 +43,20 @@ def test_formats_full_text_resp(r):
     r.execute_command("CONV.ADD", "s", "assistant", "hello", "TS", 2000)
     full = ctx(r, "s", "FORMAT", "full")
     assert full == [
-        {"seq": 1, "ts": 1000, "role": "user", "content": "hi", "meta": {"lang": "en"}},
-        {"seq": 2, "ts": 2000, "role": "assistant", "content": "hello", "meta": {}},
+        {"seq": 1, "ts": 1000, "role": "user", "content": "hi", "meta": {"lang": "en"}, "tokens": 1},
+        {"seq": 2, "ts": 2000, "role": "assistant", "content": "hello", "meta": {}, "tokens": 2},
     ]
     assert r.execute_command("CONV.CTX", "s", "FORMAT", "text") == b"user: hi\nassistant: hello"
     resp = r.execute_command("CONV.CTX", "s", "FORMAT", "resp")
     assert resp[0][:4] == [1, 1000, b"user", b"hi"]
     assert json.loads(resp[0][4]) == {"lang": "en"}
     assert resp[1][4] is None
+    # Then tokens, name, tool_call_id, tool_calls (nil when the turn has none).
+    assert resp[0][5:] == [1, None, None, None]
+    r.execute_command("CONV.ADD", "s", "tool", "x", "NAME", "f", "TOOL_CALL_ID", "c",
+                      "TOOL_CALLS", "[ 1 ]")
+    last = r.execute_command("CONV.CTX", "s", "COUNT", 1, "FORMAT", "resp")[0]
+    assert last[5:] == [1, b"f", b"c", b"[1]"]
 
 
 def test_server_clock_timestamp(r):

@@ -177,7 +177,8 @@ def fill(r, key, n, first=1):
         role = ROLE_CYCLE[(i - 1) % len(ROLE_CYCLE)]
         content = f"turn {i} " + "x" * (i * 3)
         p.execute_command("CONV.ADD", key, role, content, "TS", 1000 + i)
-        want.append({"seq": i, "ts": 1000 + i, "role": role, "content": content, "meta": {}})
+        want.append({"seq": i, "ts": 1000 + i, "role": role, "content": content, "meta": {},
+                     "tokens": -(-len(content.encode()) // 4)})
     assert p.execute() == list(range(first, first + n))
     return want
 
@@ -220,7 +221,8 @@ def role_reads(r, key):
 
 def expected_role_reads(turns, window):
     def resp(m):
-        return [m["seq"], m["ts"], m["role"].encode(), m["content"].encode(), None]
+        return [m["seq"], m["ts"], m["role"].encode(), m["content"].encode(), None,
+                m["tokens"], None, None, None]
     return {
         "ctx-ua": expect_ctx(turns, {"user", "assistant"}, window),
         "ctx-ua-8": expect_ctx(turns, {"user", "assistant"}, 8),

@@ -79,12 +79,17 @@ class Fuzz:
     def setup(self):
         r = self.r
         r.config_set("rdbcompression", "no")  # DUMP strings stay parseable
+        # Tool fields and exact token counts on some turns, so the DUMP, `_LOAD` and archive
+        # payloads mutated below carry every field of a turn (session codec 4, archive flag bits).
+        tool = [["NAME", "fn"], ["TOOL_CALL_ID", "call_1"], ["TOOL_CALLS", '[{"id":"c"}]'], []]
         for i in range(6):
             r.execute_command("CONV.ADD", "src:hot", "user" if i % 2 else "assistant", f"turn {i} ✓",
-                              "META", json.dumps({"i": i, "t": [1, "x"]}), "EMB", fp32(i, 1, -2))
+                              "META", json.dumps({"i": i, "t": [1, "x"]}), "EMB", fp32(i, 1, -2),
+                              *tool[i % 4], *(["TOKENIZER", "o200k_base"] if i == 0 else []))
         for i in range(12):
             r.execute_command("CONV.ADD", "src:cold", "user", f"cold turn {i} the quick brown fox",
-                              "META", json.dumps({"i": i}), "EMB", fp32(1, i, 0))
+                              "META", json.dumps({"i": i}), "EMB", fp32(1, i, 0), *tool[i % 4],
+                              *(["TOKENIZER", "cl100k_base"] if i == 0 else []))
         r.execute_command("CONV.FLUSH", "src:cold")
         for i in range(5):
             r.execute_command("CONV.ADD", "src:cold", "user", f"hot again {i}")  # hot and cold
@@ -102,11 +107,11 @@ class Fuzz:
             self.frames[key] = (value, version, prefix, strings)
         self.hot_turns = [
             turn(seq, content, role, ts, meta, emb=[float(seq), 1.0, -2.0] if seq % 2 else None)
-            for seq, ts, role, content, meta in r.execute_command(
+            for seq, ts, role, content, meta, *_ in r.execute_command(
                 "CONV.HISTORY", "src:hot", "FORMAT", "resp")]
         self.cold_turns = [
             turn(seq, content, role, ts, meta)
-            for seq, ts, role, content, meta in r.execute_command(
+            for seq, ts, role, content, meta, *_ in r.execute_command(
                 "CONV.HISTORY", "src:cold", "TO", self.archived("src:cold"), "FORMAT", "resp")]
         self.cold_file = os.path.join(self.server.dir, "convcache-archive", "0",
                                       __import__("test_archive").archive_file_name("src:cold"))

@@ -149,7 +149,7 @@ def test_a_corrupt_session_in_an_rdb_file_is_refused_cleanly_at_startup(servers,
     s.stop()
     path = os.path.join(s.dir, "dump.rdb")
     data = bytearray(open(path, "rb").read())
-    at = data.index(b"\x02\x00\x07\x02")  # codec version, kind, window 7, next_seq 2
+    at = data.index(b"\x04\x00\x07\x02")  # codec version 4, kind, window 7, next_seq 2
     data[at + 2] = 0  # window 0: the RDB's own CRC-64 is recomputed below
     body = bytes(data[:-8])
     open(path, "wb").write(body + struct.pack("<Q", crc64(body)))

@@ -64,11 +64,19 @@
 //! |-------|----------|
 //! | seq | varint: `seq - first_seq` for the first record, `seq - previous seq` (>= 1) after |
 //! | ts_ms | zigzag varint: absolute for the first record, `ts_ms - previous ts_ms` after |
-//! | flags | 1 byte: bit 0 = meta present, bit 1 = emb present; other bits 0 |
+//! | flags | 1 byte: bit 0 = meta present, bit 1 = emb present, bit 2 = tokens, bit 3 = name, bit 4 = tool_call_id, bit 5 = tool_calls; other bits 0 |
 //! | role | varint length + UTF-8 bytes |
 //! | content | varint length + bytes (binary) |
 //! | meta | if flag bit 0: varint length + UTF-8 bytes (compact JSON object text) |
 //! | emb | if flag bit 1: varint element count + count * f32 little-endian |
+//! | tokens | if flag bit 2: varint, the content's token count; absent: the `estimate` count, `ceil(content bytes / 4)` |
+//! | name | if flag bit 3: varint length + UTF-8 bytes |
+//! | tool_call_id | if flag bit 4: varint length + UTF-8 bytes |
+//! | tool_calls | if flag bit 5: varint length + UTF-8 bytes (compact JSON array text) |
+//!
+//! Bits 2 to 5 came with tool fields and exact token counts; a turn without them (an
+//! `estimate` count, no tool fields) is written exactly as before, so older files read the
+//! same and older releases read such turns.
 //!
 //! ## Recovery
 //!
@@ -260,6 +268,10 @@ pub fn serialize_turns(turns: &[Message]) -> Result<Vec<u8>, ArchiveError> {
                 + m.content.len()
                 + m.meta.as_ref().map_or(0, |s| s.len() + 10)
                 + m.emb.as_ref().map_or(0, |e| e.len() * 4 + 10)
+                + [&m.name, &m.tool_call_id, &m.tool_calls]
+                    .iter()
+                    .map(|t| t.as_ref().map_or(0, |t| t.len() + 10))
+                    .sum::<usize>()
         })
         .sum();
     let mut out = Vec::with_capacity(size);
@@ -276,7 +288,13 @@ pub fn serialize_turns(turns: &[Message]) -> Result<Vec<u8>, ArchiveError> {
         put_varint(&mut out, zigzag(m.ts_ms.wrapping_sub(prev_ts)));
         prev_seq = m.seq;
         prev_ts = m.ts_ms;
-        let flags = (m.meta.is_some() as u8) | ((m.emb.is_some() as u8) << 1);
+        let counted = m.tokens != crate::conv::tokens::estimate(m.content.len());
+        let flags = (m.meta.is_some() as u8)
+            | ((m.emb.is_some() as u8) << 1)
+            | ((counted as u8) << 2)
+            | ((m.name.is_some() as u8) << 3)
+            | ((m.tool_call_id.is_some() as u8) << 4)
+            | ((m.tool_calls.is_some() as u8) << 5);
         out.push(flags);
         put_varint(&mut out, m.role.len() as u64);
         out.extend_from_slice(m.role.as_bytes());
@@ -291,6 +309,16 @@ pub fn serialize_turns(turns: &[Message]) -> Result<Vec<u8>, ArchiveError> {
             for f in emb {
                 out.extend_from_slice(&f.to_le_bytes());
             }
+        }
+        if counted {
+            put_varint(&mut out, u64::from(m.tokens));
+        }
+        for text in [&m.name, &m.tool_call_id, &m.tool_calls]
+            .into_iter()
+            .flatten()
+        {
+            put_varint(&mut out, text.len() as u64);
+            out.extend_from_slice(text.as_bytes());
         }
     }
     Ok(out)
@@ -334,7 +362,7 @@ pub fn parse_turns(
         ts = ts.wrapping_add(unzigzag(dts));
         let flags = *raw.get(pos).ok_or_else(|| corrupt("flags"))?;
         pos += 1;
-        if flags & !3 != 0 {
+        if flags & !0x3f != 0 {
             return Err(corrupt("unknown flags"));
         }
         let n = get_varint(raw, &mut pos).ok_or_else(|| corrupt("role length"))?;
@@ -366,6 +394,24 @@ pub fn parse_turns(
         } else {
             None
         };
+        let tokens = if flags & 4 != 0 {
+            let n = get_varint(raw, &mut pos).ok_or_else(|| corrupt("tokens"))?;
+            u32::try_from(n).map_err(|_| corrupt("tokens"))?
+        } else {
+            crate::conv::tokens::estimate(content.len())
+        };
+        let mut text = |bit: u8, what: &str| -> Result<Option<String>, ArchiveError> {
+            if flags & bit == 0 {
+                return Ok(None);
+            }
+            let n = get_varint(raw, &mut pos).ok_or_else(|| corrupt(what))?;
+            String::from_utf8(take(&mut pos, n)?.to_vec())
+                .map(Some)
+                .map_err(|_| corrupt(what))
+        };
+        let name = text(8, "name")?;
+        let tool_call_id = text(16, "tool_call_id")?;
+        let tool_calls = text(32, "tool_calls")?;
         out.push(Message {
             seq,
             ts_ms: ts,
@@ -373,6 +419,10 @@ pub fn parse_turns(
             content,
             meta,
             emb,
+            tokens,
+            name,
+            tool_call_id,
+            tool_calls,
         });
     }
     if pos != raw.len() {
@@ -716,12 +766,13 @@ pub fn decode_segment_with(
 /// disk: a file of this session (same id) whose intact segments hold every archived turn up
 /// to `archived_last`, and whose segments in `archived_first..=archived_last` decode to valid
 /// turns. Turns past `archived_last` (written, not yet acknowledged) may be torn.
+/// Returns the content tokens of the turns in that range (the session's archived tokens).
 pub fn check_session_archive(
     bytes: &[u8],
     session_id: i64,
     archived_first: u64,
     archived_last: u64,
-) -> Result<(), ArchiveError> {
+) -> Result<u64, ArchiveError> {
     let sc = scan(bytes)?;
     if sc.header.session_id != session_id {
         return Err(ArchiveError::Corrupt {
@@ -742,14 +793,19 @@ pub fn check_session_archive(
             },
         });
     }
+    let mut tokens = 0u64;
     for seg in sc
         .segments
         .iter()
         .filter(|g| g.last_seq >= archived_first && g.first_seq <= archived_last)
     {
-        decode_session_segment(bytes, seg)?;
+        tokens += decode_session_segment(bytes, seg)?
+            .iter()
+            .filter(|m| (archived_first..=archived_last).contains(&m.seq))
+            .map(|m| u64::from(m.tokens))
+            .sum::<u64>();
     }
-    Ok(())
+    Ok(tokens)
 }
 
 /// Decodes a segment for use in a session: the layout ([`decode_segment`]) and the rules of
@@ -853,6 +909,7 @@ mod tests {
             } else {
                 None
             },
+            ..Default::default()
         }
     }
 
@@ -939,6 +996,7 @@ mod tests {
                 content: vec![],
                 meta: Some(String::new()),
                 emb: Some(vec![]),
+                ..Default::default()
             },
             Message {
                 seq: 1,
@@ -947,6 +1005,7 @@ mod tests {
                 content: vec![0, 255, 0xc3, 0x28, 0],
                 meta: Some("{\"ü\":\"🙂\"}".into()),
                 emb: Some(vec![f32::NAN, f32::INFINITY, -0.0]),
+                ..Default::default()
             },
             Message {
                 seq: u64::MAX - 1,
@@ -955,6 +1014,7 @@ mod tests {
                 content: big,
                 meta: None,
                 emb: None,
+                ..Default::default()
             },
         ];
         let mut f = encode_header(b"", 0);
@@ -1085,8 +1145,8 @@ mod tests {
         let f = file_of(&[batch(1, 3), batch(4, 7), batch(20, 2)]);
         let id = 1_700_000_000_123;
         // Turns are checked against the rules of stored turns; the batches hold valid ones.
-        assert_eq!(check_session_archive(&f, id, 1, 21), Ok(()));
-        assert_eq!(check_session_archive(&f, id, 4, 10), Ok(()));
+        assert!(check_session_archive(&f, id, 1, 21).is_ok());
+        assert!(check_session_archive(&f, id, 4, 10).is_ok());
         let e = check_session_archive(&f, id + 1, 1, 21).unwrap_err();
         assert!(e
             .to_string()
@@ -1108,7 +1168,7 @@ mod tests {
         );
         assert!(e.contains(&want), "{e}");
         // A torn tail after the archived turns is fine (written, never acknowledged).
-        assert_eq!(check_session_archive(&f[..f.len() - 3], id, 1, 10), Ok(()));
+        assert!(check_session_archive(&f[..f.len() - 3], id, 1, 10).is_ok());
         assert!(check_session_archive(b"CCAR", id, 1, 1).is_err());
     }
 

@@ -21,7 +21,8 @@
 //! number: the archive's `created_at`); `metadata` that is missing, `null`
 //! or `{}` gives `None`, another object its compact JSON text (keys sorted),
 //! anything else is an error; `embedding` is `null`/missing or an array of
-//! numbers converted to f32.
+//! numbers converted to f32. Top-level `name` and `tool_call_id` (strings) and `tool_calls`
+//! (an array, kept as compact JSON) are kept when a turn has them (lix itself writes none).
 
 use super::hcv1::decode_lix_hcv1;
 use super::ArchiveError;
@@ -39,6 +40,11 @@ pub struct LixTurn {
     /// Compact JSON object text; `None` when absent or empty.
     pub meta: Option<String>,
     pub emb: Option<Vec<f32>>,
+    /// Chat-API fields, when a turn has them as top-level keys (lix itself writes none).
+    pub name: Option<String>,
+    pub tool_call_id: Option<String>,
+    /// Compact JSON array text.
+    pub tool_calls: Option<String>,
 }
 
 /// A decoded `CAv1` archive.
@@ -98,12 +104,27 @@ fn convert_turn(i: usize, v: Value, default_ms: i64) -> Result<LixTurn, ArchiveE
         ),
         Some(_) => return Err(json_err(i, "\"embedding\" is not an array")),
     };
+    let mut text = |key: &str| match o.remove(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(json_err(i, &format!("\"{key}\" is not a string"))),
+    };
+    let name = text("name")?;
+    let tool_call_id = text("tool_call_id")?;
+    let tool_calls = match o.remove("tool_calls") {
+        None | Some(Value::Null) => None,
+        Some(a @ Value::Array(_)) => Some(a.to_string()),
+        Some(_) => return Err(json_err(i, "\"tool_calls\" is not an array")),
+    };
     Ok(LixTurn {
         role,
         content,
         ts_ms,
         meta,
         emb,
+        name,
+        tool_call_id,
+        tool_calls,
     })
 }
 

@@ -37,6 +37,7 @@ fn msg(seq: u64) -> Message {
         content: format!("turn {seq}: could you explain how the cache keeps sessions warm? yes — it keeps a window of {} turns", seq % 9).into_bytes(),
         meta: seq.is_multiple_of(3).then(|| format!("{{\"model\":\"gpt\",\"n\":{seq}}}")),
         emb: seq.is_multiple_of(4).then(|| vec![0.25, -1.5, seq as f32]),
+        ..Default::default()
     }
 }
 
@@ -209,6 +210,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
             content,
             meta,
             emb,
+            ..Default::default()
         })
 }
 

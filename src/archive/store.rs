@@ -445,6 +445,7 @@ mod tests {
             content: format!("turn {seq}").into_bytes(),
             meta: None,
             emb: None,
+            ..Default::default()
         }
     }
 

@@ -236,6 +236,7 @@ mod tests {
             content: vec![b'x'; 10],
             meta: None,
             emb: None,
+            ..Default::default()
         }
     }
 

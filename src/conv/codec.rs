@@ -9,18 +9,24 @@
 
 use super::message::Message;
 use super::session::{ArchivedRange, Session, MAX_WINDOW};
+use super::tokens::Tokenizer;
 
 /// 1: first release. 2: adds `archive_upto`, `auto_expire_ms` and `sid` after the archived range.
 /// 3: adds kind 2, the archived turns (an AOF rewrite or slot-migration snapshot carries them,
 /// as the RDB carries the archive file).
-pub const CODEC_VERSION: u8 = 3;
-/// What sessions and their in-memory turns are written with (kinds 0 and 1 need nothing newer).
-const SESSION_CODEC_VERSION: u8 = 2;
+/// 4: the header ends with the session's tokenizer (u8) and its archived turns' tokens
+/// (varint); each turn has its token count (varint) after its content, and flags bits 2-4
+/// for `name`, `tool_call_id`, `tool_calls` (each a varint length + UTF-8, after the
+/// embedding). Versions 1-3 load with tokenizer `estimate` and estimated counts.
+pub const CODEC_VERSION: u8 = 4;
 const KIND_SESSION: u8 = 0;
 const KIND_MORE: u8 = 1;
 const KIND_ARCHIVED: u8 = 2;
 const HAS_META: u8 = 1;
 const HAS_EMB: u8 = 2;
+const HAS_NAME: u8 = 4;
+const HAS_TOOL_CALL_ID: u8 = 8;
+const HAS_TOOL_CALLS: u8 = 16;
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct CodecError(pub String);
@@ -88,13 +94,19 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// One turn in the current encoding (version 4).
 pub fn put_message(out: &mut Vec<u8>, m: &Message) {
     put_varint(out, m.seq);
     out.extend_from_slice(&m.ts_ms.to_le_bytes());
     put_bytes(out, m.role.as_bytes());
     put_bytes(out, &m.content);
-    let flags =
-        if m.meta.is_some() { HAS_META } else { 0 } | if m.emb.is_some() { HAS_EMB } else { 0 };
+    put_varint(out, u64::from(m.tokens));
+    let bit = |present: bool, b: u8| if present { b } else { 0 };
+    let flags = bit(m.meta.is_some(), HAS_META)
+        | bit(m.emb.is_some(), HAS_EMB)
+        | bit(m.name.is_some(), HAS_NAME)
+        | bit(m.tool_call_id.is_some(), HAS_TOOL_CALL_ID)
+        | bit(m.tool_calls.is_some(), HAS_TOOL_CALLS);
     out.push(flags);
     if let Some(meta) = &m.meta {
         put_bytes(out, meta.as_bytes());
@@ -105,18 +117,34 @@ pub fn put_message(out: &mut Vec<u8>, m: &Message) {
             out.extend_from_slice(&f.to_le_bytes());
         }
     }
+    for text in [&m.name, &m.tool_call_id, &m.tool_calls]
+        .into_iter()
+        .flatten()
+    {
+        put_bytes(out, text.as_bytes());
+    }
 }
 
-/// Reads one message and checks it against the rules of every stored turn
-/// ([`Message::validate_stored`]).
-pub fn read_message(r: &mut Reader) -> Result<Message, CodecError> {
+/// Reads one message of a payload of `version` and checks it against the rules of every
+/// stored turn ([`Message::validate_stored`]).
+pub fn read_message(r: &mut Reader, version: u8) -> Result<Message, CodecError> {
     let seq = r.varint()?;
     let ts_ms = r.i64()?;
     let role = String::from_utf8(r.bytes()?.to_vec())
         .map_err(|_| CodecError(format!("turn {seq}: role is not UTF-8")))?;
     let content = r.bytes()?.to_vec();
+    let tokens = if version >= 4 {
+        u32::try_from(r.varint()?).map_err(|_| CodecError(format!("turn {seq}: tokens")))?
+    } else {
+        super::tokens::estimate(content.len())
+    };
     let flags = r.u8()?;
-    if flags & !(HAS_META | HAS_EMB) != 0 {
+    let known = if version >= 4 {
+        HAS_META | HAS_EMB | HAS_NAME | HAS_TOOL_CALL_ID | HAS_TOOL_CALLS
+    } else {
+        HAS_META | HAS_EMB
+    };
+    if flags & !known != 0 {
         return Err(CodecError(format!(
             "turn {seq}: unknown flags {flags:#04x}"
         )));
@@ -137,6 +165,17 @@ pub fn read_message(r: &mut Reader) -> Result<Message, CodecError> {
     } else {
         None
     };
+    let mut text = |bit: u8, what: &str| -> Result<Option<String>, CodecError> {
+        if flags & bit == 0 {
+            return Ok(None);
+        }
+        String::from_utf8(r.bytes()?.to_vec())
+            .map(Some)
+            .map_err(|_| CodecError(format!("turn {seq}: {what} is not UTF-8")))
+    };
+    let name = text(HAS_NAME, "name")?;
+    let tool_call_id = text(HAS_TOOL_CALL_ID, "tool_call_id")?;
+    let tool_calls = text(HAS_TOOL_CALLS, "tool_calls")?;
     let m = Message {
         seq,
         ts_ms,
@@ -144,6 +183,10 @@ pub fn read_message(r: &mut Reader) -> Result<Message, CodecError> {
         content,
         meta,
         emb,
+        tokens,
+        name,
+        tool_call_id,
+        tool_calls,
     };
     m.validate_stored()
         .map_err(|e| CodecError(format!("turn {seq}: {e}")))?;
@@ -161,13 +204,15 @@ fn put_header(out: &mut Vec<u8>, s: &Session) {
     put_varint(out, s.archive_upto);
     out.extend_from_slice(&s.auto_expire_ms.to_le_bytes());
     out.extend_from_slice(&s.sid.to_le_bytes());
+    out.push(s.tokenizer.code());
+    put_varint(out, s.archived_tokens);
 }
 
 /// The whole session, or (for AOF rewrite of big sessions) its header and first messages.
 pub fn encode_session(s: &Session, messages: &[&Message]) -> Vec<u8> {
     let mut out =
         Vec::with_capacity(64 + messages.iter().map(|m| m.content.len() + 32).sum::<usize>());
-    out.push(SESSION_CODEC_VERSION);
+    out.push(CODEC_VERSION);
     out.push(KIND_SESSION);
     put_header(&mut out, s);
     put_messages(&mut out, messages);
@@ -177,7 +222,7 @@ pub fn encode_session(s: &Session, messages: &[&Message]) -> Vec<u8> {
 /// More messages for a session already started by `encode_session`.
 pub fn encode_more(messages: &[&Message]) -> Vec<u8> {
     let mut out = Vec::new();
-    out.push(SESSION_CODEC_VERSION);
+    out.push(CODEC_VERSION);
     out.push(KIND_MORE);
     put_messages(&mut out, messages);
     out
@@ -256,7 +301,19 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
             } else {
                 (archived.last_seq, 0, 0)
             };
+            let (tokenizer, archived_tokens) = if version >= 4 {
+                let code = r.u8()?;
+                let t = Tokenizer::from_code(code)
+                    .ok_or_else(|| CodecError(format!("unknown tokenizer {code}")))?;
+                (t, r.varint()?)
+            } else {
+                // Older sessions counted bytes / 4; their archived turns are counted when
+                // the archive arrives (RDB file, `_LOAD` archived turns).
+                (Tokenizer::Estimate, 0)
+            };
             let mut s = Session::new(window, created_ms);
+            s.tokenizer = tokenizer;
+            s.archived_tokens = archived_tokens;
             s.archive_upto = archive_upto;
             s.auto_expire_ms = auto_expire_ms;
             s.sid = sid;
@@ -275,7 +332,7 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
     let n = r.varint()?;
     let mut more: Vec<Message> = Vec::new();
     for _ in 0..n {
-        let m = read_message(&mut r)?;
+        let m = read_message(&mut r, version)?;
         match session.as_mut() {
             Some(s) => s.push_loaded(m).map_err(|e| CodecError(e.to_string()))?,
             None => {
@@ -330,6 +387,7 @@ mod tests {
                     content: vec![i, 0, 255, b'\n'],
                     meta: (i % 3 == 0).then(|| "{\"k\":1}".to_string()),
                     emb: (i % 2 == 1).then(|| vec![0.5, -1.25, f32::from(i)]),
+                    ..Default::default()
                 },
                 None,
             )
@@ -384,17 +442,7 @@ mod tests {
         v1.extend_from_slice(&5i64.to_le_bytes());
         v1.extend_from_slice(&6i64.to_le_bytes());
         v1.extend_from_slice(&[1, 1, 1, 1]);
-        put_message(
-            &mut v1,
-            &Message {
-                seq: 2,
-                ts_ms: 9,
-                role: "user".into(),
-                content: b"hi".to_vec(),
-                meta: None,
-                emb: None,
-            },
-        );
+        put_message_v3(&mut v1, 2, 9, "user", b"hi", 0);
         let Decoded::Session(s) = decode(&v1).unwrap() else {
             panic!()
         };
@@ -403,6 +451,72 @@ mod tests {
         assert_eq!(s.archive_upto, 1);
         assert_eq!((s.auto_expire_ms, s.sid), (0, 0));
         assert_eq!(s.hot()[0].content, b"hi");
+        // Counts before version 4 are the estimate, with tokenizer `estimate`.
+        assert_eq!((s.hot()[0].tokens, s.tokenizer), (1, Tokenizer::Estimate));
+    }
+
+    /// A turn as versions 1 to 3 wrote it: no token count, flags for meta and emb only.
+    fn put_message_v3(out: &mut Vec<u8>, seq: u64, ts: i64, role: &str, content: &[u8], flags: u8) {
+        put_varint(out, seq);
+        out.extend_from_slice(&ts.to_le_bytes());
+        put_bytes(out, role.as_bytes());
+        put_bytes(out, content);
+        out.push(flags);
+    }
+
+    #[test]
+    fn reads_version_2_and_3_turns_with_estimated_counts() {
+        for version in [2u8, 3] {
+            let mut buf = vec![version, KIND_MORE, 1];
+            put_message_v3(&mut buf, 7, 1, "tool", "héllo wörld!".as_bytes(), 0);
+            let Decoded::More(turns) = decode(&buf).unwrap() else {
+                panic!()
+            };
+            assert_eq!(turns[0].tokens, 4, "ceil(14 bytes / 4)");
+            assert_eq!(turns[0].name, None);
+            // Bits 2-4 mean nothing before version 4.
+            let last = buf.len() - 1;
+            buf[last] = HAS_NAME;
+            assert!(err_of(&buf).contains("unknown flags 0x04"));
+        }
+    }
+
+    #[test]
+    fn version_4_keeps_tool_fields_tokens_and_the_tokenizer() {
+        let mut s = sample();
+        s.tokenizer = Tokenizer::O200kBase;
+        s.archived_tokens = 77;
+        let m = Message {
+            seq: 0,
+            ts_ms: 5,
+            role: "tool".into(),
+            content: b"22 C".to_vec(),
+            tokens: 3,
+            name: Some("get_weather".into()),
+            tool_call_id: Some("call_9".into()),
+            tool_calls: Some("[{\"id\":\"call_9\"}]".into()),
+            ..Default::default()
+        };
+        s.add(m, None).unwrap();
+        let all: Vec<&Message> = s.hot().iter().collect();
+        let buf = encode_session(&s, &all);
+        assert_eq!(buf[0], 4);
+        let Decoded::Session(d) = decode(&buf).unwrap() else {
+            panic!()
+        };
+        assert_eq!(d, s);
+        assert_eq!(
+            d.hot().back().unwrap().tool_call_id.as_deref(),
+            Some("call_9")
+        );
+        // An unknown tokenizer byte is refused: it sits right before the archived tokens.
+        let mut header = Vec::new();
+        put_header(&mut header, &s);
+        let at = 2 + header.len() - 2; // archived_tokens 77 is one varint byte
+        let mut bad = buf.clone();
+        assert_eq!(bad[at], Tokenizer::O200kBase.code());
+        bad[at] = 9;
+        assert!(err_of(&bad).contains("unknown tokenizer 9"));
     }
 
     #[test]
@@ -410,13 +524,9 @@ mod tests {
         let s = sample();
         let all: Vec<&Message> = s.hot().iter().collect();
         let buf = encode_archived(&all);
-        assert_eq!(buf[0], 3, "archived turns need version 3");
-        assert_eq!(
-            encode_session(&s, &all)[0],
-            2,
-            "sessions stay readable by version 2"
-        );
-        assert_eq!(encode_more(&all)[0], 2);
+        assert_eq!(buf[0], 4);
+        assert_eq!(encode_session(&s, &all)[0], 4);
+        assert_eq!(encode_more(&all)[0], 4);
         let Decoded::Archived(got) = decode(&buf).unwrap() else {
             panic!("wrong kind")
         };
@@ -449,10 +559,10 @@ mod tests {
     fn garbage_is_not_called_a_newer_version() {
         assert_eq!(
             err_of(b"garbage"),
-            "corrupt session payload: not a session payload (first byte 103 is no encoding version; this module reads 1 to 3)"
+            "corrupt session payload: not a session payload (first byte 103 is no encoding version; this module reads 1 to 4)"
         );
         assert!(err_of(&[0, 1, 0]).contains("first byte 0 is no encoding version"));
-        assert!(err_of(&[CODEC_VERSION + 3, 1, 0]).contains("encoding version 6 is newer"));
+        assert!(err_of(&[CODEC_VERSION + 3, 1, 0]).contains("encoding version 7 is newer"));
         assert_eq!(
             err_of(&[CODEC_VERSION, 7, 0]),
             "corrupt session payload: unknown payload kind 7"
@@ -467,6 +577,7 @@ mod tests {
             content: b"hi".to_vec(),
             meta: Some("{}".into()),
             emb: Some(vec![1.0]),
+            ..Default::default()
         };
         f(&mut m);
         encode_more(&[&m])
@@ -476,7 +587,19 @@ mod tests {
     fn turns_that_conv_add_would_refuse_are_refused() {
         assert!(decode(&one_turn(|_| {})).is_ok());
         type Edit<'a> = &'a dyn Fn(&mut Message);
-        let cases: [(Edit, &str); 8] = [
+        let cases: [(Edit, &str); 11] = [
+            (
+                &|m| m.name = Some(String::new()),
+                "turn 1: NAME must be non-empty",
+            ),
+            (
+                &|m| m.tool_call_id = Some("i".repeat(257)),
+                "turn 1: TOOL_CALL_ID must be",
+            ),
+            (
+                &|m| m.tool_calls = Some("{\"a\":1}".into()),
+                "turn 1: TOOL_CALLS must be a JSON array",
+            ),
             (&|m| m.role.clear(), "turn 1: role must be non-empty"),
             (
                 &|m| m.role = "r".repeat(257),
@@ -508,8 +631,8 @@ mod tests {
             m.emb = None
         });
         let last = b.len() - 1;
-        b[last] = 4;
-        assert!(err_of(&b).contains("unknown flags 0x04"));
+        b[last] = 0x20;
+        assert!(err_of(&b).contains("unknown flags 0x20"));
         // A continuation's turns ascend.
         let m = |seq| Message {
             seq,
@@ -518,6 +641,7 @@ mod tests {
             content: vec![],
             meta: None,
             emb: None,
+            ..Default::default()
         };
         assert!(err_of(&encode_more(&[&m(3), &m(3)])).contains("turn 3 does not come after turn 3"));
     }

@@ -11,9 +11,11 @@ use super::message::{self, InvalidMessage, Message};
 use super::r#type::SESSION_TYPE;
 use super::render::{self, Format};
 use super::session::{self, RoleFilter, Session, MAX_WINDOW};
+use super::tokens::Tokenizer;
 use super::{cold, search};
 use crate::args::{self, err, Args};
 use crate::clock::{now_ms, random_id};
+use crate::reply::Field;
 use crate::{blocking, config, keys, metrics};
 
 /// The command AOF rewrite emits to rebuild a session (also accepted from clients, as RESTORE is).
@@ -51,7 +53,7 @@ fn expire_at(
 }
 
 /// CONV.ADD key role content [META json] [EMB fp32blob] [TS ms] [WINDOW n] [SEQ n]
-/// [EX seconds | PXAT ms]
+/// [EX seconds | PXAT ms] [NAME n] [TOOL_CALL_ID id] [TOOL_CALLS json-array] [TOKENIZER name]
 pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     metrics::CONV_COMMANDS.incr();
     metrics::CONV_ADDS.incr();
@@ -70,13 +72,15 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     let (mut meta, mut emb, mut ts, mut seq, mut window, mut sid) =
         (None, None, None, None, None, None);
     let (mut ex, mut pxat) = (None, None);
+    let (mut turn_name, mut tool_call_id, mut tool_calls, mut tokenizer) = (None, None, None, None);
     let mut i = 4;
     while i < argv.len() {
         let kw = argv[i].as_slice();
         let name = String::from_utf8_lossy(kw).to_ascii_uppercase();
         let Some(value) = argv.get(i + 1).map(|v| v.as_slice()) else {
             return match name.as_str() {
-                "META" | "EMB" | "TS" | "SEQ" | "WINDOW" | "SID" | "EX" | "PXAT" => {
+                "META" | "EMB" | "TS" | "SEQ" | "WINDOW" | "SID" | "EX" | "PXAT" | "NAME"
+                | "TOOL_CALL_ID" | "TOOL_CALLS" | "TOKENIZER" => {
                     err(format!("{name} needs a value"))
                 }
                 _ => args::unknown_option(&name),
@@ -93,6 +97,23 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             "SID" => sid = Some(args::parse_i64("SID", value)? as u64),
             "EX" => ex = Some(args::int_in("EX", value, 1, MAX_TTL_SECS)?),
             "PXAT" => pxat = Some(args::int_in("PXAT", value, 1, i64::MAX)?),
+            "NAME" => turn_name = Some(message::check_name(value).map_err(invalid)?.to_string()),
+            "TOOL_CALL_ID" => {
+                tool_call_id = Some(
+                    message::check_tool_call_id(value)
+                        .map_err(invalid)?
+                        .to_string(),
+                )
+            }
+            "TOOL_CALLS" => tool_calls = Some(message::compact_tool_calls(value).map_err(invalid)?),
+            "TOKENIZER" => {
+                tokenizer = Some(Tokenizer::parse(value).ok_or_else(|| {
+                    RedisError::String(format!(
+                        "ERR TOKENIZER must be estimate, cl100k_base or o200k_base, got '{}'",
+                        String::from_utf8_lossy(value)
+                    ))
+                })?)
+            }
             other => return args::unknown_option(other),
         }
         i += 2;
@@ -101,13 +122,17 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     let expire_at = expire_at(ctx, ex, pxat, now)?;
     let key = ctx.open_key_writable(&argv[1]);
     let ts = ts.unwrap_or(now);
-    let msg = Message {
+    let mut msg = Message {
         seq: 0,
         ts_ms: ts,
         role: role.to_string(),
         content: content.to_vec(),
         meta,
         emb,
+        tokens: 0,
+        name: turn_name,
+        tool_call_id,
+        tool_calls,
     };
     // The same rules as every decoder of stored turns (see message.rs).
     msg.validate().map_err(invalid)?;
@@ -119,6 +144,22 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         Some(s) => s.window,
         None => config::get(&config::WINDOW) as u32,
     });
+    // A session counts with the tokenizer it started with; a new one with TOKENIZER or the
+    // config's. The count is taken once, here, and stored with the turn.
+    let turn_tokenizer = match (&existing, tokenizer) {
+        (Some(s), Some(t)) if t != s.tokenizer => {
+            return err(format!(
+                "TOKENIZER {} differs from the session's tokenizer {} (a session keeps the tokenizer it started with)",
+                t.name(),
+                s.tokenizer.name()
+            ))
+        }
+        (Some(s), _) => s.tokenizer,
+        (None, t) => t.unwrap_or_else(|| config::TOKENIZER.value()),
+    };
+    msg.tokens = turn_tokenizer.count(&msg.content);
+    let tool_fields = msg.has_tool_fields();
+    let mut created = None;
     let (seq, session_sid) = match existing {
         Some(s) => {
             // `add` refuses (changing nothing) before the window is set: a refused ADD
@@ -144,6 +185,8 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             // Created at its first message's time: decided by the primary, so replicas agree.
             let mut s = Session::new(window, ts);
             s.touch(now);
+            s.tokenizer = turn_tokenizer;
+            created = Some(turn_tokenizer);
             s.sid = sid.unwrap_or_else(random_id);
             let sid = s.sid;
             let seq = s.add(msg, seq).map_err(args::reply_err)?;
@@ -160,30 +203,20 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         }
         None => {}
     }
-    replicate_add(ctx, &argv, ts, seq, window, session_sid, expire_at);
+    let decided = [ts, seq as i64, i64::from(window), session_sid as i64];
+    if expire_at.is_some() || created.is_some() || tool_fields {
+        replicate_add_in_full(ctx, &argv, decided, expire_at, created);
+    } else {
+        replicate_add(ctx, &argv, ts, seq, window, session_sid);
+    }
     ctx.notify_keyspace_event(NotifyEvent::MODULE, "conv.add", &argv[1]);
     Ok(RedisValue::Integer(seq as i64))
 }
 
 /// Replicas and the AOF get the primary's decisions (time, sequence, window), so a replay
-/// reaches the same state whatever the replica's clock or config.
-fn replicate_add(
-    ctx: &Context,
-    argv: &[RedisString],
-    ts: i64,
-    seq: u64,
-    window: u32,
-    sid: u64,
-    expire_at: Option<i64>,
-) {
-    if let Some(at) = expire_at {
-        return replicate_add_with_expiry(
-            ctx,
-            argv,
-            [ts, seq as i64, i64::from(window), sid as i64],
-            at,
-        );
-    }
+/// reaches the same state whatever the replica's clock or config. This is the path of
+/// every ordinary add; [`replicate_add_in_full`] takes the rest.
+fn replicate_add(ctx: &Context, argv: &[RedisString], ts: i64, seq: u64, window: u32, sid: u64) {
     // key, role, content, META and EMB go on as the client sent them; the decided numbers
     // are passed as integers, so nothing is formatted or allocated here (this runs on every add).
     let (mut meta, mut emb) = (None, None);
@@ -287,22 +320,36 @@ fn replicate_add(
     }
 }
 
-/// `replicate_add` for an ADD that set the session's expiry: the absolute time decided here
-/// replaces `EX`, so replicas and an AOF replay expire the session at the same instant.
-fn replicate_add_with_expiry(ctx: &Context, argv: &[RedisString], decided: [i64; 4], at: i64) {
+/// `replicate_add` for an ADD that set the session's expiry, created the session, or carries
+/// tool fields: the absolute time decided here replaces `EX`, so replicas and an AOF replay
+/// expire the session at the same instant; a new session's tokenizer goes on explicitly, so
+/// a replica with another `tokenizer` config counts the same.
+fn replicate_add_in_full(
+    ctx: &Context,
+    argv: &[RedisString],
+    decided: [i64; 4],
+    expire_at: Option<i64>,
+    created: Option<Tokenizer>,
+) {
+    const KEPT: [&[u8]; 5] = [b"META", b"EMB", b"NAME", b"TOOL_CALL_ID", b"TOOL_CALLS"];
     let mut out: Vec<RedisString> = argv[1..4].to_vec();
     for pair in argv[4..].chunks_exact(2) {
         let kw = pair[0].as_slice();
-        if kw.eq_ignore_ascii_case(b"META") || kw.eq_ignore_ascii_case(b"EMB") {
+        if KEPT.iter().any(|k| kw.eq_ignore_ascii_case(k)) {
             out.extend_from_slice(pair);
         }
     }
-    for (name, value) in ["TS", "SEQ", "WINDOW", "SID", "PXAT"]
-        .iter()
-        .zip(decided.into_iter().chain([at]))
-    {
+    for (name, value) in ["TS", "SEQ", "WINDOW", "SID"].iter().zip(decided) {
         out.push(ctx.create_string(*name));
         out.push(ctx.create_string(value.to_string()));
+    }
+    if let Some(at) = expire_at {
+        out.push(ctx.create_string("PXAT"));
+        out.push(ctx.create_string(at.to_string()));
+    }
+    if let Some(t) = created {
+        out.push(ctx.create_string("TOKENIZER"));
+        out.push(ctx.create_string(t.name()));
     }
     let refs: Vec<&RedisString> = out.iter().collect();
     ctx.replicate("CONV.ADD", refs.as_slice());
@@ -324,6 +371,12 @@ fn parse_format(opts: &mut Args) -> Result<Format, RedisError> {
     })
 }
 
+fn text_or_nil(text: &Option<String>) -> RedisValue {
+    text.as_ref().map_or(RedisValue::Null, |x| {
+        RedisValue::StringBuffer(x.as_bytes().to_vec())
+    })
+}
+
 pub fn reply_messages<'a>(
     format: Format,
     msgs: impl Iterator<Item = &'a Message> + Clone,
@@ -336,9 +389,11 @@ pub fn reply_messages<'a>(
                     RedisValue::Integer(m.ts_ms),
                     RedisValue::StringBuffer(m.role.as_bytes().to_vec()),
                     RedisValue::StringBuffer(m.content.clone()),
-                    m.meta.as_ref().map_or(RedisValue::Null, |x| {
-                        RedisValue::StringBuffer(x.as_bytes().to_vec())
-                    }),
+                    text_or_nil(&m.meta),
+                    RedisValue::Integer(i64::from(m.tokens)),
+                    text_or_nil(&m.name),
+                    text_or_nil(&m.tool_call_id),
+                    text_or_nil(&m.tool_calls),
                 ])
             })
             .collect(),
@@ -556,16 +611,18 @@ pub fn info(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     crate::reply::ordered_fields(
         ctx,
         &[
-            ("window", i64::from(s.window)),
-            ("hot", s.hot_len() as i64),
-            ("archived", s.archived.count as i64),
-            ("len", s.total_len() as i64),
-            ("first_seq", s.first_seq().unwrap_or(0) as i64),
-            ("last_seq", s.last_seq().unwrap_or(0) as i64),
-            ("next_seq", s.next_seq as i64),
-            ("created_ms", s.created_ms),
-            ("last_access_ms", s.last_access_ms.get()),
-            ("memory_bytes", s.mem_bytes() as i64),
+            ("window", Field::Int(i64::from(s.window))),
+            ("hot", Field::Int(s.hot_len() as i64)),
+            ("archived", Field::Int(s.archived.count as i64)),
+            ("len", Field::Int(s.total_len() as i64)),
+            ("first_seq", Field::Int(s.first_seq().unwrap_or(0) as i64)),
+            ("last_seq", Field::Int(s.last_seq().unwrap_or(0) as i64)),
+            ("next_seq", Field::Int(s.next_seq as i64)),
+            ("created_ms", Field::Int(s.created_ms)),
+            ("last_access_ms", Field::Int(s.last_access_ms.get())),
+            ("memory_bytes", Field::Int(s.mem_bytes() as i64)),
+            ("tokens", Field::Int(s.total_tokens() as i64)),
+            ("tokenizer", Field::Text(s.tokenizer.name())),
         ],
     )
 }
@@ -800,14 +857,22 @@ pub fn import_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             let session = parsed.and_then(|lix| {
                 let mut s = Session::new(config::get(&config::WINDOW) as u32, lix.created_ms);
                 s.sid = crate::clock::random_id();
+                // Counted here, on the I/O thread, with the config's tokenizer, which the
+                // session keeps (the replicated `_LOAD` payload carries both).
+                s.tokenizer = config::TOKENIZER.value();
                 for (i, t) in lix.turns.into_iter().enumerate() {
+                    let content = t.content.into_bytes();
                     let m = Message {
                         seq: 0,
                         ts_ms: t.ts_ms,
                         role: t.role,
-                        content: t.content.into_bytes(),
+                        tokens: s.tokenizer.count(&content),
+                        content,
                         meta: t.meta,
                         emb: t.emb,
+                        name: t.name,
+                        tool_call_id: t.tool_call_id,
+                        tool_calls: t.tool_calls,
                     };
                     // The rules of CONV.ADD: what is imported must load again from RDB/AOF.
                     m.validate()

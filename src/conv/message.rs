@@ -6,10 +6,12 @@ use crate::vector::{self, VectorError};
 
 /// Longest role accepted, in bytes.
 pub const MAX_ROLE_BYTES: usize = 256;
+/// Longest `NAME` and `TOOL_CALL_ID` accepted, in bytes (chat APIs take far less).
+pub const MAX_NAME_BYTES: usize = 256;
 
 /// A message of a session. `seq` is assigned by the primary and never reused;
 /// `ts_ms` is unix milliseconds (server clock unless the client gave one).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Message {
     pub seq: u64,
     pub ts_ms: i64,
@@ -20,6 +22,15 @@ pub struct Message {
     pub meta: Option<String>,
     /// Optional embedding, float32 values.
     pub emb: Option<Vec<f32>>,
+    /// Tokens of `content`, counted once when the turn was added, with the session's
+    /// tokenizer (turns stored before counts existed get the `estimate` count).
+    pub tokens: u32,
+    /// Chat-API `name` (of a tool, or a participant).
+    pub name: Option<String>,
+    /// Chat-API `tool_call_id` of a `tool` turn: the call it answers.
+    pub tool_call_id: Option<String>,
+    /// Chat-API `tool_calls` of an assistant turn: a JSON array, stored compact.
+    pub tool_calls: Option<String>,
 }
 
 /// Why a turn breaks the rules; `Display` is the user-facing text (after `ERR `).
@@ -31,6 +42,10 @@ pub enum InvalidMessage {
     Emb(VectorError),
     Ts(i64),
     Seq,
+    Name,
+    ToolCallId,
+    ToolCallsNotJson(String),
+    ToolCallsNotArray,
 }
 
 impl std::fmt::Display for InvalidMessage {
@@ -45,6 +60,16 @@ impl std::fmt::Display for InvalidMessage {
             InvalidMessage::Emb(e) => write!(f, "EMB: {e}"),
             InvalidMessage::Ts(v) => write!(f, "TS must be between 0 and {}, got {v}", i64::MAX),
             InvalidMessage::Seq => write!(f, "sequence number 0 is never assigned"),
+            InvalidMessage::Name => write!(
+                f,
+                "NAME must be non-empty UTF-8 of at most {MAX_NAME_BYTES} bytes"
+            ),
+            InvalidMessage::ToolCallId => write!(
+                f,
+                "TOOL_CALL_ID must be non-empty UTF-8 of at most {MAX_NAME_BYTES} bytes"
+            ),
+            InvalidMessage::ToolCallsNotJson(e) => write!(f, "TOOL_CALLS is not valid JSON: {e}"),
+            InvalidMessage::ToolCallsNotArray => write!(f, "TOOL_CALLS must be a JSON array"),
         }
     }
 }
@@ -74,6 +99,40 @@ pub fn check_meta(text: &str) -> Result<(), InvalidMessage> {
         Ok(_) => Err(InvalidMessage::MetaNotObject),
         Err(e) => Err(InvalidMessage::MetaNotJson(e.to_string())),
     }
+}
+
+/// A `NAME` or `TOOL_CALL_ID`: non-empty UTF-8 of at most [`MAX_NAME_BYTES`].
+fn check_short_text(text: &[u8], e: InvalidMessage) -> Result<&str, InvalidMessage> {
+    std::str::from_utf8(text)
+        .ok()
+        .filter(|t| !t.is_empty() && t.len() <= MAX_NAME_BYTES)
+        .ok_or(e)
+}
+
+pub fn check_name(name: &[u8]) -> Result<&str, InvalidMessage> {
+    check_short_text(name, InvalidMessage::Name)
+}
+
+pub fn check_tool_call_id(id: &[u8]) -> Result<&str, InvalidMessage> {
+    check_short_text(id, InvalidMessage::ToolCallId)
+}
+
+fn tool_calls_value(text: &[u8]) -> Result<serde_json::Value, InvalidMessage> {
+    match serde_json::from_slice::<serde_json::Value>(text) {
+        Ok(v @ serde_json::Value::Array(_)) => Ok(v),
+        Ok(_) => Err(InvalidMessage::ToolCallsNotArray),
+        Err(e) => Err(InvalidMessage::ToolCallsNotJson(e.to_string())),
+    }
+}
+
+/// TOOL_CALLS as a client sends it: a JSON array, returned in its compact text form.
+pub fn compact_tool_calls(text: &[u8]) -> Result<String, InvalidMessage> {
+    tool_calls_value(text).map(|v| v.to_string())
+}
+
+/// TOOL_CALLS as stored: still a JSON array (it is emitted verbatim inside JSON replies).
+pub fn check_tool_calls(text: &str) -> Result<(), InvalidMessage> {
+    tool_calls_value(text.as_bytes()).map(|_| ())
 }
 
 /// An embedding: non-empty, every element finite (what `EMB` accepts).
@@ -106,6 +165,15 @@ impl Message {
             + self.content.capacity()
             + self.meta.as_ref().map_or(0, |m| m.capacity())
             + self.emb.as_ref().map_or(0, |e| e.capacity() * 4)
+            + [&self.name, &self.tool_call_id, &self.tool_calls]
+                .iter()
+                .map(|t| t.as_ref().map_or(0, String::capacity))
+                .sum::<usize>()
+    }
+
+    /// True if the turn carries a chat-API field beyond role and content.
+    pub fn has_tool_fields(&self) -> bool {
+        self.name.is_some() || self.tool_call_id.is_some() || self.tool_calls.is_some()
     }
 
     /// The rules of every stored turn (the content's size limit is a config, checked by
@@ -118,6 +186,15 @@ impl Message {
         }
         if let Some(emb) = &self.emb {
             check_emb(emb)?;
+        }
+        if let Some(name) = &self.name {
+            check_name(name.as_bytes())?;
+        }
+        if let Some(id) = &self.tool_call_id {
+            check_tool_call_id(id.as_bytes())?;
+        }
+        if let Some(calls) = &self.tool_calls {
+            check_tool_calls(calls)?;
         }
         Ok(())
     }
@@ -143,6 +220,10 @@ mod tests {
             content: vec![0xff, 0],
             meta: Some("{\"a\":[1]}".into()),
             emb: Some(vec![1.0, 0.0]),
+            tokens: 7,
+            name: Some("get_weather".into()),
+            tool_call_id: Some("call_1".into()),
+            tool_calls: Some("[{\"id\":\"call_1\"}]".into()),
         }
     }
 
@@ -177,10 +258,20 @@ mod tests {
         );
         assert!(bad(|m| m.ts_ms = -1).starts_with("TS must be between 0"));
         assert_eq!(bad(|m| m.seq = 0), "sequence number 0 is never assigned");
+        assert!(bad(|m| m.name = Some(String::new())).starts_with("NAME must be"));
+        assert!(bad(|m| m.name = Some("n".repeat(257))).starts_with("NAME must be"));
+        assert!(bad(|m| m.tool_call_id = Some(String::new())).starts_with("TOOL_CALL_ID must"));
+        assert_eq!(
+            bad(|m| m.tool_calls = Some("{}".into())),
+            "TOOL_CALLS must be a JSON array"
+        );
+        assert!(bad(|m| m.tool_calls = Some("[".into())).starts_with("TOOL_CALLS is not valid"));
         let mut m = ok();
         m.role = "r".repeat(256);
         m.meta = None;
         m.emb = None;
+        m.name = Some("n".repeat(256));
+        m.tool_calls = Some("[]".into());
         assert_eq!(m.validate(), Ok(()));
     }
 
@@ -192,6 +283,15 @@ mod tests {
         assert!(check_meta("{\"b\":1").is_err());
         assert_eq!(check_role(b"\xff"), Err(InvalidMessage::Role));
         assert_eq!(check_role(b"tool"), Ok("tool"));
+        assert_eq!(
+            compact_tool_calls(b"[ {\"id\" : \"c\"} ]").unwrap(),
+            "[{\"id\":\"c\"}]"
+        );
+        assert_eq!(
+            compact_tool_calls(b"{}"),
+            Err(InvalidMessage::ToolCallsNotArray)
+        );
+        assert_eq!(check_name(b"\xff"), Err(InvalidMessage::Name));
     }
 }
 
@@ -231,13 +331,25 @@ pub(crate) mod strategies {
             proptest::collection::vec(any::<u8>(), 0..40),
             proptest::option::of("[a-z]{0,6}".prop_map(|k| format!("{{\"{k}\":[1,\"x\"]}}"))),
             proptest::option::of(proptest::collection::vec(-1e6f32..1e6, 1..6)),
+            (
+                any::<u32>(),
+                proptest::option::of("[a-z_]{1,10}|関数"),
+                proptest::option::of("call_[a-zA-Z0-9]{1,8}"),
+                proptest::option::of(
+                    "[a-z]{0,6}".prop_map(|f| format!("[{{\"id\":\"c\",\"function\":\"{f}\"}}]")),
+                ),
+            ),
         )
-            .prop_map(|(ts_ms, mut role, mut content, mut meta, mut emb)| {
+            .prop_map(|(ts_ms, mut role, mut content, mut meta, mut emb, tool)| {
+                let (tokens, mut name, mut tool_call_id, mut tool_calls) = tool;
                 // Exact capacities, as decoded turns have (heap_bytes counts capacity).
                 role.shrink_to_fit();
                 content.shrink_to_fit();
                 meta.iter_mut().for_each(String::shrink_to_fit);
                 emb.iter_mut().for_each(Vec::shrink_to_fit);
+                for t in [&mut name, &mut tool_call_id, &mut tool_calls] {
+                    t.iter_mut().for_each(String::shrink_to_fit);
+                }
                 Message {
                     seq: 0,
                     ts_ms,
@@ -245,6 +357,10 @@ pub(crate) mod strategies {
                     content,
                     meta,
                     emb,
+                    tokens,
+                    name,
+                    tool_call_id,
+                    tool_calls,
                 }
             })
     }

@@ -8,4 +8,5 @@ pub mod render;
 pub mod search;
 pub mod session;
 pub mod timer;
+pub mod tokens;
 pub mod r#type;

@@ -5,13 +5,14 @@ use super::message::Message;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    /// `[{"role","content"}]`
+    /// `[{"role",["tool_call_id"],["name"],"content",["tool_calls"]}]`: the chat-API shape
     Messages,
-    /// `[{"seq","ts","role","content","meta"}]`
+    /// `[{"seq","ts","role",[tool fields],"content",["tool_calls"],"meta","tokens"}]`
     Full,
     /// `role: content` lines
     Text,
-    /// One RESP array per message: seq, ts, role, content, meta (binary-safe)
+    /// One RESP array per message: seq, ts, role, content, meta, tokens, name, tool_call_id,
+    /// tool_calls (binary-safe; absent fields are nil)
     Resp,
 }
 
@@ -90,14 +91,30 @@ pub fn push_json_message(out: &mut Vec<u8>, m: &Message, full: bool) {
         out.extend_from_slice(b"{\"role\":");
     }
     push_json_str(out, m.role.as_bytes());
+    // The chat-API fields, only when present, so the array goes to the API unchanged.
+    if let Some(id) = &m.tool_call_id {
+        out.extend_from_slice(b",\"tool_call_id\":");
+        push_json_str(out, id.as_bytes());
+    }
+    if let Some(name) = &m.name {
+        out.extend_from_slice(b",\"name\":");
+        push_json_str(out, name.as_bytes());
+    }
     out.extend_from_slice(b",\"content\":");
     push_json_str(out, &m.content);
+    if let Some(calls) = &m.tool_calls {
+        // Validated as a compact JSON array when stored.
+        out.extend_from_slice(b",\"tool_calls\":");
+        out.extend_from_slice(calls.as_bytes());
+    }
     if full {
         out.extend_from_slice(b",\"meta\":");
         match &m.meta {
             Some(meta) => out.extend_from_slice(meta.as_bytes()),
             None => out.extend_from_slice(b"{}"),
         }
+        out.extend_from_slice(b",\"tokens\":");
+        out.extend_from_slice(m.tokens.to_string().as_bytes());
     }
     out.push(b'}');
 }
@@ -147,6 +164,7 @@ mod tests {
             content: content.to_vec(),
             meta: meta.map(str::to_string),
             emb: None,
+            ..Default::default()
         }
     }
 

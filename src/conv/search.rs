@@ -145,6 +145,7 @@ mod tests {
             content: content.as_bytes().to_vec(),
             meta: None,
             emb,
+            ..Default::default()
         }
     }
 

@@ -5,6 +5,7 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 
 use super::message::Message;
+use super::tokens::Tokenizer;
 
 /// What the archive holds for this session: how many turns and which sequence range.
 /// Archived turns always precede the in-memory ones.
@@ -90,6 +91,11 @@ pub struct Session {
     /// Random id of this session incarnation, written in its archive file's header: a file
     /// left by an earlier session of the same key (FLUSHALL, overwrite) is never mixed in.
     pub sid: u64,
+    /// How this session counts tokens: decided at its first CONV.ADD, kept for its life.
+    pub tokenizer: Tokenizer,
+    /// Content tokens of the archived turns (derived when the session is loaded: from the
+    /// archive file of an RDB value, from the archived turns of a `_LOAD` rebuild).
+    pub archived_tokens: u64,
     /// An archive write of this node under way: (ticket, turns up to seq). Not persisted.
     pub pending: Option<(u64, u64)>,
     /// After a failed archive write, not before this time (ms). Not persisted.
@@ -106,11 +112,11 @@ pub struct Session {
     heap_bytes: usize,
 }
 
-/// Approximate tokens of a message: a quarter of its content bytes, rounded up, plus 4 for
-/// the role and the chat-format framing (the usual rule of thumb for English text with
-/// OpenAI-style tokenizers).
+/// Tokens a message takes in a prompt: its content tokens as counted at add (the session's
+/// tokenizer, or a quarter of the bytes for `estimate`), plus 4 for the role and the
+/// chat-format framing.
 pub fn estimate_tokens(m: &Message) -> u64 {
-    (m.content.len() as u64).div_ceil(4) + 4
+    u64::from(m.tokens) + 4
 }
 
 /// How many messages, taken newest first, fit a token budget.
@@ -197,6 +203,8 @@ impl Session {
             archive_upto: 0,
             auto_expire_ms: 0,
             sid: 0,
+            tokenizer: Tokenizer::Estimate,
+            archived_tokens: 0,
             pending: None,
             retry_at_ms: 0,
             queued: false,
@@ -358,6 +366,7 @@ impl Session {
         self.messages = VecDeque::new();
         self.heap_bytes = 0;
         self.archived = ArchivedRange::default();
+        self.archived_tokens = 0;
         self.pending = None;
     }
 
@@ -409,6 +418,16 @@ impl Session {
 
     pub fn hot_len(&self) -> usize {
         self.messages.len()
+    }
+
+    /// Content tokens of every turn, in memory or archived.
+    pub fn total_tokens(&self) -> u64 {
+        self.archived_tokens
+            + self
+                .messages
+                .iter()
+                .map(|m| u64::from(m.tokens))
+                .sum::<u64>()
     }
 
     /// Every message the session has, in memory or archived.
@@ -476,6 +495,7 @@ impl Session {
             }
             self.archived.last_seq = last.seq;
             self.archived.count += gone.len() as u64;
+            self.archived_tokens += gone.iter().map(|m| u64::from(m.tokens)).sum::<u64>();
         }
         gone
     }
@@ -516,6 +536,11 @@ impl Session {
             return Ok(None);
         }
         self.incoming_bytes = 0;
+        self.archived_tokens = self
+            .incoming_archive
+            .iter()
+            .map(|m| u64::from(m.tokens))
+            .sum();
         Ok(Some(std::mem::take(&mut self.incoming_archive)))
     }
 
@@ -540,11 +565,13 @@ impl Session {
         let n = turns.len();
         for m in turns.into_iter().rev() {
             self.heap_bytes += m.heap_bytes();
+            self.archived_tokens = self.archived_tokens.saturating_sub(u64::from(m.tokens));
             self.messages.push_front(m);
         }
         self.archived.count -= n as u64;
         if self.archived.count == 0 {
             self.archived = ArchivedRange::default();
+            self.archived_tokens = 0;
         } else {
             self.archived.last_seq = first - 1;
         }
@@ -577,6 +604,8 @@ mod tests {
             content: content.as_bytes().to_vec(),
             meta: None,
             emb: None,
+            tokens: crate::conv::tokens::estimate(content.len()),
+            ..Default::default()
         }
     }
 
@@ -653,7 +682,13 @@ mod tests {
         let gone = s.drop_oldest(6);
         s.archive_upto = 6;
         assert!(s.is_cold());
+        let before = s.total_tokens();
         assert_eq!(s.rehydrate(gone[3..].to_vec()), 3);
+        assert_eq!(
+            s.total_tokens(),
+            before,
+            "tokens move from the archive to memory"
+        );
         assert_eq!(
             s.archived,
             ArchivedRange {

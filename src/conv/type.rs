@@ -125,7 +125,7 @@ unsafe fn load_session(
     } else {
         Vec::new()
     };
-    let s = match codec::decode(buf.as_ref()).map_err(|e| e.to_string())? {
+    let mut s = match codec::decode(buf.as_ref()).map_err(|e| e.to_string())? {
         Decoded::Session(s) => s,
         Decoded::More(_) | Decoded::Archived(_) => {
             return Err("session payload has no header".into())
@@ -143,7 +143,8 @@ unsafe fn load_session(
         ));
     }
     if !archive.is_empty() {
-        crate::archive::format::check_session_archive(
+        // The file's turns are the truth for their tokens (older payloads do not carry them).
+        s.archived_tokens = crate::archive::format::check_session_archive(
             &archive,
             s.sid as i64,
             s.archived.first_seq,
@@ -276,6 +277,7 @@ unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void)
     codec::put_varint(&mut head, s.archive_upto);
     codec::put_varint(&mut head, s.total_len());
     codec::put_varint(&mut head, s.first_seq().unwrap_or(0));
+    head.push(s.tokenizer.code());
     add(&head);
     raw::RedisModule_DigestEndSequence.expect("digest")(md);
     let mut buf = Vec::new();

@@ -41,6 +41,36 @@ def fp32(*xs):
 # ------------------------------------------------------------------------------------------
 # Conversations
 
+def test_tool_turns_tokenizer_ex_and_roles_match_the_raw_commands(r):
+    conv = Conversations(r)
+    calls = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+    assert conv.add("t", "user", "hello world", tokenizer="cl100k_base", ex=600) == 1
+    assert conv.add("t", "assistant", "", tool_calls=calls) == 2
+    assert conv.add("t", "tool", "42", tool_call_id="c1", name="f",
+                    ex=datetime.timedelta(seconds=900)) == 3
+    assert 890 <= r.ttl("t") <= 900
+    raw = json.loads(r.execute_command("CONV.CTX", "t"))
+    assert [m.to_chat() for m in conv.ctx("t")] == raw
+    assert raw[1]["tool_calls"] == calls and raw[2]["tool_call_id"] == "c1"
+    full = json.loads(r.execute_command("CONV.HISTORY", "t", "FORMAT", "full"))
+    got = conv.history("t")
+    assert [m.tokens for m in got] == [m["tokens"] for m in full] == [2, 0, 1]
+    assert (got[2].name, got[2].tool_call_id, got[1].tool_calls) == ("f", "c1", calls)
+    assert [m.role for m in conv.ctx("t", roles=["user", "tool"])] == ["user", "tool"]
+    assert [m.seq for m in conv.history("t", roles=["assistant"])] == [2]
+    info = conv.info("t")
+    assert (info.tokens, info.tokenizer) == (3, "cl100k_base")
+    with pytest.raises(ConvcacheError, match="differs from the session's tokenizer"):
+        conv.add("t", "user", "x", tokenizer="o200k_base")
+    with pytest.raises(ConvcacheError, match="TOOL_CALLS must be a JSON array"):
+        conv.add("t", "assistant", "", tool_calls="{}")
+    with pytest.raises(TypeError):
+        conv.add("t", "assistant", "", tool_calls={"id": 1})
+    with pytest.raises(TypeError):
+        conv.ctx("t", roles="user")
+    assert conv.len("t") == 3
+
+
 def test_add_ctx_history_match_the_raw_commands(r):
     conv = Conversations(r)
     assert conv.add("s", "user", "hello", meta={"lang": "en"}, ts=1000) == 1
@@ -48,10 +78,10 @@ def test_add_ctx_history_match_the_raw_commands(r):
     for i in range(3, 9):
         assert conv.add("s", "user", f"m{i}", embedding=[i, 1.0]) == i
     raw = json.loads(r.execute_command("CONV.HISTORY", "s", "FORMAT", "full"))
-    want = [Message(role=m["role"], content=m["content"], seq=m["seq"], ts=m["ts"], meta=m["meta"])
-            for m in raw]
+    want = [Message(role=m["role"], content=m["content"], seq=m["seq"], ts=m["ts"], meta=m["meta"],
+                    tokens=m["tokens"]) for m in raw]
     assert conv.history("s") == want
-    assert want[0] == Message("user", "hello", 1, 1000, {"lang": "en"})
+    assert want[0] == Message("user", "hello", 1, 1000, {"lang": "en"}, tokens=2)
     assert want[1].ts == 2000 and want[1].content == "hi ✓"
     assert conv.ctx("s") == want[-5:]  # the window (5)
     assert conv.ctx("s", count=2) == want[-2:]
@@ -189,7 +219,7 @@ def test_decode_responses_client_works_for_text(server):
     r = server.client(decode_responses=True)
     conv = Conversations(r)
     conv.add("s", "user", "héllo", meta={"a": 1})
-    assert conv.ctx("s") == [Message("user", "héllo", 1, conv.ctx("s")[0].ts, {"a": 1})]
+    assert conv.ctx("s") == [Message("user", "héllo", 1, conv.ctx("s")[0].ts, {"a": 1}, tokens=2)]
     assert SemanticCache(r).set("sc", [1.0, 0.0], "paris") == 1
     assert SemanticCache(r).get("sc", [1.0, 0.01]) == "paris"
 

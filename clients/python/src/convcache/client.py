@@ -11,6 +11,7 @@ lacks the module), subclasses of redis-py's ``ResponseError``; bad Python argume
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
@@ -47,17 +48,32 @@ Content = Union[str, bytes]
 class Message:
     """One turn of a session. ``ts`` is unix milliseconds, ``seq`` the session's sequence
     number (1, 2, 3... never reused), ``meta`` the JSON object given with ``META`` ({} if
-    none). ``score`` is set only on ``search(...).relevant`` turns."""
+    none). ``score`` is set only on ``search(...).relevant`` turns. ``tokens`` is the content's
+    token count (the session's tokenizer), ``name``/``tool_call_id``/``tool_calls`` the
+    chat-API fields of the turn (None when absent)."""
     role: str
     content: Content
     seq: int = 0
     ts: int = 0
     meta: Dict[str, Any] = field(default_factory=dict)
     score: Optional[float] = None
+    tokens: int = 0
+    name: Optional[str] = None
+    tool_call_id: Optional[str] = None
+    tool_calls: Optional[List[Any]] = None
 
     def to_chat(self) -> Dict[str, Any]:
-        """``{"role", "content"}``: the shape chat-completion APIs take."""
-        return {"role": self.role, "content": self.content}
+        """``{"role", "content"}`` plus ``tool_call_id``/``name``/``tool_calls`` when present:
+        the shape chat-completion APIs take."""
+        out: Dict[str, Any] = {"role": self.role}
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        if self.name is not None:
+            out["name"] = self.name
+        out["content"] = self.content
+        if self.tool_calls is not None:
+            out["tool_calls"] = self.tool_calls
+        return out
 
 
 @dataclass(frozen=True)
@@ -74,6 +90,8 @@ class SessionInfo:
     created_ms: int
     last_access_ms: int
     memory_bytes: int
+    tokens: int
+    tokenizer: str
     extra: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -108,6 +126,27 @@ class BucketInfo:
     vector_bytes: int
     next_id: int
     extra: Dict[str, Any] = field(default_factory=dict)
+
+
+def _opt_str(v: Any) -> Optional[str]:
+    return None if v is None else to_str(v)
+
+
+def _str_arg(v: Any, what: str) -> str:
+    if not isinstance(v, str):
+        raise TypeError(f"{what} must be a str, got {type(v).__name__}")
+    return v
+
+
+def _roles_arg(roles: Optional[Iterable[str]]) -> List[Any]:
+    """``ROLES r1,r2`` from an iterable of role names (a bare str is refused: it is one role
+    only if it has no comma, which is easy to get wrong)."""
+    if roles is None:
+        return []
+    if isinstance(roles, (str, bytes)):
+        raise TypeError("roles must be a list of role names, not a str")
+    names = [_str_arg(r, "a role") for r in roles]
+    return ["ROLES", ",".join(names)]
 
 
 def _dataclass_from(cls, reply):
@@ -187,8 +226,11 @@ class _ConversationCommands:
 
     def _message_resp(self, item: Sequence[Any]) -> Message:
         seq, ts, role, content, meta = item[:5]
+        tokens, name, call_id, calls = (list(item[5:9]) + [0, None, None, None][len(item[5:9]):])
         return Message(role=to_str(role), content=_text(content, self.decode), seq=int(seq),
-                       ts=int(ts), meta=json.loads(meta) if meta is not None else {})
+                       ts=int(ts), meta=json.loads(meta) if meta is not None else {},
+                       tokens=int(tokens), name=_opt_str(name), tool_call_id=_opt_str(call_id),
+                       tool_calls=json.loads(calls) if calls is not None else None)
 
     def _messages(self, reply: Any) -> List[Message]:
         return [self._message_resp(item) for item in reply]
@@ -196,19 +238,28 @@ class _ConversationCommands:
     def _message_json(self, m: Mapping[str, Any]) -> Message:
         content = m["content"]
         return Message(role=m["role"], content=content if self.decode else content.encode(),
-                       seq=m["seq"], ts=m["ts"], meta=m.get("meta") or {}, score=m.get("score"))
+                       seq=m["seq"], ts=m["ts"], meta=m.get("meta") or {}, score=m.get("score"),
+                       tokens=m.get("tokens", 0), name=m.get("name"),
+                       tool_call_id=m.get("tool_call_id"), tool_calls=m.get("tool_calls"))
 
     def add(self, key: Any, role: str, content: Content, *, meta: Any = None,
             embedding: Optional[Vector] = None, ts: Any = None, window: Optional[int] = None,
-            seq: Optional[int] = None) -> int:
+            seq: Optional[int] = None, ex: Any = None, name: Optional[str] = None,
+            tool_call_id: Optional[str] = None,
+            tool_calls: Optional[Union[List[Any], str]] = None,
+            tokenizer: Optional[str] = None) -> int:
         """CONV.ADD: appends a turn; returns its sequence number (1, 2, 3...).
 
         ``meta`` is a dict (or JSON object text), ``embedding`` a vector used by
         ``search(embedding=...)``, ``ts`` unix ms (int) or a datetime (default: the server's
         clock), ``window`` the session's window from now on, ``seq`` an explicit sequence
-        number for idempotent writes (refused unless past the last one).
+        number for idempotent writes (refused unless past the last one), ``ex`` the session's
+        TTL in seconds (set and renewed by this add). ``name``, ``tool_call_id`` and
+        ``tool_calls`` (a list, sent as JSON, or JSON array text) are the chat-API fields of a
+        tool turn; ``tokenizer`` (``estimate``, ``cl100k_base``, ``o200k_base``) is how a new
+        session counts tokens (an existing session only accepts its own).
 
-        Cost: O(size of the turn) on the server; turns overflowing the window are archived
+        Cost: O(size of the turn) on the server (token counting included); turns overflowing the window are archived
         later by the server's I/O threads, never in this call."""
         args: List[Any] = ["CONV.ADD", key, role, content]
         m = meta_arg(meta)
@@ -222,12 +273,29 @@ class _ConversationCommands:
             args += ["WINDOW", int_arg(window, "window")]
         if seq is not None:
             args += ["SEQ", int_arg(seq, "seq")]
+        if ex is not None:
+            args += ["EX", seconds_arg(ex, "ex")]
+        if name is not None:
+            args += ["NAME", _str_arg(name, "name")]
+        if tool_call_id is not None:
+            args += ["TOOL_CALL_ID", _str_arg(tool_call_id, "tool_call_id")]
+        if tool_calls is not None:
+            if isinstance(tool_calls, str):
+                args += ["TOOL_CALLS", tool_calls]
+            elif isinstance(tool_calls, (list, tuple)):
+                args += ["TOOL_CALLS", json.dumps(list(tool_calls), separators=(",", ":"))]
+            else:
+                raise TypeError("tool_calls must be a list or JSON array text")
+        if tokenizer is not None:
+            args += ["TOKENIZER", _str_arg(tokenizer, "tokenizer")]
         return self._run(_int, *args)
 
     def ctx(self, key: Any, *, count: Optional[int] = None,
-            tokens: Optional[int] = None) -> List[Message]:
-        """CONV.CTX: the last ``count`` turns (default: the session's window), oldest first,
-        trimmed to the newest that fit ``tokens`` (estimate: ceil(bytes/4) + 4 per turn).
+            tokens: Optional[int] = None,
+            roles: Optional[Iterable[str]] = None) -> List[Message]:
+        """CONV.CTX: the last ``count`` turns (default: the session's window) of ``roles`` (all
+        if None), oldest first, trimmed to the newest that fit ``tokens`` (each turn's stored
+        content tokens + 4).
 
         Cost: O(turns returned) from memory. When ``count`` reaches past the in-memory turns
         of a session that has archived ones, the server reads them on an I/O thread while
@@ -237,10 +305,12 @@ class _ConversationCommands:
             args += ["COUNT", int_arg(count, "count")]
         if tokens is not None:
             args += ["TOKENS", int_arg(tokens, "tokens")]
+        args += _roles_arg(roles)
         return self._run(self._messages, *args, "FORMAT", "resp")
 
     def history(self, key: Any, *, from_seq: Optional[int] = None,
-                to_seq: Optional[int] = None) -> List[Message]:
+                to_seq: Optional[int] = None,
+                roles: Optional[Iterable[str]] = None) -> List[Message]:
         """CONV.HISTORY: every turn (or those with ``from_seq <= seq <= to_seq``), oldest
         first. Cost: O(turns returned); archived turns are read on a server I/O thread."""
         args: List[Any] = ["CONV.HISTORY", key]
@@ -248,6 +318,7 @@ class _ConversationCommands:
             args += ["FROM", int_arg(from_seq, "from_seq")]
         if to_seq is not None:
             args += ["TO", int_arg(to_seq, "to_seq")]
+        args += _roles_arg(roles)
         return self._run(self._messages, *args, "FORMAT", "resp")
 
     def len(self, key: Any) -> int:
@@ -256,7 +327,12 @@ class _ConversationCommands:
 
     def info(self, key: Any) -> Optional[SessionInfo]:
         """CONV.INFO as a ``SessionInfo``, or None if the key does not exist. O(1)."""
-        return self._run(lambda r: _dataclass_from(SessionInfo, r), "CONV.INFO", key)
+        def parse(r):
+            info = _dataclass_from(SessionInfo, r)
+            if info is not None and isinstance(info.tokenizer, bytes):
+                info = dataclasses.replace(info, tokenizer=info.tokenizer.decode())
+            return info
+        return self._run(parse, "CONV.INFO", key)
 
     def clear(self, key: Any) -> int:
         """CONV.CLEAR: drops every turn (and the archive file); the sequence counter stays.
