@@ -9,6 +9,7 @@
 
 use super::message::Message;
 use super::session::{ArchivedRange, Session, MAX_WINDOW};
+use super::turn::Turn;
 
 /// 1: first release. 2: adds `archive_upto`, `auto_expire_ms` and `sid` after the archived range.
 /// 3: adds kind 2, the archived turns (an AOF rewrite or slot-migration snapshot carries them,
@@ -98,20 +99,20 @@ impl<'a> Reader<'a> {
     }
 }
 
-pub fn put_message(out: &mut Vec<u8>, m: &Message) {
+pub fn put_message(out: &mut Vec<u8>, m: &Turn) {
     put_varint(out, m.seq);
     out.extend_from_slice(&m.ts_ms.to_le_bytes());
     put_bytes(out, m.role.as_bytes());
-    put_bytes(out, &m.content);
+    put_bytes(out, m.content);
     let flags =
         if m.meta.is_some() { HAS_META } else { 0 } | if m.emb.is_some() { HAS_EMB } else { 0 };
     out.push(flags);
-    if let Some(meta) = &m.meta {
+    if let Some(meta) = m.meta {
         put_bytes(out, meta.as_bytes());
     }
-    if let Some(emb) = &m.emb {
-        put_varint(out, emb.len() as u64);
-        for f in emb {
+    if let Some(emb) = m.emb {
+        put_varint(out, emb.dim() as u64);
+        for f in emb.iter() {
             out.extend_from_slice(&f.to_le_bytes());
         }
     }
@@ -174,7 +175,7 @@ fn put_header(out: &mut Vec<u8>, s: &Session) {
 }
 
 /// The whole session, or (for AOF rewrite of big sessions) its header and first messages.
-pub fn encode_session(s: &Session, messages: &[&Message]) -> Vec<u8> {
+pub fn encode_session(s: &Session, messages: &[Turn]) -> Vec<u8> {
     let mut out =
         Vec::with_capacity(64 + messages.iter().map(|m| m.content.len() + 32).sum::<usize>());
     out.push(SESSION_CODEC_VERSION);
@@ -185,7 +186,7 @@ pub fn encode_session(s: &Session, messages: &[&Message]) -> Vec<u8> {
 }
 
 /// More messages for a session already started by `encode_session`.
-pub fn encode_more(messages: &[&Message]) -> Vec<u8> {
+pub fn encode_more(messages: &[Turn]) -> Vec<u8> {
     let mut out = Vec::new();
     out.push(SESSION_CODEC_VERSION);
     out.push(KIND_MORE);
@@ -195,7 +196,7 @@ pub fn encode_more(messages: &[&Message]) -> Vec<u8> {
 
 /// Turns the session keeps in its archive, for a node that has no copy of the file: the
 /// receiver writes them to its own archive (ascending, within the header's archived range).
-pub fn encode_archived(messages: &[&Message]) -> Vec<u8> {
+pub fn encode_archived(messages: &[Turn]) -> Vec<u8> {
     let mut out =
         Vec::with_capacity(8 + messages.iter().map(|m| m.content.len() + 32).sum::<usize>());
     out.push(CODEC_VERSION);
@@ -204,7 +205,7 @@ pub fn encode_archived(messages: &[&Message]) -> Vec<u8> {
     out
 }
 
-fn put_messages(out: &mut Vec<u8>, messages: &[&Message]) {
+fn put_messages(out: &mut Vec<u8>, messages: &[Turn]) {
     put_varint(out, messages.len() as u64);
     for m in messages {
         put_message(out, m);
@@ -352,7 +353,7 @@ mod tests {
     #[test]
     fn round_trip_whole_session() {
         let s = sample();
-        let all: Vec<&Message> = s.hot().iter().collect();
+        let all: Vec<Turn> = s.turns().collect();
         let buf = encode_session(&s, &all);
         match decode(&buf).unwrap() {
             Decoded::Session(d) => assert_eq!(d, s),
@@ -363,7 +364,7 @@ mod tests {
     #[test]
     fn round_trip_in_parts() {
         let s = sample();
-        let all: Vec<&Message> = s.hot().iter().collect();
+        let all: Vec<Turn> = s.turns().collect();
         let Decoded::Session(mut d) = decode(&encode_session(&s, &all[..2])).unwrap() else {
             panic!()
         };
@@ -379,7 +380,7 @@ mod tests {
     #[test]
     fn every_truncation_is_an_error_not_a_panic() {
         let s = sample();
-        let all: Vec<&Message> = s.hot().iter().collect();
+        let all: Vec<Turn> = s.turns().collect();
         let buf = encode_session(&s, &all);
         for cut in 0..buf.len() {
             assert!(decode(&buf[..cut]).is_err(), "cut at {cut}");
@@ -403,7 +404,8 @@ mod tests {
                 content: b"hi".to_vec(),
                 meta: None,
                 emb: None,
-            },
+            }
+            .as_turn(),
         );
         let Decoded::Session(s) = decode(&v1).unwrap() else {
             panic!()
@@ -412,13 +414,13 @@ mod tests {
         assert_eq!(s.archived.count, 1);
         assert_eq!(s.archive_upto, 1);
         assert_eq!((s.auto_expire_ms, s.sid), (0, 0));
-        assert_eq!(s.hot()[0].content, b"hi");
+        assert_eq!(s.turns().next().unwrap().content, b"hi");
     }
 
     #[test]
     fn archived_turns_round_trip_with_their_own_version() {
         let s = sample();
-        let all: Vec<&Message> = s.hot().iter().collect();
+        let all: Vec<Turn> = s.turns().collect();
         let buf = encode_archived(&all);
         assert_eq!(buf[0], 3, "archived turns need version 3");
         assert_eq!(
@@ -430,7 +432,7 @@ mod tests {
         let Decoded::Archived(got) = decode(&buf).unwrap() else {
             panic!("wrong kind")
         };
-        assert_eq!(got, s.hot().iter().cloned().collect::<Vec<_>>());
+        assert_eq!(got, s.turns().map(|t| t.to_message()).collect::<Vec<_>>());
         for cut in 0..buf.len() {
             assert!(decode(&buf[..cut]).is_err(), "cut at {cut}");
         }
@@ -479,7 +481,7 @@ mod tests {
             emb: Some(vec![1.0]),
         };
         f(&mut m);
-        encode_more(&[&m])
+        encode_more(&[m.as_turn()])
     }
 
     #[test]
@@ -529,13 +531,14 @@ mod tests {
             meta: None,
             emb: None,
         };
-        assert!(err_of(&encode_more(&[&m(3), &m(3)])).contains("turn 3 does not come after turn 3"));
+        assert!(err_of(&encode_more(&[m(3).as_turn(), m(3).as_turn()]))
+            .contains("turn 3 does not come after turn 3"));
     }
 
     #[test]
     fn inconsistent_headers_are_refused() {
         let s = sample();
-        let all: Vec<&Message> = s.hot().iter().collect();
+        let all: Vec<Turn> = s.turns().collect();
         let bad = |f: &dyn Fn(&mut Session), want: &str| {
             let mut t = s.clone();
             f(&mut t);
@@ -608,7 +611,7 @@ mod tests {
         #[test]
         fn prop_sessions_round_trip(s in session_strategy(), split in 0usize..12) {
             prop_assert_eq!(s.check_consistent(), Ok(()));
-            let all: Vec<&Message> = s.hot().iter().collect();
+            let all: Vec<Turn> = s.turns().collect();
             let Decoded::Session(d) = decode(&encode_session(&s, &all)).unwrap() else {
                 panic!("kind")
             };
@@ -644,17 +647,17 @@ mod tests {
             edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 1..4),
             cut in any::<usize>(),
         ) {
-            let all: Vec<&Message> = s.hot().iter().collect();
+            let all: Vec<Turn> = s.turns().collect();
             let mut buf = encode_session(&s, &all);
             crate::conv::message::strategies::apply_edits(&mut buf, &edits);
             for b in [&buf[..], &buf[..cut % (buf.len() + 1)]] {
                 match decode(b) {
                     Ok(Decoded::Session(d)) => {
                         prop_assert_eq!(d.check_consistent(), Ok(()));
-                        for m in d.hot() {
-                            prop_assert!(m.validate_stored().is_ok());
+                        for m in d.turns() {
+                            prop_assert!(m.to_message().validate_stored().is_ok());
                         }
-                        let again: Vec<&Message> = d.hot().iter().collect();
+                        let again: Vec<Turn> = d.turns().collect();
                         let Decoded::Session(e) = decode(&encode_session(&d, &again)).unwrap() else {
                             panic!("kind")
                         };

@@ -182,7 +182,7 @@ pub fn submit_append(
     client: Option<Blocked>,
 ) {
     let ticket = TICKETS.fetch_add(1, Ordering::Relaxed);
-    s.pending = Some((ticket, upto));
+    s.set_pending(Some((ticket, upto)));
     let turns = s.turns_upto(upto);
     let (key, session_id) = (key.to_vec(), s.sid as i64);
     let task = Task::Append {
@@ -225,10 +225,10 @@ fn apply_completion(ctx: &Context, c: Completion) -> Result<usize, RedisError> {
     let Some(s) = keys::internal_value::<Session>(ctx, &name, &SESSION_TYPE) else {
         return Ok(0); // deleted meanwhile; the delete task removes the file
     };
-    if s.sid as i64 != c.session_id || s.pending.map(|p| p.0) != Some(c.ticket) {
+    if s.sid as i64 != c.session_id || s.pending().map(|p| p.0) != Some(c.ticket) {
         return Ok(0); // cleared or superseded meanwhile
     }
-    s.pending = None;
+    s.set_pending(None);
     match c.result {
         Ok(out) => {
             metrics::ARCHIVE_WRITES.incr();
@@ -255,7 +255,7 @@ fn apply_completion(ctx: &Context, c: Completion) -> Result<usize, RedisError> {
         }
         Err(e) => {
             metrics::IO_ERRORS.incr();
-            s.retry_at_ms = crate::conv::commands::now_ms() + RETRY_AFTER_MS;
+            s.set_retry_at_ms(crate::conv::commands::now_ms() + RETRY_AFTER_MS);
             ctx.log_warning(&format!(
                 "convcache: archiving '{}' failed, turns stay in memory and will be retried: {e}",
                 String::from_utf8_lossy(&c.key)
@@ -313,7 +313,7 @@ pub fn archived_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     if let Some(at) = pxat {
         s.auto_expire_ms = at;
     }
-    if s.pending.is_none() {
+    if s.pending().is_none() {
         if let Some(upto) = s.undurable_upto() {
             submit_append(
                 keys::selected_db(ctx),
@@ -344,7 +344,7 @@ pub fn flush_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     let Some(s) = keys::write::<Session>(&key, &SESSION_TYPE)? else {
         return Ok(RedisValue::Integer(0));
     };
-    let upto = match (s.archive_candidates(true), s.pending) {
+    let upto = match (s.archive_candidates(true), s.pending()) {
         (Some(u), _) => u,
         (None, Some((_, u))) => u,
         (None, None) => return Ok(RedisValue::Integer(0)),
@@ -380,7 +380,7 @@ pub fn read_archive(
     let bc = blocking::block(ctx, what)?;
     let db = keys::selected_db(ctx);
     let (session_id, archived_last) = (s.sid as i64, s.archived.last_seq);
-    let bring_back = if is_primary(ctx) && s.pending.is_none() && to == archived_last {
+    let bring_back = if is_primary(ctx) && s.pending().is_none() && to == archived_last {
         bring_back
     } else {
         0
@@ -441,10 +441,11 @@ fn bring_back_turns(
     let Some(s) = keys::internal_value::<Session>(ctx, &name, &SESSION_TYPE) else {
         return;
     };
-    if s.sid as i64 != session_id || s.archived.last_seq != archived_last || s.pending.is_some() {
+    if s.sid as i64 != session_id || s.archived.last_seq != archived_last || s.pending().is_some() {
         return;
     }
-    let payload = super::codec::encode_more(&turns.iter().collect::<Vec<_>>());
+    let payload =
+        super::codec::encode_more(&turns.iter().map(Message::as_turn).collect::<Vec<_>>());
     if metrics::tracked(s, |s| s.rehydrate(turns)) > 0 {
         metrics::REHYDRATIONS.incr();
         let payload = RedisString::create_from_slice(ctx.ctx, &payload);
@@ -612,7 +613,7 @@ fn apply_unwritten_restore(ctx: &Context, u: UnwrittenRestore) {
         return;
     }
     s.archive_upto = upto.max(last);
-    s.retry_at_ms = crate::conv::commands::now_ms() + RETRY_AFTER_MS;
+    s.set_retry_at_ms(crate::conv::commands::now_ms() + RETRY_AFTER_MS);
 }
 
 /// Deletes a session's archive (CONV.CLEAR, DEL, expiry), in the background.
@@ -627,7 +628,7 @@ pub fn delete_archive(db: i32, key: &[u8]) {
 
 /// The `unlink` type callback: remember sessions that own archive files.
 pub fn on_unlink(key: &[u8], s: &Session) {
-    if s.archived.count > 0 || s.archive_upto > 0 || s.pending.is_some() {
+    if s.archived.count > 0 || s.archive_upto > 0 || s.pending().is_some() {
         lock(&UNLINKED).push(key.to_vec());
     }
 }
@@ -657,7 +658,7 @@ pub fn on_keyspace_event(ctx: &Context, _ty: NotifyEvent, event: &str, key: &[u8
                 // are idempotent) under the new one.
                 let name = RedisString::create_from_slice(ctx.ctx, key);
                 if let Some(s) = keys::internal_value::<Session>(ctx, &name, &SESSION_TYPE) {
-                    s.pending = None;
+                    s.set_pending(None);
                 }
                 workers().submit(
                     Task::Rename {
@@ -687,8 +688,8 @@ pub fn on_copy(from_db: i32, from: &[u8], to_db: i32, to: &[u8], s: &Session) {
 
 /// CONV.ADD on the primary: the session's overflow reached a batch; archive it soon.
 pub fn overflow_ready(db: i32, key: &[u8], s: &mut Session) {
-    if !s.queued && s.pending.is_none() {
-        s.queued = true;
+    if !s.queued() && s.pending().is_none() {
+        s.set_queued(true);
         lock(&DIRTY).push((db, key.to_vec()));
     }
 }
@@ -850,14 +851,14 @@ fn visit_by_name(ctx: &Context, v: &Visit, db: i32, key: &[u8]) {
     keys::select_db(ctx, db);
     let name = RedisString::create_from_slice(ctx.ctx, key);
     if let Some(s) = keys::internal_value::<Session>(ctx, &name, &SESSION_TYPE) {
-        s.queued = false;
+        s.set_queued(false);
         visit_session(v, key, s);
     }
 }
 
 fn visit_session(v: &Visit, key: &[u8], s: &mut Session) {
     // Past the budget the rest of this scan step is skipped; the next pass sees it again.
-    if s.pending.is_some() || v.now < s.retry_at_ms || v.over_budget() {
+    if s.pending().is_some() || v.now < s.retry_at_ms() || v.over_budget() {
         return;
     }
     // Work already decided by the primary (replica catching up, after a restart): any node.
@@ -955,7 +956,7 @@ fn install_import(ctx: &Context, key_name: &[u8], s: Session) -> RedisResult {
     // Imported history is not idle history: the clock starts now.
     s.touch(crate::conv::commands::now_ms());
     let n = s.total_len();
-    let all: Vec<&Message> = s.hot().iter().collect();
+    let all: Vec<_> = s.turns().collect();
     let payload = super::codec::encode_session(&s, &all);
     metrics::session_created(&s);
     key.set_value(&SESSION_TYPE, s)?;

@@ -9,6 +9,7 @@ use super::message::{self, InvalidMessage, Message};
 use super::r#type::SESSION_TYPE;
 use super::render::{self, Format};
 use super::session::{self, RoleFilter, Session, MAX_WINDOW};
+use super::turn::{Emb, Turn};
 use super::{cold, search};
 use crate::args::{self, err, Args};
 use crate::{config, keys, metrics};
@@ -116,13 +117,14 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     let expire_at = expire_at(ctx, ex, pxat, now)?;
     let key = ctx.open_key_writable(&argv[1]);
     let ts = ts.unwrap_or(now);
-    let msg = Message {
+    // Borrowed from the arguments: the session's arena copies the bytes once.
+    let msg = Turn {
         seq: 0,
         ts_ms: ts,
-        role: role.to_string(),
-        content: content.to_vec(),
-        meta,
-        emb,
+        role,
+        content,
+        meta: meta.as_deref(),
+        emb: emb.as_deref().map(Emb::F32),
     };
     // The same rules as every decoder of stored turns (see message.rs).
     msg.validate().map_err(invalid)?;
@@ -139,7 +141,7 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             // `add` refuses (changing nothing) before the window is set: a refused ADD
             // changes nothing at all.
             let seq = metrics::tracked(s, |s| {
-                let seq = s.add(msg, seq)?;
+                let seq = s.add_turn(msg, seq)?;
                 s.window = window;
                 Ok::<u64, session::SessionError>(seq)
             })
@@ -162,7 +164,7 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             s.sid = sid.unwrap_or_else(new_sid);
             let sid = s.sid;
             let seq = s
-                .add(msg, seq)
+                .add_turn(msg, seq)
                 .map_err(|e| RedisError::String(format!("ERR {e}")))?;
             store_new(&key, s)?;
             (seq, sid)
@@ -343,7 +345,7 @@ fn parse_format(opts: &mut Args) -> Result<Format, RedisError> {
 
 pub fn reply_messages<'a>(
     format: Format,
-    msgs: impl Iterator<Item = &'a Message> + Clone,
+    msgs: impl Iterator<Item = Turn<'a>> + Clone,
 ) -> RedisValue {
     match format {
         Format::Resp => RedisValue::Array(
@@ -352,8 +354,8 @@ pub fn reply_messages<'a>(
                     RedisValue::Integer(m.seq as i64),
                     RedisValue::Integer(m.ts_ms),
                     RedisValue::StringBuffer(m.role.as_bytes().to_vec()),
-                    RedisValue::StringBuffer(m.content.clone()),
-                    m.meta.as_ref().map_or(RedisValue::Null, |x| {
+                    RedisValue::StringBuffer(m.content.to_vec()),
+                    m.meta.map_or(RedisValue::Null, |x| {
                         RedisValue::StringBuffer(x.as_bytes().to_vec())
                     }),
                 ])
@@ -394,16 +396,14 @@ pub fn ctx_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     s.touch(now_ms());
     let n = count.unwrap_or(s.window as usize);
     // Turns of the wanted roles in memory, newest first, up to n: enough means no disk read.
-    let hot_kept = s
-        .hot()
-        .iter()
-        .rev()
-        .filter(|m| session::role_kept(roles.as_ref(), m))
-        .take(n)
-        .count();
+    let hot_kept = match &roles {
+        None => s.hot_len(),
+        Some(_) => session::kept(s.turns(), roles.as_ref()).count(),
+    }
+    .min(n);
     if hot_kept >= n || s.archived.count == 0 {
-        let picked = session::pick_ctx(s.hot().iter(), roles.as_ref(), n, tokens);
-        return Ok(reply_messages(format, picked.into_iter()));
+        let picked = session::pick_ctx(s.turns(), roles.as_ref(), n, tokens);
+        return Ok(reply_messages(format, picked));
     }
     // Part of the answer is on disk: read it in the background, reply with it and the
     // in-memory turns as they are now. The read covers the window too (never more), so the
@@ -415,11 +415,12 @@ pub fn ctx_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         None => ((n - s.hot_len()).max(bring_back) as u64).min(s.archived.count),
     };
     let from = s.archived.last_seq + 1 - need;
-    let hot: Vec<Message> = s.hot().iter().cloned().collect();
+    let hot: Vec<Message> = s.turns().map(|t| t.to_message()).collect();
     let render = Box::new(move |mut turns: Vec<Message>| {
         turns.extend(hot);
-        let picked = session::pick_ctx(turns.iter(), roles.as_ref(), n, tokens);
-        Ok(reply_messages(format, picked.into_iter()))
+        let all = turns.iter().map(Message::as_turn);
+        let picked = session::pick_ctx(all, roles.as_ref(), n, tokens);
+        Ok(reply_messages(format, picked))
     });
     let last = s.archived.last_seq;
     cold::read_archive(
@@ -456,18 +457,14 @@ pub fn history(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     };
     s.touch(now_ms());
     if s.archived.count == 0 || from > s.archived.last_seq || to < s.archived.first_seq {
-        let kept = s
-            .range(from, to)
-            .filter(|m| session::role_kept(roles.as_ref(), m));
+        let kept = session::kept(s.range(from, to), roles.as_ref());
         return Ok(reply_messages(format, kept));
     }
-    let hot: Vec<Message> = s.range(from, to).cloned().collect();
+    let hot: Vec<Message> = s.range(from, to).map(|t| t.to_message()).collect();
     let render = Box::new(move |mut turns: Vec<Message>| {
         turns.extend(hot);
-        let kept = turns
-            .iter()
-            .filter(|m| session::role_kept(roles.as_ref(), m));
-        Ok(reply_messages(format, kept))
+        let all = turns.iter().map(Message::as_turn);
+        Ok(reply_messages(format, session::kept(all, roles.as_ref())))
     });
     let (lo, hi) = (from.max(s.archived.first_seq), to.min(s.archived.last_seq));
     cold::read_archive(
@@ -520,13 +517,13 @@ pub fn search(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     // The EMB dimension is checked against the turns searched: here (main thread) when they
     // are all in memory, on the I/O thread with the archived ones otherwise.
     if s.archived.count == 0 {
-        let all: Vec<&Message> = s.hot().iter().collect();
+        let all: Vec<Turn> = s.turns().collect();
         return search_reply(&all, &scorer, recent, k);
     }
-    let hot: Vec<Message> = s.hot().iter().cloned().collect();
+    let hot: Vec<Message> = s.turns().map(|t| t.to_message()).collect();
     let render = Box::new(move |mut turns: Vec<Message>| {
         turns.extend(hot);
-        let all: Vec<&Message> = turns.iter().collect();
+        let all: Vec<Turn> = turns.iter().map(Message::as_turn).collect();
         search_reply(&all, &scorer, recent, k)
     });
     let (lo, hi) = (s.archived.first_seq, s.archived.last_seq);
@@ -542,7 +539,7 @@ pub fn search(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     )
 }
 
-fn search_reply(all: &[&Message], scorer: &search::Scorer, recent: usize, k: usize) -> RedisResult {
+fn search_reply(all: &[Turn], scorer: &search::Scorer, recent: usize, k: usize) -> RedisResult {
     search::search_json(all, scorer, recent, k)
         .map(RedisValue::StringBuffer)
         .map_err(|e| RedisError::String(format!("ERR {e}")))
@@ -596,7 +593,7 @@ pub fn clear(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         return Ok(RedisValue::Integer(0));
     };
     let dropped = s.total_len();
-    if s.archived.count > 0 || s.archive_upto > 0 || s.pending.is_some() {
+    if s.archived.count > 0 || s.archive_upto > 0 || s.pending().is_some() {
         cold::delete_archive(keys::selected_db(ctx), name.as_slice());
     }
     metrics::tracked(s, |s| s.clear());

@@ -111,15 +111,8 @@ impl Message {
     /// The rules of every stored turn (the content's size limit is a config, checked by
     /// CONV.ADD only: lowering it must not make stored sessions unloadable).
     pub fn validate(&self) -> Result<(), InvalidMessage> {
-        check_role(self.role.as_bytes())?;
-        check_ts(self.ts_ms)?;
-        if let Some(meta) = &self.meta {
-            check_meta(meta)?;
-        }
-        if let Some(emb) = &self.emb {
-            check_emb(emb)?;
-        }
-        Ok(())
+        // One set of rules for owned and borrowed turns: see `Turn::validate`.
+        self.as_turn().validate()
     }
 
     /// [`Message::validate`] plus a sequence number that can have been assigned (>= 1).

@@ -1,4 +1,5 @@
 //! Conversation memory: a per-session rolling window of messages in a native data type.
+pub mod arena;
 pub mod codec;
 pub mod cold;
 pub mod commands;
@@ -6,4 +7,5 @@ pub mod message;
 pub mod render;
 pub mod search;
 pub mod session;
+pub mod turn;
 pub mod r#type;

@@ -1,7 +1,7 @@
 //! How messages are shown to clients: a JSON array ready for a chat API, the same with
 //! sequence/time/metadata, plain `role: content` lines, or RESP arrays (binary-safe).
 
-use super::message::Message;
+use super::turn::Turn;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -69,7 +69,7 @@ fn push_json_str(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// A message in the `full` form plus its relevance score (CONV.SEARCH).
-pub fn push_json_message_scored(out: &mut Vec<u8>, m: &Message, score: Option<f32>) {
+pub fn push_json_message_scored(out: &mut Vec<u8>, m: &Turn, score: Option<f32>) {
     push_json_message(out, m, true);
     if let Some(score) = score {
         out.pop();
@@ -79,7 +79,7 @@ pub fn push_json_message_scored(out: &mut Vec<u8>, m: &Message, score: Option<f3
     }
 }
 
-pub fn push_json_message(out: &mut Vec<u8>, m: &Message, full: bool) {
+pub fn push_json_message(out: &mut Vec<u8>, m: &Turn, full: bool) {
     if full {
         out.extend_from_slice(b"{\"seq\":");
         out.extend_from_slice(m.seq.to_string().as_bytes());
@@ -91,10 +91,10 @@ pub fn push_json_message(out: &mut Vec<u8>, m: &Message, full: bool) {
     }
     push_json_str(out, m.role.as_bytes());
     out.extend_from_slice(b",\"content\":");
-    push_json_str(out, &m.content);
+    push_json_str(out, m.content);
     if full {
         out.extend_from_slice(b",\"meta\":");
-        match &m.meta {
+        match m.meta {
             Some(meta) => out.extend_from_slice(meta.as_bytes()),
             None => out.extend_from_slice(b"{}"),
         }
@@ -103,7 +103,7 @@ pub fn push_json_message(out: &mut Vec<u8>, m: &Message, full: bool) {
 }
 
 /// Renders messages (oldest first) as one string in a text-like format.
-pub fn render<'a>(format: Format, messages: impl Iterator<Item = &'a Message> + Clone) -> Vec<u8> {
+pub fn render<'a>(format: Format, messages: impl Iterator<Item = Turn<'a>> + Clone) -> Vec<u8> {
     let size: usize = messages
         .clone()
         .map(|m| m.content.len() + m.role.len() + 32)
@@ -116,7 +116,7 @@ pub fn render<'a>(format: Format, messages: impl Iterator<Item = &'a Message> + 
                 if i > 0 {
                     out.push(b',');
                 }
-                push_json_message(&mut out, m, format == Format::Full);
+                push_json_message(&mut out, &m, format == Format::Full);
             }
             out.push(b']');
         }
@@ -127,7 +127,7 @@ pub fn render<'a>(format: Format, messages: impl Iterator<Item = &'a Message> + 
                 }
                 out.extend_from_slice(m.role.as_bytes());
                 out.extend_from_slice(b": ");
-                out.extend_from_slice(&m.content);
+                out.extend_from_slice(m.content);
             }
         }
         Format::Resp => unreachable!("RESP is built by the command layer"),
@@ -138,6 +138,7 @@ pub fn render<'a>(format: Format, messages: impl Iterator<Item = &'a Message> + 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conv::message::Message;
 
     fn m(seq: u64, role: &str, content: &[u8], meta: Option<&str>) -> Message {
         Message {
@@ -156,7 +157,7 @@ mod tests {
             m(1, "user", "hé \"q\"\n".as_bytes(), None),
             m(2, "assistant", b"ok", None),
         ];
-        let out = render(Format::Messages, msgs.iter());
+        let out = render(Format::Messages, msgs.iter().map(Message::as_turn));
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v[0]["role"], "user");
         assert_eq!(v[0]["content"], "hé \"q\"\n");
@@ -168,7 +169,8 @@ mod tests {
     fn full_format_carries_seq_ts_meta() {
         let msgs = [m(3, "user", b"x", Some("{\"a\":[1]}"))];
         let v: serde_json::Value =
-            serde_json::from_slice(&render(Format::Full, msgs.iter())).unwrap();
+            serde_json::from_slice(&render(Format::Full, msgs.iter().map(Message::as_turn)))
+                .unwrap();
         assert_eq!(v[0]["seq"], 3);
         assert_eq!(v[0]["ts"], 7);
         assert_eq!(v[0]["meta"]["a"][0], 1);
@@ -178,7 +180,8 @@ mod tests {
     fn invalid_utf8_becomes_replacement_char_in_json() {
         let msgs = [m(1, "user", &[0xff, b'a'], None)];
         let v: serde_json::Value =
-            serde_json::from_slice(&render(Format::Messages, msgs.iter())).unwrap();
+            serde_json::from_slice(&render(Format::Messages, msgs.iter().map(Message::as_turn)))
+                .unwrap();
         assert_eq!(v[0]["content"], "\u{fffd}a");
     }
 
@@ -200,9 +203,9 @@ mod tests {
     fn text_format() {
         let msgs = [m(1, "user", b"hi", None), m(2, "assistant", b"hello", None)];
         assert_eq!(
-            render(Format::Text, msgs.iter()),
+            render(Format::Text, msgs.iter().map(Message::as_turn)),
             b"user: hi\nassistant: hello".to_vec()
         );
-        assert_eq!(render(Format::Messages, [].iter()), b"[]".to_vec());
+        assert_eq!(render(Format::Messages, std::iter::empty()), b"[]".to_vec());
     }
 }
