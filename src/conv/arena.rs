@@ -22,6 +22,8 @@
 //! base (the last dropped turn, or 0/0). Only this file reads or writes the layout; it is never
 //! persisted (RDB/AOF use `codec.rs`), so it can change freely between releases.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use super::codec::put_varint;
 use super::turn::{Emb, Turn};
 
@@ -39,11 +41,33 @@ pub const BUILTIN_ROLES: [&str; 6] = [
     "function",
 ];
 
-/// The size the server's allocator (jemalloc) really hands out for a request of `n` bytes: its
-/// size classes are 16-byte steps up to 128, then four per doubling. Growing the buffer to a
-/// class boundary wastes nothing the allocator would not waste anyway, and makes the buffer's
-/// capacity the exact bytes it costs (MEMORY USAGE).
+/// Whether the server's allocator is jemalloc (Redis, most Valkey builds) rather than the C
+/// library's malloc (some Valkey builds); the shell finds out at load time.
+static JEMALLOC: AtomicBool = AtomicBool::new(true);
+
+pub fn set_allocator_is_jemalloc(yes: bool) {
+    JEMALLOC.store(yes, Ordering::Relaxed);
+}
+
+/// What an allocation of `n` bytes really costs, as INFO used_memory counts it (MEMORY USAGE
+/// must stay within 10% of that): jemalloc's size classes (16-byte steps up to 128, then four
+/// per doubling), or glibc's 16-byte chunks with an 8-byte header.
 pub fn alloc_size(n: usize) -> usize {
+    if JEMALLOC.load(Ordering::Relaxed) {
+        jemalloc_size(n)
+    } else {
+        libc_size(n)
+    }
+}
+
+fn libc_size(n: usize) -> usize {
+    match n {
+        0 => 0,
+        _ => (n + 8).div_ceil(16).max(2) * 16,
+    }
+}
+
+fn jemalloc_size(n: usize) -> usize {
     match n {
         0 => 0,
         1..=8 => 8,
@@ -155,8 +179,10 @@ impl Arena {
     }
 
     /// Appends a turn. Its seq must be past the newest one's (the session checks; a smaller
-    /// one is a bug and panics).
-    pub fn push(&mut self, t: &Turn) {
+    /// one is a bug and panics). `expect` is how many turns the arena is expected to hold (the
+    /// session's window): while it fills up, the buffer grows straight to that size at the
+    /// turns' average, so a full window wastes (almost) nothing.
+    pub fn push(&mut self, t: &Turn, expect: usize) {
         assert!(
             t.seq > self.last.0,
             "turn {} pushed after {}",
@@ -178,7 +204,7 @@ impl Arena {
             + t.meta.map_or(0, |m| varint_len(m.len() as u64) + m.len())
             + t.emb
                 .map_or(0, |e| varint_len(e.dim() as u64) + 4 * e.dim());
-        self.reserve(need);
+        self.reserve(need, expect);
         let out = &mut self.buf;
         out.push(flags);
         put_varint(out, role);
@@ -203,15 +229,34 @@ impl Arena {
         self.len += 1;
     }
 
-    /// Room for `need` more bytes: the next allocator size class that holds them, past a
-    /// quarter more than today (amortized O(1) appends; the allocator gives no in-place growth).
-    fn reserve(&mut self, need: usize) {
+    /// Room for `need` more bytes. A full buffer first reuses its dead prefix; then it grows
+    /// towards the expected size while filling up, geometrically past it (at least 1/16 each
+    /// time: amortized O(1) appends, as the allocator has no in-place growth).
+    fn reserve(&mut self, need: usize, expect: usize) {
+        if self.buf.len() + need <= self.buf.capacity() {
+            return;
+        }
+        if self.start > 0 {
+            self.compact();
+        }
         let want = self.buf.len() + need;
         if want <= self.buf.capacity() {
             return;
         }
-        let cap = alloc_size(want.max(self.buf.capacity() + self.buf.capacity() / 4));
+        let cap = if self.len < expect {
+            // What the window will take: the bytes now, plus the turns to come at the average.
+            let per_turn = want.div_ceil(self.len + 1);
+            (want + per_turn * (expect - self.len - 1)).clamp(want + want / 16, 2 * want + 64)
+        } else {
+            want + want / 4
+        };
         self.buf.reserve_exact(cap - self.buf.len());
+    }
+
+    /// Moves the live turns to the front of the buffer.
+    fn compact(&mut self) {
+        self.buf.drain(..self.start);
+        self.start = 0;
     }
 
     pub fn iter(&self) -> Turns<'_> {
@@ -242,12 +287,12 @@ impl Arena {
             self.buf = Vec::new();
             self.start = 0;
             self.roles = Vec::new();
-        } else if self.start > self.buf.len() - self.start {
-            self.buf.drain(..self.start);
-            self.start = 0;
-            if alloc_size(self.buf.len() * 2) < self.buf.capacity() {
-                self.buf
-                    .shrink_to(alloc_size(self.buf.len() + self.buf.len() / 4));
+        } else if 4 * self.start > self.buf.len() - self.start {
+            // Dead bytes over a quarter of the live ones: each compaction moves at most four
+            // bytes per byte dropped since the last one, and memory stays close to the turns.
+            self.compact();
+            if self.buf.capacity() > 2 * self.buf.len() {
+                self.buf.shrink_to(self.buf.len() + self.buf.len() / 4);
             }
             // Roles of turns long gone (a client inventing one per turn) would pile up.
             if self.roles.len() > 2 * self.len + 8 {
@@ -264,8 +309,9 @@ impl Arena {
             last: base,
             ..Arena::default()
         };
+        let expect = front.len() + self.len;
         for t in front.iter().copied().chain(self.iter()) {
-            fresh.push(&t);
+            fresh.push(&t, expect);
         }
         *self = fresh;
     }
@@ -385,13 +431,15 @@ mod tests {
     fn size_classes_match_jemalloc() {
         let got: Vec<usize> = [1, 8, 9, 16, 17, 128, 129, 160, 161, 4096, 4097, 5121, 16385]
             .iter()
-            .map(|&n| alloc_size(n))
+            .map(|&n| jemalloc_size(n))
             .collect();
         assert_eq!(
             got,
             [8, 8, 16, 16, 32, 128, 160, 160, 192, 4096, 5120, 6144, 20480]
         );
-        assert_eq!(alloc_size(0), 0);
+        assert_eq!(jemalloc_size(0), 0);
+        let libc: Vec<usize> = [1, 24, 25, 4080].iter().map(|&n| libc_size(n)).collect();
+        assert_eq!(libc, [32, 32, 48, 4096]);
     }
 
     #[test]
@@ -408,7 +456,7 @@ mod tests {
             msg(u64::MAX, 0, "reviewer", "y"),
         ];
         for m in &all {
-            a.push(&m.as_turn());
+            a.push(&m.as_turn(), 0);
         }
         assert_eq!(owned(&a), all);
         assert_eq!(a.iter().len(), 5);
@@ -417,7 +465,7 @@ mod tests {
         assert_eq!(a.roles.len(), 1);
         // A plain turn: flags, role, ts delta, length, content.
         let mut b = Arena::default();
-        b.push(&msg(1, 0, "user", "abc").as_turn());
+        b.push(&msg(1, 0, "user", "abc").as_turn(), 0);
         assert_eq!(b.buf, [0, 0, 0, 3, b'a', b'b', b'c']);
     }
 
@@ -425,37 +473,46 @@ mod tests {
     fn dropping_a_prefix_compacts_and_empties() {
         let mut a = Arena::default();
         for i in 1..=10 {
-            a.push(&msg(i, i as i64 * 1000, "user", &"x".repeat(100)).as_turn());
+            a.push(
+                &msg(i, i as i64 * 1000, "user", &"x".repeat(100)).as_turn(),
+                10,
+            );
         }
         let cap = a.buf.capacity();
-        a.drop_front(4);
-        assert_eq!(
-            a.start,
-            4 * 105,
-            "no move while the dead part is the smaller one"
-        );
-        assert_eq!(a.first_seq(), Some(5));
+        a.drop_front(1);
+        assert_eq!(a.start, 105, "no move while the dead part is small");
+        assert_eq!(a.first_seq(), Some(2));
         a.drop_front(2);
         assert_eq!(a.start, 0, "compacted");
         assert!(a.buf.capacity() <= cap);
-        assert_eq!(
-            a.iter().map(|t| t.ts_ms).collect::<Vec<_>>(),
-            [7000, 8000, 9000, 10000]
-        );
-        a.push(&msg(11, 500, "user", "y").as_turn());
+        let ts: Vec<i64> = a.iter().map(|t| t.ts_ms).collect();
+        assert_eq!(ts, [4000, 5000, 6000, 7000, 8000, 9000, 10000]);
+        a.push(&msg(11, 500, "user", "y").as_turn(), 10);
         assert_eq!(a.iter().last().unwrap().ts_ms, 500);
         a.drop_front(100);
         assert!(a.is_empty() && a.buf.capacity() == 0 && a.heap_bytes() == 0);
         // The counters go on from the dropped turns.
-        a.push(&msg(12, 550, "user", "z").as_turn());
+        a.push(&msg(12, 550, "user", "z").as_turn(), 10);
         assert_eq!(a.buf[..3], [0, 0, 100]);
+    }
+
+    #[test]
+    fn a_full_buffer_reuses_its_dead_prefix_before_growing() {
+        let mut a = Arena::default();
+        for i in 1..=10 {
+            a.push(&msg(i, 0, "user", &"x".repeat(100)).as_turn(), 10);
+        }
+        a.drop_front(1);
+        let cap = a.buf.capacity();
+        a.push(&msg(11, 0, "user", &"x".repeat(100)).as_turn(), 10);
+        assert_eq!((a.start, a.buf.capacity()), (0, cap));
     }
 
     #[test]
     fn roles_of_gone_turns_are_forgotten() {
         let mut a = Arena::default();
         for i in 1..=200u64 {
-            a.push(&msg(i, 0, &format!("r{i}"), "c").as_turn());
+            a.push(&msg(i, 0, &format!("r{i}"), "c").as_turn(), 0);
             if i > 5 {
                 a.drop_front(1);
             }
@@ -471,7 +528,7 @@ mod tests {
         let mut a = Arena::default();
         let all: Vec<Message> = (1..=6).map(|i| msg(i * 2, i as i64, "tool", "t")).collect();
         for m in &all[3..] {
-            a.push(&m.as_turn());
+            a.push(&m.as_turn(), 0);
         }
         let front: Vec<Turn> = all[..3].iter().map(Message::as_turn).collect();
         a.rebuild_with(&front);
@@ -479,20 +536,34 @@ mod tests {
     }
 
     #[test]
-    fn appends_grow_in_size_classes() {
-        let mut a = Arena::default();
-        let mut grows = 0;
-        let mut cap = 0;
-        for i in 1..=1000 {
-            a.push(&msg(i, 0, "user", &"z".repeat(50)).as_turn());
-            if a.buf.capacity() != cap {
-                grows += 1;
-                cap = a.buf.capacity();
-                assert_eq!(alloc_size(cap), cap);
+    fn a_window_fills_with_few_reallocations_and_little_slack() {
+        for expect in [1, 20, 1000] {
+            let mut a = Arena::default();
+            let mut grows = 0;
+            let mut cap = 0;
+            for i in 1..=expect as u64 {
+                a.push(&msg(i, 0, "user", &"z".repeat(200)).as_turn(), expect);
+                if a.buf.capacity() != cap {
+                    grows += 1;
+                    cap = a.buf.capacity();
+                }
             }
+            assert!(grows <= 12, "{expect}: {grows}");
+            assert!(cap - a.buf.len() <= a.buf.len() / 16, "{expect}: {cap}");
+            // Past the window, growth is geometric.
+            let before = grows;
+            for i in 1..=10 * expect as u64 {
+                a.push(
+                    &msg(expect as u64 + i, 0, "user", &"z".repeat(200)).as_turn(),
+                    expect,
+                );
+                if a.buf.capacity() != cap {
+                    grows += 1;
+                    cap = a.buf.capacity();
+                }
+            }
+            assert!(grows - before <= 12, "{expect}: {}", grows - before);
         }
-        // Geometric growth: a few dozen reallocations for 54 KB, not one per append.
-        assert!(grows < 40, "{grows}");
     }
 
     #[derive(Debug, Clone)]
@@ -501,7 +572,7 @@ mod tests {
         Drop(usize),
     }
 
-    fn ops() -> impl Strategy<Value = Vec<(Op, u64)>> {
+    fn ops() -> impl Strategy<Value = (Vec<(Op, u64)>, usize)> {
         proptest::collection::vec(
             (
                 prop_oneof![
@@ -512,6 +583,7 @@ mod tests {
             ),
             0..60,
         )
+        .prop_flat_map(|ops| (Just(ops), 0usize..40))
     }
 
     proptest! {
@@ -519,7 +591,7 @@ mod tests {
 
         /// Appends and prefix drops in any order read back as a VecDeque<Message> model does.
         #[test]
-        fn behaves_like_a_deque_of_messages(ops in ops()) {
+        fn behaves_like_a_deque_of_messages((ops, expect) in ops()) {
             let mut a = Arena::default();
             let mut model: VecDeque<Message> = VecDeque::new();
             let mut seq = 0u64;
@@ -529,7 +601,7 @@ mod tests {
                         let Some(s) = seq.checked_add(gap) else { continue };
                         seq = s;
                         m.seq = seq;
-                        a.push(&m.as_turn());
+                        a.push(&m.as_turn(), expect);
                         model.push_back(m);
                     }
                     Op::Drop(n) => {

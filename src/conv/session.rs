@@ -267,7 +267,7 @@ impl Session {
         };
         msg.seq = seq;
         self.next_seq = seq + 1;
-        self.turns.push(&msg);
+        self.turns.push(&msg, self.window as usize);
         Ok(seq)
     }
 
@@ -282,7 +282,7 @@ impl Session {
             });
         }
         self.next_seq = self.next_seq.max(msg.seq + 1);
-        self.turns.push(&msg.as_turn());
+        self.turns.push(&msg.as_turn(), self.window as usize);
         Ok(())
     }
 

@@ -49,6 +49,24 @@ pub static SESSION_TYPE: RedisType = RedisType::new(
     },
 );
 
+/// Tells the arena which allocator the server runs, so MEMORY USAGE counts what it really
+/// costs (see `arena::alloc_size`): jemalloc rounds 4097 bytes up to 5120, glibc does not.
+pub fn detect_allocator() {
+    // SAFETY: the server's allocator, on a block this function owns and frees.
+    unsafe {
+        let (Some(alloc), Some(usable), Some(free)) = (
+            raw::RedisModule_Alloc,
+            raw::RedisModule_MallocUsableSize,
+            raw::RedisModule_Free,
+        ) else {
+            return;
+        };
+        let p = alloc(4097);
+        super::arena::set_allocator_is_jemalloc(usable(p) >= 5120);
+        free(p);
+    }
+}
+
 unsafe fn session<'a>(value: *const c_void) -> &'a Session {
     &*(value as *const Session)
 }
