@@ -77,7 +77,9 @@ def redis_benchmark(port, command, n, pipeline, keyspace):
     header, row = rows[0], rows[-1]
     if "p99_latency_ms" not in header:
         raise RuntimeError(f"unexpected redis-benchmark output:\n{out}")
-    get = dict(zip(header, row))
+    # The test name (the command) may hold commas and quotes redis-benchmark leaves unescaped
+    # (the JSON baseline): the figures are the last fields.
+    get = dict(zip(header[1:], row[len(row) - len(header) + 1:]))
     return float(get["rps"]), float(get["p50_latency_ms"]), float(get["p99_latency_ms"])
 
 

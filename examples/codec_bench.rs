@@ -26,13 +26,16 @@ use std::time::{Duration, Instant};
 #[path = "../src/archive/mod.rs"]
 mod archive;
 
-// `#[path]` inside an inline module resolves below examples/, so these two sit at the root
+// `#[path]` inside an inline module resolves below examples/, so these sit at the root
 // and `conv` re-exports the one the archive code names as `crate::conv::message`.
 #[path = "../src/conv/message.rs"]
 pub mod message;
 #[allow(dead_code)]
 #[path = "../src/conv/render.rs"]
 mod render;
+#[allow(dead_code)]
+#[path = "../src/conv/turn.rs"]
+mod turn;
 // message.rs checks embeddings with the vector module's rules.
 #[allow(dead_code)]
 #[path = "../src/vector.rs"]
@@ -240,7 +243,8 @@ fn chat_turns(approx_json_bytes: usize) -> Vec<Message> {
 
 /// The turns as the module shows them (`CONV.HISTORY ... FORMAT full`): one JSON array.
 fn render_json(turns: &[Message]) -> Vec<u8> {
-    render::render(render::Format::Full, turns.iter())
+    let size = render::SizeHint::of_messages(turns);
+    render::render(render::Format::Full, turns.iter().map(Message::as_turn), size)
 }
 
 // ---------------------------------------------------------------------------

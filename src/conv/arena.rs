@@ -136,6 +136,11 @@ impl Arena {
         self.len == 0
     }
 
+    /// Bytes of the live records (more than their contents, metas and embeddings together).
+    pub fn live_bytes(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
     /// Bytes of the heap this arena holds (buffer capacity and its own roles).
     pub fn heap_bytes(&self) -> usize {
         alloc_size(self.buf.capacity())
@@ -168,14 +173,6 @@ impl Arena {
             }
         };
         (BUILTIN_ROLES.len() + i) as u64
-    }
-
-    fn role(&self, index: u64) -> &str {
-        let i = index as usize;
-        match BUILTIN_ROLES.get(i) {
-            Some(r) => r,
-            None => &self.roles[i - BUILTIN_ROLES.len()],
-        }
     }
 
     /// Appends a turn. Its seq must be past the newest one's (the session checks; a smaller
@@ -261,7 +258,8 @@ impl Arena {
 
     pub fn iter(&self) -> Turns<'_> {
         Turns {
-            arena: self,
+            buf: &self.buf,
+            roles: &self.roles,
             pos: self.start,
             left: self.len,
             prev: self.base,
@@ -320,72 +318,78 @@ impl Arena {
 /// Forward iterator over an arena's turns.
 #[derive(Clone)]
 pub struct Turns<'a> {
-    arena: &'a Arena,
+    buf: &'a [u8],
+    roles: &'a [Box<str>],
     pos: usize,
     left: usize,
     prev: (u64, i64),
 }
 
-impl<'a> Turns<'a> {
-    fn byte(&mut self) -> u8 {
-        let b = self.arena.buf[self.pos];
-        self.pos += 1;
-        b
+/// Reads a varint at `*p` (the arena's own bytes: well formed by construction).
+#[inline(always)]
+fn read_varint(buf: &[u8], p: &mut usize) -> u64 {
+    let b = buf[*p];
+    *p += 1;
+    if b < 0x80 {
+        return u64::from(b);
     }
-
-    fn varint(&mut self) -> u64 {
-        let b = self.byte();
+    let mut v = u64::from(b & 0x7f);
+    let mut shift = 7;
+    loop {
+        let b = buf[*p];
+        *p += 1;
+        v |= u64::from(b & 0x7f) << shift;
         if b < 0x80 {
-            return u64::from(b);
+            return v;
         }
-        let mut v = u64::from(b & 0x7f);
-        let mut shift = 7;
-        loop {
-            let b = self.byte();
-            v |= u64::from(b & 0x7f) << shift;
-            if b < 0x80 {
-                return v;
-            }
-            shift += 7;
-        }
+        shift += 7;
     }
+}
 
-    fn bytes(&mut self, n: usize) -> &'a [u8] {
-        let s = &self.arena.buf[self.pos..self.pos + n];
-        self.pos += n;
-        s
-    }
-
-    fn len_bytes(&mut self) -> &'a [u8] {
-        let n = self.varint() as usize;
-        self.bytes(n)
-    }
+/// Reads a length-prefixed byte string at `*p`.
+#[inline(always)]
+fn read_len_bytes<'a>(buf: &'a [u8], p: &mut usize) -> &'a [u8] {
+    let n = read_varint(buf, p) as usize;
+    let s = &buf[*p..*p + n];
+    *p += n;
+    s
 }
 
 impl<'a> Iterator for Turns<'a> {
     type Item = Turn<'a>;
 
+    #[inline]
     fn next(&mut self) -> Option<Turn<'a>> {
         if self.left == 0 {
             return None;
         }
         self.left -= 1;
-        let flags = self.byte();
-        let role = self.arena.role(self.varint());
+        let (buf, mut p) = (self.buf, self.pos);
+        let flags = buf[p];
+        p += 1;
+        let role_index = read_varint(buf, &mut p) as usize;
+        let role: &'a str = match BUILTIN_ROLES.get(role_index) {
+            Some(r) => r,
+            None => &self.roles[role_index - BUILTIN_ROLES.len()],
+        };
         let gap = if flags & SEQ_GAP != 0 {
-            self.varint()
+            read_varint(buf, &mut p)
         } else {
             0
         };
         let seq = self.prev.0 + gap + 1;
-        let ts_ms = self.prev.1.wrapping_add(unzigzag(self.varint()));
-        let content = self.len_bytes();
-        let meta = (flags & META != 0)
-            .then(|| std::str::from_utf8(self.len_bytes()).expect("meta is pushed from a str"));
-        let emb = (flags & EMB != 0).then(|| {
-            let dim = self.varint() as usize;
-            Emb::Le(self.bytes(4 * dim))
+        let ts_ms = self.prev.1.wrapping_add(unzigzag(read_varint(buf, &mut p)));
+        let content = read_len_bytes(buf, &mut p);
+        let meta = (flags & META != 0).then(|| {
+            std::str::from_utf8(read_len_bytes(buf, &mut p)).expect("meta is pushed from a str")
         });
+        let emb = (flags & EMB != 0).then(|| {
+            let dim = read_varint(buf, &mut p) as usize;
+            let b = &buf[p..p + 4 * dim];
+            p += 4 * dim;
+            Emb::Le(b)
+        });
+        self.pos = p;
         self.prev = (seq, ts_ms);
         Some(Turn {
             seq,

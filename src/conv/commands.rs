@@ -7,7 +7,7 @@ use redis_module::key::RedisKeyWritable;
 use super::codec::{self, Decoded};
 use super::message::{self, InvalidMessage, Message};
 use super::r#type::SESSION_TYPE;
-use super::render::{self, Format};
+use super::render::{self, Format, SizeHint};
 use super::session::{self, RoleFilter, Session, MAX_WINDOW};
 use super::turn::{Emb, Turn};
 use super::{cold, search};
@@ -180,7 +180,15 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         None => {}
     }
     replicate_add(ctx, &argv, ts, seq, window, session_sid, expire_at);
-    ctx.notify_keyspace_event(NotifyEvent::MODULE, "conv.add", &argv[1]);
+    // SAFETY: plain module API call; a C string literal spares the crate's CString per add.
+    unsafe {
+        raw::RedisModule_NotifyKeyspaceEvent.expect("NotifyKeyspaceEvent")(
+            ctx.ctx,
+            NotifyEvent::MODULE.bits(),
+            c"conv.add".as_ptr(),
+            argv[1].inner,
+        );
+    }
     Ok(RedisValue::Integer(seq as i64))
 }
 
@@ -217,23 +225,15 @@ fn replicate_add(
     let (c, k, role, content) = (ctx.ctx, argv[1].inner, argv[2].inner, argv[3].inner);
     let (ts, seq, window, sid) = (ts, seq as i64, i64::from(window), sid as i64);
     let cmd = c"CONV.ADD".as_ptr();
-    let (t, q, w, i, m, e) = (
-        c"TS".as_ptr(),
-        c"SEQ".as_ptr(),
-        c"WINDOW".as_ptr(),
-        c"SID".as_ptr(),
-        c"META".as_ptr(),
-        c"EMB".as_ptr(),
-    );
-    // SAFETY: each format letter matches its argument: s = RedisModuleString*, c = C string,
-    // l = long long.
+    let [t, q, w, i, m, e] = replication_keywords().0;
+    // SAFETY: each format letter matches its argument: s = RedisModuleString*, l = long long.
     unsafe {
         let replicate = raw::RedisModule_Replicate.expect("Replicate");
         match (meta, emb) {
             (None, None) => replicate(
                 c,
                 cmd,
-                c"sssclclclcl".as_ptr(),
+                c"sssslslslsl".as_ptr(),
                 k,
                 role,
                 content,
@@ -249,7 +249,7 @@ fn replicate_add(
             (Some(mv), None) => replicate(
                 c,
                 cmd,
-                c"ssscsclclclcl".as_ptr(),
+                c"sssssslslslsl".as_ptr(),
                 k,
                 role,
                 content,
@@ -267,7 +267,7 @@ fn replicate_add(
             (None, Some(ev)) => replicate(
                 c,
                 cmd,
-                c"ssscsclclclcl".as_ptr(),
+                c"sssssslslslsl".as_ptr(),
                 k,
                 role,
                 content,
@@ -285,7 +285,7 @@ fn replicate_add(
             (Some(mv), Some(ev)) => replicate(
                 c,
                 cmd,
-                c"ssscscsclclclcl".as_ptr(),
+                c"sssssssslslslsl".as_ptr(),
                 k,
                 role,
                 content,
@@ -304,6 +304,31 @@ fn replicate_add(
             ),
         };
     }
+}
+
+/// The keywords `replicate_add` sends, as server strings made once: each ADD then shares them
+/// (a reference count) instead of creating four strings for the replication stream.
+struct ReplicationKeywords([*mut raw::RedisModuleString; 6]);
+
+// SAFETY: made once, never changed or freed; the server only reads them, on the main thread.
+unsafe impl Send for ReplicationKeywords {}
+unsafe impl Sync for ReplicationKeywords {}
+
+fn replication_keywords() -> &'static ReplicationKeywords {
+    static KEYWORDS: std::sync::OnceLock<ReplicationKeywords> = std::sync::OnceLock::new();
+    KEYWORDS.get_or_init(|| {
+        let make = |s: &std::ffi::CStr| {
+            // SAFETY: a string with no context is not freed automatically: it lives forever.
+            unsafe {
+                raw::RedisModule_CreateString.expect("CreateString")(
+                    std::ptr::null_mut(),
+                    s.as_ptr(),
+                    s.to_bytes().len(),
+                )
+            }
+        };
+        ReplicationKeywords([c"TS", c"SEQ", c"WINDOW", c"SID", c"META", c"EMB"].map(make))
+    })
 }
 
 /// `replicate_add` for an ADD that set the session's expiry: the absolute time decided here
@@ -345,7 +370,8 @@ fn parse_format(opts: &mut Args) -> Result<Format, RedisError> {
 
 pub fn reply_messages<'a>(
     format: Format,
-    msgs: impl Iterator<Item = Turn<'a>> + Clone,
+    msgs: impl Iterator<Item = Turn<'a>>,
+    size: SizeHint,
 ) -> RedisValue {
     match format {
         Format::Resp => RedisValue::Array(
@@ -362,8 +388,42 @@ pub fn reply_messages<'a>(
             })
             .collect(),
         ),
-        _ => RedisValue::StringBuffer(render::render(format, msgs)),
+        _ => RedisValue::StringBuffer(render::render(format, msgs, size)),
     }
+}
+
+/// [`reply_messages`] for turns read in memory on the main thread: the text formats are built
+/// in one buffer kept between replies and copied into the client's reply, so a CTX or HISTORY
+/// allocates nothing for its reply.
+fn reply_in_place<'a>(
+    ctx: &Context,
+    format: Format,
+    msgs: impl Iterator<Item = Turn<'a>>,
+    size: SizeHint,
+) -> RedisResult {
+    if format == Format::Resp {
+        return Ok(reply_messages(format, msgs, size));
+    }
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with_borrow_mut(|buf| {
+        buf.clear();
+        render::render_into(buf, format, msgs, size);
+        // SAFETY: plain module API call; the server copies the bytes.
+        unsafe {
+            raw::RedisModule_ReplyWithStringBuffer.expect("ReplyWithStringBuffer")(
+                ctx.ctx,
+                buf.as_ptr().cast(),
+                buf.len(),
+            );
+        }
+        // A one-off huge reply does not keep its memory.
+        if buf.capacity() > 1 << 20 {
+            *buf = Vec::new();
+        }
+    });
+    Ok(RedisValue::NoReply)
 }
 
 /// `ROLES r1,r2,...`: the roles a read keeps.
@@ -391,7 +451,11 @@ pub fn ctx_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     }
     let key = ctx.open_key(key_name);
     let Some(s) = keys::read::<Session>(&key, &SESSION_TYPE)? else {
-        return Ok(reply_messages(format, std::iter::empty()));
+        return Ok(reply_messages(
+            format,
+            std::iter::empty(),
+            SizeHint::default(),
+        ));
     };
     s.touch(now_ms());
     let n = count.unwrap_or(s.window as usize);
@@ -403,7 +467,7 @@ pub fn ctx_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     .min(n);
     if hot_kept >= n || s.archived.count == 0 {
         let picked = session::pick_ctx(s.turns(), roles.as_ref(), n, tokens);
-        return Ok(reply_messages(format, picked));
+        return reply_in_place(ctx, format, picked, s.hot_size());
     }
     // Part of the answer is on disk: read it in the background, reply with it and the
     // in-memory turns as they are now. The read covers the window too (never more), so the
@@ -420,7 +484,11 @@ pub fn ctx_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         turns.extend(hot);
         let all = turns.iter().map(Message::as_turn);
         let picked = session::pick_ctx(all, roles.as_ref(), n, tokens);
-        Ok(reply_messages(format, picked))
+        Ok(reply_messages(
+            format,
+            picked,
+            SizeHint::of_messages(&turns),
+        ))
     });
     let last = s.archived.last_seq;
     cold::read_archive(
@@ -453,18 +521,27 @@ pub fn history(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     }
     let key = ctx.open_key(key_name);
     let Some(s) = keys::read::<Session>(&key, &SESSION_TYPE)? else {
-        return Ok(reply_messages(format, std::iter::empty()));
+        return Ok(reply_messages(
+            format,
+            std::iter::empty(),
+            SizeHint::default(),
+        ));
     };
     s.touch(now_ms());
     if s.archived.count == 0 || from > s.archived.last_seq || to < s.archived.first_seq {
         let kept = session::kept(s.range(from, to), roles.as_ref());
-        return Ok(reply_messages(format, kept));
+        return reply_in_place(ctx, format, kept, s.hot_size());
     }
     let hot: Vec<Message> = s.range(from, to).map(|t| t.to_message()).collect();
     let render = Box::new(move |mut turns: Vec<Message>| {
         turns.extend(hot);
+        let size = SizeHint::of_messages(&turns);
         let all = turns.iter().map(Message::as_turn);
-        Ok(reply_messages(format, session::kept(all, roles.as_ref())))
+        Ok(reply_messages(
+            format,
+            session::kept(all, roles.as_ref()),
+            size,
+        ))
     });
     let (lo, hi) = (from.max(s.archived.first_seq), to.min(s.archived.last_seq));
     cold::read_archive(

@@ -5,6 +5,7 @@ use std::cell::Cell;
 
 use super::arena::{alloc_size, Arena, Turns};
 use super::message::Message;
+use super::render::SizeHint;
 use super::turn::Turn;
 
 /// What the archive holds for this session: how many turns and which sequence range.
@@ -172,10 +173,14 @@ pub fn pick_ctx<'r, 'a: 'r, I>(
     tokens: Option<u64>,
 ) -> impl Iterator<Item = Turn<'a>> + Clone + 'r
 where
-    I: Iterator<Item = Turn<'a>> + Clone + 'r,
+    I: ExactSizeIterator<Item = Turn<'a>> + Clone + 'r,
 {
+    let total = match roles {
+        None => turns.len(),
+        Some(_) => kept(turns.clone(), roles).count(),
+    };
     let kept = kept(turns, roles);
-    let mut skip = kept.clone().count().saturating_sub(count);
+    let mut skip = total.saturating_sub(count);
     if let Some(budget) = tokens {
         let mut used: u64 = kept.clone().skip(skip).map(|m| estimate_tokens(&m)).sum();
         for m in kept.clone().skip(skip) {
@@ -452,6 +457,14 @@ impl Session {
 
     pub fn hot_len(&self) -> usize {
         self.turns.len()
+    }
+
+    /// An upper bound of what the in-memory turns hold (see [`SizeHint`]).
+    pub fn hot_size(&self) -> SizeHint {
+        SizeHint {
+            bytes: self.turns.live_bytes(),
+            turns: self.turns.len(),
+        }
     }
 
     /// Every message the session has, in memory or archived.

@@ -54,7 +54,7 @@ impl<'a> Emb<'a> {
         }
     }
 
-    pub fn to_vec(&self) -> Vec<f32> {
+    pub fn to_vec(self) -> Vec<f32> {
         self.iter().collect()
     }
 }
@@ -78,7 +78,7 @@ pub struct Turn<'a> {
 
 impl Turn<'_> {
     /// The owned copy (archive writes, replies built off the main thread).
-    pub fn to_message(&self) -> Message {
+    pub fn to_message(self) -> Message {
         Message {
             seq: self.seq,
             ts_ms: self.ts_ms,
