@@ -244,7 +244,11 @@ fn chat_turns(approx_json_bytes: usize) -> Vec<Message> {
 /// The turns as the module shows them (`CONV.HISTORY ... FORMAT full`): one JSON array.
 fn render_json(turns: &[Message]) -> Vec<u8> {
     let size = render::SizeHint::of_messages(turns);
-    render::render(render::Format::Full, turns.iter().map(Message::as_turn), size)
+    render::render(
+        render::Format::Full,
+        turns.iter().map(Message::as_turn),
+        size,
+    )
 }
 
 // ---------------------------------------------------------------------------
