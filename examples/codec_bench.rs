@@ -37,6 +37,9 @@ mod render;
 #[allow(dead_code)]
 #[path = "../src/conv/tokens.rs"]
 pub mod tokens;
+#[allow(dead_code)]
+#[path = "../src/conv/turn.rs"]
+mod turn;
 // message.rs checks embeddings with the vector module's rules.
 #[allow(dead_code)]
 #[path = "../src/vector.rs"]
@@ -249,7 +252,12 @@ fn chat_turns(approx_json_bytes: usize) -> Vec<Message> {
 
 /// The turns as the module shows them (`CONV.HISTORY ... FORMAT full`): one JSON array.
 fn render_json(turns: &[Message]) -> Vec<u8> {
-    render::render(render::Format::Full, turns.iter())
+    let size = render::SizeHint::of_messages(turns);
+    render::render(
+        render::Format::Full,
+        turns.iter().map(Message::as_turn),
+        size,
+    )
 }
 
 // ---------------------------------------------------------------------------

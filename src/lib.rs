@@ -58,6 +58,7 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     // Replaces the macro's default INFO callback with ours (its `info:` form needs an extra crate).
     redis_module::raw::register_info_function(ctx.ctx, Some(info_callback));
     cluster::detect_server(ctx);
+    conv::r#type::detect_allocator();
     // SAFETY: plain module API call during load.
     unsafe {
         redis_module::raw::RedisModule_SetModuleOptions.expect("SetModuleOptions")(

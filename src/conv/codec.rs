@@ -10,6 +10,7 @@
 use super::message::Message;
 use super::session::{ArchivedRange, Session, MAX_WINDOW};
 use super::tokens::Tokenizer;
+use super::turn::Turn;
 
 /// 1: first release. 2: adds `archive_upto`, `auto_expire_ms` and `sid` after the archived range.
 /// 3: adds kind 2, the archived turns (an AOF rewrite or slot-migration snapshot carries them,
@@ -95,11 +96,11 @@ impl<'a> Reader<'a> {
 }
 
 /// One turn in the current encoding (version 4).
-pub fn put_message(out: &mut Vec<u8>, m: &Message) {
+pub fn put_message(out: &mut Vec<u8>, m: &Turn) {
     put_varint(out, m.seq);
     out.extend_from_slice(&m.ts_ms.to_le_bytes());
     put_bytes(out, m.role.as_bytes());
-    put_bytes(out, &m.content);
+    put_bytes(out, m.content);
     put_varint(out, u64::from(m.tokens));
     let bit = |present: bool, b: u8| if present { b } else { 0 };
     let flags = bit(m.meta.is_some(), HAS_META)
@@ -108,19 +109,16 @@ pub fn put_message(out: &mut Vec<u8>, m: &Message) {
         | bit(m.tool_call_id.is_some(), HAS_TOOL_CALL_ID)
         | bit(m.tool_calls.is_some(), HAS_TOOL_CALLS);
     out.push(flags);
-    if let Some(meta) = &m.meta {
+    if let Some(meta) = m.meta {
         put_bytes(out, meta.as_bytes());
     }
-    if let Some(emb) = &m.emb {
-        put_varint(out, emb.len() as u64);
-        for f in emb {
+    if let Some(emb) = m.emb {
+        put_varint(out, emb.dim() as u64);
+        for f in emb.iter() {
             out.extend_from_slice(&f.to_le_bytes());
         }
     }
-    for text in [&m.name, &m.tool_call_id, &m.tool_calls]
-        .into_iter()
-        .flatten()
-    {
+    for text in [m.name, m.tool_call_id, m.tool_calls].into_iter().flatten() {
         put_bytes(out, text.as_bytes());
     }
 }
@@ -209,7 +207,7 @@ fn put_header(out: &mut Vec<u8>, s: &Session) {
 }
 
 /// The whole session, or (for AOF rewrite of big sessions) its header and first messages.
-pub fn encode_session(s: &Session, messages: &[&Message]) -> Vec<u8> {
+pub fn encode_session(s: &Session, messages: &[Turn]) -> Vec<u8> {
     let mut out =
         Vec::with_capacity(64 + messages.iter().map(|m| m.content.len() + 32).sum::<usize>());
     out.push(CODEC_VERSION);
@@ -220,7 +218,7 @@ pub fn encode_session(s: &Session, messages: &[&Message]) -> Vec<u8> {
 }
 
 /// More messages for a session already started by `encode_session`.
-pub fn encode_more(messages: &[&Message]) -> Vec<u8> {
+pub fn encode_more(messages: &[Turn]) -> Vec<u8> {
     let mut out = Vec::new();
     out.push(CODEC_VERSION);
     out.push(KIND_MORE);
@@ -230,7 +228,7 @@ pub fn encode_more(messages: &[&Message]) -> Vec<u8> {
 
 /// Turns the session keeps in its archive, for a node that has no copy of the file: the
 /// receiver writes them to its own archive (ascending, within the header's archived range).
-pub fn encode_archived(messages: &[&Message]) -> Vec<u8> {
+pub fn encode_archived(messages: &[Turn]) -> Vec<u8> {
     let mut out =
         Vec::with_capacity(8 + messages.iter().map(|m| m.content.len() + 32).sum::<usize>());
     out.push(CODEC_VERSION);
@@ -239,7 +237,7 @@ pub fn encode_archived(messages: &[&Message]) -> Vec<u8> {
     out
 }
 
-fn put_messages(out: &mut Vec<u8>, messages: &[&Message]) {
+fn put_messages(out: &mut Vec<u8>, messages: &[Turn]) {
     put_varint(out, messages.len() as u64);
     for m in messages {
         put_message(out, m);
@@ -400,7 +398,7 @@ mod tests {
     #[test]
     fn round_trip_whole_session() {
         let s = sample();
-        let all: Vec<&Message> = s.hot().iter().collect();
+        let all: Vec<Turn> = s.turns().collect();
         let buf = encode_session(&s, &all);
         match decode(&buf).unwrap() {
             Decoded::Session(d) => assert_eq!(d, s),
@@ -411,7 +409,7 @@ mod tests {
     #[test]
     fn round_trip_in_parts() {
         let s = sample();
-        let all: Vec<&Message> = s.hot().iter().collect();
+        let all: Vec<Turn> = s.turns().collect();
         let Decoded::Session(mut d) = decode(&encode_session(&s, &all[..2])).unwrap() else {
             panic!()
         };
@@ -427,7 +425,7 @@ mod tests {
     #[test]
     fn every_truncation_is_an_error_not_a_panic() {
         let s = sample();
-        let all: Vec<&Message> = s.hot().iter().collect();
+        let all: Vec<Turn> = s.turns().collect();
         let buf = encode_session(&s, &all);
         for cut in 0..buf.len() {
             assert!(decode(&buf[..cut]).is_err(), "cut at {cut}");
@@ -450,9 +448,12 @@ mod tests {
         assert_eq!(s.archived.count, 1);
         assert_eq!(s.archive_upto, 1);
         assert_eq!((s.auto_expire_ms, s.sid), (0, 0));
-        assert_eq!(s.hot()[0].content, b"hi");
+        assert_eq!(s.turns().next().unwrap().content, b"hi");
         // Counts before version 4 are the estimate, with tokenizer `estimate`.
-        assert_eq!((s.hot()[0].tokens, s.tokenizer), (1, Tokenizer::Estimate));
+        assert_eq!(
+            (s.turns().next().unwrap().tokens, s.tokenizer),
+            (1, Tokenizer::Estimate)
+        );
     }
 
     /// A turn as versions 1 to 3 wrote it: no token count, flags for meta and emb only.
@@ -498,17 +499,14 @@ mod tests {
             ..Default::default()
         };
         s.add(m, None).unwrap();
-        let all: Vec<&Message> = s.hot().iter().collect();
+        let all: Vec<Turn> = s.turns().collect();
         let buf = encode_session(&s, &all);
         assert_eq!(buf[0], 4);
         let Decoded::Session(d) = decode(&buf).unwrap() else {
             panic!()
         };
         assert_eq!(d, s);
-        assert_eq!(
-            d.hot().back().unwrap().tool_call_id.as_deref(),
-            Some("call_9")
-        );
+        assert_eq!(d.turns().last().unwrap().tool_call_id, Some("call_9"));
         // An unknown tokenizer byte is refused: it sits right before the archived tokens.
         let mut header = Vec::new();
         put_header(&mut header, &s);
@@ -522,7 +520,7 @@ mod tests {
     #[test]
     fn archived_turns_round_trip_with_their_own_version() {
         let s = sample();
-        let all: Vec<&Message> = s.hot().iter().collect();
+        let all: Vec<Turn> = s.turns().collect();
         let buf = encode_archived(&all);
         assert_eq!(buf[0], 4);
         assert_eq!(encode_session(&s, &all)[0], 4);
@@ -530,7 +528,7 @@ mod tests {
         let Decoded::Archived(got) = decode(&buf).unwrap() else {
             panic!("wrong kind")
         };
-        assert_eq!(got, s.hot().iter().cloned().collect::<Vec<_>>());
+        assert_eq!(got, s.turns().map(|t| t.to_message()).collect::<Vec<_>>());
         for cut in 0..buf.len() {
             assert!(decode(&buf[..cut]).is_err(), "cut at {cut}");
         }
@@ -580,7 +578,7 @@ mod tests {
             ..Default::default()
         };
         f(&mut m);
-        encode_more(&[&m])
+        encode_more(&[m.as_turn()])
     }
 
     #[test]
@@ -643,13 +641,14 @@ mod tests {
             emb: None,
             ..Default::default()
         };
-        assert!(err_of(&encode_more(&[&m(3), &m(3)])).contains("turn 3 does not come after turn 3"));
+        assert!(err_of(&encode_more(&[m(3).as_turn(), m(3).as_turn()]))
+            .contains("turn 3 does not come after turn 3"));
     }
 
     #[test]
     fn inconsistent_headers_are_refused() {
         let s = sample();
-        let all: Vec<&Message> = s.hot().iter().collect();
+        let all: Vec<Turn> = s.turns().collect();
         let bad = |f: &dyn Fn(&mut Session), want: &str| {
             let mut t = s.clone();
             f(&mut t);
@@ -722,7 +721,7 @@ mod tests {
         #[test]
         fn prop_sessions_round_trip(s in session_strategy(), split in 0usize..12) {
             prop_assert_eq!(s.check_consistent(), Ok(()));
-            let all: Vec<&Message> = s.hot().iter().collect();
+            let all: Vec<Turn> = s.turns().collect();
             let Decoded::Session(d) = decode(&encode_session(&s, &all)).unwrap() else {
                 panic!("kind")
             };
@@ -758,17 +757,17 @@ mod tests {
             edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 1..4),
             cut in any::<usize>(),
         ) {
-            let all: Vec<&Message> = s.hot().iter().collect();
+            let all: Vec<Turn> = s.turns().collect();
             let mut buf = encode_session(&s, &all);
             crate::conv::message::strategies::apply_edits(&mut buf, &edits);
             for b in [&buf[..], &buf[..cut % (buf.len() + 1)]] {
                 match decode(b) {
                     Ok(Decoded::Session(d)) => {
                         prop_assert_eq!(d.check_consistent(), Ok(()));
-                        for m in d.hot() {
-                            prop_assert!(m.validate_stored().is_ok());
+                        for m in d.turns() {
+                            prop_assert!(m.to_message().validate_stored().is_ok());
                         }
-                        let again: Vec<&Message> = d.hot().iter().collect();
+                        let again: Vec<Turn> = d.turns().collect();
                         let Decoded::Session(e) = decode(&encode_session(&d, &again)).unwrap() else {
                             panic!("kind")
                         };

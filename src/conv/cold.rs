@@ -174,7 +174,7 @@ pub fn submit_append(
     client: Option<Blocked>,
 ) {
     let ticket = TICKETS.fetch_add(1, Ordering::Relaxed);
-    s.pending = Some((ticket, upto));
+    s.set_pending(Some((ticket, upto)));
     let turns = s.turns_upto(upto);
     let (key, session_id) = (key.to_vec(), s.sid as i64);
     let task = Task::Append {
@@ -217,10 +217,10 @@ fn apply_completion(ctx: &Context, c: Completion) -> Result<usize, RedisError> {
     let Some(s) = keys::internal_value::<Session>(ctx, &name, &SESSION_TYPE) else {
         return Ok(0); // deleted meanwhile; the delete task removes the file
     };
-    if s.sid as i64 != c.session_id || s.pending.map(|p| p.0) != Some(c.ticket) {
+    if s.sid as i64 != c.session_id || s.pending().map(|p| p.0) != Some(c.ticket) {
         return Ok(0); // cleared or superseded meanwhile
     }
-    s.pending = None;
+    s.set_pending(None);
     match c.result {
         Ok(out) => {
             metrics::ARCHIVE_WRITES.incr();
@@ -247,7 +247,7 @@ fn apply_completion(ctx: &Context, c: Completion) -> Result<usize, RedisError> {
         }
         Err(e) => {
             metrics::IO_ERRORS.incr();
-            s.retry_at_ms = crate::clock::now_ms() + RETRY_AFTER_MS;
+            s.set_retry_at_ms(crate::clock::now_ms() + RETRY_AFTER_MS);
             ctx.log_warning(&format!(
                 "convcache: archiving '{}' failed, turns stay in memory and will be retried: {e}",
                 String::from_utf8_lossy(&c.key)
@@ -276,7 +276,7 @@ pub fn read_archive(
     let bc = blocking::block(ctx, what)?;
     let db = keys::selected_db(ctx);
     let (session_id, archived_last) = (s.sid as i64, s.archived.last_seq);
-    let bring_back = if is_primary(ctx) && s.pending.is_none() && to == archived_last {
+    let bring_back = if is_primary(ctx) && s.pending().is_none() && to == archived_last {
         bring_back
     } else {
         0
@@ -339,10 +339,11 @@ fn bring_back_turns(
     let Some(s) = keys::internal_value::<Session>(ctx, &name, &SESSION_TYPE) else {
         return;
     };
-    if s.sid as i64 != session_id || s.archived.last_seq != archived_last || s.pending.is_some() {
+    if s.sid as i64 != session_id || s.archived.last_seq != archived_last || s.pending().is_some() {
         return;
     }
-    let payload = super::codec::encode_more(&turns.iter().collect::<Vec<_>>());
+    let payload =
+        super::codec::encode_more(&turns.iter().map(Message::as_turn).collect::<Vec<_>>());
     if metrics::tracked(s, |s| s.rehydrate(turns)) > 0 {
         metrics::REHYDRATIONS.incr();
         let payload = RedisString::create_from_slice(ctx.ctx, &payload);
@@ -487,7 +488,7 @@ fn apply_unwritten_restore(ctx: &Context, u: UnwrittenRestore) {
         return;
     }
     s.archive_upto = upto.max(last);
-    s.retry_at_ms = crate::clock::now_ms() + RETRY_AFTER_MS;
+    s.set_retry_at_ms(crate::clock::now_ms() + RETRY_AFTER_MS);
 }
 
 /// Deletes a session's archive (CONV.CLEAR, DEL, expiry), in the background.
@@ -537,8 +538,8 @@ pub fn read_file(path: PathBuf, done: Box<dyn FnOnce(Result<Vec<u8>, StoreError>
 
 /// CONV.ADD on the primary: the session's overflow reached a batch; archive it soon.
 pub fn overflow_ready(db: i32, key: &[u8], s: &mut Session) {
-    if !s.queued && s.pending.is_none() {
-        s.queued = true;
+    if !s.queued() && s.pending().is_none() {
+        s.set_queued(true);
         lock(&DIRTY).push((db, key.to_vec()));
     }
 }

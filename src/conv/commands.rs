@@ -9,9 +9,10 @@ use redis_module::key::RedisKeyWritable;
 use super::codec::{self, Decoded};
 use super::message::{self, InvalidMessage, Message};
 use super::r#type::SESSION_TYPE;
-use super::render::{self, Format};
+use super::render::{self, Format, SizeHint};
 use super::session::{self, RoleFilter, Session, MAX_WINDOW};
 use super::tokens::Tokenizer;
+use super::turn::{Emb, Turn};
 use super::{cold, search};
 use crate::args::{self, err, Args};
 use crate::clock::{now_ms, random_id};
@@ -122,17 +123,18 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     let expire_at = expire_at(ctx, ex, pxat, now)?;
     let key = ctx.open_key_writable(&argv[1]);
     let ts = ts.unwrap_or(now);
-    let mut msg = Message {
+    // Borrowed from the arguments: the session's arena copies the bytes once.
+    let mut msg = Turn {
         seq: 0,
         ts_ms: ts,
-        role: role.to_string(),
-        content: content.to_vec(),
-        meta,
-        emb,
+        role,
+        content,
+        meta: meta.as_deref(),
+        emb: emb.as_deref().map(Emb::F32),
         tokens: 0,
-        name: turn_name,
-        tool_call_id,
-        tool_calls,
+        name: turn_name.as_deref(),
+        tool_call_id: tool_call_id.as_deref(),
+        tool_calls: tool_calls.as_deref(),
     };
     // The same rules as every decoder of stored turns (see message.rs).
     msg.validate().map_err(invalid)?;
@@ -157,7 +159,7 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         (Some(s), _) => s.tokenizer,
         (None, t) => t.unwrap_or_else(|| config::TOKENIZER.value()),
     };
-    msg.tokens = turn_tokenizer.count(&msg.content);
+    msg.tokens = turn_tokenizer.count(msg.content);
     let tool_fields = msg.has_tool_fields();
     let mut created = None;
     let (seq, session_sid) = match existing {
@@ -165,7 +167,7 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             // `add` refuses (changing nothing) before the window is set: a refused ADD
             // changes nothing at all.
             let seq = metrics::tracked(s, |s| {
-                let seq = s.add(msg, seq)?;
+                let seq = s.add_turn(msg, seq)?;
                 s.window = window;
                 Ok::<u64, session::SessionError>(seq)
             })
@@ -189,7 +191,7 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             created = Some(turn_tokenizer);
             s.sid = sid.unwrap_or_else(random_id);
             let sid = s.sid;
-            let seq = s.add(msg, seq).map_err(args::reply_err)?;
+            let seq = s.add_turn(msg, seq).map_err(args::reply_err)?;
             store_new(&key, s)?;
             (seq, sid)
         }
@@ -209,7 +211,15 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     } else {
         replicate_add(ctx, &argv, ts, seq, window, session_sid);
     }
-    ctx.notify_keyspace_event(NotifyEvent::MODULE, "conv.add", &argv[1]);
+    // SAFETY: plain module API call; a C string literal spares the crate's CString per add.
+    unsafe {
+        raw::RedisModule_NotifyKeyspaceEvent.expect("NotifyKeyspaceEvent")(
+            ctx.ctx,
+            NotifyEvent::MODULE.bits(),
+            c"conv.add".as_ptr(),
+            argv[1].inner,
+        );
+    }
     Ok(RedisValue::Integer(seq as i64))
 }
 
@@ -231,23 +241,15 @@ fn replicate_add(ctx: &Context, argv: &[RedisString], ts: i64, seq: u64, window:
     let (c, k, role, content) = (ctx.ctx, argv[1].inner, argv[2].inner, argv[3].inner);
     let (ts, seq, window, sid) = (ts, seq as i64, i64::from(window), sid as i64);
     let cmd = c"CONV.ADD".as_ptr();
-    let (t, q, w, i, m, e) = (
-        c"TS".as_ptr(),
-        c"SEQ".as_ptr(),
-        c"WINDOW".as_ptr(),
-        c"SID".as_ptr(),
-        c"META".as_ptr(),
-        c"EMB".as_ptr(),
-    );
-    // SAFETY: each format letter matches its argument: s = RedisModuleString*, c = C string,
-    // l = long long.
+    let [t, q, w, i, m, e] = replication_keywords().0;
+    // SAFETY: each format letter matches its argument: s = RedisModuleString*, l = long long.
     unsafe {
         let replicate = raw::RedisModule_Replicate.expect("Replicate");
         match (meta, emb) {
             (None, None) => replicate(
                 c,
                 cmd,
-                c"sssclclclcl".as_ptr(),
+                c"sssslslslsl".as_ptr(),
                 k,
                 role,
                 content,
@@ -263,7 +265,7 @@ fn replicate_add(ctx: &Context, argv: &[RedisString], ts: i64, seq: u64, window:
             (Some(mv), None) => replicate(
                 c,
                 cmd,
-                c"ssscsclclclcl".as_ptr(),
+                c"sssssslslslsl".as_ptr(),
                 k,
                 role,
                 content,
@@ -281,7 +283,7 @@ fn replicate_add(ctx: &Context, argv: &[RedisString], ts: i64, seq: u64, window:
             (None, Some(ev)) => replicate(
                 c,
                 cmd,
-                c"ssscsclclclcl".as_ptr(),
+                c"sssssslslslsl".as_ptr(),
                 k,
                 role,
                 content,
@@ -299,7 +301,7 @@ fn replicate_add(ctx: &Context, argv: &[RedisString], ts: i64, seq: u64, window:
             (Some(mv), Some(ev)) => replicate(
                 c,
                 cmd,
-                c"ssscscsclclclcl".as_ptr(),
+                c"sssssssslslslsl".as_ptr(),
                 k,
                 role,
                 content,
@@ -318,6 +320,31 @@ fn replicate_add(ctx: &Context, argv: &[RedisString], ts: i64, seq: u64, window:
             ),
         };
     }
+}
+
+/// The keywords `replicate_add` sends, as server strings made once: each ADD then shares them
+/// (a reference count) instead of creating four strings for the replication stream.
+struct ReplicationKeywords([*mut raw::RedisModuleString; 6]);
+
+// SAFETY: made once, never changed or freed; the server only reads them, on the main thread.
+unsafe impl Send for ReplicationKeywords {}
+unsafe impl Sync for ReplicationKeywords {}
+
+fn replication_keywords() -> &'static ReplicationKeywords {
+    static KEYWORDS: std::sync::OnceLock<ReplicationKeywords> = std::sync::OnceLock::new();
+    KEYWORDS.get_or_init(|| {
+        let make = |s: &std::ffi::CStr| {
+            // SAFETY: a string with no context is not freed automatically: it lives forever.
+            unsafe {
+                raw::RedisModule_CreateString.expect("CreateString")(
+                    std::ptr::null_mut(),
+                    s.as_ptr(),
+                    s.to_bytes().len(),
+                )
+            }
+        };
+        ReplicationKeywords([c"TS", c"SEQ", c"WINDOW", c"SID", c"META", c"EMB"].map(make))
+    })
 }
 
 /// `replicate_add` for an ADD that set the session's expiry, created the session, or carries
@@ -371,15 +398,16 @@ fn parse_format(opts: &mut Args) -> Result<Format, RedisError> {
     })
 }
 
-fn text_or_nil(text: &Option<String>) -> RedisValue {
-    text.as_ref().map_or(RedisValue::Null, |x| {
+fn text_or_nil(text: Option<&str>) -> RedisValue {
+    text.map_or(RedisValue::Null, |x| {
         RedisValue::StringBuffer(x.as_bytes().to_vec())
     })
 }
 
 pub fn reply_messages<'a>(
     format: Format,
-    msgs: impl Iterator<Item = &'a Message> + Clone,
+    msgs: impl Iterator<Item = Turn<'a>>,
+    size: SizeHint,
 ) -> RedisValue {
     match format {
         Format::Resp => RedisValue::Array(
@@ -388,18 +416,52 @@ pub fn reply_messages<'a>(
                     RedisValue::Integer(m.seq as i64),
                     RedisValue::Integer(m.ts_ms),
                     RedisValue::StringBuffer(m.role.as_bytes().to_vec()),
-                    RedisValue::StringBuffer(m.content.clone()),
-                    text_or_nil(&m.meta),
+                    RedisValue::StringBuffer(m.content.to_vec()),
+                    text_or_nil(m.meta),
                     RedisValue::Integer(i64::from(m.tokens)),
-                    text_or_nil(&m.name),
-                    text_or_nil(&m.tool_call_id),
-                    text_or_nil(&m.tool_calls),
+                    text_or_nil(m.name),
+                    text_or_nil(m.tool_call_id),
+                    text_or_nil(m.tool_calls),
                 ])
             })
             .collect(),
         ),
-        _ => RedisValue::StringBuffer(render::render(format, msgs)),
+        _ => RedisValue::StringBuffer(render::render(format, msgs, size)),
     }
+}
+
+/// [`reply_messages`] for turns read in memory on the main thread: the text formats are built
+/// in one buffer kept between replies and copied into the client's reply, so a CTX or HISTORY
+/// allocates nothing for its reply.
+fn reply_in_place<'a>(
+    ctx: &Context,
+    format: Format,
+    msgs: impl Iterator<Item = Turn<'a>>,
+    size: SizeHint,
+) -> RedisResult {
+    if format == Format::Resp {
+        return Ok(reply_messages(format, msgs, size));
+    }
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with_borrow_mut(|buf| {
+        buf.clear();
+        render::render_into(buf, format, msgs, size);
+        // SAFETY: plain module API call; the server copies the bytes.
+        unsafe {
+            raw::RedisModule_ReplyWithStringBuffer.expect("ReplyWithStringBuffer")(
+                ctx.ctx,
+                buf.as_ptr().cast(),
+                buf.len(),
+            );
+        }
+        // A one-off huge reply does not keep its memory.
+        if buf.capacity() > 1 << 20 {
+            *buf = Vec::new();
+        }
+    });
+    Ok(RedisValue::NoReply)
 }
 
 /// `ROLES r1,r2,...`: the roles a read keeps.
@@ -427,21 +489,23 @@ pub fn ctx_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     }
     let key = ctx.open_key(key_name);
     let Some(s) = keys::read::<Session>(&key, &SESSION_TYPE)? else {
-        return Ok(reply_messages(format, std::iter::empty()));
+        return Ok(reply_messages(
+            format,
+            std::iter::empty(),
+            SizeHint::default(),
+        ));
     };
     s.touch(now_ms());
     let n = count.unwrap_or(s.window as usize);
     // Turns of the wanted roles in memory, newest first, up to n: enough means no disk read.
-    let hot_kept = s
-        .hot()
-        .iter()
-        .rev()
-        .filter(|m| session::role_kept(roles.as_ref(), m))
-        .take(n)
-        .count();
+    let hot_kept = match &roles {
+        None => s.hot_len(),
+        Some(_) => session::kept(s.turns(), roles.as_ref()).count(),
+    }
+    .min(n);
     if hot_kept >= n || s.archived.count == 0 {
-        let picked = session::pick_ctx(s.hot().iter(), roles.as_ref(), n, tokens);
-        return Ok(reply_messages(format, picked.into_iter()));
+        let picked = session::pick_ctx(s.turns(), roles.as_ref(), n, tokens);
+        return reply_in_place(ctx, format, picked, s.hot_size());
     }
     // Part of the answer is on disk: read it in the background, reply with it and the
     // in-memory turns as they are now. The read covers the window too (never more), so the
@@ -453,11 +517,16 @@ pub fn ctx_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         None => ((n - s.hot_len()).max(bring_back) as u64).min(s.archived.count),
     };
     let from = s.archived.last_seq + 1 - need;
-    let hot: Vec<Message> = s.hot().iter().cloned().collect();
+    let hot: Vec<Message> = s.turns().map(|t| t.to_message()).collect();
     let render = Box::new(move |mut turns: Vec<Message>| {
         turns.extend(hot);
-        let picked = session::pick_ctx(turns.iter(), roles.as_ref(), n, tokens);
-        Ok(reply_messages(format, picked.into_iter()))
+        let all = turns.iter().map(Message::as_turn);
+        let picked = session::pick_ctx(all, roles.as_ref(), n, tokens);
+        Ok(reply_messages(
+            format,
+            picked,
+            SizeHint::of_messages(&turns),
+        ))
     });
     let last = s.archived.last_seq;
     cold::read_archive(
@@ -490,22 +559,27 @@ pub fn history(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     }
     let key = ctx.open_key(key_name);
     let Some(s) = keys::read::<Session>(&key, &SESSION_TYPE)? else {
-        return Ok(reply_messages(format, std::iter::empty()));
+        return Ok(reply_messages(
+            format,
+            std::iter::empty(),
+            SizeHint::default(),
+        ));
     };
     s.touch(now_ms());
     if s.archived.count == 0 || from > s.archived.last_seq || to < s.archived.first_seq {
-        let kept = s
-            .range(from, to)
-            .filter(|m| session::role_kept(roles.as_ref(), m));
-        return Ok(reply_messages(format, kept));
+        let kept = session::kept(s.range(from, to), roles.as_ref());
+        return reply_in_place(ctx, format, kept, s.hot_size());
     }
-    let hot: Vec<Message> = s.range(from, to).cloned().collect();
+    let hot: Vec<Message> = s.range(from, to).map(|t| t.to_message()).collect();
     let render = Box::new(move |mut turns: Vec<Message>| {
         turns.extend(hot);
-        let kept = turns
-            .iter()
-            .filter(|m| session::role_kept(roles.as_ref(), m));
-        Ok(reply_messages(format, kept))
+        let size = SizeHint::of_messages(&turns);
+        let all = turns.iter().map(Message::as_turn);
+        Ok(reply_messages(
+            format,
+            session::kept(all, roles.as_ref()),
+            size,
+        ))
     });
     let (lo, hi) = (from.max(s.archived.first_seq), to.min(s.archived.last_seq));
     cold::read_archive(
@@ -558,13 +632,13 @@ pub fn search(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     // The EMB dimension is checked against the turns searched: here (main thread) when they
     // are all in memory, on the I/O thread with the archived ones otherwise.
     if s.archived.count == 0 {
-        let all: Vec<&Message> = s.hot().iter().collect();
+        let all: Vec<Turn> = s.turns().collect();
         return search_reply(&all, &scorer, recent, k);
     }
-    let hot: Vec<Message> = s.hot().iter().cloned().collect();
+    let hot: Vec<Message> = s.turns().map(|t| t.to_message()).collect();
     let render = Box::new(move |mut turns: Vec<Message>| {
         turns.extend(hot);
-        let all: Vec<&Message> = turns.iter().collect();
+        let all: Vec<Turn> = turns.iter().map(Message::as_turn).collect();
         search_reply(&all, &scorer, recent, k)
     });
     let (lo, hi) = (s.archived.first_seq, s.archived.last_seq);
@@ -580,7 +654,7 @@ pub fn search(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     )
 }
 
-fn search_reply(all: &[&Message], scorer: &search::Scorer, recent: usize, k: usize) -> RedisResult {
+fn search_reply(all: &[Turn], scorer: &search::Scorer, recent: usize, k: usize) -> RedisResult {
     search::search_json(all, scorer, recent, k)
         .map(RedisValue::StringBuffer)
         .map_err(args::reply_err)
@@ -636,7 +710,7 @@ pub fn clear(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         return Ok(RedisValue::Integer(0));
     };
     let dropped = s.total_len();
-    if s.archived.count > 0 || s.archive_upto > 0 || s.pending.is_some() {
+    if s.archived.count > 0 || s.archive_upto > 0 || s.pending().is_some() {
         cold::delete_archive(keys::selected_db(ctx), name.as_slice());
     }
     metrics::tracked(s, |s| s.clear());
@@ -749,7 +823,7 @@ pub fn archived_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     if let Some(at) = pxat {
         s.auto_expire_ms = at;
     }
-    if s.pending.is_none() {
+    if s.pending().is_none() {
         if let Some(upto) = s.undurable_upto() {
             cold::submit_append(
                 keys::selected_db(ctx),
@@ -780,7 +854,7 @@ pub fn flush_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     let Some(s) = keys::write::<Session>(&key, &SESSION_TYPE)? else {
         return Ok(RedisValue::Integer(0));
     };
-    let upto = match (s.archive_candidates(true), s.pending) {
+    let upto = match (s.archive_candidates(true), s.pending()) {
         (Some(u), _) => u,
         (None, Some((_, u))) => u,
         (None, None) => return Ok(RedisValue::Integer(0)),
@@ -898,7 +972,7 @@ fn install_import(ctx: &Context, key_name: &[u8], s: Session) -> RedisResult {
     // Imported history is not idle history: the clock starts now.
     s.touch(crate::clock::now_ms());
     let n = s.total_len();
-    let all: Vec<&Message> = s.hot().iter().collect();
+    let all: Vec<Turn> = s.turns().collect();
     let payload = codec::encode_session(&s, &all);
     metrics::session_created(&s);
     key.set_value(&SESSION_TYPE, s)?;

@@ -19,7 +19,7 @@ static MOVING: Mutex<Option<(i32, Vec<u8>)>> = Mutex::new(None);
 
 /// The `unlink` type callback: remember sessions that own archive files.
 pub fn on_unlink(key: &[u8], s: &Session) {
-    if s.archived.count > 0 || s.archive_upto > 0 || s.pending.is_some() {
+    if s.archived.count > 0 || s.archive_upto > 0 || s.pending().is_some() {
         lock(&UNLINKED).push(key.to_vec());
     }
 }
@@ -49,7 +49,7 @@ pub fn on_keyspace_event(ctx: &Context, _ty: NotifyEvent, event: &str, key: &[u8
                 // are idempotent) under the new one.
                 let name = RedisString::create_from_slice(ctx.ctx, key);
                 if let Some(s) = keys::internal_value::<Session>(ctx, &name, &SESSION_TYPE) {
-                    s.pending = None;
+                    s.set_pending(None);
                 }
                 cold::rename_archive(from_db, &from, db, key);
             }

@@ -173,30 +173,14 @@ impl Message {
 
     /// True if the turn carries a chat-API field beyond role and content.
     pub fn has_tool_fields(&self) -> bool {
-        self.name.is_some() || self.tool_call_id.is_some() || self.tool_calls.is_some()
+        self.as_turn().has_tool_fields()
     }
 
     /// The rules of every stored turn (the content's size limit is a config, checked by
     /// CONV.ADD only: lowering it must not make stored sessions unloadable).
     pub fn validate(&self) -> Result<(), InvalidMessage> {
-        check_role(self.role.as_bytes())?;
-        check_ts(self.ts_ms)?;
-        if let Some(meta) = &self.meta {
-            check_meta(meta)?;
-        }
-        if let Some(emb) = &self.emb {
-            check_emb(emb)?;
-        }
-        if let Some(name) = &self.name {
-            check_name(name.as_bytes())?;
-        }
-        if let Some(id) = &self.tool_call_id {
-            check_tool_call_id(id.as_bytes())?;
-        }
-        if let Some(calls) = &self.tool_calls {
-            check_tool_calls(calls)?;
-        }
-        Ok(())
+        // One set of rules for owned and borrowed turns: see `Turn::validate`.
+        self.as_turn().validate()
     }
 
     /// [`Message::validate`] plus a sequence number that can have been assigned (>= 1).

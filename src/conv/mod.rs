@@ -1,4 +1,5 @@
 //! Conversation memory: a per-session rolling window of messages in a native data type.
+pub mod arena;
 pub mod codec;
 pub mod cold;
 pub mod commands;
@@ -9,4 +10,5 @@ pub mod search;
 pub mod session;
 pub mod timer;
 pub mod tokens;
+pub mod turn;
 pub mod r#type;

@@ -3,8 +3,8 @@
 
 use std::collections::HashSet;
 
-use super::message::Message;
 use super::render::push_json_message_scored;
+use super::turn::Turn;
 use crate::vector;
 
 pub enum Query {
@@ -36,17 +36,17 @@ impl Scorer {
     /// Cosine similarity (-1..1) with the turn's embedding, or the fraction of query words
     /// found in the turn (0..1). None when the turn cannot be compared (no or other-size
     /// embedding, no word in common).
-    pub fn score(&self, m: &Message) -> Option<f32> {
+    pub fn score(&self, m: &Turn) -> Option<f32> {
         match &self.query {
             Query::Emb(q) => match &m.emb {
-                Some(e) if e.len() == q.len() => Some(vector::cosine(q, e)),
+                Some(e) if e.dim() == q.len() => Some(vector::cosine(q, &e.as_f32s())),
                 _ => None,
             },
             Query::Text(_) => {
                 if self.query_words.is_empty() {
                     return None;
                 }
-                let text = String::from_utf8_lossy(&m.content);
+                let text = String::from_utf8_lossy(m.content);
                 let hits = words(&text).intersection(&self.query_words).count();
                 (hits > 0).then(|| hits as f32 / self.query_words.len() as f32)
             }
@@ -56,11 +56,11 @@ impl Scorer {
     /// The `k` best candidates, best first (ties: newer first).
     pub fn top_k<'a>(
         &self,
-        candidates: impl Iterator<Item = &'a Message>,
+        candidates: impl Iterator<Item = Turn<'a>>,
         k: usize,
-    ) -> Vec<(f32, &'a Message)> {
-        let mut scored: Vec<(f32, &Message)> = candidates
-            .filter_map(|m| self.score(m).map(|s| (s, m)))
+    ) -> Vec<(f32, Turn<'a>)> {
+        let mut scored: Vec<(f32, Turn)> = candidates
+            .filter_map(|m| self.score(&m).map(|s| (s, m)))
             .collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.seq.cmp(&a.1.seq)));
         scored.truncate(k);
@@ -73,17 +73,17 @@ impl Scorer {
     /// embeddings and none has the query's dimension, the query is refused rather than
     /// silently finding nothing relevant. Turns without embeddings (or a session without any)
     /// are not an error: there is just nothing to compare.
-    pub fn check_dimension(&self, turns: &[&Message]) -> Result<(), String> {
+    pub fn check_dimension(&self, turns: &[Turn]) -> Result<(), String> {
         let Query::Emb(q) = &self.query else {
             return Ok(());
         };
         let mut dims: Vec<usize> = Vec::new();
-        for e in turns.iter().filter_map(|m| m.emb.as_ref()) {
-            if e.len() == q.len() {
+        for e in turns.iter().filter_map(|m| m.emb) {
+            if e.dim() == q.len() {
                 return Ok(());
             }
-            if !dims.contains(&e.len()) {
-                dims.push(e.len());
+            if !dims.contains(&e.dim()) {
+                dims.push(e.dim());
             }
         }
         if dims.is_empty() {
@@ -103,7 +103,7 @@ impl Scorer {
 /// `recent` turns, and the `k` most relevant of the others with their scores. Refused when
 /// the query cannot be compared with the session's embeddings ([`Scorer::check_dimension`]).
 pub fn search_json(
-    all: &[&Message],
+    all: &[Turn],
     scorer: &Scorer,
     recent: usize,
     k: usize,
@@ -127,7 +127,7 @@ pub fn search_json(
         if i > 0 {
             out.push(b',');
         }
-        push_json_message_scored(&mut out, m, Some(score));
+        push_json_message_scored(&mut out, &m, Some(score));
     }
     out.extend_from_slice(b"]}");
     Ok(out)
@@ -136,6 +136,7 @@ pub fn search_json(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conv::message::Message;
 
     fn m(seq: u64, content: &str, emb: Option<Vec<f32>>) -> Message {
         Message {
@@ -157,7 +158,7 @@ mod tests {
             m(3, "a Cat and a hat", None),
         ];
         let s = Scorer::new(Query::Text("cat hat".into()));
-        let top = s.top_k(turns.iter(), 5);
+        let top = s.top_k(turns.iter().map(Message::as_turn), 5);
         assert_eq!(
             top.iter().map(|(_, t)| t.seq).collect::<Vec<_>>(),
             vec![3, 1]
@@ -175,9 +176,9 @@ mod tests {
             m(4, "d", None),
         ];
         let s = Scorer::new(Query::Emb(vec![1.0, 0.1]));
-        let top = s.top_k(turns.iter(), 1);
+        let top = s.top_k(turns.iter().map(Message::as_turn), 1);
         assert_eq!(top[0].1.seq, 1);
-        assert_eq!(s.top_k(turns.iter(), 10).len(), 2);
+        assert_eq!(s.top_k(turns.iter().map(Message::as_turn), 10).len(), 2);
     }
 
     #[test]
@@ -187,7 +188,7 @@ mod tests {
             m(2, "b", None),
             m(3, "c", Some(vec![1.0, 0.0])),
         ];
-        let refs: Vec<&Message> = turns.iter().collect();
+        let refs: Vec<Turn> = turns.iter().map(Message::as_turn).collect();
         let q3 = Scorer::new(Query::Emb(vec![1.0, 0.0, 0.0]));
         assert_eq!(
             search_json(&refs, &q3, 0, 5).unwrap_err(),
@@ -209,7 +210,7 @@ mod tests {
             m(2, "gamma", None),
             m(3, "beta", None),
         ];
-        let refs: Vec<&Message> = turns.iter().collect();
+        let refs: Vec<Turn> = turns.iter().map(Message::as_turn).collect();
         let out = search_json(&refs, &Scorer::new(Query::Text("beta".into())), 1, 3).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["recent"][0]["seq"], 3);

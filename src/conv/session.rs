@@ -2,10 +2,12 @@
 //! already live in the archive. No server calls here; the shell passes clocks and decisions in.
 
 use std::cell::Cell;
-use std::collections::VecDeque;
 
+use super::arena::{alloc_size, Arena, Turns};
 use super::message::Message;
+use super::render::SizeHint;
 use super::tokens::Tokenizer;
+use super::turn::Turn;
 
 /// What the archive holds for this session: how many turns and which sequence range.
 /// Archived turns always precede the in-memory ones.
@@ -96,41 +98,32 @@ pub struct Session {
     /// Content tokens of the archived turns (derived when the session is loaded: from the
     /// archive file of an RDB value, from the archived turns of a `_LOAD` rebuild).
     pub archived_tokens: u64,
-    /// An archive write of this node under way: (ticket, turns up to seq). Not persisted.
-    pub pending: Option<(u64, u64)>,
-    /// After a failed archive write, not before this time (ms). Not persisted.
-    pub retry_at_ms: i64,
-    /// Waiting in the timer's overflow queue. Not persisted.
-    pub queued: bool,
+    /// Bookkeeping most sessions never need, boxed so the struct stays small. Not persisted.
+    rare: Option<Box<Rare>>,
+    /// The in-memory turns, oldest first, in one buffer.
+    turns: Arena,
+}
+
+/// A session's state of archive writes and rebuilds, off the common path.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Rare {
+    /// An archive write of this node under way: (ticket, turns up to seq).
+    pending: Option<(u64, u64)>,
+    /// After a failed archive write, not before this time (ms).
+    retry_at_ms: i64,
+    /// Waiting in the timer's overflow queue.
+    queued: bool,
     /// Archived turns received so far for a session being rebuilt by `CONV._LOAD` (AOF
     /// replay, slot migration), until all of them are here and go to disk together.
-    /// Not persisted.
     incoming_archive: Vec<Message>,
     incoming_bytes: usize,
-    messages: VecDeque<Message>,
-    /// Sum of `Message::heap_bytes` of `messages`, kept so MEMORY USAGE is O(1).
-    heap_bytes: usize,
 }
 
 /// Tokens a message takes in a prompt: its content tokens as counted at add (the session's
 /// tokenizer, or a quarter of the bytes for `estimate`), plus 4 for the role and the
 /// chat-format framing.
-pub fn estimate_tokens(m: &Message) -> u64 {
+pub fn estimate_tokens(m: &Turn) -> u64 {
     u64::from(m.tokens) + 4
-}
-
-/// How many messages, taken newest first, fit a token budget.
-pub fn fit_tokens<'a>(newest_first: impl Iterator<Item = &'a Message>, budget: u64) -> usize {
-    let mut used = 0u64;
-    let mut n = 0;
-    for m in newest_first {
-        used += estimate_tokens(m);
-        if used > budget {
-            break;
-        }
-        n += 1;
-    }
-    n
 }
 
 /// `ROLES r1,r2,...` of CONV.CTX and CONV.HISTORY: only turns with one of these roles.
@@ -154,42 +147,57 @@ impl RoleFilter {
         Ok(RoleFilter(roles))
     }
 
-    pub fn keeps(&self, m: &Message) -> bool {
+    pub fn keeps(&self, m: &Turn) -> bool {
         self.0.iter().any(|r| r.as_slice() == m.role.as_bytes())
     }
 }
 
 /// Whether `m` passes an optional role filter.
-pub fn role_kept(roles: Option<&RoleFilter>, m: &Message) -> bool {
+pub fn role_kept(roles: Option<&RoleFilter>, m: &Turn) -> bool {
     roles.is_none_or(|f| f.keeps(m))
+}
+
+/// The turns of `turns` that pass an optional role filter.
+pub fn kept<'r, 'a: 'r, I>(
+    turns: I,
+    roles: Option<&'r RoleFilter>,
+) -> impl Iterator<Item = Turn<'a>> + Clone + 'r
+where
+    I: Iterator<Item = Turn<'a>> + Clone + 'r,
+{
+    turns.filter(move |m| role_kept(roles, m))
 }
 
 /// CONV.CTX's choice among `turns` (oldest first): the turns of the wanted roles, the newest
 /// `count` of them, then as many of those, newest first, as fit `tokens`. Oldest first.
-pub fn pick_ctx<'a, I>(
+/// Forward passes only (the turns are a forward-decoded buffer), no allocation: every turn
+/// costs at least one token, so "the newest that fit" is "drop the oldest until they fit".
+pub fn pick_ctx<'r, 'a: 'r, I>(
     turns: I,
-    roles: Option<&RoleFilter>,
+    roles: Option<&'r RoleFilter>,
     count: usize,
     tokens: Option<u64>,
-) -> Vec<&'a Message>
+) -> impl Iterator<Item = Turn<'a>> + Clone + 'r
 where
-    I: DoubleEndedIterator<Item = &'a Message>,
+    I: ExactSizeIterator<Item = Turn<'a>> + Clone + 'r,
 {
-    let mut used = 0u64;
-    let mut picked: Vec<&Message> = turns
-        .rev()
-        .filter(|m| role_kept(roles, m))
-        .take(count)
-        .take_while(|m| match tokens {
-            Some(budget) => {
-                used += estimate_tokens(m);
-                used <= budget
+    let total = match roles {
+        None => turns.len(),
+        Some(_) => kept(turns.clone(), roles).count(),
+    };
+    let kept = kept(turns, roles);
+    let mut skip = total.saturating_sub(count);
+    if let Some(budget) = tokens {
+        let mut used: u64 = kept.clone().skip(skip).map(|m| estimate_tokens(&m)).sum();
+        for m in kept.clone().skip(skip) {
+            if used <= budget {
+                break;
             }
-            None => true,
-        })
-        .collect();
-    picked.reverse();
-    picked
+            used -= estimate_tokens(&m);
+            skip += 1;
+        }
+    }
+    kept.skip(skip)
 }
 
 impl Session {
@@ -205,19 +213,61 @@ impl Session {
             sid: 0,
             tokenizer: Tokenizer::Estimate,
             archived_tokens: 0,
-            pending: None,
-            retry_at_ms: 0,
-            queued: false,
-            incoming_archive: Vec::new(),
-            incoming_bytes: 0,
-            messages: VecDeque::new(),
-            heap_bytes: 0,
+            rare: None,
+            turns: Arena::default(),
         }
     }
 
-    /// Appends a message. `seq` is `None` on the primary (the session decides) and the
-    /// primary's decision on a replica or during AOF replay. Returns the sequence number.
-    pub fn add(&mut self, mut msg: Message, seq: Option<u64>) -> Result<u64, SessionError> {
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Frees the bookkeeping box once it holds nothing.
+    fn tidy_rare(&mut self) {
+        if self.rare.as_deref().is_some_and(|r| *r == Rare::default()) {
+            self.rare = None;
+        }
+    }
+
+    /// An archive write of this node under way: (ticket, turns up to seq). Not persisted.
+    pub fn pending(&self) -> Option<(u64, u64)> {
+        self.rare.as_ref().and_then(|r| r.pending)
+    }
+
+    pub fn set_pending(&mut self, pending: Option<(u64, u64)>) {
+        self.rare_mut().pending = pending;
+        self.tidy_rare();
+    }
+
+    /// After a failed archive write, not before this time (ms). Not persisted.
+    pub fn retry_at_ms(&self) -> i64 {
+        self.rare.as_ref().map_or(0, |r| r.retry_at_ms)
+    }
+
+    pub fn set_retry_at_ms(&mut self, at: i64) {
+        self.rare_mut().retry_at_ms = at;
+        self.tidy_rare();
+    }
+
+    /// Waiting in the timer's overflow queue. Not persisted.
+    pub fn queued(&self) -> bool {
+        self.rare.as_ref().is_some_and(|r| r.queued)
+    }
+
+    pub fn set_queued(&mut self, queued: bool) {
+        self.rare_mut().queued = queued;
+        self.tidy_rare();
+    }
+
+    /// Appends a message (see [`Session::add_turn`]).
+    pub fn add(&mut self, msg: Message, seq: Option<u64>) -> Result<u64, SessionError> {
+        self.add_turn(msg.as_turn(), seq)
+    }
+
+    /// Appends a turn (its own `seq` is ignored). `seq` is `None` on the primary (the session
+    /// decides) and the primary's decision on a replica or during AOF replay. Returns the
+    /// sequence number.
+    pub fn add_turn(&mut self, mut msg: Turn, seq: Option<u64>) -> Result<u64, SessionError> {
         let seq = match seq {
             Some(s) if s < self.next_seq => {
                 return Err(SessionError::SeqNotIncreasing {
@@ -230,8 +280,7 @@ impl Session {
         };
         msg.seq = seq;
         self.next_seq = seq + 1;
-        self.heap_bytes += msg.heap_bytes();
-        self.messages.push_back(msg);
+        self.turns.push(&msg, self.window as usize);
         Ok(seq)
     }
 
@@ -246,8 +295,7 @@ impl Session {
             });
         }
         self.next_seq = self.next_seq.max(msg.seq + 1);
-        self.heap_bytes += msg.heap_bytes();
-        self.messages.push_back(msg);
+        self.turns.push(&msg.as_turn(), self.window as usize);
         Ok(())
     }
 
@@ -331,7 +379,7 @@ impl Session {
                 a.count, a.first_seq, a.last_seq
             ));
         }
-        if let Some(front) = self.messages.front() {
+        if let Some(front) = self.turns.iter().next() {
             if a.count > 0 && front.seq <= a.last_seq {
                 return bad(format!(
                     "turn {} is not past the archived turns (up to {})",
@@ -363,42 +411,41 @@ impl Session {
 
     /// Drops all messages (memory and archive record) but keeps the sequence counter.
     pub fn clear(&mut self) {
-        self.messages = VecDeque::new();
-        self.heap_bytes = 0;
+        self.turns = Arena::default();
         self.archived = ArchivedRange::default();
         self.archived_tokens = 0;
-        self.pending = None;
+        self.set_pending(None);
     }
 
     /// True when every turn is on disk and none in memory: a small cold record.
     pub fn is_cold(&self) -> bool {
-        self.messages.is_empty() && self.archived.count > 0
+        self.turns.is_empty() && self.archived.count > 0
     }
 
     /// In-memory turns the primary may decide to archive now: the overflow past the window,
     /// or everything when `all` (idle archival, CONV.FLUSH). Returns the seq to archive up to.
     pub fn archive_candidates(&self, all: bool) -> Option<u64> {
         let n = if all {
-            self.messages.len()
+            self.turns.len()
         } else {
             self.overflow_len()
         };
-        (n > 0).then(|| self.messages[n - 1].seq)
+        (n > 0).then(|| self.turns.iter().nth(n - 1).expect("n <= len").seq)
     }
 
     /// Copies of the in-memory turns up to `upto`, for an archive write.
     pub fn turns_upto(&self, upto: u64) -> Vec<Message> {
-        self.messages
+        self.turns
             .iter()
             .take_while(|m| m.seq <= upto)
-            .cloned()
+            .map(|t| t.to_message())
             .collect()
     }
 
     /// Turns decided archived but still in memory (replica catching up, restart): work that
     /// any node re-drives without deciding anything new.
     pub fn undurable_upto(&self) -> Option<u64> {
-        match self.messages.front() {
+        match self.turns.iter().next() {
             Some(m) if m.seq <= self.archive_upto => Some(self.archive_upto),
             _ => None,
         }
@@ -406,46 +453,50 @@ impl Session {
 
     /// The write of turns up to `upto` is durable: drop them from memory. Returns how many.
     pub fn archived_durably(&mut self, upto: u64) -> usize {
-        let n = self.messages.iter().take_while(|m| m.seq <= upto).count();
+        let n = self.turns.iter().take_while(|m| m.seq <= upto).count();
         self.drop_oldest(n);
         self.archive_upto = self.archive_upto.max(upto);
         n
     }
 
-    pub fn hot(&self) -> &VecDeque<Message> {
-        &self.messages
+    /// The in-memory turns, oldest first, as borrowed views.
+    pub fn turns(&self) -> Turns<'_> {
+        self.turns.iter()
     }
 
     pub fn hot_len(&self) -> usize {
-        self.messages.len()
+        self.turns.len()
+    }
+
+    /// An upper bound of what the in-memory turns hold (see [`SizeHint`]).
+    pub fn hot_size(&self) -> SizeHint {
+        SizeHint {
+            bytes: self.turns.live_bytes(),
+            turns: self.turns.len(),
+        }
     }
 
     /// Content tokens of every turn, in memory or archived.
     pub fn total_tokens(&self) -> u64 {
-        self.archived_tokens
-            + self
-                .messages
-                .iter()
-                .map(|m| u64::from(m.tokens))
-                .sum::<u64>()
+        self.archived_tokens + self.turns.iter().map(|t| u64::from(t.tokens)).sum::<u64>()
     }
 
     /// Every message the session has, in memory or archived.
     pub fn total_len(&self) -> u64 {
-        self.archived.count + self.messages.len() as u64
+        self.archived.count + self.turns.len() as u64
     }
 
     pub fn first_seq(&self) -> Option<u64> {
         if self.archived.count > 0 {
             Some(self.archived.first_seq)
         } else {
-            self.messages.front().map(|m| m.seq)
+            self.turns.first_seq()
         }
     }
 
     pub fn last_seq(&self) -> Option<u64> {
-        match self.messages.back() {
-            Some(m) => Some(m.seq),
+        match self.turns.last_seq() {
+            Some(seq) => Some(seq),
             None if self.archived.count > 0 => Some(self.archived.last_seq),
             None => None,
         }
@@ -453,51 +504,49 @@ impl Session {
 
     /// In-memory messages older than the window: what the archiver should move to disk.
     pub fn overflow_len(&self) -> usize {
-        self.messages.len().saturating_sub(self.window as usize)
+        self.turns.len().saturating_sub(self.window as usize)
     }
 
     /// The newest `count` in-memory messages, oldest first.
-    pub fn last_n(&self, count: usize) -> impl Iterator<Item = &Message> + Clone {
-        let skip = self.messages.len().saturating_sub(count);
-        self.messages.iter().skip(skip)
+    pub fn last_n(&self, count: usize) -> std::iter::Skip<Turns<'_>> {
+        let skip = self.turns.len().saturating_sub(count);
+        self.turns.iter().skip(skip)
     }
 
     /// How many of the newest `max` messages fit a token budget (at least none, newest kept).
     pub fn fit_tokens(&self, max: usize, budget: u64) -> usize {
-        fit_tokens(self.messages.iter().rev().take(max), budget)
+        pick_ctx(self.turns(), None, max, Some(budget)).count()
     }
 
     /// In-memory messages with `from <= seq <= to`, oldest first.
-    pub fn range(&self, from: u64, to: u64) -> impl Iterator<Item = &Message> + Clone {
-        // Sequence numbers ascend, so binary search finds the start.
-        let start = self.messages.partition_point(|m| m.seq < from);
-        self.messages
-            .range(start..)
+    pub fn range(&self, from: u64, to: u64) -> impl Iterator<Item = Turn<'_>> + Clone {
+        self.turns
+            .iter()
+            .skip_while(move |m| m.seq < from)
             .take_while(move |m| m.seq <= to)
     }
 
     /// Removes the `n` oldest in-memory messages after they were made durable in the archive.
-    pub fn drop_oldest(&mut self, n: usize) -> Vec<Message> {
-        let n = n.min(self.messages.len());
-        let gone: Vec<Message> = self.messages.drain(..n).collect();
-        // A cold record must be small: give back the ring's slots once it is empty or sparse.
-        if self.messages.is_empty() {
-            self.messages = VecDeque::new();
-        } else if self.messages.capacity() > 2 * self.messages.len() + self.window as usize {
-            self.messages.shrink_to_fit();
-        }
-        for m in &gone {
-            self.heap_bytes -= m.heap_bytes();
-        }
-        if let (Some(first), Some(last)) = (gone.first(), gone.last()) {
+    /// Returns how many left.
+    pub fn drop_oldest(&mut self, n: usize) -> usize {
+        let n = n.min(self.turns.len());
+        self.archived_tokens += self
+            .turns
+            .iter()
+            .take(n)
+            .map(|t| u64::from(t.tokens))
+            .sum::<u64>();
+        let mut gone = self.turns.iter().take(n);
+        if let Some(first) = gone.next() {
+            let last = gone.last().unwrap_or(first);
             if self.archived.count == 0 {
                 self.archived.first_seq = first.seq;
             }
             self.archived.last_seq = last.seq;
-            self.archived.count += gone.len() as u64;
-            self.archived_tokens += gone.iter().map(|m| u64::from(m.tokens)).sum::<u64>();
+            self.archived.count += n as u64;
         }
-        gone
+        self.turns.drop_front(n);
+        n
     }
 
     /// Takes archived turns of a session being rebuilt (its header already gave the archived
@@ -508,11 +557,14 @@ impl Session {
         turns: Vec<Message>,
     ) -> Result<Option<Vec<Message>>, SessionError> {
         let range = self.archived;
-        let mut after = self
-            .incoming_archive
+        let incoming: &[Message] = self
+            .rare
+            .as_ref()
+            .map_or(&[], |r| r.incoming_archive.as_slice());
+        let mut after = incoming
             .last()
             .map_or(range.first_seq.saturating_sub(1), |m| m.seq);
-        let mut starts = self.incoming_archive.is_empty();
+        let mut starts = incoming.is_empty();
         for m in &turns {
             let misplaced_first = starts && m.seq != range.first_seq;
             starts = false;
@@ -525,23 +577,22 @@ impl Session {
             }
             after = m.seq;
         }
-        if self.incoming_archive.len() as u64 + turns.len() as u64 > range.count {
+        if incoming.len() as u64 + turns.len() as u64 > range.count {
             return Err(SessionError::ArchivedTooMany { count: range.count });
         }
-        self.incoming_bytes += turns.iter().map(Message::heap_bytes).sum::<usize>();
-        self.incoming_archive.extend(turns);
-        let complete = self.incoming_archive.len() as u64 == range.count
-            && self.incoming_archive.last().map(|m| m.seq) == Some(range.last_seq);
+        let rare = self.rare_mut();
+        rare.incoming_bytes += turns.iter().map(Message::heap_bytes).sum::<usize>();
+        rare.incoming_archive.extend(turns);
+        let complete = rare.incoming_archive.len() as u64 == range.count
+            && rare.incoming_archive.last().map(|m| m.seq) == Some(range.last_seq);
         if !complete {
             return Ok(None);
         }
-        self.incoming_bytes = 0;
-        self.archived_tokens = self
-            .incoming_archive
-            .iter()
-            .map(|m| u64::from(m.tokens))
-            .sum();
-        Ok(Some(std::mem::take(&mut self.incoming_archive)))
+        rare.incoming_bytes = 0;
+        let all = std::mem::take(&mut rare.incoming_archive);
+        self.archived_tokens = all.iter().map(|m| u64::from(m.tokens)).sum();
+        self.tidy_rare();
+        Ok(Some(all))
     }
 
     /// Brings the newest archived turns (read back from disk, ascending) into memory again.
@@ -553,9 +604,9 @@ impl Session {
         else {
             return 0;
         };
-        self.pending = None;
+        self.set_pending(None);
         self.archive_upto = self.archive_upto.min(first - 1);
-        if self.messages.front().is_some_and(|m| m.seq <= last)
+        if self.turns.iter().next().is_some_and(|m| m.seq <= last)
             || self.archived.count < turns.len() as u64
             || last != self.archived.last_seq
             || first < self.archived.first_seq
@@ -563,11 +614,10 @@ impl Session {
             return 0;
         }
         let n = turns.len();
-        for m in turns.into_iter().rev() {
-            self.heap_bytes += m.heap_bytes();
-            self.archived_tokens = self.archived_tokens.saturating_sub(u64::from(m.tokens));
-            self.messages.push_front(m);
-        }
+        let front_tokens: u64 = turns.iter().map(|m| u64::from(m.tokens)).sum();
+        self.archived_tokens = self.archived_tokens.saturating_sub(front_tokens);
+        let front: Vec<Turn> = turns.iter().map(Message::as_turn).collect();
+        self.turns.rebuild_with(&front);
         self.archived.count -= n as u64;
         if self.archived.count == 0 {
             self.archived = ArchivedRange::default();
@@ -578,13 +628,15 @@ impl Session {
         n
     }
 
-    /// Bytes this session holds in memory (the struct, the ring's slots and the messages).
+    /// Bytes this session holds in memory, as the allocator counts them: the struct, the
+    /// turns' buffer and role table, and any rebuild or archive bookkeeping. O(1).
     pub fn mem_bytes(&self) -> usize {
-        std::mem::size_of::<Session>()
-            + self.messages.capacity() * std::mem::size_of::<Message>()
-            + self.heap_bytes
-            + self.incoming_archive.capacity() * std::mem::size_of::<Message>()
-            + self.incoming_bytes
+        let rare = self.rare.as_ref().map_or(0, |r| {
+            alloc_size(std::mem::size_of::<Rare>())
+                + alloc_size(r.incoming_archive.capacity() * std::mem::size_of::<Message>())
+                + r.incoming_bytes
+        });
+        alloc_size(std::mem::size_of::<Session>()) + self.turns.heap_bytes() + rare
     }
 
     pub fn touch(&self, now_ms: i64) {
@@ -595,6 +647,13 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `drop_oldest`, returning copies of the turns that left.
+    fn take_oldest(s: &mut Session, n: usize) -> Vec<Message> {
+        let gone: Vec<Message> = s.turns().take(n).map(|t| t.to_message()).collect();
+        assert_eq!(s.drop_oldest(n), gone.len());
+        gone
+    }
 
     fn msg(content: &str) -> Message {
         Message {
@@ -651,8 +710,8 @@ mod tests {
             s.add(msg(&"x".repeat(i * 10)), None).unwrap();
         }
         let before = s.mem_bytes();
-        let gone = s.drop_oldest(3);
-        assert_eq!(s.drop_oldest(0).len(), 0);
+        let gone = take_oldest(&mut s, 3);
+        assert_eq!(s.drop_oldest(0), 0);
         assert_eq!(gone.len(), 3);
         assert_eq!(
             s.archived,
@@ -665,12 +724,13 @@ mod tests {
         assert_eq!(s.total_len(), 5);
         assert_eq!(s.first_seq(), Some(1));
         assert_eq!(s.last_seq(), Some(5));
-        assert!(s.mem_bytes() < before);
+        // The buffer is compacted lazily (once the dead part outgrows the live one).
+        assert!(s.mem_bytes() <= before);
         s.drop_oldest(2);
         assert_eq!(s.last_seq(), Some(5));
         assert_eq!(s.hot_len(), 0);
         // A cold record keeps no slots.
-        assert_eq!(s.mem_bytes(), std::mem::size_of::<Session>());
+        assert_eq!(s.mem_bytes(), Session::new(1, 0).mem_bytes());
     }
 
     #[test]
@@ -679,7 +739,7 @@ mod tests {
         for i in 0..6 {
             s.add(msg(&i.to_string()), None).unwrap();
         }
-        let gone = s.drop_oldest(6);
+        let gone = take_oldest(&mut s, 6);
         s.archive_upto = 6;
         assert!(s.is_cold());
         let before = s.total_tokens();
@@ -719,10 +779,10 @@ mod tests {
             s.add(msg(&i.to_string()), None).unwrap();
         }
         s.archive_upto = 4; // decided, not yet durable here
-        s.pending = Some((1, 4));
-        let copies: Vec<Message> = s.hot().iter().skip(2).take(2).cloned().collect();
+        s.set_pending(Some((1, 4)));
+        let copies: Vec<Message> = s.turns().skip(2).take(2).map(|t| t.to_message()).collect();
         assert_eq!(s.rehydrate(copies), 0);
-        assert_eq!((s.archive_upto, s.pending, s.hot_len()), (2, None, 6));
+        assert_eq!((s.archive_upto, s.pending(), s.hot_len()), (2, None, 6));
     }
 
     fn at(seq: u64) -> Message {
@@ -794,7 +854,7 @@ mod tests {
         for &q in seqs {
             s.add(msg(&q.to_string()), Some(q)).unwrap();
         }
-        let gone = s.drop_oldest(seqs.len());
+        let gone = take_oldest(&mut s, seqs.len());
         let mut header = Session::new(3, 0);
         header.archived = s.archived;
         header.next_seq = s.next_seq;
@@ -805,10 +865,10 @@ mod tests {
     fn archived_turns_arrive_in_parts_and_come_out_whole() {
         let (mut s, turns) = archived_session(&[2, 3, 5, 8, 9]);
         assert_eq!(s.receive_archived(turns[..2].to_vec()), Ok(None));
-        assert!(s.mem_bytes() > std::mem::size_of::<Session>());
+        assert!(s.mem_bytes() > Session::new(1, 0).mem_bytes());
         assert_eq!(s.receive_archived(vec![]), Ok(None));
         assert_eq!(s.receive_archived(turns[2..].to_vec()), Ok(Some(turns)));
-        assert_eq!(s.mem_bytes(), std::mem::size_of::<Session>());
+        assert_eq!(s.mem_bytes(), Session::new(1, 0).mem_bytes());
         // A complete archive can not be received twice.
         assert!(s.receive_archived(vec![msg("x")]).is_err());
     }
@@ -868,11 +928,28 @@ mod tests {
         }
     }
 
+    fn with_role_turn(role: &'static str, content: &'static str) -> Turn<'static> {
+        Turn {
+            seq: 1,
+            ts_ms: 0,
+            role,
+            content: content.as_bytes(),
+            meta: None,
+            emb: None,
+            tokens: 0,
+            name: None,
+            tool_call_id: None,
+            tool_calls: None,
+        }
+    }
+
     #[test]
     fn role_filter_parses_a_list_and_refuses_empty_names() {
         let f = RoleFilter::parse(b"user,assistant").unwrap();
-        assert!(f.keeps(&with_role("user", "x")) && f.keeps(&with_role("assistant", "x")));
-        assert!(!f.keeps(&with_role("tool", "x")) && !f.keeps(&with_role("use", "x")));
+        assert!(
+            f.keeps(&with_role_turn("user", "x")) && f.keeps(&with_role_turn("assistant", "x"))
+        );
+        assert!(!f.keeps(&with_role_turn("tool", "x")) && !f.keeps(&with_role_turn("use", "x")));
         for bad in [&b""[..], b",", b"user,", b",user", b"user,,assistant"] {
             assert!(RoleFilter::parse(bad).is_err(), "{bad:?}");
         }
@@ -891,26 +968,26 @@ mod tests {
         {
             s.add(with_role(role, &"x".repeat(40 + i)), None).unwrap(); // 15 tokens each
         }
-        let seqs = |v: Vec<&Message>| v.iter().map(|m| m.seq).collect::<Vec<_>>();
+        let seqs = |v: &mut dyn Iterator<Item = Turn>| v.map(|m| m.seq).collect::<Vec<_>>();
         let f = RoleFilter::parse(b"user,assistant").unwrap();
         assert_eq!(
-            seqs(pick_ctx(s.hot().iter(), Some(&f), 10, None)),
+            seqs(&mut pick_ctx(s.turns(), Some(&f), 10, None)),
             [1, 3, 5, 6]
         );
-        assert_eq!(seqs(pick_ctx(s.hot().iter(), Some(&f), 3, None)), [3, 5, 6]);
+        assert_eq!(seqs(&mut pick_ctx(s.turns(), Some(&f), 3, None)), [3, 5, 6]);
         assert_eq!(
-            seqs(pick_ctx(s.hot().iter(), Some(&f), 3, Some(31))),
+            seqs(&mut pick_ctx(s.turns(), Some(&f), 3, Some(31))),
             [5, 6]
         );
         assert_eq!(
-            seqs(pick_ctx(s.hot().iter(), Some(&f), 3, Some(14))),
+            seqs(&mut pick_ctx(s.turns(), Some(&f), 3, Some(14))),
             [0u64; 0]
         );
-        assert_eq!(seqs(pick_ctx(s.hot().iter(), None, 2, None)), [5, 6]);
-        assert_eq!(seqs(pick_ctx(s.hot().iter(), None, 0, None)), [0u64; 0]);
+        assert_eq!(seqs(&mut pick_ctx(s.turns(), None, 2, None)), [5, 6]);
+        assert_eq!(seqs(&mut pick_ctx(s.turns(), None, 0, None)), [0u64; 0]);
         let tool = RoleFilter::parse(b"tool").unwrap();
         assert_eq!(
-            seqs(pick_ctx(s.hot().iter(), Some(&tool), 10, None)),
+            seqs(&mut pick_ctx(s.turns(), Some(&tool), 10, None)),
             [2, 4]
         );
     }

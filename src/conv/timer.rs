@@ -158,14 +158,14 @@ fn visit_by_name(ctx: &Context, v: &Visit, db: i32, key: &[u8]) {
     keys::select_db(ctx, db);
     let name = RedisString::create_from_slice(ctx.ctx, key);
     if let Some(s) = keys::internal_value::<Session>(ctx, &name, &SESSION_TYPE) {
-        s.queued = false;
+        s.set_queued(false);
         visit_session(v, key, s);
     }
 }
 
 fn visit_session(v: &Visit, key: &[u8], s: &mut Session) {
     // Past the budget the rest of this scan step is skipped; the next pass sees it again.
-    if s.pending.is_some() || v.now < s.retry_at_ms || v.over_budget() {
+    if s.pending().is_some() || v.now < s.retry_at_ms() || v.over_budget() {
         return;
     }
     // Work already decided by the primary (replica catching up, after a restart): any node.

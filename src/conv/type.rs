@@ -10,6 +10,7 @@ use super::codec::{self, Decoded};
 use super::cold;
 use super::message::Message;
 use super::session::Session;
+use super::turn::Turn;
 use crate::keys;
 use crate::metrics;
 
@@ -47,6 +48,24 @@ pub static SESSION_TYPE: RedisType = RedisType::new(
         unlink2: None,
     },
 );
+
+/// Tells the arena which allocator the server runs, so MEMORY USAGE counts what it really
+/// costs (see `arena::alloc_size`): jemalloc rounds 4097 bytes up to 5120, glibc does not.
+pub fn detect_allocator() {
+    // SAFETY: the server's allocator, on a block this function owns and frees.
+    unsafe {
+        let (Some(alloc), Some(usable), Some(free)) = (
+            raw::RedisModule_Alloc,
+            raw::RedisModule_MallocUsableSize,
+            raw::RedisModule_Free,
+        ) else {
+            return;
+        };
+        let p = alloc(4097);
+        super::arena::set_allocator_is_jemalloc(usable(p) >= 5120);
+        free(p);
+    }
+}
 
 unsafe fn session<'a>(value: *const c_void) -> &'a Session {
     &*(value as *const Session)
@@ -157,7 +176,7 @@ unsafe fn load_session(
 
 unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
     let s = session(value);
-    let all: Vec<&Message> = s.hot().iter().collect();
+    let all: Vec<Turn> = s.turns().collect();
     raw::save_slice(rdb, &codec::encode_session(s, &all));
     // BGSAVE and replication run this in a forked child, where reading the file blocks no
     // client; DUMP, SAVE and DEBUG RELOAD read it on the main thread, like the rest of them.
@@ -191,7 +210,7 @@ unsafe extern "C" fn aof_rewrite(
     let s = session(value);
     let emit =
         |payload: &[u8]| crate::aof::emit_load(aof, super::commands::LOAD_COMMAND, key, payload);
-    let all: Vec<&Message> = s.hot().iter().collect();
+    let all: Vec<Turn> = s.turns().collect();
     let mut chunks = all.chunks(AOF_MESSAGES_PER_COMMAND);
     let first = chunks.next().unwrap_or(&[]);
     emit(&codec::encode_session(s, first));
@@ -205,7 +224,7 @@ unsafe extern "C" fn aof_rewrite(
     let db = raw::RedisModule_GetDbIdFromIO.map_or(0, |f| f(aof));
     match cold::read_archived_turns(db, name, s) {
         Ok(turns) => {
-            let refs: Vec<&Message> = turns.iter().collect();
+            let refs: Vec<Turn> = turns.iter().map(Message::as_turn).collect();
             for chunk in refs.chunks(AOF_MESSAGES_PER_COMMAND) {
                 emit(&codec::encode_archived(chunk));
             }
@@ -251,8 +270,8 @@ unsafe extern "C" fn copy2(
     let to_db = raw::RedisModule_GetToDbIdFromOptCtx.expect("opt ctx")(octx);
     super::keyspace::on_copy(from_db, &from, to_db, &to, s);
     let mut copy = s.clone();
-    copy.pending = None;
-    copy.queued = false;
+    copy.set_pending(None);
+    copy.set_queued(false);
     into_raw(copy)
 }
 
@@ -281,9 +300,9 @@ unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void)
     add(&head);
     raw::RedisModule_DigestEndSequence.expect("digest")(md);
     let mut buf = Vec::new();
-    for m in s.hot().iter().filter(|m| m.seq > s.archive_upto) {
+    for m in s.turns().filter(|m| m.seq > s.archive_upto) {
         buf.clear();
-        codec::put_message(&mut buf, m);
+        codec::put_message(&mut buf, &m);
         add(&buf);
         raw::RedisModule_DigestEndSequence.expect("digest")(md);
     }
