@@ -317,15 +317,35 @@ impl Hnsw {
     /// new one), then the caller calls [`Hnsw::connect`]. The first node fixes the dimension;
     /// `v` must have it.
     pub fn alloc(&mut self, id: u64, v: &[f32]) -> u32 {
+        let node = self.take_slot(id, v.len());
+        self.set_code(node, v);
+        node
+    }
+
+    /// [`Hnsw::alloc`] for a vector already stored as an int8 code: `v ~= code * scale`.
+    pub fn alloc_code(&mut self, id: u64, code: &[i8], scale: f32) -> u32 {
+        let node = self.take_slot(id, code.len());
+        self.put_code(node, code, scale);
+        node
+    }
+
+    fn put_code(&mut self, node: u32, code: &[i8], scale: f32) {
+        let (n, d) = (node as usize, self.dim);
+        if code.len() == d {
+            self.codes[n * d..(n + 1) * d].copy_from_slice(code);
+            self.scales[n] = scale;
+        }
+    }
+
+    fn take_slot(&mut self, id: u64, dim: usize) -> u32 {
         if self.dim == 0 {
-            self.dim = v.len();
+            self.dim = dim;
         }
         let level = self.level_for(id);
         let node = match self.free.pop_first() {
             Some(n) => n,
             None => self.push_slot(),
         };
-        self.set_code(node, v);
         let n = node as usize;
         self.levels[n] = level;
         self.ids[n] = id;
@@ -755,6 +775,19 @@ impl Hnsw {
 
     /// After [`Hnsw::decode`]: computes every node's code from its vector (`vector_of`, of
     /// dimension `dim`).
+    /// [`Hnsw::load_vectors`] for vectors stored as int8 codes (`v ~= code * scale`).
+    pub fn load_codes<'a>(&mut self, dim: usize, code_of: impl Fn(u32) -> (&'a [i8], f32)) {
+        self.dim = dim;
+        self.codes = vec![0; self.slots() * dim];
+        self.scales = vec![0.0; self.slots()];
+        for n in 0..self.slots() as u32 {
+            if !self.is_free(n) {
+                let (code, scale) = code_of(n);
+                self.put_code(n, code, scale);
+            }
+        }
+    }
+
     pub fn load_vectors<'a>(&mut self, dim: usize, vector_of: impl Fn(u32) -> &'a [f32]) {
         self.dim = dim;
         self.codes = vec![0; self.slots() * dim];
