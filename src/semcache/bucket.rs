@@ -352,6 +352,9 @@ struct Chunk {
     /// Each row's tag blob (see `tags.rs`): here rather than bucket-wide, so that a
     /// background scan of a snapshot can apply a FILTER.
     tags: Vec<Option<Box<[u8]>>>,
+    /// The smallest id in `ids` (`u64::MAX` when empty): the oldest entry of a bucket is
+    /// found from one value per chunk, not from every id.
+    min_id: u64,
 }
 
 impl Chunk {
@@ -367,7 +370,18 @@ impl Chunk {
     fn new(quant: Quant) -> Chunk {
         Chunk {
             quant,
+            min_id: u64::MAX,
             ..Chunk::default()
+        }
+    }
+
+    /// Keeps `min_id` right when the id `old` leaves the chunk (and `new`, if any, comes):
+    /// a pass over the ids only when the minimum itself left.
+    fn replaced_id(&mut self, old: u64, new: Option<u64>) {
+        if old == self.min_id {
+            self.min_id = self.ids.iter().copied().min().unwrap_or(u64::MAX);
+        } else if let Some(n) = new {
+            self.min_id = self.min_id.min(n);
         }
     }
 
@@ -391,6 +405,7 @@ impl Chunk {
         c.rows.extend_from_slice(&self.rows);
         c.codes.extend_from_slice(&self.codes);
         c.inv_norms.extend_from_slice(&self.inv_norms);
+        c.min_id = self.min_id;
         c.ids.extend_from_slice(&self.ids);
         c.expire_at_ms.extend_from_slice(&self.expire_at_ms);
         c.tags.extend(self.tags.iter().cloned());
@@ -408,6 +423,7 @@ impl Chunk {
         self.ids.push(id);
         self.expire_at_ms.push(expire_at_ms);
         self.tags.push(tags);
+        self.min_id = self.min_id.min(id);
     }
 
     #[inline]
@@ -428,7 +444,8 @@ impl Chunk {
                 self.inv_norms[o] = inv;
             }
         }
-        self.ids[o] = src.ids[from];
+        let old = std::mem::replace(&mut self.ids[o], src.ids[from]);
+        self.replaced_id(old, Some(src.ids[from]));
         self.expire_at_ms[o] = src.expire_at_ms[from];
         self.tags[o] = src.tags[from].clone();
     }
@@ -444,12 +461,18 @@ impl Chunk {
                 self.inv_norms[to] = self.inv_norms[from];
             }
         }
-        self.ids[to] = self.ids[from];
+        let moved = self.ids[from];
+        let old = std::mem::replace(&mut self.ids[to], moved);
+        self.replaced_id(old, Some(moved));
         self.expire_at_ms[to] = self.expire_at_ms[from];
         self.tags[to] = self.tags[from].take();
     }
 
     fn truncate(&mut self, rows: usize, dim: usize) {
+        if self.ids[rows.min(self.ids.len())..].contains(&self.min_id) {
+            self.ids.truncate(rows);
+            self.replaced_id(self.min_id, None);
+        }
         self.rows.truncate(rows * dim);
         self.codes.truncate(rows * dim);
         self.inv_norms.truncate(rows);
@@ -1503,12 +1526,13 @@ impl Bucket {
     }
 
     fn oldest_index(&self) -> Option<usize> {
-        // A plain min over each chunk's id column (vectorised), then one position lookup.
+        // The chunk with the smallest id (one value per chunk), then one position lookup.
         let (c, min) = self
             .chunks
             .iter()
             .enumerate()
-            .filter_map(|(c, chunk)| chunk.ids.iter().min().map(|&m| (c, m)))
+            .filter(|(_, chunk)| !chunk.ids.is_empty())
+            .map(|(c, chunk)| (c, chunk.min_id))
             .min_by_key(|&(_, m)| m)?;
         let o = self.chunks[c].ids.iter().position(|&id| id == min)?;
         Some(c * self.chunk_rows + o)
@@ -2648,6 +2672,35 @@ mod tests {
             Err(BucketError::ZeroCode)
         );
         assert!(d.is_empty());
+    }
+
+    /// The per-chunk minimum ids stay right through inserts, evictions, removals (row moves
+    /// across chunks) and expiry, so the oldest entry is found without reading every id.
+    #[test]
+    fn chunk_min_ids_track_the_oldest_entry() {
+        let mut rng = Rng::new(61);
+        let mut b = Bucket::new(3_000);
+        let dim = 300; // 1,744 rows per chunk: two chunks
+        for i in 0..6_000u64 {
+            let exp = if i % 11 == 0 { 5_000 + i as i64 } else { 0 };
+            b.insert(None, &rng.vec(dim), vec![], None, exp).unwrap();
+            if i % 3 == 0 {
+                let victim = ((rng.f32() + 1.0) * 0.5 * b.next_id() as f32) as u64;
+                b.remove(victim);
+            }
+            if i % 500 == 0 {
+                b.remove_expired(5_000 + i as i64 / 2);
+            }
+            for chunk in &b.chunks {
+                assert_eq!(
+                    chunk.min_id,
+                    chunk.ids.iter().copied().min().unwrap(),
+                    "at {i}"
+                );
+            }
+            let brute = b.entries().next().map(|e| e.0);
+            assert_eq!(b.oldest_index().map(|x| b.id_at(x)), brute, "at {i}");
+        }
     }
 
     #[test]
