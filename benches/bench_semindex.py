@@ -2,7 +2,7 @@
 exact scan (recall@1) and against faiss / usearch in-process on the same data.
 
     VALKEY_SERVER=... MODULE_SO=... python benches/bench_semindex.py [--quick] [--shapes=100000x384,...]
-        [--no-libs]
+        [--quant=float32,int8] [--no-libs]
 
 Data: embedding-like clustered unit vectors (1,000 centres; points = centre + noise, so
 neighbours in a cluster have cosine ~0.8), queries = a stored vector plus a small noise
@@ -14,6 +14,8 @@ index bytes, SEMCACHE.GET ops/s and ratio to GET, recall@1 against numpy's exact
 SEMCACHE.SET latency with the index (each evicting the oldest entry), DEBUG RELOAD time
 (RDB save + load, graph included) and whether answers after reload are identical; then
 faiss IndexHNSWFlat (M 16, efSearch 64) and usearch (int8, M 16) on the same vectors.
+Each shape runs once per vector kind (`SEMCACHE.SET ... QUANT float32|int8`, both by default):
+recall@1 is always against the exact float32 scan of the original vectors.
 """
 import os
 import statistics
@@ -65,11 +67,12 @@ def timed_calls(conn, packed_list, reps):
     return {"ops": 1 / mean, "p50": lat[len(lat) // 2] * 1e6, "p99": lat[int(len(lat) * 0.99)] * 1e6}
 
 
-def fill(r, key, data, batch=1000):
+def fill(r, key, data, quant, batch=1000):
     p = r.pipeline(transaction=False)
     for s in range(0, len(data), batch):
         for v in data[s:s + batch]:
-            p.execute_command("SEMCACHE.SET", key, v.tobytes(), RESPONSE, "MAXITEMS", len(data))
+            p.execute_command("SEMCACHE.SET", key, v.tobytes(), RESPONSE, "MAXITEMS", len(data),
+                              "QUANT", quant)
         p.execute()
 
 
@@ -78,23 +81,33 @@ def info_map(r, key):
     return {k.decode(): v for k, v in zip(i[::2], i[1::2])}
 
 
-def run_shape(n, dim, quick, rng):
+def run_shape(n, dim, quick, rng, quants):
+    data = clustered(n, dim, rng)
+    nq = 300 if quick else 1000
+    qidx = rng.integers(0, n, nq)
+    queries = near(data, qidx, rng)
+    truth = exact_top1(data, queries)
+    extra = clustered(200 if quick else 1000, dim, rng)
+    rows = [run_quant(n, dim, quick, quant, data, queries, truth, extra) for quant in quants]
+    if "--no-libs" not in sys.argv:
+        rows[0].update(compare_libraries(data, queries, truth, quick))
+    return rows
+
+
+def run_quant(n, dim, quick, quant, data, queries, truth, extra):
     srv = Server("valkey", module_args=["max-items", "1000000", "semcache-ttl", "0"]).start()
-    out = {"shape": f"{n:,} x {dim}"}
+    out = {"shape": f"{n:,} x {dim}", "quant": quant}
     try:
         r = srv.client(socket_timeout=600, protocol=2)
-        data = clustered(n, dim, rng)
-        nq = 300 if quick else 1000
-        qidx = rng.integers(0, n, nq)
-        queries = near(data, qidx, rng)
-        truth = exact_top1(data, queries)
         t = time.perf_counter()
-        fill(r, "big", data)
+        fill(r, "big", data, quant)
         out["fill_s"] = time.perf_counter() - t
         info = info_map(r, "big")
         assert info["index_pending"] == 0, info
+        assert info["quant"].decode() == quant, info
         out["mem_mb"] = r.memory_usage("big") / 1e6
         out["index_mb"] = info["index_bytes"] / 1e6
+        out["vec_ratio"] = info["vector_bytes"] / (n * dim * 4)
         r.set("plain", RESPONSE)
         conn = r.connection_pool.get_connection()
         reps = 1000 if quick else 5000
@@ -119,7 +132,6 @@ def run_shape(n, dim, quick, rng):
             out["ef"].append((ef, timed_calls(conn, packed, reps // 2), recall()))
         r.config_set("convcache.semcache-index-ef", default_ef)
         # SET cost with the index (each evicts the oldest entry).
-        extra = clustered(200 if quick else 1000, dim, rng)
         sets = timed_calls(conn, [conn.pack_command("SEMCACHE.SET", "big", v.tobytes(), RESPONSE)
                                   for v in extra], len(extra))
         out["set"] = sets
@@ -140,8 +152,6 @@ def run_shape(n, dim, quick, rng):
         out["same_after_reload"] = before == after
     finally:
         srv.cleanup()
-    if "--no-libs" not in sys.argv:
-        out.update(compare_libraries(data, queries, truth, quick))
     return out
 
 
@@ -186,29 +196,37 @@ def main():
     for a in sys.argv[1:]:
         if a.startswith("--shapes="):
             shapes = [tuple(int(x) for x in s.split("x")) for s in a.split("=", 1)[1].split(",")]
+    quants = ["float32", "int8"]
+    for a in sys.argv[1:]:
+        if a.startswith("--quant="):
+            quants = a.split("=", 1)[1].split(",")
     rng = np.random.default_rng(7)
-    rows = [run_shape(n, dim, quick, rng) for n, dim in shapes]
+    rows = [row for n, dim in shapes for row in run_shape(n, dim, quick, rng, quants)]
     print("\n### SEMCACHE.GET with the HNSW index (one client, 512-byte responses)\n")
-    print("| bucket | fill s | MEMORY USAGE MB | index MB | GET ops/s | SEMCACHE.GET ops/s | p50 µs "
-          "| p99 µs | vs GET | recall@1 | SET p50 µs | SET p99 µs | DEBUG RELOAD s | same after reload |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("| bucket | vectors | vector bytes | fill s | MEMORY USAGE MB | index MB | GET ops/s "
+          "| SEMCACHE.GET ops/s | p50 µs | p99 µs | vs GET | recall@1 | SET p50 µs | SET p99 µs "
+          "| DEBUG RELOAD s | same after reload |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for o in rows:
-        print(f"| {o['shape']} | {o['fill_s']:.0f} | {o['mem_mb']:.0f} | {o['index_mb']:.1f} "
+        print(f"| {o['shape']} | {o['quant']} | {o['vec_ratio']:.2f}x | {o['fill_s']:.0f} "
+              f"| {o['mem_mb']:.0f} | {o['index_mb']:.1f} "
               f"| {o['get']['ops']:,.0f} | {o['sem']['ops']:,.0f} | {o['sem']['p50']:.0f} "
               f"| {o['sem']['p99']:.0f} | {o['sem']['ops'] / o['get']['ops']:.2f}x | {o['recall']:.3f} "
               f"| {o['set']['p50']:.0f} | {o['set']['p99']:.0f} | {o['reload_s']:.1f} "
               f"| {'yes' if o['same_after_reload'] else 'NO'} |")
     print("\n### semcache-index-ef: speed and recall\n")
-    print("| bucket | ef | SEMCACHE.GET ops/s | p50 µs | vs GET | recall@1 |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| bucket | vectors | ef | SEMCACHE.GET ops/s | p50 µs | vs GET | recall@1 |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for o in rows:
         for ef, res, rec in o["ef"]:
-            print(f"| {o['shape']} | {ef} | {res['ops']:,.0f} | {res['p50']:.0f} "
+            print(f"| {o['shape']} | {o['quant']} | {ef} | {res['ops']:,.0f} | {res['p50']:.0f} "
                   f"| {res['ops'] / o['get']['ops']:.2f}x | {rec:.3f} |")
     print("\n### Same data in-process (one thread, one query at a time)\n")
     print("| bucket | library | µs / query | recall@1 | build s | memory MB | SEMCACHE.GET p50 / library |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for o in rows:
+        if o["quant"] != rows[0]["quant"]:
+            continue
         for name in ("faiss", "usearch"):
             lib = o.get(name, {"skipped": "--no-libs"})
             if "skipped" in lib:

@@ -118,6 +118,7 @@ type DotFn = fn(&[f32], &[f32]) -> f32;
 type ScanFn = fn(&[f32], usize, &[f32], &mut Vec<f32>);
 type SumFn = fn(&[f32]) -> f32;
 type DotI8Fn = fn(&[i8], &[i8]) -> i32;
+type DotF32I8Fn = fn(&[f32], &[i8]) -> f32;
 
 struct Kernels {
     name: &'static str,
@@ -125,6 +126,7 @@ struct Kernels {
     scan: ScanFn,
     sum: SumFn,
     dot_i8: DotI8Fn,
+    dot_f32_i8: DotF32I8Fn,
 }
 
 static KERNELS: OnceLock<Kernels> = OnceLock::new();
@@ -140,6 +142,7 @@ fn detect() -> Kernels {
                 scan: avx2::scan_entry,
                 sum: avx2::sum_entry,
                 dot_i8: avx2::dot_i8_entry,
+                dot_f32_i8: avx2::dot_f32_i8_entry,
             };
         }
     }
@@ -149,6 +152,7 @@ fn detect() -> Kernels {
         scan: fallback::scan_dots,
         sum: fallback::sum,
         dot_i8: fallback::dot_i8,
+        dot_f32_i8: fallback::dot_f32_i8,
     }
 }
 
@@ -227,6 +231,29 @@ pub fn quantize_i8(v: &[f32], code: &mut [i8]) -> f32 {
     max / 127.0
 }
 
+/// Dot product of a float vector and an int8 code (the code widened to float; summation in
+/// float32 like [`dot`]). Only the common prefix is used if the lengths differ.
+#[inline]
+pub fn dot_f32_i8(a: &[f32], code: &[i8]) -> f32 {
+    debug_assert_eq!(
+        a.len(),
+        code.len(),
+        "dot_f32_i8 of vectors of different lengths"
+    );
+    (kernels().dot_f32_i8)(a, code)
+}
+
+/// `1 / |code|` (computed in float64), or 0 for an all-zero code: `code * inv_norm` is the
+/// unit vector an int8 row stands for.
+pub fn code_inv_norm(code: &[i8]) -> f32 {
+    let ss: i64 = code.iter().map(|&c| i64::from(c) * i64::from(c)).sum();
+    if ss == 0 {
+        0.0
+    } else {
+        (1.0 / (ss as f64).sqrt()) as f32
+    }
+}
+
 /// Plain read of every float of `block` (their sum), with the same SIMD level
 /// as [`scan_dots`]: the memory-bandwidth baseline for benchmarks.
 pub fn memory_read_baseline(block: &[f32]) -> f32 {
@@ -258,6 +285,28 @@ pub(crate) mod fallback {
             .map(|(&p, &q)| i32::from(p) * i32::from(q))
             .sum();
         acc.iter().sum::<i32>() + tail
+    }
+
+    /// 16 float lanes: LLVM widens the int8 with the baseline SIMD.
+    pub(crate) fn dot_f32_i8(a: &[f32], code: &[i8]) -> f32 {
+        let n = a.len().min(code.len());
+        let (a, code) = (&a[..n], &code[..n]);
+        let ca = a.chunks_exact(LANES);
+        let cb = code.chunks_exact(LANES);
+        let (ra, rb) = (ca.remainder(), cb.remainder());
+        let mut acc = [0.0f32; LANES];
+        for (x, y) in ca.zip(cb) {
+            let x: &[f32; LANES] = x.try_into().unwrap();
+            let y: &[i8; LANES] = y.try_into().unwrap();
+            for ((s, &p), &q) in acc.iter_mut().zip(x).zip(y) {
+                *s += p * f32::from(q);
+            }
+        }
+        let mut s = reduce(&acc);
+        for (&p, &q) in ra.iter().zip(rb) {
+            s += p * f32::from(q);
+        }
+        s
     }
 
     #[inline]
@@ -344,6 +393,42 @@ pub(crate) mod avx2 {
     pub(crate) fn dot_i8_entry(a: &[i8], b: &[i8]) -> i32 {
         // SAFETY: as above.
         unsafe { dot_i8(a, b) }
+    }
+
+    pub(crate) fn dot_f32_i8_entry(a: &[f32], code: &[i8]) -> f32 {
+        // SAFETY: as above.
+        unsafe { dot_f32_i8(a, code) }
+    }
+
+    /// Widens 8 int8 at a time to float and multiply-adds them, two accumulators.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot_f32_i8(a: &[f32], code: &[i8]) -> f32 {
+        let n = a.len().min(code.len());
+        let (pa, pc) = (a.as_ptr(), code.as_ptr());
+        let mut acc0 = _mm256_setzero_ps();
+        let mut acc1 = _mm256_setzero_ps();
+        let mut i = 0usize;
+        // SAFETY (all loads): i + 16 <= n (or i + 8 <= n) elements are in both slices.
+        while i + 16 <= n {
+            let c = _mm_loadu_si128(pc.add(i).cast());
+            let c0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(c));
+            let c1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128::<8>(c)));
+            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), c0, acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i + 8)), c1, acc1);
+            i += 16;
+        }
+        if i + 8 <= n {
+            let c = _mm_loadl_epi64(pc.add(i).cast());
+            let c0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(c));
+            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), c0, acc0);
+            i += 8;
+        }
+        let mut s = hsum(_mm256_add_ps(acc0, acc1));
+        while i < n {
+            s += *pa.add(i) * f32::from(*pc.add(i));
+            i += 1;
+        }
+        s
     }
 
     /// Sign-extends 16 int8 at a time to int16 and multiply-adds pairs into int32.
@@ -750,8 +835,45 @@ mod tests {
             assert!((dot_i8(&ca, &ca) as f32 * sa * sa - 1.0).abs() < 0.01);
         }
         let mut z = vec![1i8; 3];
+        assert_eq!(code_inv_norm(&z), 1.0 / 3f32.sqrt());
         assert_eq!(quantize_i8(&[0.0, 0.0, 0.0], &mut z), 0.0);
+        assert_eq!(code_inv_norm(&z), 0.0);
         assert_eq!(z, vec![0, 0, 0]);
+    }
+
+    #[test]
+    fn dot_f32_i8_kernels_match_f64() {
+        let mut rng = Rng::new(7);
+        let mut kernels: Vec<(&str, DotF32I8Fn)> =
+            vec![("fallback", fallback::dot_f32_i8), ("dispatch", dot_f32_i8)];
+        #[cfg(target_arch = "x86_64")]
+        if avx2::available() {
+            kernels.push(("avx2", avx2::dot_f32_i8_entry));
+        }
+        for (name, k) in kernels {
+            for &d in &[0usize, 1, 7, 8, 15, 16, 17, 31, 33, 384, 1536, 1537] {
+                let a = rng.vec(d);
+                let c: Vec<i8> = (0..d)
+                    .map(|_| (rng.next_u64() % 255) as i16 as i8)
+                    .collect();
+                let want: f64 = a
+                    .iter()
+                    .zip(&c)
+                    .map(|(&x, &y)| f64::from(x) * f64::from(y))
+                    .sum();
+                let scale: f64 = a
+                    .iter()
+                    .zip(&c)
+                    .map(|(&x, &y)| (f64::from(x) * f64::from(y)).abs())
+                    .sum::<f64>()
+                    .max(1.0);
+                let got = f64::from(k(&a, &c));
+                assert!(
+                    (got - want).abs() <= 1e-5 * scale,
+                    "{name} dim {d}: {got} vs {want}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -97,11 +97,14 @@ class Fuzz:
             r.execute_command("SEMCACHE.SET", "src:sc", fp32(1, i, 2, -i), f"answer {i}",
                               "META", json.dumps({"q": i}))
         r.execute_command("SEMCACHE.SET", "src:sc1", fp32(3, 4), "only")
+        for i in range(5):  # int8 rows (QUANT int8)
+            r.execute_command("SEMCACHE.SET", "src:sc8", fp32(1, -i, 0.5, i * i), f"int8 {i}",
+                              "QUANT", "int8", "TAG", "user", f"u{i % 2}")
         r.set("plain", "value")
-        self.sentinels = ["src:hot", "src:cold", "src:sc", "src:sc1", "plain"]
+        self.sentinels = ["src:hot", "src:cold", "src:sc", "src:sc1", "src:sc8", "plain"]
         self.digests = self.digest_all(self.sentinels)
         self.frames = {}
-        for key in ("src:hot", "src:cold", "src:sc", "src:sc1"):
+        for key in ("src:hot", "src:cold", "src:sc", "src:sc1", "src:sc8"):
             value, version = split_dump(r.dump(key))
             prefix, strings = parse_module_value(value)
             self.frames[key] = (value, version, prefix, strings)
@@ -295,12 +298,12 @@ class Fuzz:
         return {
             "dump conv truncated": lambda: self.dump_case("dump conv truncated", self.rng.choice(["src:hot", "src:cold"]), truncate),
             "dump conv edited": lambda: self.dump_case("dump conv edited", self.rng.choice(["src:hot", "src:cold"]), mutate),
-            "dump semcache truncated": lambda: self.dump_case("dump semcache truncated", self.rng.choice(["src:sc", "src:sc1"]), truncate),
-            "dump semcache edited": lambda: self.dump_case("dump semcache edited", self.rng.choice(["src:sc", "src:sc1"]), mutate),
+            "dump semcache truncated": lambda: self.dump_case("dump semcache truncated", self.rng.choice(["src:sc", "src:sc1", "src:sc8"]), truncate),
+            "dump semcache edited": lambda: self.dump_case("dump semcache edited", self.rng.choice(["src:sc", "src:sc1", "src:sc8"]), mutate),
             "dump conv payload": lambda: self.frame_case("dump conv payload", self.rng.choice(["src:hot", "src:cold"])),
-            "dump semcache payload": lambda: self.frame_case("dump semcache payload", self.rng.choice(["src:sc", "src:sc1"])),
+            "dump semcache payload": lambda: self.frame_case("dump semcache payload", self.rng.choice(["src:sc", "src:sc1", "src:sc8"])),
             "_LOAD conv": lambda: self.load_case("_LOAD conv", self.rng.choice(["src:hot", "src:cold"]), "CONV._LOAD"),
-            "_LOAD semcache": lambda: self.load_case("_LOAD semcache", self.rng.choice(["src:sc", "src:sc1"]), "SEMCACHE._LOAD"),
+            "_LOAD semcache": lambda: self.load_case("_LOAD semcache", self.rng.choice(["src:sc", "src:sc1", "src:sc8"]), "SEMCACHE._LOAD"),
             "archive file": lambda: self.archive_case("archive file"),
         }
 

@@ -113,6 +113,131 @@ impl EvictPolicy {
     }
 }
 
+/// How a bucket stores its vectors, chosen by the first SET (`QUANT`) and fixed from then on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Quant {
+    /// Normalised float32 rows (`4 * dim` bytes).
+    #[default]
+    Float32,
+    /// Per-vector symmetric int8 codes (the largest |element| maps to 127) and `1 / |code|`
+    /// (`dim + 4` bytes): `code * inv_norm` is the unit vector the entry stands for, and
+    /// every score is the exact cosine of the query with it.
+    Int8,
+}
+
+impl Quant {
+    pub fn name(self) -> &'static str {
+        match self {
+            Quant::Float32 => "float32",
+            Quant::Int8 => "int8",
+        }
+    }
+
+    pub fn parse(text: &[u8]) -> Option<Quant> {
+        match text.to_ascii_lowercase().as_slice() {
+            b"float32" => Some(Quant::Float32),
+            b"int8" => Some(Quant::Int8),
+            _ => None,
+        }
+    }
+
+    /// The persisted code (codec header and entry payloads).
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_code(code: u8) -> Option<Quant> {
+        [Quant::Float32, Quant::Int8].get(code as usize).copied()
+    }
+
+    /// Bytes one row of dimension `dim` takes.
+    pub fn row_bytes(self, dim: usize) -> usize {
+        match self {
+            Quant::Float32 => dim * std::mem::size_of::<f32>(),
+            Quant::Int8 => dim + std::mem::size_of::<f32>(),
+        }
+    }
+}
+
+/// A stored row: a normalised float32 vector, or an int8 code with `1 / |code|`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RowRef<'a> {
+    F32(&'a [f32]),
+    I8(&'a [i8], f32),
+}
+
+impl RowRef<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            RowRef::F32(v) => v.len(),
+            RowRef::I8(c, _) => c.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn quant(&self) -> Quant {
+        match self {
+            RowRef::F32(_) => Quant::Float32,
+            RowRef::I8(..) => Quant::Int8,
+        }
+    }
+
+    /// The unit vector the row stands for.
+    pub fn to_f32(&self) -> Vec<f32> {
+        match *self {
+            RowRef::F32(v) => v.to_vec(),
+            RowRef::I8(c, inv) => c.iter().map(|&x| f32::from(x) * inv).collect(),
+        }
+    }
+
+    /// The exact similarity of a normalised query with the row, clamped to [-1, 1].
+    #[inline]
+    pub fn score(&self, query: &[f32]) -> f32 {
+        match *self {
+            RowRef::F32(v) => vector::dot(query, v),
+            RowRef::I8(c, inv) => vector::dot_f32_i8(query, c) * inv,
+        }
+        .clamp(-1.0, 1.0)
+    }
+}
+
+/// An owned stored row, as decoded from a payload.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Row {
+    F32(Vec<f32>),
+    I8(Vec<i8>),
+}
+
+impl Row {
+    pub fn len(&self) -> usize {
+        match self {
+            Row::F32(v) => v.len(),
+            Row::I8(c) => c.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The borrowed row (an int8 code's `1 / |code|` computed here).
+    pub fn as_row(&self) -> RowRef<'_> {
+        match self {
+            Row::F32(v) => RowRef::F32(v),
+            Row::I8(c) => RowRef::I8(c, vector::code_inv_norm(c)),
+        }
+    }
+}
+
+/// The int8 row of a unit vector: its code (written to `code`) and `1 / |code|`.
+pub fn quantize_row(unit: &[f32], code: &mut [i8]) -> f32 {
+    vector::quantize_i8(unit, code);
+    vector::code_inv_norm(code)
+}
+
 /// What an entry holds besides its id and vector.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EntryData {
@@ -136,7 +261,7 @@ pub struct InsertOutcome {
 }
 
 /// `(id, normalised row, response, meta, expire_at_ms)`.
-pub type EntryView<'a> = (u64, &'a [f32], &'a [u8], Option<&'a str>, i64);
+pub type EntryView<'a> = (u64, RowRef<'a>, &'a [u8], Option<&'a str>, i64);
 
 /// An entry with its tag blob, prompt and renewal duration, for serialisation.
 pub type FullView<'a> = (EntryView<'a>, Option<&'a [u8]>, Option<&'a [u8]>, i64);
@@ -154,6 +279,10 @@ pub enum BucketError {
     Vector(VectorError),
     /// `push_loaded` beyond `max_items`.
     Full { max_items: usize },
+    /// A loaded row of another kind than the bucket's.
+    QuantMismatch { bucket: Quant, row: Quant },
+    /// A loaded int8 row that is all zeros (no direction).
+    ZeroCode,
 }
 
 impl fmt::Display for BucketError {
@@ -172,6 +301,13 @@ impl fmt::Display for BucketError {
             BucketError::Full { max_items } => {
                 write!(f, "cache bucket is full ({max_items} items)")
             }
+            BucketError::QuantMismatch { bucket, row } => write!(
+                f,
+                "vector kind {} does not match the cache's vector kind {}",
+                row.name(),
+                bucket.name()
+            ),
+            BucketError::ZeroCode => write!(f, "int8 vector is all zeros"),
         }
     }
 }
@@ -188,12 +324,12 @@ impl From<VectorError> for BucketError {
 /// touched chunk (~0.1-0.3 ms of memcpy).
 pub const CHUNK_BYTES: usize = 2 << 20;
 
-/// Rows per chunk for a dimension: ~[`CHUNK_BYTES`] of vectors, a multiple of
+/// Rows per chunk for a row size: ~[`CHUNK_BYTES`] of vectors, a multiple of
 /// 4 and at least 4. (The AVX2 scan scores rows by fours from the start of
 /// each slice it is given, so chunks that start at multiples of 4 score every
 /// row exactly as one contiguous block did.)
-fn chunk_rows_for(dim: usize) -> usize {
-    (CHUNK_BYTES / (dim.max(1) * std::mem::size_of::<f32>()) / 4 * 4).max(4)
+fn chunk_rows_for(row_bytes: usize) -> usize {
+    (CHUNK_BYTES / row_bytes.max(1) / 4 * 4).max(4)
 }
 
 #[inline]
@@ -205,12 +341,20 @@ fn is_expired(expire_at_ms: i64, now_ms: i64) -> bool {
 /// Shared with snapshots; copied on write only while shared.
 #[derive(Debug, Default)]
 struct Chunk {
+    quant: Quant,
+    /// Float32 rows (a [`Quant::Float32`] chunk).
     rows: Vec<f32>,
+    /// Int8 codes and their `1 / |code|` (a [`Quant::Int8`] chunk).
+    codes: Vec<i8>,
+    inv_norms: Vec<f32>,
     ids: Vec<u64>,
     expire_at_ms: Vec<i64>,
     /// Each row's tag blob (see `tags.rs`): here rather than bucket-wide, so that a
     /// background scan of a snapshot can apply a FILTER.
     tags: Vec<Option<Box<[u8]>>>,
+    /// The smallest id in `ids` (`u64::MAX` when empty): the oldest entry of a bucket is
+    /// found from one value per chunk, not from every id.
+    min_id: u64,
 }
 
 impl Chunk {
@@ -223,8 +367,32 @@ impl Chunk {
         self.ids.capacity()
     }
 
+    fn new(quant: Quant) -> Chunk {
+        Chunk {
+            quant,
+            min_id: u64::MAX,
+            ..Chunk::default()
+        }
+    }
+
+    /// Keeps `min_id` right when the id `old` leaves the chunk (and `new`, if any, comes):
+    /// a pass over the ids only when the minimum itself left.
+    fn replaced_id(&mut self, old: u64, new: Option<u64>) {
+        if old == self.min_id {
+            self.min_id = self.ids.iter().copied().min().unwrap_or(u64::MAX);
+        } else if let Some(n) = new {
+            self.min_id = self.min_id.min(n);
+        }
+    }
+
     fn reserve_exact(&mut self, rows: usize, dim: usize) {
-        self.rows.reserve_exact(rows * dim);
+        match self.quant {
+            Quant::Float32 => self.rows.reserve_exact(rows * dim),
+            Quant::Int8 => {
+                self.codes.reserve_exact(rows * dim);
+                self.inv_norms.reserve_exact(rows);
+            }
+        }
         self.ids.reserve_exact(rows);
         self.expire_at_ms.reserve_exact(rows);
         self.tags.reserve_exact(rows);
@@ -232,45 +400,82 @@ impl Chunk {
 
     /// A copy with the same capacity, so that the copy is not regrown.
     fn copy(&self, dim: usize) -> Chunk {
-        let mut c = Chunk::default();
+        let mut c = Chunk::new(self.quant);
         c.reserve_exact(self.cap_rows(), dim);
         c.rows.extend_from_slice(&self.rows);
+        c.codes.extend_from_slice(&self.codes);
+        c.inv_norms.extend_from_slice(&self.inv_norms);
+        c.min_id = self.min_id;
         c.ids.extend_from_slice(&self.ids);
         c.expire_at_ms.extend_from_slice(&self.expire_at_ms);
         c.tags.extend(self.tags.iter().cloned());
         c
     }
 
-    fn push(&mut self, id: u64, row: &[f32], expire_at_ms: i64, tags: Option<Box<[u8]>>) {
-        self.rows.extend_from_slice(row);
+    fn push(&mut self, id: u64, row: RowRef, expire_at_ms: i64, tags: Option<Box<[u8]>>) {
+        match row {
+            RowRef::F32(v) => self.rows.extend_from_slice(v),
+            RowRef::I8(c, inv) => {
+                self.codes.extend_from_slice(c);
+                self.inv_norms.push(inv);
+            }
+        }
         self.ids.push(id);
         self.expire_at_ms.push(expire_at_ms);
         self.tags.push(tags);
+        self.min_id = self.min_id.min(id);
     }
 
-    fn row(&self, o: usize, dim: usize) -> &[f32] {
-        &self.rows[o * dim..(o + 1) * dim]
+    #[inline]
+    fn row(&self, o: usize, dim: usize) -> RowRef<'_> {
+        match self.quant {
+            Quant::Float32 => RowRef::F32(&self.rows[o * dim..(o + 1) * dim]),
+            Quant::Int8 => RowRef::I8(&self.codes[o * dim..(o + 1) * dim], self.inv_norms[o]),
+        }
     }
 
     /// Overwrites row `o` with row `from` of `src` (which may be this chunk's
     /// own row when called through [`Chunk::move_row`]).
     fn set_row(&mut self, o: usize, src: &Chunk, from: usize, dim: usize) {
-        self.rows[o * dim..(o + 1) * dim].copy_from_slice(src.row(from, dim));
-        self.ids[o] = src.ids[from];
+        match src.row(from, dim) {
+            RowRef::F32(v) => self.rows[o * dim..(o + 1) * dim].copy_from_slice(v),
+            RowRef::I8(c, inv) => {
+                self.codes[o * dim..(o + 1) * dim].copy_from_slice(c);
+                self.inv_norms[o] = inv;
+            }
+        }
+        let old = std::mem::replace(&mut self.ids[o], src.ids[from]);
+        self.replaced_id(old, Some(src.ids[from]));
         self.expire_at_ms[o] = src.expire_at_ms[from];
         self.tags[o] = src.tags[from].clone();
     }
 
     fn move_row(&mut self, from: usize, to: usize, dim: usize) {
-        self.rows
-            .copy_within(from * dim..(from + 1) * dim, to * dim);
-        self.ids[to] = self.ids[from];
+        match self.quant {
+            Quant::Float32 => self
+                .rows
+                .copy_within(from * dim..(from + 1) * dim, to * dim),
+            Quant::Int8 => {
+                self.codes
+                    .copy_within(from * dim..(from + 1) * dim, to * dim);
+                self.inv_norms[to] = self.inv_norms[from];
+            }
+        }
+        let moved = self.ids[from];
+        let old = std::mem::replace(&mut self.ids[to], moved);
+        self.replaced_id(old, Some(moved));
         self.expire_at_ms[to] = self.expire_at_ms[from];
         self.tags[to] = self.tags[from].take();
     }
 
     fn truncate(&mut self, rows: usize, dim: usize) {
+        if self.ids[rows.min(self.ids.len())..].contains(&self.min_id) {
+            self.ids.truncate(rows);
+            self.replaced_id(self.min_id, None);
+        }
         self.rows.truncate(rows * dim);
+        self.codes.truncate(rows * dim);
+        self.inv_norms.truncate(rows);
         self.ids.truncate(rows);
         self.expire_at_ms.truncate(rows);
         self.tags.truncate(rows);
@@ -278,6 +483,8 @@ impl Chunk {
 
     fn shrink_to(&mut self, rows: usize, dim: usize) {
         self.rows.shrink_to(rows * dim);
+        self.codes.shrink_to(rows * dim);
+        self.inv_norms.shrink_to(rows);
         self.ids.shrink_to(rows);
         self.expire_at_ms.shrink_to(rows);
         self.tags.shrink_to(rows);
@@ -289,6 +496,8 @@ impl Chunk {
         2 * size_of::<usize>()
             + size_of::<Chunk>()
             + self.rows.capacity() * size_of::<f32>()
+            + self.codes.capacity()
+            + self.inv_norms.capacity() * size_of::<f32>()
             + self.ids.capacity() * size_of::<u64>()
             + self.expire_at_ms.capacity() * size_of::<i64>()
             + self.tags.capacity() * size_of::<Option<Box<[u8]>>>()
@@ -310,6 +519,7 @@ struct Rows<'a> {
     chunks: &'a [Arc<Chunk>],
     chunk_rows: usize,
     dim: usize,
+    quant: Quant,
 }
 
 /// The search shared by [`Bucket::search`] and [`BucketSnapshot::search`]:
@@ -326,9 +536,13 @@ fn search_rows(
         chunks,
         chunk_rows,
         dim,
+        quant,
     } = rows;
     if k == 0 || chunks.is_empty() || dim == 0 || query.len() != dim {
         return Vec::new();
+    }
+    if quant == Quant::Int8 {
+        return search_codes(rows, query, min_sim, k, now_ms, filter);
     }
     let threshold = min_sim - SCORE_EPSILON;
     let mut scores = Vec::with_capacity(chunks[0].len());
@@ -351,14 +565,93 @@ fn search_rows(
             })
         }));
     }
-    // Best score first; equal scores: newer (greater id) first.
-    let order = |a: &Hit, b: &Hit| b.score.total_cmp(&a.score).then(b.id.cmp(&a.id));
+    best_k(hits, k)
+}
+
+/// Best score first; equal scores: newer (greater id) first.
+fn hit_order(a: &Hit, b: &Hit) -> std::cmp::Ordering {
+    b.score.total_cmp(&a.score).then(b.id.cmp(&a.id))
+}
+
+fn best_k(mut hits: Vec<Hit>, k: usize) -> Vec<Hit> {
     if hits.len() > k {
-        hits.select_nth_unstable_by(k - 1, order);
+        hits.select_nth_unstable_by(k - 1, hit_order);
         hits.truncate(k);
     }
-    hits.sort_unstable_by(order);
+    hits.sort_unstable_by(hit_order);
     hits
+}
+
+/// The scan of an int8 bucket: integer dot products with the query's own int8 code, then
+/// the exact score of every row that can be among the answers. The int8 score is the exact
+/// one of the quantized query, so it is off by at most `|query - quantized query|` (the
+/// rows are unit vectors): a row whose int8 score is below the threshold, or below the
+/// k-th best int8 score, by more than that (twice that for the k-th) cannot answer. The
+/// answer is thus exactly that of an exact scan of the stored (dequantized) vectors.
+fn search_codes(
+    rows: Rows<'_>,
+    query: &[f32],
+    min_sim: f32,
+    k: usize,
+    now_ms: i64,
+    filter: &[Pair],
+) -> Vec<Hit> {
+    let Rows {
+        chunks,
+        chunk_rows,
+        dim,
+        ..
+    } = rows;
+    let threshold = min_sim - SCORE_EPSILON;
+    let mut qcode = vec![0i8; dim];
+    let qscale = vector::quantize_i8(query, &mut qcode);
+    let err = query
+        .iter()
+        .zip(&qcode)
+        .map(|(&x, &c)| {
+            let d = f64::from(x) - f64::from(c) * f64::from(qscale);
+            d * d
+        })
+        .sum::<f64>()
+        .sqrt() as f32
+        + 1e-5;
+    let mut cands: Vec<Hit> = Vec::new();
+    for (c, chunk) in chunks.iter().enumerate() {
+        let base = c * chunk_rows;
+        for (o, (code, &inv)) in chunk
+            .codes
+            .chunks_exact(dim)
+            .zip(&chunk.inv_norms)
+            .enumerate()
+        {
+            let approx = vector::dot_i8(&qcode, code) as f32 * qscale * inv;
+            if approx < threshold - err || is_expired(chunk.expire_at_ms[o], now_ms) {
+                continue;
+            }
+            if !tags::matches(chunk.tags[o].as_deref(), filter) {
+                continue;
+            }
+            cands.push(Hit {
+                index: base + o,
+                id: chunk.ids[o],
+                score: approx,
+            });
+        }
+    }
+    if cands.len() > k {
+        cands.select_nth_unstable_by(k - 1, hit_order);
+        let kth = cands[k - 1].score;
+        cands.retain(|h| h.score >= kth - 2.0 * err);
+    }
+    let hits: Vec<Hit> = cands
+        .into_iter()
+        .filter_map(|h| {
+            let chunk = &chunks[h.index / chunk_rows];
+            let score = chunk.row(h.index % chunk_rows, dim).score(query);
+            (!score.is_nan() && score >= threshold).then_some(Hit { score, ..h })
+        })
+        .collect();
+    best_k(hits, k)
 }
 
 /// A row or node number that is none.
@@ -368,10 +661,11 @@ const NONE: u32 = u32::MAX;
 /// nodes do not shorten the answer.
 const INDEX_SPARE: usize = 8;
 
-/// Index candidates (best by int8 similarity) re-scored with their float rows, at least:
-/// int8 similarities are within ~0.01 of the float ones, far less than what separates
-/// the 32nd candidate from the first.
-const RESCORE_MIN: usize = 32;
+/// Index candidates (best by int8 similarity) re-scored with their stored rows, at least:
+/// int8 similarities are within ~0.01 of the exact ones, far less than what separates
+/// the 16th candidate from the first. (Each re-score reads a row from memory: 24 cache
+/// lines of a 384-dim float row, the cost of ~4 graph steps.)
+const RESCORE_MIN: usize = 16;
 
 /// The approximate nearest-neighbour index of a big bucket: an HNSW graph whose nodes are
 /// stable slots, and the maps between them and the (moving) physical rows.
@@ -400,6 +694,8 @@ pub struct Bucket {
     dim: usize,
     /// Entries per chunk; set with `dim`.
     chunk_rows: usize,
+    /// How rows are stored: set before the first entry, fixed from then on.
+    quant: Quant,
     max_items: usize,
     next_id: u64,
     /// Every chunk but the last holds `chunk_rows` entries; the last at least
@@ -435,6 +731,7 @@ impl Bucket {
         Bucket {
             dim: 0,
             chunk_rows: 0,
+            quant: Quant::Float32,
             max_items: max_items.max(1),
             next_id: 1,
             chunks: Vec::new(),
@@ -499,7 +796,22 @@ impl Bucket {
     /// Fixes the dimension (and with it the chunk size).
     fn set_dim(&mut self, dim: usize) {
         self.dim = dim;
-        self.chunk_rows = chunk_rows_for(dim);
+        self.chunk_rows = chunk_rows_for(self.quant.row_bytes(dim));
+    }
+
+    /// How the bucket stores its vectors.
+    pub fn quant(&self) -> Quant {
+        self.quant
+    }
+
+    /// Chooses how vectors are stored: only before the first entry fixed the dimension
+    /// (false then, unless `quant` is already the bucket's).
+    pub fn set_quant(&mut self, quant: Quant) -> bool {
+        if self.dim != 0 {
+            return quant == self.quant;
+        }
+        self.quant = quant;
+        true
     }
 
     /// Validates an explicit id (or issues the next one) without mutating.
@@ -555,7 +867,7 @@ impl Bucket {
     ) -> Result<InsertOutcome, BucketError> {
         self.check_dim(vector.len())?;
         let id = self.choose_id(id)?;
-        let row = vector::normalized(vector)?;
+        let unit = vector::normalized(vector)?;
         self.set_dim(vector.len());
         self.next_id = id + 1;
         let mut evicted = Vec::new();
@@ -564,7 +876,14 @@ impl Bucket {
             evicted.push(self.id_at(oldest));
             self.remove_at(oldest);
         }
-        self.push_row(id, &row, data);
+        match self.quant {
+            Quant::Float32 => self.push_row(id, RowRef::F32(&unit), data),
+            Quant::Int8 => {
+                let mut code = vec![0i8; unit.len()];
+                let inv = quantize_row(&unit, &mut code);
+                self.push_row(id, RowRef::I8(&code, inv), data);
+            }
+        }
         Ok(InsertOutcome { id, evicted })
     }
 
@@ -575,7 +894,7 @@ impl Bucket {
     pub fn push_loaded(
         &mut self,
         id: u64,
-        row: &[f32],
+        row: RowRef,
         response: Vec<u8>,
         meta: Option<String>,
         expire_at_ms: i64,
@@ -593,13 +912,28 @@ impl Bucket {
     pub fn push_loaded_entry(
         &mut self,
         id: u64,
-        row: &[f32],
+        row: RowRef,
         data: EntryData,
     ) -> Result<(), BucketError> {
         self.check_dim(row.len())?;
         let id = self.choose_id(Some(id))?;
-        if let Some(i) = row.iter().position(|x| !x.is_finite()) {
-            return Err(BucketError::Vector(VectorError::NonFinite(i)));
+        if row.quant() != self.quant {
+            return Err(BucketError::QuantMismatch {
+                bucket: self.quant,
+                row: row.quant(),
+            });
+        }
+        match row {
+            RowRef::F32(v) => {
+                if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                    return Err(BucketError::Vector(VectorError::NonFinite(i)));
+                }
+            }
+            RowRef::I8(_, inv) => {
+                if !(inv.is_finite() && inv > 0.0) {
+                    return Err(BucketError::ZeroCode);
+                }
+            }
         }
         if self.len() >= self.max_items {
             return Err(BucketError::Full {
@@ -639,9 +973,10 @@ impl Bucket {
             .count()
     }
 
-    /// Bytes of vector data held by live entries (`len * dim * 4`).
+    /// Bytes of vector data held by live entries (`len * dim * 4` for float32 rows,
+    /// `len * (dim + 4)` for int8 rows).
     pub fn vector_bytes(&self) -> usize {
-        self.len() * self.dim * std::mem::size_of::<f32>()
+        self.len() * self.quant.row_bytes(self.dim)
     }
 
     /// After a load: fixes the dimension of a bucket whose entries are all
@@ -845,6 +1180,7 @@ impl Bucket {
     pub fn snapshot(&self) -> BucketSnapshot {
         BucketSnapshot {
             dim: self.dim,
+            quant: self.quant,
             chunk_rows: self.chunk_rows,
             len: self.len(),
             chunks: self.chunks.clone(),
@@ -983,9 +1319,14 @@ impl Bucket {
 
     fn index_row(&mut self, id: u64, row: usize) {
         let (c, o) = self.locate(row);
-        let vector = self.chunks[c].row(o, self.dim);
+        let stored = self.chunks[c].row(o, self.dim);
         let Some(ix) = &mut self.index else { return };
-        let node = ix.graph.alloc(id, vector);
+        // An int8 row's code is the graph's code as is (scale 1 / |code|: the graph's int8
+        // similarity is then the cosine with the dequantized row).
+        let node = match stored {
+            RowRef::F32(v) => ix.graph.alloc(id, v),
+            RowRef::I8(code, inv) => ix.graph.alloc_code(id, code, inv),
+        };
         if ix.node_row.len() <= node as usize {
             ix.node_row.resize(node as usize + 1, NONE);
         }
@@ -1033,10 +1374,20 @@ impl Bucket {
             node_row[node as usize] = row as u32;
         }
         let unindexed = row_node.iter().filter(|&&n| n == NONE).count();
-        graph.load_vectors(self.dim, |node| {
+        let row_of = |node: u32| {
             let (c, o) = self.locate(node_row[node as usize] as usize);
             self.chunks[c].row(o, self.dim)
-        });
+        };
+        match self.quant {
+            Quant::Float32 => graph.load_vectors(self.dim, |node| match row_of(node) {
+                RowRef::F32(v) => v,
+                RowRef::I8(..) => &[],
+            }),
+            Quant::Int8 => graph.load_codes(self.dim, |node| match row_of(node) {
+                RowRef::I8(code, inv) => (code, inv),
+                RowRef::F32(_) => (&[], 0.0),
+            }),
+        }
         self.index = Some(BucketIndex {
             graph,
             node_row,
@@ -1097,13 +1448,20 @@ impl Bucket {
             }
         }
         let rescore = found.len().min(RESCORE_MIN.max(want));
+        for &(node, _) in &found[..rescore] {
+            let (c, o) = self.locate(ix.node_row[node as usize] as usize);
+            match self.chunks[c].row(o, self.dim) {
+                RowRef::F32(v) => hnsw::prefetch_lines(v, usize::MAX),
+                RowRef::I8(code, _) => hnsw::prefetch_lines(code, usize::MAX),
+            }
+        }
         let mut hits: Vec<Hit> = found[..rescore]
             .iter()
             .filter_map(|&(node, _)| {
                 let row = ix.node_row[node as usize] as usize;
                 let (c, o) = self.locate(row);
                 let chunk = &self.chunks[c];
-                let score = vector::dot(query, chunk.row(o, self.dim)).clamp(-1.0, 1.0);
+                let score = chunk.row(o, self.dim).score(query);
                 if score.is_nan() || score < threshold || is_expired(chunk.expire_at_ms[o], now_ms)
                 {
                     return None;
@@ -1127,6 +1485,7 @@ impl Bucket {
             chunks: &self.chunks,
             chunk_rows: self.chunk_rows,
             dim: self.dim,
+            quant: self.quant,
         }
     }
 
@@ -1167,12 +1526,13 @@ impl Bucket {
     }
 
     fn oldest_index(&self) -> Option<usize> {
-        // A plain min over each chunk's id column (vectorised), then one position lookup.
+        // The chunk with the smallest id (one value per chunk), then one position lookup.
         let (c, min) = self
             .chunks
             .iter()
             .enumerate()
-            .filter_map(|(c, chunk)| chunk.ids.iter().min().map(|&m| (c, m)))
+            .filter(|(_, chunk)| !chunk.ids.is_empty())
+            .map(|(c, chunk)| (c, chunk.min_id))
             .min_by_key(|&(_, m)| m)?;
         let o = self.chunks[c].ids.iter().position(|&id| id == min)?;
         Some(c * self.chunk_rows + o)
@@ -1180,8 +1540,7 @@ impl Bucket {
 
     fn exact_mode(&self) -> bool {
         self.max_items
-            .saturating_mul(self.dim)
-            .saturating_mul(std::mem::size_of::<f32>())
+            .saturating_mul(self.quant.row_bytes(self.dim))
             <= EXACT_RESERVE_BYTES
     }
 
@@ -1205,7 +1564,7 @@ impl Bucket {
         }
     }
 
-    fn push_row(&mut self, id: u64, row: &[f32], data: EntryData) {
+    fn push_row(&mut self, id: u64, row: RowRef, data: EntryData) {
         let EntryData {
             response,
             meta,
@@ -1247,7 +1606,7 @@ impl Bucket {
             .last()
             .is_none_or(|c| c.len() == self.chunk_rows)
         {
-            self.chunks.push(Arc::new(Chunk::default()));
+            self.chunks.push(Arc::new(Chunk::new(self.quant)));
         }
         let last = self.chunks.len() - 1;
         // Rows this chunk will ever hold: the chunk size, or what max_items leaves.
@@ -1345,6 +1704,7 @@ impl Bucket {
 #[derive(Debug, Clone)]
 pub struct BucketSnapshot {
     dim: usize,
+    quant: Quant,
     chunk_rows: usize,
     len: usize,
     chunks: Vec<Arc<Chunk>>,
@@ -1370,6 +1730,7 @@ impl BucketSnapshot {
             chunks: &self.chunks,
             chunk_rows: self.chunk_rows,
             dim: self.dim,
+            quant: self.quant,
         };
         search_rows(rows, query, min_sim, k, now_ms, filter)
     }
@@ -1717,14 +2078,21 @@ mod tests {
         assert_eq!(b.get(5).unwrap().3, Some("m4"));
         assert_eq!(b.get(5).unwrap().2, &[4u8, 0, 255][..]);
         // Out-of-order or duplicate loads are refused.
-        assert!(b.push_loaded(8, &[1.0, 0.0, 0.0], vec![], None, 0).is_err());
-        assert!(b.push_loaded(20, &[1.0, 0.0], vec![], None, 0).is_err());
         assert!(b
-            .push_loaded(20, &[1.0, f32::NAN, 0.0], vec![], None, 0)
+            .push_loaded(8, RowRef::F32(&[1.0, 0.0, 0.0]), vec![], None, 0)
             .is_err());
-        assert_eq!(b.push_loaded(20, &[1.0, 0.0, 0.0], vec![], None, 0), Ok(()));
+        assert!(b
+            .push_loaded(20, RowRef::F32(&[1.0, 0.0]), vec![], None, 0)
+            .is_err());
+        assert!(b
+            .push_loaded(20, RowRef::F32(&[1.0, f32::NAN, 0.0]), vec![], None, 0)
+            .is_err());
         assert_eq!(
-            b.push_loaded(21, &[1.0, 0.0, 0.0], vec![], None, 0),
+            b.push_loaded(20, RowRef::F32(&[1.0, 0.0, 0.0]), vec![], None, 0),
+            Ok(())
+        );
+        assert_eq!(
+            b.push_loaded(21, RowRef::F32(&[1.0, 0.0, 0.0]), vec![], None, 0),
             Err(BucketError::Full { max_items: 5 })
         );
     }
@@ -1826,10 +2194,12 @@ mod tests {
 
     #[test]
     fn chunk_shape() {
-        assert_eq!(chunk_rows_for(1536), 340); // 2 MiB / 6 KiB = 341, down to a multiple of 4
-        assert_eq!(chunk_rows_for(384), 1364);
-        assert_eq!(chunk_rows_for(1), CHUNK_BYTES / 4);
-        assert_eq!(chunk_rows_for(1 << 20), 4);
+        let f32_rows = |dim| chunk_rows_for(Quant::Float32.row_bytes(dim));
+        assert_eq!(f32_rows(1536), 340); // 2 MiB / 6 KiB = 341, down to a multiple of 4
+        assert_eq!(f32_rows(384), 1364);
+        assert_eq!(f32_rows(1), CHUNK_BYTES / 4);
+        assert_eq!(f32_rows(1 << 20), 4);
+        assert_eq!(chunk_rows_for(Quant::Int8.row_bytes(384)), 5404); // 2 MiB / 388
         let mut rng = Rng::new(19);
         let mut b = Bucket::new(1_000);
         fill(&mut b, 1_000, 1536, &mut rng);
@@ -1861,7 +2231,7 @@ mod tests {
                 b.remove(id);
             }
             let block: Vec<f32> = (0..b.len())
-                .flat_map(|i| b.entry_at(i).1.to_vec())
+                .flat_map(|i| b.entry_at(i).1.to_f32())
                 .collect();
             let q = normalized(&rng.vec(dim)).unwrap();
             let mut want = Vec::new();
@@ -1998,8 +2368,8 @@ mod tests {
             assert_eq!(got.len(), 3);
             for h in &got {
                 assert_eq!(b.entry_at(h.index).0, h.id, "hit resolves to its row");
-                let want = vector::dot(&q, b.entry_at(h.index).1);
-                assert_eq!(h.score, want.clamp(-1.0, 1.0), "scores are exact");
+                let want = b.entry_at(h.index).1.score(&q);
+                assert_eq!(h.score, want, "scores are exact");
             }
             agree += usize::from(got[0].id == exact[0].id);
         }
@@ -2184,6 +2554,153 @@ mod tests {
         assert_eq!(b.ids_where(&filter("rare")), vec![408, 808]);
         assert_eq!(b.ids_where(&filter("u3")).len(), 101); // 120 - 20 evicted + 1
         assert!(b.ids_where(&[]).len() == b.len());
+    }
+
+    /// The exact answer over a bucket's stored rows (each scored with its own `score`).
+    fn reference(b: &Bucket, q: &[f32], min_sim: f32, k: usize, now: i64) -> Vec<(u64, f32)> {
+        let mut all: Vec<(u64, f32)> = b
+            .entries()
+            .filter(|e| !is_expired(e.4, now))
+            .map(|e| (e.0, e.1.score(q)))
+            .filter(|&(_, s)| s >= min_sim - SCORE_EPSILON)
+            .collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
+        all.truncate(k);
+        all
+    }
+
+    /// An int8 bucket's scan prunes with integer scores but answers exactly what an exact scan
+    /// of its stored (dequantized) vectors answers, through removals, expiry and snapshots.
+    #[test]
+    fn int8_scan_answers_exactly() {
+        let mut rng = Rng::new(53);
+        let dim = 40;
+        let data = clustered(3_000, dim, 60, &mut rng);
+        let mut b = Bucket::new(2_500);
+        assert!(b.set_quant(Quant::Int8));
+        for (i, v) in data.iter().enumerate() {
+            let exp = if i % 9 == 0 { 50 } else { 0 };
+            b.insert(None, v, vec![], None, exp).unwrap();
+            if i % 5 == 0 && i > 10 {
+                b.remove(i as u64 - 3);
+            }
+        }
+        assert!(!b.set_quant(Quant::Float32), "fixed by the first entry");
+        assert!(b.set_quant(Quant::Int8));
+        assert_eq!(b.vector_bytes(), b.len() * (dim + 4));
+        assert!(b.entries().all(|e| matches!(e.1, RowRef::I8(..))));
+        let snap = b.snapshot();
+        for (n, v) in data.iter().enumerate().step_by(29) {
+            let q = near(v, &mut rng);
+            for (min_sim, k, now) in [(-1.0, 1, 0), (0.5, 5, 60), (0.9, 50, 60), (0.99, 3, 0)] {
+                let want = reference(&b, &q, min_sim, k, now);
+                let got: Vec<(u64, f32)> = b
+                    .search(&q, min_sim, k, now)
+                    .iter()
+                    .map(|h| (h.id, h.score))
+                    .collect();
+                assert_eq!(got, want, "query {n}, min_sim {min_sim}, k {k}");
+                let from_snap: Vec<(u64, f32)> = snap
+                    .search(&q, min_sim, k, now)
+                    .iter()
+                    .map(|h| (h.id, h.score))
+                    .collect();
+                assert_eq!(from_snap, want);
+            }
+        }
+    }
+
+    /// Recall@1 of an int8 bucket (scan and index) against an exact float32 scan of the
+    /// original vectors, on clustered data with near-duplicate queries.
+    #[test]
+    fn int8_recall_against_float_originals() {
+        let mut rng = Rng::new(59);
+        let dim = 64;
+        let data = clustered(4_000, dim, 80, &mut rng);
+        let mut exact = Bucket::new(4_000);
+        let mut b = Bucket::new(4_000);
+        b.set_quant(Quant::Int8);
+        b.create_index();
+        for v in &data {
+            exact.insert(None, v, vec![], None, 0).unwrap();
+            b.insert(None, v, vec![], None, 0).unwrap();
+            b.index_pending(8);
+        }
+        assert_eq!(b.unindexed(), 0);
+        assert!(b.vector_bytes() * 10 <= exact.vector_bytes() * 3, "<= 0.3x");
+        let (mut scan_ok, mut index_ok, n) = (0, 0, 400);
+        for k in 0..n {
+            let q = near(&data[(k * 37) % data.len()], &mut rng);
+            let truth = exact.search(&q, -1.0, 1, 0)[0].id;
+            scan_ok += usize::from(b.search(&q, -1.0, 1, 0)[0].id == truth);
+            let ixd = b.search_index(&q, -1.0, 1, 0, 64).unwrap();
+            index_ok += usize::from(ixd[0].id == truth);
+            // Index scores are the exact ones of the stored rows.
+            let h = ixd[0];
+            assert_eq!(h.score, b.entry_at(h.index).1.score(&q));
+        }
+        assert!(scan_ok * 100 >= n * 98, "scan recall {scan_ok}/{n}");
+        assert!(index_ok * 100 >= n * 98, "index recall {index_ok}/{n}");
+        // A loaded graph over int8 rows gives the same answers.
+        let mut c = Bucket::new(4_000);
+        c.set_quant(Quant::Int8);
+        for (id, row, resp, meta, exp) in b.entries() {
+            c.push_loaded(id, row, resp.to_vec(), meta.map(str::to_owned), exp)
+                .unwrap();
+        }
+        let g = Hnsw::decode(&mut crate::conv::codec::Reader::new(&index_payload(&b))).unwrap();
+        c.attach_index(g).unwrap();
+        for v in data.iter().step_by(97) {
+            let q = near(v, &mut rng);
+            assert_eq!(
+                b.search_index(&q, -1.0, 5, 0, 32),
+                c.search_index(&q, -1.0, 5, 0, 32)
+            );
+        }
+        // Rows of the other kind are refused.
+        let mut d = Bucket::new(10);
+        d.set_quant(Quant::Int8);
+        assert_eq!(
+            d.push_loaded(1, RowRef::F32(&[1.0, 0.0]), vec![], None, 0),
+            Err(BucketError::QuantMismatch {
+                bucket: Quant::Int8,
+                row: Quant::Float32
+            })
+        );
+        assert_eq!(
+            d.push_loaded(1, RowRef::I8(&[0, 0], 0.0), vec![], None, 0),
+            Err(BucketError::ZeroCode)
+        );
+        assert!(d.is_empty());
+    }
+
+    /// The per-chunk minimum ids stay right through inserts, evictions, removals (row moves
+    /// across chunks) and expiry, so the oldest entry is found without reading every id.
+    #[test]
+    fn chunk_min_ids_track_the_oldest_entry() {
+        let mut rng = Rng::new(61);
+        let mut b = Bucket::new(3_000);
+        let dim = 300; // 1,744 rows per chunk: two chunks
+        for i in 0..6_000u64 {
+            let exp = if i % 11 == 0 { 5_000 + i as i64 } else { 0 };
+            b.insert(None, &rng.vec(dim), vec![], None, exp).unwrap();
+            if i % 3 == 0 {
+                let victim = ((rng.f32() + 1.0) * 0.5 * b.next_id() as f32) as u64;
+                b.remove(victim);
+            }
+            if i % 500 == 0 {
+                b.remove_expired(5_000 + i as i64 / 2);
+            }
+            for chunk in &b.chunks {
+                assert_eq!(
+                    chunk.min_id,
+                    chunk.ids.iter().copied().min().unwrap(),
+                    "at {i}"
+                );
+            }
+            let brute = b.entries().next().map(|e| e.0);
+            assert_eq!(b.oldest_index().map(|x| b.id_at(x)), brute, "at {i}");
+        }
     }
 
     #[test]

@@ -20,14 +20,20 @@
 //! slot its entry id and neighbour lists), one payload after the entries when `has_index`.
 //! Version-1 payloads still load (no index: a big bucket builds one again as it is written).
 //!
+//! Version 3 adds the vector kind (`QUANT`): in the header, after `policy`, `u8 quant`
+//! (0 float32, 1 int8); in an entries payload, after `next_id`, `u8 quant`, and for int8 each
+//! entry's `bytes row` holds its `dim` int8 codes (the scale is `1 / |code|`, recomputed).
+//! Version-1 and -2 payloads load as float32.
+//!
 //! Integers are LEB128 varints, `bytes` is a varint length and the bytes.
 
-use super::bucket::{Bucket, EntryData, EvictPolicy, FullView};
+pub use super::bucket::Row;
+use super::bucket::{Bucket, EntryData, EvictPolicy, FullView, Quant, RowRef};
 use super::hnsw::Hnsw;
 use super::tags;
 use crate::conv::codec::{put_bytes, put_varint, Reader};
 
-pub const CODEC_VERSION: u8 = 2;
+pub const CODEC_VERSION: u8 = 3;
 /// Largest `max_items` a bucket can have (SEMCACHE.SET MAXITEMS, the config, every decoder).
 pub const MAX_ITEMS_LIMIT: usize = 1_000_000;
 /// Largest vector dimension a payload may declare: a vector of the default 512 MB bulk limit.
@@ -72,12 +78,14 @@ pub struct Header {
     pub has_index: bool,
     /// The eviction policy (version 2; FIFO before).
     pub policy: EvictPolicy,
+    /// The vector kind (version 3; float32 before).
+    pub quant: Quant,
 }
 
 /// One entry read back: `(id, row, response, meta, expire_at_ms, tags, prompt, renew_ms)`.
 pub type LoadedEntry = (
     u64,
-    Vec<f32>,
+    Row,
     Vec<u8>,
     Option<String>,
     i64,
@@ -113,6 +121,7 @@ pub fn encode_header(b: &Bucket, hits: u64, misses: u64) -> Vec<u8> {
     }
     out.push(u8::from(b.has_index()));
     out.push(b.policy().code());
+    out.push(b.quant().code());
     out
 }
 
@@ -126,7 +135,7 @@ pub fn encode_index(b: &Bucket) -> Option<Vec<u8>> {
 }
 
 fn entry_bytes((e, t, p, _): &TaggedView) -> usize {
-    e.1.len() * 4
+    e.1.quant().row_bytes(e.1.len())
         + e.2.len()
         + e.3.map_or(0, str::len)
         + t.map_or(0, <[u8]>::len)
@@ -134,11 +143,13 @@ fn entry_bytes((e, t, p, _): &TaggedView) -> usize {
         + 48
 }
 
-pub fn encode_entries(next_id: u64, entries: &[TaggedView]) -> Vec<u8> {
+/// Entries of a bucket of this `quant` (every row of that kind).
+pub fn encode_entries(next_id: u64, quant: Quant, entries: &[TaggedView]) -> Vec<u8> {
     let size: usize = entries.iter().map(entry_bytes).sum();
     let mut out = Vec::with_capacity(size + 24);
     out.extend_from_slice(&[CODEC_VERSION, KIND_ENTRIES]);
     put_varint(&mut out, next_id);
+    out.push(quant.code());
     put_varint(&mut out, entries.len() as u64);
     for &((id, row, resp, meta, exp), tags, prompt, renew) in entries {
         put_varint(&mut out, id);
@@ -154,9 +165,17 @@ pub fn encode_entries(next_id: u64, entries: &[TaggedView]) -> Vec<u8> {
         put_bytes(&mut out, tags.unwrap_or_default());
         put_bytes(&mut out, prompt.unwrap_or_default());
         put_varint(&mut out, renew.max(0) as u64);
-        put_varint(&mut out, (row.len() * 4) as u64);
-        for x in row {
-            out.extend_from_slice(&x.to_le_bytes());
+        match row {
+            RowRef::F32(v) => {
+                put_varint(&mut out, (v.len() * 4) as u64);
+                for x in v {
+                    out.extend_from_slice(&x.to_le_bytes());
+                }
+            }
+            RowRef::I8(code, _) => {
+                put_varint(&mut out, code.len() as u64);
+                out.extend(code.iter().map(|&c| c as u8));
+            }
         }
     }
     out
@@ -178,7 +197,7 @@ pub fn entry_chunks(b: &Bucket) -> impl Iterator<Item = Vec<u8>> + '_ {
             end += 1;
         }
         let next_id = if end == all.len() { b.next_id() } else { 0 };
-        let chunk = encode_entries(next_id, &all[start..end]);
+        let chunk = encode_entries(next_id, b.quant(), &all[start..end]);
         start = end;
         Some(chunk)
     })
@@ -232,6 +251,13 @@ fn check_entry(e: &LoadedEntry) -> Result<(), CodecError> {
     if row.is_empty() {
         return corrupt(format!("entry {id}: empty vector"));
     }
+    let row = match row {
+        Row::F32(v) => v,
+        Row::I8(code) if code.iter().all(|&c| c == 0) => {
+            return corrupt(format!("entry {id}: int8 vector is all zeros"))
+        }
+        Row::I8(_) => return Ok(()),
+    };
     if let Some(i) = row.iter().position(|x| !x.is_finite()) {
         return corrupt(format!("entry {id}: vector holds NaN or Inf at index {i}"));
     }
@@ -279,6 +305,13 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
                     None => return corrupt("unknown eviction policy"),
                 },
             };
+            let quant = match version {
+                1 | 2 => Quant::Float32,
+                _ => match Quant::from_code(r.u8()?) {
+                    Some(q) => q,
+                    None => return corrupt("unknown vector kind"),
+                },
+            };
             let h = Header {
                 dim,
                 max_items,
@@ -288,12 +321,20 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
                 count,
                 has_index,
                 policy,
+                quant,
             };
             h.check()?;
             Decoded::Header(h)
         }
         KIND_ENTRIES => {
             let next_id = r.varint()?;
+            let quant = match version {
+                1 | 2 => Quant::Float32,
+                _ => match Quant::from_code(r.u8()?) {
+                    Some(q) => q,
+                    None => return corrupt("unknown vector kind"),
+                },
+            };
             let n = r.varint()?;
             let mut out: Vec<LoadedEntry> = Vec::with_capacity(n.min(1 << 16) as usize);
             for _ in 0..n {
@@ -331,13 +372,19 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
                     },
                 };
                 let raw = r.bytes()?;
-                if !raw.len().is_multiple_of(4) {
-                    return corrupt("row length is not a multiple of 4");
-                }
-                let row: Vec<f32> = raw
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect();
+                let row = match quant {
+                    Quant::Float32 => {
+                        if !raw.len().is_multiple_of(4) {
+                            return corrupt("row length is not a multiple of 4");
+                        }
+                        Row::F32(
+                            raw.chunks_exact(4)
+                                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                                .collect(),
+                        )
+                    }
+                    Quant::Int8 => Row::I8(raw.iter().map(|&b| b as i8).collect()),
+                };
                 if let Some((prev, prev_row, ..)) = out.last() {
                     if id <= *prev {
                         return corrupt(format!("entry {id} does not come after entry {prev}"));
@@ -376,6 +423,7 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
 pub fn bucket_from_header(h: &Header) -> Result<Bucket, CodecError> {
     let mut b = Bucket::new(h.max_items);
     b.set_policy(h.policy);
+    b.set_quant(h.quant);
     b.restore_dim(h.dim)
         .or_else(|e| corrupt(format!("header: {e}")))?;
     // With entries to come, next_id is restored after them (ids must load in increasing order).
@@ -405,7 +453,7 @@ pub fn push_entries(
             expire_at_ms: exp,
             renew_ms: renew,
         };
-        b.push_loaded_entry(id, &row, data)
+        b.push_loaded_entry(id, row.as_row(), data)
             .or_else(|e| corrupt(format!("entry {id}: {e}")))?;
         if let Some(p) = prompt {
             if !b.set_prompt(id, &p) {
@@ -539,7 +587,7 @@ mod tests {
     #[test]
     fn garbage_is_not_called_a_newer_version() {
         assert!(err_of(b"garbage").contains("not a semcache payload (first byte 103"));
-        assert!(err_of(&[3, 0]).contains("encoding version 3 is newer"));
+        assert!(err_of(&[4, 0]).contains("encoding version 4 is newer"));
     }
 
     #[test]
@@ -549,7 +597,7 @@ mod tests {
             for v in [dim, max, next, 0, 0, count] {
                 put_varint(&mut out, v);
             }
-            out.extend_from_slice(&[0, 0]); // no index, FIFO (version 2)
+            out.extend_from_slice(&[0, 0, 0]); // no index, FIFO (version 2), float32 (3)
             decode(&out)
         };
         assert!(h(3, 10, 5, 4).is_ok());
@@ -568,7 +616,11 @@ mod tests {
     }
 
     fn one_entry(id: u64, row: &[f32], meta: Option<&str>) -> Vec<u8> {
-        encode_entries(0, &[((id, row, b"r", meta, 0), None, None, 0)])
+        encode_entries(
+            0,
+            Quant::Float32,
+            &[((id, RowRef::F32(row), b"r", meta, 0), None, None, 0)],
+        )
     }
 
     #[test]
@@ -596,9 +648,10 @@ mod tests {
         let two = |a: (u64, &[f32]), b: (u64, &[f32]), next| {
             encode_entries(
                 next,
+                Quant::Float32,
                 &[
-                    ((a.0, a.1, b"", None, 0), None, None, 0),
-                    ((b.0, b.1, b"", None, 0), None, None, 0),
+                    ((a.0, RowRef::F32(a.1), b"", None, 0), None, None, 0),
+                    ((b.0, RowRef::F32(b.1), b"", None, 0), None, None, 0),
                 ],
             )
         };
@@ -625,9 +678,11 @@ mod tests {
                 0..25,
             ),
             proptest::collection::vec(any::<u64>(), 0..5),
+            any::<bool>(),
         )
-            .prop_map(|(max, dim, rows, removals)| {
+            .prop_map(|(max, dim, rows, removals, int8)| {
                 let mut b = Bucket::new(max);
+                b.set_quant(if int8 { Quant::Int8 } else { Quant::Float32 });
                 for (row, resp, meta, exp) in rows {
                     let mut v = row[..dim].to_vec();
                     v[0] += 20.0; // never a zero vector
@@ -652,6 +707,7 @@ mod tests {
             prop_assert_eq!((h.hits, h.misses), (hits, 3));
             prop_assert_eq!(b.entries().collect::<Vec<_>>(), back.entries().collect::<Vec<_>>());
             prop_assert_eq!((back.dim(), back.max_items()), (b.dim(), b.max_items()));
+            prop_assert_eq!(back.quant(), b.quant());
             prop_assert_eq!(back.next_id(), b.next_id());
         }
 
@@ -663,6 +719,12 @@ mod tests {
                 v[0] = CODEC_VERSION;
                 v[1] %= 2;
                 let _ = decode(&v);
+                // An entries payload of int8 rows.
+                if v.len() >= 4 {
+                    v[1] = KIND_ENTRIES;
+                    v[3] = Quant::Int8.code();
+                    let _ = decode(&v);
+                }
             }
         }
 
@@ -720,6 +782,71 @@ mod tests {
         }
     }
 
+    #[test]
+    fn int8_buckets_round_trip_and_bad_rows_are_refused() {
+        let mut a = Bucket::new(10);
+        a.set_quant(Quant::Int8);
+        for i in 0..4u8 {
+            a.insert(None, &[1.0, f32::from(i), -0.5], vec![i], None, 0)
+                .unwrap();
+        }
+        let header = encode_header(&a, 1, 2);
+        let chunks: Vec<Vec<u8>> = entry_chunks(&a).collect();
+        let (h, b) = rebuild(&header, &chunks).unwrap();
+        assert_eq!(h.quant, Quant::Int8);
+        assert_eq!(b.quant(), Quant::Int8);
+        assert_eq!(
+            a.entries().collect::<Vec<_>>(),
+            b.entries().collect::<Vec<_>>()
+        );
+        // Rows are dim bytes each: 4 entries of 3 codes, where float32 takes 12 bytes each.
+        let mut f = Bucket::new(10);
+        for i in 0..4u8 {
+            f.insert(None, &[1.0, f32::from(i), -0.5], vec![i], None, 0)
+                .unwrap();
+        }
+        let f_len: usize = entry_chunks(&f).map(|c| c.len()).sum();
+        assert_eq!(f_len - chunks[0].len(), 4 * (12 - 3));
+        // Int8 entries into a float32 bucket (and back) are refused by the rebuild.
+        assert!(rebuild(&encode_header(&f, 0, 0), &chunks)
+            .unwrap_err()
+            .0
+            .contains("vector kind int8 does not match the cache's vector kind float32"));
+        // An all-zero code has no direction.
+        let zero = encode_entries(
+            0,
+            Quant::Int8,
+            &[((1, RowRef::I8(&[0, 0], 0.0), b"", None, 0), None, None, 0)],
+        );
+        assert!(err_of(&zero).contains("entry 1: int8 vector is all zeros"));
+        // An unknown kind, in a header or an entries payload.
+        let mut bad = header.clone();
+        *bad.last_mut().unwrap() = 2;
+        assert!(err_of(&bad).contains("unknown vector kind"));
+        let mut bad = chunks[0].clone();
+        bad[3] = 9;
+        assert!(err_of(&bad).contains("unknown vector kind"));
+    }
+
+    /// A version-2 payload (before QUANT) loads as float32.
+    #[test]
+    fn loads_version_2_payloads_as_float32() {
+        // Header: dim 2, max 10, next_id 3, hits 4, misses 5, count 1, no index, LRU.
+        let header = [2u8, 0, 2, 10, 3, 4, 5, 1, 0, 1];
+        // Entries: next_id 3, one entry id 2, expiry 0, "ok", no meta, no tags, no prompt,
+        // renew 0, row [0.6, 0.8].
+        let mut entries = vec![2u8, 1, 3, 1, 2];
+        entries.extend_from_slice(&0i64.to_le_bytes());
+        entries.extend_from_slice(&[2, b'o', b'k', 0, 0, 0, 0, 8]);
+        for x in [0.6f32, 0.8] {
+            entries.extend_from_slice(&x.to_le_bytes());
+        }
+        let (h, b) = rebuild(&header, &[entries]).unwrap();
+        assert_eq!((h.quant, h.policy), (Quant::Float32, EvictPolicy::Lru));
+        assert_eq!(b.get(2).unwrap().1, RowRef::F32(&[0.6, 0.8]));
+        assert_eq!(b.quant(), Quant::Float32);
+    }
+
     /// A payload written by version 1 of the codec (before the index): the header has no
     /// index flag. It still loads, as a bucket without an index.
     #[test]
@@ -745,6 +872,7 @@ mod tests {
                 count: 1,
                 has_index: false,
                 policy: EvictPolicy::Fifo,
+                quant: Quant::Float32,
             }
         );
         assert_eq!(b.get(2).unwrap().2, b"ok");

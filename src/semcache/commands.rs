@@ -4,7 +4,7 @@ use redis_module::{
     Context, ContextFlags, NotifyEvent, RedisError, RedisResult, RedisString, RedisValue,
 };
 
-use super::bucket::{Bucket, EntryData, EvictPolicy, Hit};
+use super::bucket::{Bucket, EntryData, EvictPolicy, Hit, Quant};
 use super::codec::{self, Decoded};
 use super::r#type::{store_new, SEMCACHE_TYPE};
 use super::tags::{self, Pair};
@@ -71,10 +71,11 @@ fn check_dim(b: &Bucket, got: usize) -> Result<(), RedisError> {
 
 /// SEMCACHE.SET key vector response [EX s | PX ms | PXAT ms] [META json] [MAXITEMS n] [ID id]
 /// [INDEX] [TAG name value]... [PROMPT text] [RENEW ms] [EVICT lru|lfu|fifo]
+/// [QUANT float32|int8]
 ///
 /// Replicates (and appends to the AOF) what the primary decided: a `SEMCACHE.DEL` of the
-/// entries it expired or evicted, then `SEMCACHE.SET ... PXAT t MAXITEMS n ID id [INDEX]`
-/// (`INDEX` when this SET started the bucket's index).
+/// entries it expired or evicted, then `SEMCACHE.SET ... PXAT t MAXITEMS n ID id QUANT kind
+/// [INDEX]` (`INDEX` when this SET started the bucket's index).
 pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     if argv.len() < 4 {
         return Err(RedisError::WrongArity);
@@ -88,6 +89,7 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     let mut prompt: Option<&[u8]> = None;
     let (mut ttl_ms, mut renew) = (None, None);
     let mut policy = None;
+    let mut quant = None;
     let mut opts = Args::from(&argv, 4);
     while !opts.done() {
         match opts.next_keyword()?.as_str() {
@@ -112,6 +114,15 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
                 policy = Some(EvictPolicy::parse(v).ok_or_else(|| {
                     RedisError::String(format!(
                         "ERR EVICT must be lru, lfu or fifo, got '{}'",
+                        String::from_utf8_lossy(v)
+                    ))
+                })?);
+            }
+            "QUANT" => {
+                let v = opts.value_of("QUANT")?;
+                quant = Some(Quant::parse(v).ok_or_else(|| {
+                    RedisError::String(format!(
+                        "ERR QUANT must be float32 or int8, got '{}'",
                         String::from_utf8_lossy(v)
                     ))
                 })?);
@@ -158,6 +169,14 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     // Everything a client can get wrong is checked before the first change.
     if let Some(c) = &existing {
         check_dim(&c.bucket, raw.len())?;
+        // The kind is the first SET's; a later QUANT may only repeat it.
+        if let Some(q) = quant.filter(|&q| q != c.bucket.quant()) {
+            return err(format!(
+                "QUANT {} differs from the cache's vector kind {}",
+                q.name(),
+                c.bucket.quant().name()
+            ));
+        }
         if let Some(x) = id {
             if x < c.bucket.next_id() {
                 return err(format!(
@@ -186,7 +205,7 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         b.index_pending(INDEX_STEPS_PER_SET);
         started
     };
-    let (new_id, dropped, started, policy) = match existing {
+    let (new_id, dropped, started, policy, quant) = match existing {
         Some(c) => tracked(&mut c.bucket, |b| {
             // A replica or an AOF replay applies the primary's decisions only: what expired
             // was replicated as SEMCACHE.DEL before this command.
@@ -211,21 +230,22 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
                     b.set_prompt(o.id, p);
                 }
                 let started = index_step(b);
-                (o.id, dropped, started, b.policy())
+                (o.id, dropped, started, b.policy(), b.quant())
             })
         })
         .map_err(bucket_err)?,
         None => {
             let mut b = Bucket::new(max_items);
             b.set_policy(policy.unwrap_or_default());
+            b.set_quant(quant.unwrap_or_default());
             let out = b.insert_entry(id, &raw, data).map_err(bucket_err)?;
             if let Some(p) = prompt {
                 b.set_prompt(out.id, p);
             }
             let started = index_step(&mut b);
-            let policy = b.policy();
+            let (policy, quant) = (b.policy(), b.quant());
             store_new(&key, SemCache::new(b, 0, 0))?;
-            (out.id, Vec::new(), started, policy)
+            (out.id, Vec::new(), started, policy, quant)
         }
     };
     let decided = DecidedSet {
@@ -235,6 +255,7 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         expire_at,
         renew,
         policy,
+        quant,
         max_items,
         id: new_id,
         started_index: started,
@@ -278,6 +299,7 @@ struct DecidedSet<'a> {
     expire_at: i64,
     renew: i64,
     policy: EvictPolicy,
+    quant: Quant,
     max_items: usize,
     id: u64,
     started_index: bool,
@@ -312,6 +334,7 @@ fn replicate_set(ctx: &Context, argv: &[RedisString], dropped: &[u64], d: &Decid
         ("EVICT", d.policy.name().to_string()),
         ("MAXITEMS", d.max_items.to_string()),
         ("ID", d.id.to_string()),
+        ("QUANT", d.quant.name().to_string()),
     ] {
         words.extend([s(k.as_bytes()), s(v.as_bytes())]);
     }
@@ -677,6 +700,7 @@ pub fn info(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             ("index_pending", Int(b.unindexed() as i64)),
             ("evict", Text(b.policy().name())),
             ("index_bytes", Int(b.index_bytes() as i64)),
+            ("quant", Text(b.quant().name())),
         ],
     )
 }
@@ -727,7 +751,18 @@ fn check_entries(b: &Bucket, entries: &[codec::LoadedEntry]) -> Result<(), Redis
             }
         }
         check_dim(b, row.len())?;
-        if *id < last || row.iter().any(|x| !x.is_finite()) {
+        if row.as_row().quant() != b.quant() {
+            return err(format!(
+                "entry {id}: vector kind {} does not match the cache's vector kind {}",
+                row.as_row().quant().name(),
+                b.quant().name()
+            ));
+        }
+        let finite = match row {
+            codec::Row::F32(v) => v.iter().all(|x| x.is_finite()),
+            codec::Row::I8(c) => c.iter().any(|&x| x != 0),
+        };
+        if *id < last || !finite {
             return err(format!("entry {id} is out of order or not a finite vector"));
         }
         last = id + 1;

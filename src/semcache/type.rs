@@ -166,7 +166,7 @@ unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void)
     add(&codec::encode_header(&c.bucket, 0, 0));
     raw::RedisModule_DigestEndSequence.expect("digest")(md);
     for e in c.bucket.entries_with_tags() {
-        add(&codec::encode_entries(0, &[e]));
+        add(&codec::encode_entries(0, c.bucket.quant(), &[e]));
         raw::RedisModule_DigestEndSequence.expect("digest")(md);
     }
     if let Some(index) = codec::encode_index(&c.bucket) {
