@@ -103,9 +103,9 @@ fn add_semcache_info(ctx: &InfoContext) {
     };
     ctx.add_info_field_str("semcache_hit_ratio", &format!("{ratio:.4}"));
     // Average latency (arrival to reply, background scans included) of hits and misses.
-    let avg = |usec: i64, n: i64| if n > 0 { usec as f64 / n as f64 } else { 0.0 };
-    let hit_us = avg(metrics::SEMCACHE_HIT_USEC.get(), hits);
-    let miss_us = avg(metrics::SEMCACHE_MISS_USEC.get(), misses);
+    let avg = |total: i64, n: i64| if n > 0 { total as f64 / n as f64 } else { 0.0 };
+    let hit_us = avg(metrics::SEMCACHE_HIT_NSEC.get(), hits) / 1000.0;
+    let miss_us = avg(metrics::SEMCACHE_MISS_NSEC.get(), misses) / 1000.0;
     ctx.add_info_field_str("semcache_hit_latency_us", &format!("{hit_us:.1}"));
     ctx.add_info_field_str("semcache_miss_latency_us", &format!("{miss_us:.1}"));
     ctx.add_info_field_str("semcache_simd", crate::vector::simd_level());

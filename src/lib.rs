@@ -20,6 +20,7 @@ pub mod semcache;
 pub mod urlemb;
 pub mod varint;
 pub mod vector;
+pub mod wire;
 
 use redis_module::configuration::ConfigurationFlags;
 use redis_module::{redis_module, Context, RedisString, Status};

@@ -97,8 +97,8 @@ pub static SEMCACHE_MISSES: Counter = Counter::new();
 pub static SEMCACHE_BACKGROUND_SCANS: Counter = Counter::new();
 pub static SEMCACHE_INDEX_LOOKUPS: Counter = Counter::new();
 pub static SEMCACHE_PROMPT_HITS: Counter = Counter::new();
-/// Microseconds from a SEMCACHE.GET's arrival to its reply, summed over hits / misses.
-pub static SEMCACHE_HIT_USEC: Counter = Counter::new();
-pub static SEMCACHE_MISS_USEC: Counter = Counter::new();
+/// Nanoseconds from a SEMCACHE.GET's arrival to its reply, summed over hits / misses.
+pub static SEMCACHE_HIT_NSEC: Counter = Counter::new();
+pub static SEMCACHE_MISS_NSEC: Counter = Counter::new();
 pub static URLEMB_HITS: Counter = Counter::new();
 pub static URLEMB_MISSES: Counter = Counter::new();

@@ -26,8 +26,8 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::codec::put_varint;
 use super::turn::{Emb, Turn};
+use crate::varint::put as put_varint;
 
 const META: u8 = 1;
 const EMB: u8 = 1 << 1;

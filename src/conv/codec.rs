@@ -11,6 +11,8 @@ use super::message::Message;
 use super::session::{ArchivedRange, Session, MAX_WINDOW};
 use super::tokens::Tokenizer;
 use super::turn::Turn;
+use crate::varint::put as put_varint;
+use crate::wire::{put_bytes, unknown_version, Reader, WireError};
 
 /// 1: first release. 2: adds `archive_upto`, `auto_expire_ms` and `sid` after the archived range.
 /// 3: adds kind 2, the archived turns (an AOF rewrite or slot-migration snapshot carries them,
@@ -42,56 +44,9 @@ fn corrupt<T>(what: &str) -> Result<T, CodecError> {
     Err(CodecError(what.to_string()))
 }
 
-pub use crate::varint::put as put_varint;
-
-pub fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    put_varint(out, b.len() as u64);
-    out.extend_from_slice(b);
-}
-
-/// A cursor over an encoded payload; every read is bounds-checked.
-pub struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    pub fn new(buf: &'a [u8]) -> Self {
-        Reader { buf, pos: 0 }
-    }
-    pub fn at_end(&self) -> bool {
-        self.pos == self.buf.len()
-    }
-    pub fn u8(&mut self) -> Result<u8, CodecError> {
-        let b = *self
-            .buf
-            .get(self.pos)
-            .ok_or(CodecError("truncated".into()))?;
-        self.pos += 1;
-        Ok(b)
-    }
-    pub fn varint(&mut self) -> Result<u64, CodecError> {
-        match crate::varint::get(self.buf, &mut self.pos) {
-            Some(v) => Ok(v),
-            None if self.pos >= self.buf.len() => corrupt("truncated"),
-            None => corrupt("varint too long"),
-        }
-    }
-    pub fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
-        if self.buf.len() - self.pos < n {
-            return corrupt("truncated");
-        }
-        let s = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
-    }
-    pub fn bytes(&mut self) -> Result<&'a [u8], CodecError> {
-        let n = self.varint()?;
-        self.take(usize::try_from(n).map_err(|_| CodecError("length".into()))?)
-    }
-    pub fn i64(&mut self) -> Result<i64, CodecError> {
-        let b = self.take(8)?;
-        Ok(i64::from_le_bytes(b.try_into().expect("8 bytes")))
+impl From<WireError> for CodecError {
+    fn from(e: WireError) -> Self {
+        CodecError(e.0.to_string())
     }
 }
 
@@ -248,19 +203,6 @@ pub enum Decoded {
     Session(Session),
     More(Vec<Message>),
     Archived(Vec<Message>),
-}
-
-/// Versions this far past ours read as "written by a newer module"; any other unknown first
-/// byte means the bytes are not a session payload at all.
-const PLAUSIBLE_NEWER_VERSIONS: u8 = 16;
-
-/// The error for an unknown version byte (shared with the semcache codec).
-pub fn unknown_version(what: &str, version: u8, ours: u8) -> String {
-    if version > ours && version - ours <= PLAUSIBLE_NEWER_VERSIONS {
-        format!("encoding version {version} is newer than this module understands ({ours})")
-    } else {
-        format!("not a {what} payload (first byte {version} is no encoding version; this module reads 1 to {ours})")
-    }
 }
 
 pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {

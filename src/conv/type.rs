@@ -290,12 +290,12 @@ unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void)
         raw::RedisModule_DigestAddStringBuffer.expect("digest")(md, b.as_ptr().cast(), b.len())
     };
     let mut head = Vec::new();
-    codec::put_varint(&mut head, u64::from(s.window));
-    codec::put_varint(&mut head, s.next_seq);
+    crate::varint::put(&mut head, u64::from(s.window));
+    crate::varint::put(&mut head, s.next_seq);
     head.extend_from_slice(&s.created_ms.to_le_bytes());
-    codec::put_varint(&mut head, s.archive_upto);
-    codec::put_varint(&mut head, s.total_len());
-    codec::put_varint(&mut head, s.first_seq().unwrap_or(0));
+    crate::varint::put(&mut head, s.archive_upto);
+    crate::varint::put(&mut head, s.total_len());
+    crate::varint::put(&mut head, s.first_seq().unwrap_or(0));
     head.push(s.tokenizer.code());
     add(&head);
     raw::RedisModule_DigestEndSequence.expect("digest")(md);

@@ -2454,7 +2454,7 @@ mod tests {
                 .unwrap();
         }
         let payload = index_payload(&a);
-        let g = Hnsw::decode(&mut crate::conv::codec::Reader::new(&payload)).unwrap();
+        let g = Hnsw::decode(&mut crate::wire::Reader::new(&payload)).unwrap();
         b.attach_index(g).unwrap();
         assert_eq!(index_payload(&a), index_payload(&b));
         for v in data.iter().step_by(13) {
@@ -2472,7 +2472,7 @@ mod tests {
             c.push_loaded(id, row, resp.to_vec(), meta.map(str::to_owned), exp)
                 .unwrap();
         }
-        let g = Hnsw::decode(&mut crate::conv::codec::Reader::new(&index_payload(&a))).unwrap();
+        let g = Hnsw::decode(&mut crate::wire::Reader::new(&index_payload(&a))).unwrap();
         assert!(c.attach_index(g).unwrap_err().contains("not in the bucket"));
         assert!(!c.has_index());
     }
@@ -2648,7 +2648,7 @@ mod tests {
             c.push_loaded(id, row, resp.to_vec(), meta.map(str::to_owned), exp)
                 .unwrap();
         }
-        let g = Hnsw::decode(&mut crate::conv::codec::Reader::new(&index_payload(&b))).unwrap();
+        let g = Hnsw::decode(&mut crate::wire::Reader::new(&index_payload(&b))).unwrap();
         c.attach_index(g).unwrap();
         for v in data.iter().step_by(97) {
             let q = near(v, &mut rng);

@@ -31,7 +31,8 @@ pub use super::bucket::Row;
 use super::bucket::{Bucket, EntryData, EvictPolicy, FullView, Quant, RowRef};
 use super::hnsw::Hnsw;
 use super::tags;
-use crate::conv::codec::{put_bytes, put_varint, Reader};
+use crate::varint::put as put_varint;
+use crate::wire::{put_bytes, Reader, WireError};
 
 pub const CODEC_VERSION: u8 = 3;
 /// Largest `max_items` a bucket can have (SEMCACHE.SET MAXITEMS, the config, every decoder).
@@ -59,9 +60,9 @@ fn corrupt<T>(what: impl Into<String>) -> Result<T, CodecError> {
     Err(CodecError(what.into()))
 }
 
-impl From<crate::conv::codec::CodecError> for CodecError {
-    fn from(e: crate::conv::codec::CodecError) -> Self {
-        CodecError(e.0)
+impl From<WireError> for CodecError {
+    fn from(e: WireError) -> Self {
+        CodecError(e.0.to_string())
     }
 }
 
@@ -276,7 +277,7 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
     let mut r = Reader::new(buf);
     let version = r.u8()?;
     if version == 0 || version > CODEC_VERSION {
-        return corrupt(crate::conv::codec::unknown_version(
+        return corrupt(crate::wire::unknown_version(
             "semcache",
             version,
             CODEC_VERSION,

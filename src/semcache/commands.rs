@@ -6,6 +6,7 @@ use redis_module::{
 
 use super::bucket::{Bucket, EntryData, EvictPolicy, Hit, Quant};
 use super::codec::{self, Decoded};
+use super::lookup::{reply_hits, Lookup};
 use super::r#type::{store_new, SEMCACHE_TYPE};
 use super::tags::{self, Pair};
 use super::{scan, tracked, SemCache};
@@ -25,37 +26,11 @@ const MAX_TTL_SECS: i64 = 100 * 365 * 86_400;
 /// does exactly the same.
 const INDEX_STEPS_PER_SET: usize = 8;
 
-/// A parsed SEMCACHE.GET: the normalised query and what to answer.
-pub struct Lookup {
-    pub query: Vec<f32>,
-    pub min_sim: f32,
-    pub count: usize,
-    pub now_ms: i64,
-    /// Array reply (COUNT, WITHSCORES, WITHMETA or WITHIDS given) rather than one bulk.
-    pub array: bool,
-    pub with_scores: bool,
-    pub with_meta: bool,
-    pub with_ids: bool,
-    /// Each entry's hit count (this lookup included).
-    pub with_hits: bool,
-    /// When the command arrived: hit/miss latency in INFO.
-    pub started: std::time::Instant,
-    /// Only entries having every pair answer.
-    pub filter: Vec<Pair>,
-    /// Renew the returned entries' expiry (a write: answered inline).
-    pub touch: bool,
-}
-
-fn bucket_err(e: impl std::fmt::Display) -> RedisError {
-    RedisError::String(format!("ERR {e}"))
-}
-
 /// Parses and validates a vector argument, naming it in errors.
 fn parse_vector(name: &str, blob: &[u8]) -> Result<(Vec<f32>, Vec<f32>), RedisError> {
-    let raw = vector::parse_fp32_blob(blob)
-        .map_err(|e| RedisError::String(format!("ERR {name}: {e}")))?;
-    let unit =
-        vector::normalized(&raw).map_err(|e| RedisError::String(format!("ERR {name}: {e}")))?;
+    let named = |e: vector::VectorError| args::reply_err(format_args!("{name}: {e}"));
+    let raw = vector::parse_fp32_blob(blob).map_err(named)?;
+    let unit = vector::normalized(&raw).map_err(named)?;
     Ok((raw, unit))
 }
 
@@ -233,12 +208,12 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
                 (o.id, dropped, started, b.policy(), b.quant())
             })
         })
-        .map_err(bucket_err)?,
+        .map_err(args::reply_err)?,
         None => {
             let mut b = Bucket::new(max_items);
             b.set_policy(policy.unwrap_or_default());
             b.set_quant(quant.unwrap_or_default());
-            let out = b.insert_entry(id, &raw, data).map_err(bucket_err)?;
+            let out = b.insert_entry(id, &raw, data).map_err(args::reply_err)?;
             if let Some(p) = prompt {
                 b.set_prompt(out.id, p);
             }
@@ -537,60 +512,6 @@ fn f64_in(a: &mut Args, name: &str, min: f64, max: f64) -> Result<f64, RedisErro
     Ok(v)
 }
 
-/// The reply to a lookup whose `hits` index into `c`'s bucket (best first); counts it.
-pub fn reply_hits(c: Option<&SemCache>, hits: &[Hit], lookup: &Lookup) -> RedisValue {
-    match c {
-        Some(c) => c.count_lookup(!hits.is_empty()),
-        None => {
-            crate::metrics::SEMCACHE_LOOKUPS.incr();
-            crate::metrics::SEMCACHE_MISSES.incr();
-        }
-    }
-    let usec = lookup.started.elapsed().as_micros() as i64;
-    if hits.is_empty() {
-        crate::metrics::SEMCACHE_MISS_USEC.add(usec);
-    } else {
-        crate::metrics::SEMCACHE_HIT_USEC.add(usec);
-    }
-    if let Some(c) = c {
-        for h in hits {
-            c.bucket.record_hit(h.index);
-        }
-    }
-    let Some(c) = c else {
-        return if lookup.array {
-            RedisValue::Array(vec![])
-        } else {
-            RedisValue::Null
-        };
-    };
-    if !lookup.array {
-        return hits.first().map_or(RedisValue::Null, |h| {
-            RedisValue::StringBuffer(c.bucket.entry_at(h.index).2.to_vec())
-        });
-    }
-    let mut out = Vec::with_capacity(hits.len() * 4);
-    for h in hits {
-        let (id, _, resp, meta, _) = c.bucket.entry_at(h.index);
-        if lookup.with_ids {
-            out.push(RedisValue::Integer(id as i64));
-        }
-        out.push(RedisValue::StringBuffer(resp.to_vec()));
-        if lookup.with_scores {
-            out.push(RedisValue::Float(f64::from(h.score)));
-        }
-        if lookup.with_meta {
-            out.push(meta.map_or(RedisValue::Null, |m| {
-                RedisValue::StringBuffer(m.as_bytes().to_vec())
-            }));
-        }
-        if lookup.with_hits {
-            out.push(RedisValue::Integer(i64::from(c.bucket.hits_at(h.index))));
-        }
-    }
-    RedisValue::Array(out)
-}
-
 /// SEMCACHE.DEL key id [id ...]: removes entries. Replies how many existed.
 pub fn del(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     if argv.len() < 3 {
@@ -711,12 +632,12 @@ pub fn load(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     if argv.len() != 3 {
         return Err(RedisError::WrongArity);
     }
-    let decoded = codec::decode(argv[2].as_slice()).map_err(bucket_err)?;
+    let decoded = codec::decode(argv[2].as_slice()).map_err(args::reply_err)?;
     let key = ctx.open_key_writable(&argv[1]);
     let existing = keys::write::<SemCache>(&key, &SEMCACHE_TYPE)?;
     match decoded {
         Decoded::Header(h) => {
-            let b = codec::bucket_from_header(&h).map_err(bucket_err)?;
+            let b = codec::bucket_from_header(&h).map_err(args::reply_err)?;
             store_new(&key, SemCache::new(b, h.hits, h.misses))?;
         }
         Decoded::Entries(next, entries) => {
@@ -727,13 +648,13 @@ pub fn load(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             // check first that the whole payload fits.
             check_entries(&c.bucket, &entries)?;
             tracked(&mut c.bucket, |b| codec::push_entries(b, next, entries))
-                .map_err(bucket_err)?;
+                .map_err(args::reply_err)?;
         }
         Decoded::Index(g) => {
             let Some(c) = existing else {
                 return err("no semcache bucket to attach the index to");
             };
-            codec::attach_index(&mut c.bucket, g).map_err(bucket_err)?;
+            codec::attach_index(&mut c.bucket, g).map_err(args::reply_err)?;
         }
     }
     ctx.replicate_verbatim();

@@ -22,8 +22,9 @@ use std::cell::RefCell;
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeSet, BinaryHeap};
 
-use crate::conv::codec::{put_varint, Reader};
+use crate::varint::put as put_varint;
 use crate::vector;
+use crate::wire::Reader;
 
 /// Candidates explored on each upper level, and kept as entry points of the level below.
 /// (8: at 100,000 x 384 clustered, 37% fewer similarities per lookup than 16 at ef 32 for
@@ -677,7 +678,7 @@ impl Hnsw {
     /// An empty graph from header fields, the entry point and the slot count (nodes come
     /// with [`Hnsw::decode_nodes`]; call [`Hnsw::finish_load`] after the last).
     fn decode_header(r: &mut Reader) -> Result<(Hnsw, Option<u32>, u64), GraphError> {
-        let v = |r: &mut Reader| r.varint().map_err(|e| GraphError(e.0));
+        let v = |r: &mut Reader| r.varint().map_err(|e| GraphError(e.0.to_string()));
         let m = v(r)?;
         let ef = v(r)?;
         let slots = v(r)?;
@@ -737,7 +738,7 @@ impl Hnsw {
     /// Appends `count` node records (as written by [`Hnsw::encode_nodes`]) to a graph being
     /// loaded. Links are checked against the slot bound by [`Hnsw::finish_load`].
     fn decode_nodes(&mut self, r: &mut Reader, count: u64) -> Result<(), GraphError> {
-        let v = |r: &mut Reader| r.varint().map_err(|e| GraphError(e.0));
+        let v = |r: &mut Reader| r.varint().map_err(|e| GraphError(e.0.to_string()));
         for _ in 0..count {
             let id = v(r)?;
             let node = self.levels.len() as u32;
@@ -748,7 +749,7 @@ impl Hnsw {
             if id == 0 {
                 continue;
             }
-            let level = r.u8().map_err(|e| GraphError(e.0))?;
+            let level = r.u8().map_err(|e| GraphError(e.0.to_string()))?;
             if level > MAX_LEVEL || level != self.level_for(id) {
                 return bad(format!("node {node}: level {level} does not match its id"));
             }

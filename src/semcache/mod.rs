@@ -8,6 +8,7 @@ pub mod bucket;
 pub mod codec;
 pub mod commands;
 pub mod hnsw;
+pub mod lookup;
 pub mod scan;
 pub mod tags;
 pub mod r#type;

@@ -13,7 +13,7 @@ use std::sync::{Mutex, OnceLock};
 use redis_module::{Context, RedisString, RedisValue, ThreadSafeContext};
 
 use super::bucket::{BucketSnapshot, Hit};
-use super::commands::{reply_hits, Lookup};
+use super::lookup::{reply_hits, Lookup};
 use super::r#type::SEMCACHE_TYPE;
 use super::SemCache;
 use crate::keys::{select_db, selected_db};

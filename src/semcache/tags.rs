@@ -5,7 +5,7 @@
 //! `varint len, name, varint len, value` per pair. A filter matches an entry that has every
 //! one of its pairs (binary-safe, exact bytes).
 
-use crate::conv::codec::{put_bytes, Reader};
+use crate::wire::{put_bytes, Reader};
 
 /// Longest tag name and value accepted, in bytes.
 pub const MAX_NAME: usize = 256;
