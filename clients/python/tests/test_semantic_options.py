@@ -67,7 +67,8 @@ def test_bucket_info_has_the_new_fields_over_both_protocols(server):
     idx = SemanticCache(server.client())
     idx.set("idx", [1.0, 0.5], "z", index=True)
     i = idx.info("idx")
-    assert i.index == "hnsw" and i.index_bytes == raw_info(server.client(), "idx")["index_bytes"] > 0
+    raw_idx = raw_info(server.client(), "idx")
+    assert i.index == "hnsw" and i.index_bytes == raw_idx["index_bytes"] > 0
 
 
 # ------------------------------------------------------------------------------------------
