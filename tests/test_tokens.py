@@ -513,3 +513,23 @@ def test_replica_and_aof_get_the_primarys_count_of_a_big_content(servers, kind):
     r = primary.client()
     for k, (f, d) in state.items():
         assert (full(r, k), digest(r, k)) == (f, d), k
+
+
+def test_an_add_whose_client_leaves_while_counting_is_still_applied(servers, kind):
+    s = servers(kind, module_args=["tokenizer", "cl100k_base", "timer-interval-ms", "20"])
+    r = s.client()
+    big = mixed_text(3_000_000)
+    add(r, "s", "user", "x")
+    conn = redis.Connection(port=s.port)
+    conn.send_command("CLIENT", "ID")
+    leaver_id = conn.read_response()
+    conn.send_command("CONV.ADD", "s", "assistant", big)
+    wait_for(lambda: blocked_adds(r), timeout=30, what="blocked")
+    assert r.client_kill_filter(_id=leaver_id) == 1
+    # Applied once counted, as the server applies a command whose client left after sending it.
+    wait_for(lambda: r.execute_command("CONV.LEN", "s") == 2, timeout=30, what="ADD applied")
+    got = full(r, "s")
+    assert [m["content"] for m in got] == ["x", big]
+    r.config_set("convcache.tokenize-inline-bytes", 100_000_000)
+    add(r, "inline", "user", big)
+    assert got[1]["tokens"] == full(r, "inline")[0]["tokens"]
