@@ -100,7 +100,7 @@ pub static COMMANDS: &[Command] = &[
         flags: "write deny-oom fast",
         keys: key(RW | INSERT),
         audience: Public(""),
-        syntax: "key role content [META json] [EMB fp32] [TS ms:time] [WINDOW n:int] [SEQ n:int] [EX seconds:int | PXAT ms:time] [NAME n] [TOOL_CALL_ID id] [TOOL_CALLS json-array] [TOKENIZER name]",
+        syntax: "key role content [META json] [EMB fp32] [TS ms:time] [WINDOW n:int] [SEQ n:int] [EX seconds:int | PXAT ms:time] [NAME n] [TOOL_CALL_ID id] [TOOL_CALLS json-array] [TOKENIZER name] [TOKENS n:int]",
         summary: "Appends a message to a session (optionally renewing its TTL) and returns its sequence number.",
         complexity: "O(N) in the size of the content (token count), META, EMB and TOOL_CALLS.",
     },

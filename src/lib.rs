@@ -92,6 +92,7 @@ redis_module! {
             ["archive-ttl", &*config::ARCHIVE_TTL_DAYS, config::ARCHIVE_TTL_DAYS_SETTING.default, config::ARCHIVE_TTL_DAYS_SETTING.min, config::ARCHIVE_TTL_DAYS_SETTING.max, ConfigurationFlags::DEFAULT, None],
             ["archive-batch", &*config::ARCHIVE_BATCH, config::ARCHIVE_BATCH_SETTING.default, config::ARCHIVE_BATCH_SETTING.min, config::ARCHIVE_BATCH_SETTING.max, ConfigurationFlags::DEFAULT, None],
             ["archive-dict-min-bytes", &*config::ARCHIVE_DICT_MIN_BYTES, config::ARCHIVE_DICT_MIN_BYTES_SETTING.default, config::ARCHIVE_DICT_MIN_BYTES_SETTING.min, config::ARCHIVE_DICT_MIN_BYTES_SETTING.max, ConfigurationFlags::DEFAULT, None],
+            ["tokenize-inline-bytes", &*config::TOKENIZE_INLINE_BYTES, config::TOKENIZE_INLINE_BYTES_SETTING.default, config::TOKENIZE_INLINE_BYTES_SETTING.min, config::TOKENIZE_INLINE_BYTES_SETTING.max, ConfigurationFlags::DEFAULT, None],
             ["io-threads", &*config::IO_THREADS, config::IO_THREADS_SETTING.default, config::IO_THREADS_SETTING.min, config::IO_THREADS_SETTING.max, ConfigurationFlags::IMMUTABLE, None],
             ["timer-interval-ms", &*config::TIMER_INTERVAL_MS, config::TIMER_INTERVAL_MS_SETTING.default, config::TIMER_INTERVAL_MS_SETTING.min, config::TIMER_INTERVAL_MS_SETTING.max, ConfigurationFlags::DEFAULT, None],
             ["timer-budget-us", &*config::TIMER_BUDGET_US, config::TIMER_BUDGET_US_SETTING.default, config::TIMER_BUDGET_US_SETTING.min, config::TIMER_BUDGET_US_SETTING.max, ConfigurationFlags::DEFAULT, None],

@@ -321,3 +321,215 @@ def test_import_keeps_tool_fields_and_counts_with_the_config_tokenizer(servers, 
     with pytest.raises(redis.ResponseError, match="TOOL_CALL_ID must be"):
         r.execute_command("CONV.IMPORT", "imp2", "bad")
     assert r.exists("imp2") == 0
+
+
+# --- Big contents: counted on a counting thread (`tokenize-inline-bytes`), replicated as TOKENS ---
+
+def mixed_text(size):
+    """About `size` bytes (at most) of mixed text (ASCII, accents, CJK, emoji, code)."""
+    # The corpus's long runs left out: js-tiktoken's merge is quadratic in a run's length.
+    unit = "\n".join(t for t in CORPUS if 0 < len(t) < 500) + "\n"
+    text = unit * (size // len(unit.encode()))
+    assert len(text.encode()) > size // 2
+    return text
+
+
+def blocked_adds(r):
+    """Clients waiting in CONV.ADD (blocked while their content is counted)."""
+    return [c for c in r.client_list() if c.get("cmd", "").lower() == "conv.add" and "b" in c.get("flags", "")]
+
+
+def add_in_thread(s, *args):
+    """Runs CONV.ADD on its own connection in a thread; returns (thread, outcome list)."""
+    import threading
+    out = []
+
+    def run():
+        try:
+            out.append(add(s.client(), *args))
+        except redis.ResponseError as e:
+            out.append(e)
+    t = threading.Thread(target=run)
+    t.start()
+    return t, out
+
+
+def test_big_content_counts_off_the_main_thread_as_js_tiktoken_and_as_inline(servers, kind):
+    s = servers(kind, module_args=["tokenizer", "cl100k_base"])
+    r = s.client()
+    assert r.config_get("convcache.tokenize-inline-bytes") == {"convcache.tokenize-inline-bytes": "16384"}
+    text = mixed_text(100_000)
+    assert len(text.encode()) > 16384
+    want = reference_counts([text])["cl100k_base"][0]
+    assert add(r, "bg", "user", text) == 1
+    r.config_set("convcache.tokenize-inline-bytes", 1 << 20)
+    assert add(r, "inline", "user", text) == 1
+    got = {k: [m["tokens"] for m in full(r, k)] for k in ("bg", "inline")}
+    assert got == {"bg": [want], "inline": [want]}
+    assert want != estimate(text)
+    assert full(r, "bg")[0]["content"] == text
+    # Inside MULTI the client cannot wait: the same ADD is counted inline there.
+    r.config_set("convcache.tokenize-inline-bytes", 0)
+    p = r.pipeline(transaction=True)
+    p.execute_command("CONV.ADD", "multi", "user", text)
+    p.execute_command("CONV.ADD", "multi", "user", "hello world")
+    assert p.execute() == [1, 2]
+    assert [m["tokens"] for m in full(r, "multi")] == [want, 2]
+    # And in a script.
+    assert r.eval("return redis.call('CONV.ADD', KEYS[1], 'user', ARGV[1])", 1, "lua", text) == 1
+    assert [m["tokens"] for m in full(r, "lua")] == [want]
+    with pytest.raises(redis.ResponseError, match="must be between 0 and"):
+        r.config_set("convcache.tokenize-inline-bytes", -1)
+
+
+def test_other_clients_are_served_while_a_huge_content_is_counted(servers, kind):
+    s = servers(kind, module_args=["tokenizer", "cl100k_base"])
+    r = s.client()
+    huge = mixed_text(6_000_000)
+    t, out = add_in_thread(s, "huge", "user", huge)
+    # The ADD's client waits, blocked, while this connection is served...
+    wait_for(lambda: blocked_adds(r), timeout=30, what="CONV.ADD blocked while counting")
+    assert r.ping() is True
+    other = s.client()
+    assert add(other, "small", "user", "hello world") == 1
+    # ...and its reply comes after those (it is still counting: no reply yet).
+    assert out == []
+    t.join(60)
+    assert out == [1]
+    r.config_set("convcache.tokenize-inline-bytes", 100_000_000)
+    add(r, "huge-inline", "user", huge)
+    assert full(r, "huge-inline")[0]["tokens"] == full(r, "huge")[0]["tokens"]
+
+
+def test_a_session_changed_while_counting_is_checked_again(servers, kind):
+    s = servers(kind, module_args=["tokenizer", "cl100k_base"])
+    r = s.client()
+    big = mixed_text(3_000_000)
+    # Recreated with another tokenizer meanwhile: counted again with the session's own.
+    add(r, "s", "user", "first")
+    t, out = add_in_thread(s, "s", "user", big)
+    wait_for(lambda: blocked_adds(r), timeout=30, what="blocked")
+    r.delete("s")
+    add(r, "s", "user", "again", "TOKENIZER", "o200k_base")
+    t.join(60)
+    assert out == [2]
+    assert conv_info(r, "s")["tokenizer"] == b"o200k_base"
+    r.config_set("convcache.tokenize-inline-bytes", 100_000_000)
+    add(r, "o200k", "user", big, "TOKENIZER", "o200k_base")
+    add(r, "cl100k", "user", big)
+    counts = {k: full(r, k)[-1]["tokens"] for k in ("s", "o200k", "cl100k")}
+    assert counts["s"] == counts["o200k"] != counts["cl100k"]
+    r.config_set("convcache.tokenize-inline-bytes", 16384)
+    # A SEQ taken meanwhile: refused when applied, changing nothing.
+    t, out = add_in_thread(s, "q", "user", big, "SEQ", 5, "TOKENIZER", "cl100k_base")
+    wait_for(lambda: blocked_adds(r), timeout=30, what="blocked")
+    add(r, "q", "user", "took it", "SEQ", 7, "TOKENIZER", "cl100k_base")
+    t.join(60)
+    assert isinstance(out[0], redis.ResponseError) and "SEQ 5 is not past" in str(out[0])
+    assert [m["content"] for m in full(r, "q")] == ["took it"]
+    # Deleted meanwhile: the ADD creates the session again.
+    t, out = add_in_thread(s, "d", "user", big, "TOKENIZER", "cl100k_base")
+    wait_for(lambda: blocked_adds(r), timeout=30, what="blocked")
+    r.delete("d")
+    t.join(60)
+    assert out == [1] and full(r, "d")[0]["tokens"] == counts["cl100k"]
+
+
+def test_a_refused_big_add_answers_at_once_and_changes_nothing(servers, kind):
+    r = servers(kind, module_args=["tokenizer", "cl100k_base", "tokenize-inline-bytes", "0"]).client()
+    add(r, "s", "user", "hello", "SEQ", 3)
+    before = full(r, "s")
+    for opts, msg in ((["SEQ", 2], "SEQ 2 is not past"),
+                      (["TOKENIZER", "o200k_base"], "TOKENIZER o200k_base differs"),
+                      (["META", "[1]"], "META"),
+                      (["TOKENS", 5], "TOKENS is the primary's count")):
+        with pytest.raises(redis.ResponseError, match=msg):
+            add(r, "s", "user", "big " * 10_000, *opts)
+    assert full(r, "s") == before
+    # A client's TOKENS is refused on a new session too, and on a small content.
+    for content in ("x", "big " * 10_000):
+        with pytest.raises(redis.ResponseError, match="TOKENS is the primary's count"):
+            add(r, "new", "user", content, "TOKENS", 1)
+    with pytest.raises(redis.ResponseError, match="TOKENS needs a value"):
+        add(r, "new", "user", "x", "TOKENS")
+    assert r.exists("new") == 0
+    assert r.execute_command("CONV.LEN", "s") == 1
+
+
+def test_pipelined_adds_of_one_client_keep_their_order(servers, kind):
+    r = servers(kind, module_args=["tokenizer", "cl100k_base", "window", "100"]).client()
+    texts = [("big %d " % i) * 8000 if i % 2 == 0 else "small %d" % i for i in range(12)]
+    p = r.pipeline(transaction=False)
+    for t in texts:
+        p.execute_command("CONV.ADD", "s", "user", t)
+    assert p.execute() == list(range(1, 13))
+    got = full(r, "s")
+    assert [m["content"] for m in got] == texts
+    assert [m["tokens"] for m in got] == reference_counts(texts)["cl100k_base"]
+
+
+def aof_bytes(s):
+    chunks = []
+    for root, _, files in os.walk(s.dir):
+        for f in files:
+            if ".aof" in f:
+                with open(os.path.join(root, f), "rb") as fh:
+                    chunks.append(fh.read())
+    return b"".join(chunks)
+
+
+def test_replica_and_aof_get_the_primarys_count_of_a_big_content(servers, kind):
+    primary = servers(kind, module_args=["tokenizer", "cl100k_base"],
+                      extra=["--appendonly", "yes", "--aof-use-rdb-preamble", "no"])
+    rep = servers(kind, module_args=["tokenizer", "estimate", "tokenize-inline-bytes", "0"],
+                  extra=["--replicaof", "127.0.0.1", str(primary.port),
+                         "--propagation-error-behavior", "panic"])
+    wait_for(lambda: rep.client().info("replication").get("master_link_status") == "up",
+             timeout=20, what="replica link up")
+    r = primary.client()
+    text = mixed_text(200_000)
+    add(r, "a", "user", text)                         # creates the session: in full
+    add(r, "a", "assistant", text, "META", '{"k":1}')  # the fast path
+    add(r, "a", "tool", text, "TOOL_CALL_ID", "c", "EX", 1000)
+    add(r, "a", "user", "short")
+    add(r, "e", "user", text, "TOKENIZER", "estimate")
+    want = reference_counts([text, "short"])["cl100k_base"]
+    assert [m["tokens"] for m in full(r, "a")] == [want[0]] * 3 + [want[1]]
+    wait_replica_caught_up(primary, rep)
+    rr = rep.client()
+    for key in ("a", "e"):
+        assert full(rr, key) == full(r, key), key
+        assert conv_info(rr, key)["tokens"] == conv_info(r, key)["tokens"]
+        assert digest(rr, key) == digest(r, key)
+    # Exact counts travel as TOKENS; estimated ones do not.
+    log = aof_bytes(primary)
+    assert log.count(b"TOKENS\r\n$%d\r\n%d\r\n" % (len(str(want[0])), want[0])) == 3
+    assert log.count(b"TOKENS\r\n") == 4
+    state = {k: (full(r, k), digest(r, k)) for k in ("a", "e")}
+    primary.stop()
+    primary.module_args = ["tokenizer", "o200k_base"]
+    primary.extra = ["--appendonly", "yes", "--aof-use-rdb-preamble", "no"]
+    primary.start()
+    r = primary.client()
+    for k, (f, d) in state.items():
+        assert (full(r, k), digest(r, k)) == (f, d), k
+
+
+def test_an_add_whose_client_leaves_while_counting_is_still_applied(servers, kind):
+    s = servers(kind, module_args=["tokenizer", "cl100k_base", "timer-interval-ms", "20"])
+    r = s.client()
+    big = mixed_text(3_000_000)
+    add(r, "s", "user", "x")
+    conn = redis.Connection(port=s.port)
+    conn.send_command("CLIENT", "ID")
+    leaver_id = conn.read_response()
+    conn.send_command("CONV.ADD", "s", "assistant", big)
+    wait_for(lambda: blocked_adds(r), timeout=30, what="blocked")
+    assert r.client_kill_filter(_id=leaver_id) == 1
+    # Applied once counted, as the server applies a command whose client left after sending it.
+    wait_for(lambda: r.execute_command("CONV.LEN", "s") == 2, timeout=30, what="ADD applied")
+    got = full(r, "s")
+    assert [m["content"] for m in got] == ["x", big]
+    r.config_set("convcache.tokenize-inline-bytes", 100_000_000)
+    add(r, "inline", "user", big)
+    assert got[1]["tokens"] == full(r, "inline")[0]["tokens"]

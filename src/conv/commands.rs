@@ -11,7 +11,7 @@ use super::message::{self, InvalidMessage, Message};
 use super::r#type::SESSION_TYPE;
 use super::render::{self, Format, SizeHint};
 use super::session::{self, RoleFilter, Session, MAX_WINDOW};
-use super::tokens::Tokenizer;
+use super::tokens::{self, Tokenizer};
 use super::turn::{Emb, Turn};
 use super::{cold, search};
 use crate::args::{self, err, Args};
@@ -55,86 +55,154 @@ fn expire_at(
 
 /// CONV.ADD key role content [META json] [EMB fp32blob] [TS ms] [WINDOW n] [SEQ n]
 /// [EX seconds | PXAT ms] [NAME n] [TOOL_CALL_ID id] [TOOL_CALLS json-array] [TOKENIZER name]
+/// [TOKENS n]
 pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     metrics::CONV_COMMANDS.incr();
     metrics::CONV_ADDS.incr();
-    if argv.len() < 4 {
-        return Err(RedisError::WrongArity);
-    }
-    let role = message::check_role(argv[2].as_slice()).map_err(invalid)?;
-    let content = argv[3].as_slice();
-    let max_content = config::get(&config::MAX_CONTENT_BYTES);
-    if content.len() as i64 > max_content {
-        return err(format!(
-            "content is {} bytes, over the maximum of {max_content} (convcache.max-content-bytes)",
-            content.len()
-        ));
-    }
-    let (mut meta, mut emb, mut ts, mut seq, mut window, mut sid) =
-        (None, None, None, None, None, None);
-    let (mut ex, mut pxat) = (None, None);
-    let (mut turn_name, mut tool_call_id, mut tool_calls, mut tokenizer) = (None, None, None, None);
-    let mut i = 4;
-    while i < argv.len() {
-        let kw = argv[i].as_slice();
-        let name = String::from_utf8_lossy(kw).to_ascii_uppercase();
-        let Some(value) = argv.get(i + 1).map(|v| v.as_slice()) else {
-            return match name.as_str() {
-                "META" | "EMB" | "TS" | "SEQ" | "WINDOW" | "SID" | "EX" | "PXAT" | "NAME"
-                | "TOOL_CALL_ID" | "TOOL_CALLS" | "TOKENIZER" => {
-                    err(format!("{name} needs a value"))
-                }
-                _ => args::unknown_option(&name),
-            };
-        };
-        match name.as_str() {
-            "META" => meta = Some(message::compact_meta(value).map_err(invalid)?),
-            "EMB" => emb = Some(message::parse_emb(value).map_err(invalid)?),
-            "TS" => ts = Some(args::int_in("TS", value, 0, i64::MAX)?),
-            "SEQ" => seq = Some(args::int_in("SEQ", value, 1, i64::MAX)? as u64),
-            "WINDOW" => {
-                window = Some(args::int_in("WINDOW", value, 1, i64::from(MAX_WINDOW))? as u32)
-            }
-            "SID" => sid = Some(args::parse_i64("SID", value)? as u64),
-            "EX" => ex = Some(args::int_in("EX", value, 1, MAX_TTL_SECS)?),
-            "PXAT" => pxat = Some(args::int_in("PXAT", value, 1, i64::MAX)?),
-            "NAME" => turn_name = Some(message::check_name(value).map_err(invalid)?.to_string()),
-            "TOOL_CALL_ID" => {
-                tool_call_id = Some(
-                    message::check_tool_call_id(value)
-                        .map_err(invalid)?
-                        .to_string(),
-                )
-            }
-            "TOOL_CALLS" => tool_calls = Some(message::compact_tool_calls(value).map_err(invalid)?),
-            "TOKENIZER" => {
-                tokenizer = Some(Tokenizer::parse(value).ok_or_else(|| {
-                    RedisError::String(format!(
-                        "ERR TOKENIZER must be estimate, cl100k_base or o200k_base, got '{}'",
-                        String::from_utf8_lossy(value)
-                    ))
-                })?)
-            }
-            other => return args::unknown_option(other),
+    apply_add(ctx, &argv, Counting::MayDefer)
+}
+
+/// Where [`apply_add`] gets the content's token count from.
+#[derive(Debug, Clone, Copy)]
+enum Counting {
+    /// A command as it arrives: a big exact count may go to a counting thread.
+    MayDefer,
+    /// Counted on a counting thread with this tokenizer; used if the session still counts
+    /// with it, else counted again here.
+    Counted(Tokenizer, u32),
+}
+
+/// CONV.ADD's arguments, parsed and checked (borrowed from them where they are used as sent).
+struct AddRequest<'a> {
+    role: &'a str,
+    content: &'a [u8],
+    meta: Option<String>,
+    emb: Option<Vec<f32>>,
+    ts: Option<i64>,
+    seq: Option<u64>,
+    window: Option<u32>,
+    sid: Option<u64>,
+    expire_at: Option<i64>,
+    name: Option<String>,
+    tool_call_id: Option<String>,
+    tool_calls: Option<String>,
+    tokenizer: Option<Tokenizer>,
+    /// `TOKENS n`: the primary's count, from replication or the AOF only.
+    tokens: Option<u32>,
+}
+
+impl<'a> AddRequest<'a> {
+    fn parse(ctx: &Context, argv: &'a [RedisString], now: i64) -> Result<Self, RedisError> {
+        if argv.len() < 4 {
+            return Err(RedisError::WrongArity);
         }
-        i += 2;
+        let role = message::check_role(argv[2].as_slice()).map_err(invalid)?;
+        let content = argv[3].as_slice();
+        let max_content = config::get(&config::MAX_CONTENT_BYTES);
+        if content.len() as i64 > max_content {
+            return err(format!(
+                "content is {} bytes, over the maximum of {max_content} (convcache.max-content-bytes)",
+                content.len()
+            ));
+        }
+        let mut r = AddRequest {
+            role,
+            content,
+            meta: None,
+            emb: None,
+            ts: None,
+            seq: None,
+            window: None,
+            sid: None,
+            expire_at: None,
+            name: None,
+            tool_call_id: None,
+            tool_calls: None,
+            tokenizer: None,
+            tokens: None,
+        };
+        let (mut ex, mut pxat) = (None, None);
+        let mut i = 4;
+        while i < argv.len() {
+            let kw = argv[i].as_slice();
+            let name = String::from_utf8_lossy(kw).to_ascii_uppercase();
+            let Some(value) = argv.get(i + 1).map(|v| v.as_slice()) else {
+                return match name.as_str() {
+                    "META" | "EMB" | "TS" | "SEQ" | "WINDOW" | "SID" | "EX" | "PXAT" | "NAME"
+                    | "TOOL_CALL_ID" | "TOOL_CALLS" | "TOKENIZER" | "TOKENS" => {
+                        err(format!("{name} needs a value"))
+                    }
+                    _ => args::unknown_option(&name),
+                };
+            };
+            match name.as_str() {
+                "META" => r.meta = Some(message::compact_meta(value).map_err(invalid)?),
+                "EMB" => r.emb = Some(message::parse_emb(value).map_err(invalid)?),
+                "TS" => r.ts = Some(args::int_in("TS", value, 0, i64::MAX)?),
+                "SEQ" => r.seq = Some(args::int_in("SEQ", value, 1, i64::MAX)? as u64),
+                "WINDOW" => {
+                    r.window = Some(args::int_in("WINDOW", value, 1, i64::from(MAX_WINDOW))? as u32)
+                }
+                "SID" => r.sid = Some(args::parse_i64("SID", value)? as u64),
+                "EX" => ex = Some(args::int_in("EX", value, 1, MAX_TTL_SECS)?),
+                "PXAT" => pxat = Some(args::int_in("PXAT", value, 1, i64::MAX)?),
+                "NAME" => r.name = Some(message::check_name(value).map_err(invalid)?.to_string()),
+                "TOOL_CALL_ID" => {
+                    r.tool_call_id = Some(
+                        message::check_tool_call_id(value)
+                            .map_err(invalid)?
+                            .to_string(),
+                    )
+                }
+                "TOOL_CALLS" => {
+                    r.tool_calls = Some(message::compact_tool_calls(value).map_err(invalid)?)
+                }
+                "TOKENIZER" => {
+                    r.tokenizer = Some(Tokenizer::parse(value).ok_or_else(|| {
+                        RedisError::String(format!(
+                            "ERR TOKENIZER must be estimate, cl100k_base or o200k_base, got '{}'",
+                            String::from_utf8_lossy(value)
+                        ))
+                    })?)
+                }
+                "TOKENS" => {
+                    // The count the primary decided: a client's would be taken on trust.
+                    if !applying_decisions(ctx) {
+                        return err(
+                            "TOKENS is the primary's count (replication and AOF only), not accepted from clients",
+                        );
+                    }
+                    r.tokens = Some(args::int_in("TOKENS", value, 0, i64::from(u32::MAX))? as u32)
+                }
+                other => return args::unknown_option(other),
+            }
+            i += 2;
+        }
+        r.expire_at = expire_at(ctx, ex, pxat, now)?;
+        Ok(r)
     }
+}
+
+/// Applies a CONV.ADD: the handler's path, and (with [`Counting::Counted`]) the path of an ADD
+/// whose content was counted on a counting thread, which checks everything again against the
+/// session as it is now (it may have changed, or been deleted or recreated, meanwhile).
+fn apply_add(ctx: &Context, argv: &[RedisString], counting: Counting) -> RedisResult {
     let now = now_ms();
-    let expire_at = expire_at(ctx, ex, pxat, now)?;
+    let req = AddRequest::parse(ctx, argv, now)?;
     let key = ctx.open_key_writable(&argv[1]);
-    let ts = ts.unwrap_or(now);
+    let ts = req.ts.unwrap_or(now);
     // Borrowed from the arguments: the session's arena copies the bytes once.
     let mut msg = Turn {
         seq: 0,
         ts_ms: ts,
-        role,
-        content,
-        meta: meta.as_deref(),
-        emb: emb.as_deref().map(Emb::F32),
+        role: req.role,
+        content: req.content,
+        meta: req.meta.as_deref(),
+        emb: req.emb.as_deref().map(Emb::F32),
         tokens: 0,
-        name: turn_name.as_deref(),
-        tool_call_id: tool_call_id.as_deref(),
-        tool_calls: tool_calls.as_deref(),
+        name: req.name.as_deref(),
+        tool_call_id: req.tool_call_id.as_deref(),
+        tool_calls: req.tool_calls.as_deref(),
     };
     // The same rules as every decoder of stored turns (see message.rs).
     msg.validate().map_err(invalid)?;
@@ -142,13 +210,13 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     // A session keeps its window until a later WINDOW changes it; a new one starts with the
     // config's. Either way the decided window is replicated.
     let existing = keys::write::<Session>(&key, &SESSION_TYPE)?;
-    let window = window.unwrap_or_else(|| match &existing {
+    let window = req.window.unwrap_or_else(|| match &existing {
         Some(s) => s.window,
         None => config::get(&config::WINDOW) as u32,
     });
     // A session counts with the tokenizer it started with; a new one with TOKENIZER or the
-    // config's. The count is taken once, here, and stored with the turn.
-    let turn_tokenizer = match (&existing, tokenizer) {
+    // config's. The count is taken once, here (or on a counting thread), and stored with the turn.
+    let turn_tokenizer = match (&existing, req.tokenizer) {
         (Some(s), Some(t)) if t != s.tokenizer => {
             return err(format!(
                 "TOKENIZER {} differs from the session's tokenizer {} (a session keeps the tokenizer it started with)",
@@ -159,7 +227,30 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         (Some(s), _) => s.tokenizer,
         (None, t) => t.unwrap_or_else(|| config::TOKENIZER.value()),
     };
-    msg.tokens = turn_tokenizer.count(msg.content);
+    if let Some(s) = &existing {
+        // Refused now rather than after a count in the background.
+        s.seq_for(req.seq).map_err(args::reply_err)?;
+    }
+    msg.tokens = match (req.tokens, counting) {
+        (Some(n), _) => n,
+        (None, Counting::Counted(t, n)) if t == turn_tokenizer => n,
+        (None, Counting::MayDefer)
+            if turn_tokenizer.counts_in_background(
+                msg.content.len(),
+                config::get(&config::TOKENIZE_INLINE_BYTES),
+            ) && !applying_decisions(ctx) =>
+        {
+            // Where the client cannot wait (MULTI, scripts) the count is taken here.
+            match blocking::block(ctx, "CONV.ADD") {
+                Ok(bc) => return count_then_add(ctx, bc, argv, turn_tokenizer),
+                Err(_) => turn_tokenizer.count(msg.content),
+            }
+        }
+        _ => turn_tokenizer.count(msg.content),
+    };
+    // Replicas and the AOF get an exact count as decided here: they never run the BPE.
+    let replicated_tokens =
+        (turn_tokenizer != Tokenizer::Estimate || req.tokens.is_some()).then_some(msg.tokens);
     let tool_fields = msg.has_tool_fields();
     let mut created = None;
     let (seq, session_sid) = match existing {
@@ -167,7 +258,7 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             // `add` refuses (changing nothing) before the window is set: a refused ADD
             // changes nothing at all.
             let seq = metrics::tracked(s, |s| {
-                let seq = s.add_turn(msg, seq)?;
+                let seq = s.add_turn(msg, req.seq)?;
                 s.window = window;
                 Ok::<u64, session::SessionError>(seq)
             })
@@ -189,14 +280,15 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
             s.touch(now);
             s.tokenizer = turn_tokenizer;
             created = Some(turn_tokenizer);
-            s.sid = sid.unwrap_or_else(random_id);
+            s.sid = req.sid.unwrap_or_else(random_id);
             let sid = s.sid;
-            let seq = s.add_turn(msg, seq).map_err(args::reply_err)?;
+            let seq = s.add_turn(msg, req.seq).map_err(args::reply_err)?;
             store_new(&key, s)?;
             (seq, sid)
         }
     };
     drop(key);
+    let expire_at = req.expire_at;
     match expire_at {
         // The TTL asked for wins over any other (a retention TTL, the user's earlier one).
         Some(at) => keys::set_expire_at(ctx, &argv[1], Some(at)),
@@ -207,9 +299,9 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     }
     let decided = [ts, seq as i64, i64::from(window), session_sid as i64];
     if expire_at.is_some() || created.is_some() || tool_fields {
-        replicate_add_in_full(ctx, &argv, decided, expire_at, created);
+        replicate_add_in_full(ctx, argv, decided, expire_at, created, replicated_tokens);
     } else {
-        replicate_add(ctx, &argv, ts, seq, window, session_sid);
+        replicate_add(ctx, argv, decided, replicated_tokens);
     }
     // SAFETY: plain module API call; a C string literal spares the crate's CString per add.
     unsafe {
@@ -223,10 +315,89 @@ pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     Ok(RedisValue::Integer(seq as i64))
 }
 
-/// Replicas and the AOF get the primary's decisions (time, sequence, window), so a replay
-/// reaches the same state whatever the replica's clock or config. This is the path of
-/// every ordinary add; [`replicate_add_in_full`] takes the rest.
-fn replicate_add(ctx: &Context, argv: &[RedisString], ts: i64, seq: u64, window: u32, sid: u64) {
+/// Counts the content of an ADD that [`apply_add`] has checked on a counting thread, then
+/// applies the ADD on the main thread. The client waits meanwhile, and so do its next commands
+/// (a blocked client's pipeline is read after its reply): one client's ADDs keep their order.
+fn count_then_add(
+    ctx: &Context,
+    bc: blocking::Blocked,
+    argv: &[RedisString],
+    tokenizer: Tokenizer,
+) -> RedisResult {
+    // Bytes cross the threads, never server strings; new ones are made to apply the ADD.
+    let args: Vec<Vec<u8>> = argv.iter().map(|a| a.as_slice().to_vec()).collect();
+    let db = keys::selected_db(ctx);
+    tokens::count_in_background(Box::new(move || {
+        let tokens = tokenizer.count(&args[3]);
+        let counted = UnappliedAdd(Some(CountedAdd {
+            db,
+            args,
+            tokenizer,
+            tokens,
+        }));
+        bc.finish(Box::new(move |ctx| {
+            let mut counted = counted;
+            counted.0.take().expect("applied once").apply(ctx)
+        }));
+    }));
+    Ok(RedisValue::NoReply)
+}
+
+/// An ADD whose content was counted on a counting thread, as bytes.
+struct CountedAdd {
+    db: i32,
+    args: Vec<Vec<u8>>,
+    tokenizer: Tokenizer,
+    tokens: u32,
+}
+
+impl CountedAdd {
+    fn apply(self, ctx: &Context) -> RedisResult {
+        let argv: Vec<RedisString> = self
+            .args
+            .iter()
+            .map(|a| RedisString::create_from_slice(ctx.ctx, a))
+            .collect();
+        apply_add(ctx, &argv, Counting::Counted(self.tokenizer, self.tokens))
+    }
+}
+
+/// A counted ADD not applied yet. The server drops a blocked client's reply (and this with it,
+/// on the main thread) when the client disconnected while waiting: the ADD then goes to the
+/// timer, which applies it, as the server applies a command whose client left after sending it.
+struct UnappliedAdd(Option<CountedAdd>);
+
+static ORPHANED_ADDS: std::sync::Mutex<Vec<CountedAdd>> = std::sync::Mutex::new(Vec::new());
+
+impl Drop for UnappliedAdd {
+    fn drop(&mut self) {
+        if let Some(add) = self.0.take() {
+            ORPHANED_ADDS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(add);
+        }
+    }
+}
+
+/// Applies the counted ADDs whose clients left before their reply (the timer calls this).
+pub fn apply_orphaned_adds(ctx: &Context) {
+    let adds = std::mem::take(&mut *ORPHANED_ADDS.lock().unwrap_or_else(|e| e.into_inner()));
+    for add in adds {
+        keys::select_db(ctx, add.db);
+        let key = String::from_utf8_lossy(&add.args[1]).into_owned();
+        if let Err(e) = add.apply(ctx) {
+            ctx.log_warning(&format!(
+                "convcache: CONV.ADD to '{key}' (its client left while it was counted) was refused: {e}"
+            ));
+        }
+    }
+}
+
+/// Replicas and the AOF get the primary's decisions (time, sequence, window, session id and
+/// an exact token count), so a replay reaches the same state whatever the replica's clock or
+/// config. This is the path of every ordinary add; [`replicate_add_in_full`] takes the rest.
+fn replicate_add(ctx: &Context, argv: &[RedisString], decided: [i64; 4], tokens: Option<u32>) {
     // key, role, content, META and EMB go on as the client sent them; the decided numbers
     // are passed as integers, so nothing is formatted or allocated here (this runs on every add).
     let (mut meta, mut emb) = (None, None);
@@ -238,21 +409,35 @@ fn replicate_add(ctx: &Context, argv: &[RedisString], ts: i64, seq: u64, window:
             emb = Some(pair[1].inner);
         }
     }
+    let [t, q, w, i, m, e, n] = replication_keywords().0;
+    // META and EMB, those given, as one vector argument (`v`, which may be empty).
+    let mut optional = [std::ptr::null_mut(); 4];
+    let mut len = 0;
+    for (kw, value) in [(m, meta), (e, emb)] {
+        if let Some(v) = value {
+            optional[len] = kw;
+            optional[len + 1] = v;
+            len += 2;
+        }
+    }
     let (c, k, role, content) = (ctx.ctx, argv[1].inner, argv[2].inner, argv[3].inner);
-    let (ts, seq, window, sid) = (ts, seq as i64, i64::from(window), sid as i64);
+    let [ts, seq, window, sid] = decided;
     let cmd = c"CONV.ADD".as_ptr();
-    let [t, q, w, i, m, e] = replication_keywords().0;
-    // SAFETY: each format letter matches its argument: s = RedisModuleString*, l = long long.
+    let vector = optional.as_mut_ptr();
+    // SAFETY: each format letter matches its argument: s = RedisModuleString*, l = long long,
+    // v = RedisModuleString** and its length (size_t).
     unsafe {
         let replicate = raw::RedisModule_Replicate.expect("Replicate");
-        match (meta, emb) {
-            (None, None) => replicate(
+        match tokens {
+            None => replicate(
                 c,
                 cmd,
-                c"sssslslslsl".as_ptr(),
+                c"sssvslslslsl".as_ptr(),
                 k,
                 role,
                 content,
+                vector,
+                len,
                 t,
                 ts,
                 q,
@@ -262,15 +447,15 @@ fn replicate_add(ctx: &Context, argv: &[RedisString], ts: i64, seq: u64, window:
                 i,
                 sid,
             ),
-            (Some(mv), None) => replicate(
+            Some(tokens) => replicate(
                 c,
                 cmd,
-                c"sssssslslslsl".as_ptr(),
+                c"sssvslslslslsl".as_ptr(),
                 k,
                 role,
                 content,
-                m,
-                mv,
+                vector,
+                len,
                 t,
                 ts,
                 q,
@@ -279,52 +464,16 @@ fn replicate_add(ctx: &Context, argv: &[RedisString], ts: i64, seq: u64, window:
                 window,
                 i,
                 sid,
-            ),
-            (None, Some(ev)) => replicate(
-                c,
-                cmd,
-                c"sssssslslslsl".as_ptr(),
-                k,
-                role,
-                content,
-                e,
-                ev,
-                t,
-                ts,
-                q,
-                seq,
-                w,
-                window,
-                i,
-                sid,
-            ),
-            (Some(mv), Some(ev)) => replicate(
-                c,
-                cmd,
-                c"sssssssslslslsl".as_ptr(),
-                k,
-                role,
-                content,
-                m,
-                mv,
-                e,
-                ev,
-                t,
-                ts,
-                q,
-                seq,
-                w,
-                window,
-                i,
-                sid,
+                n,
+                i64::from(tokens),
             ),
         };
     }
 }
 
 /// The keywords `replicate_add` sends, as server strings made once: each ADD then shares them
-/// (a reference count) instead of creating four strings for the replication stream.
-struct ReplicationKeywords([*mut raw::RedisModuleString; 6]);
+/// (a reference count) instead of creating strings for the replication stream.
+struct ReplicationKeywords([*mut raw::RedisModuleString; 7]);
 
 // SAFETY: made once, never changed or freed; the server only reads them, on the main thread.
 unsafe impl Send for ReplicationKeywords {}
@@ -343,20 +492,24 @@ fn replication_keywords() -> &'static ReplicationKeywords {
                 )
             }
         };
-        ReplicationKeywords([c"TS", c"SEQ", c"WINDOW", c"SID", c"META", c"EMB"].map(make))
+        ReplicationKeywords(
+            [c"TS", c"SEQ", c"WINDOW", c"SID", c"META", c"EMB", c"TOKENS"].map(make),
+        )
     })
 }
 
 /// `replicate_add` for an ADD that set the session's expiry, created the session, or carries
 /// tool fields: the absolute time decided here replaces `EX`, so replicas and an AOF replay
 /// expire the session at the same instant; a new session's tokenizer goes on explicitly, so
-/// a replica with another `tokenizer` config counts the same.
+/// a replica with another `tokenizer` config counts the same; an exact count goes on as
+/// `TOKENS`, as in [`replicate_add`].
 fn replicate_add_in_full(
     ctx: &Context,
     argv: &[RedisString],
     decided: [i64; 4],
     expire_at: Option<i64>,
     created: Option<Tokenizer>,
+    tokens: Option<u32>,
 ) {
     const KEPT: [&[u8]; 5] = [b"META", b"EMB", b"NAME", b"TOOL_CALL_ID", b"TOOL_CALLS"];
     let mut out: Vec<RedisString> = argv[1..4].to_vec();
@@ -377,6 +530,10 @@ fn replicate_add_in_full(
     if let Some(t) = created {
         out.push(ctx.create_string("TOKENIZER"));
         out.push(ctx.create_string(t.name()));
+    }
+    if let Some(n) = tokens {
+        out.push(ctx.create_string("TOKENS"));
+        out.push(ctx.create_string(n.to_string()));
     }
     let refs: Vec<&RedisString> = out.iter().collect();
     ctx.replicate("CONV.ADD", refs.as_slice());

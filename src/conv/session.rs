@@ -268,20 +268,24 @@ impl Session {
     /// decides) and the primary's decision on a replica or during AOF replay. Returns the
     /// sequence number.
     pub fn add_turn(&mut self, mut msg: Turn, seq: Option<u64>) -> Result<u64, SessionError> {
-        let seq = match seq {
-            Some(s) if s < self.next_seq => {
-                return Err(SessionError::SeqNotIncreasing {
-                    given: s,
-                    next: self.next_seq,
-                })
-            }
-            Some(s) => s,
-            None => self.next_seq,
-        };
+        let seq = self.seq_for(seq)?;
         msg.seq = seq;
         self.next_seq = seq + 1;
         self.turns.push(&msg, self.window as usize);
         Ok(seq)
+    }
+
+    /// The sequence number the next turn gets: `seq` if given and not below `next_seq`
+    /// (checked before anything changes, also by a CONV.ADD that counts in the background).
+    pub fn seq_for(&self, seq: Option<u64>) -> Result<u64, SessionError> {
+        match seq {
+            Some(s) if s < self.next_seq => Err(SessionError::SeqNotIncreasing {
+                given: s,
+                next: self.next_seq,
+            }),
+            Some(s) => Ok(s),
+            None => Ok(self.next_seq),
+        }
     }
 
     /// Puts back a message read from RDB/AOF; sequence numbers must ascend, past the

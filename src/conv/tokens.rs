@@ -2,6 +2,10 @@
 //! or an OpenAI vocabulary (`cl100k_base`, `o200k_base`, through `bpe-openai`, whose counts
 //! equal tiktoken's). Pure: no server calls. A vocabulary is loaded on its first use (or
 //! warmed on a background thread when the config names it), never while only `estimate` is used.
+//! Big contents are counted on [`count_in_background`]'s threads (CONV.ADD decides which).
+
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// How a session counts the tokens of its turns; decided at its first CONV.ADD and kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -59,6 +63,12 @@ impl Tokenizer {
         u32::try_from(n).unwrap_or(u32::MAX)
     }
 
+    /// Whether CONV.ADD counts a content of `len` bytes off the main thread: an exact count
+    /// of more than `inline_max` bytes (`tokenize-inline-bytes`); `estimate` never.
+    pub fn counts_in_background(self, len: usize, inline_max: i64) -> bool {
+        self != Tokenizer::Estimate && i64::try_from(len).map_or(true, |n| n > inline_max)
+    }
+
     /// Loads the vocabulary on a background thread, so the first CONV.ADD that needs it does
     /// not pay the load (27-64 ms) on the main thread. Nothing for `estimate`.
     pub fn warm_in_background(self) {
@@ -66,6 +76,45 @@ impl Tokenizer {
             std::thread::spawn(move || self.count(b""));
         }
     }
+}
+
+type CountJob = Box<dyn FnOnce() + Send>;
+
+/// Runs `job` (a count of a big content, and what follows it) on a counting thread. A small
+/// pool, not one thread: a 16 MB content takes over a second to count, and other clients' big
+/// ADDs should not queue behind it. One fewer thread than the cores (the main thread keeps
+/// one), 1 to 4, started at the first big count, separate from the I/O threads so a count never
+/// delays an archive write or read.
+pub fn count_in_background(job: CountJob) {
+    static QUEUE: OnceLock<Mutex<Sender<CountJob>>> = OnceLock::new();
+    let queue = QUEUE.get_or_init(|| {
+        let (tx, rx) = channel::<CountJob>();
+        let rx = Arc::new(Mutex::new(rx));
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get().saturating_sub(1))
+            .clamp(1, 4);
+        for i in 0..threads {
+            let rx = Arc::clone(&rx);
+            std::thread::Builder::new()
+                .name(format!("convcache-count-{i}"))
+                .spawn(move || loop {
+                    // The receiver is locked only to take a job, not while it runs.
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                })
+                .expect("spawn a token counting thread");
+        }
+        Mutex::new(tx)
+    });
+    let tx = queue.lock().unwrap_or_else(|e| e.into_inner());
+    // The receivers live as long as the process: sending cannot fail.
+    let _ = tx.send(job);
 }
 
 /// The `estimate` count of a content of `len` bytes: a quarter, rounded up.
@@ -93,6 +142,41 @@ mod tests {
         );
         assert_eq!(Tokenizer::parse(b"gpt2"), None);
         assert_eq!(Tokenizer::from_code(3), None);
+    }
+
+    #[test]
+    fn only_exact_counts_of_big_contents_go_to_the_background() {
+        assert!(!Tokenizer::Estimate.counts_in_background(1 << 30, 0));
+        for t in [Tokenizer::Cl100kBase, Tokenizer::O200kBase] {
+            assert!(!t.counts_in_background(16_384, 16_384));
+            assert!(t.counts_in_background(16_385, 16_384));
+            assert!(t.counts_in_background(1, 0));
+            assert!(!t.counts_in_background(0, 0));
+        }
+    }
+
+    #[test]
+    fn background_counts_run_and_report() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for i in 0..8u32 {
+            let tx = tx.clone();
+            count_in_background(Box::new(move || {
+                let n = Tokenizer::Cl100kBase.count("hello world ".repeat(i as usize).as_bytes());
+                tx.send((i, n)).expect("receiver alive");
+            }));
+        }
+        let mut got: Vec<(u32, u32)> = (0..8).map(|_| rx.recv().expect("a count")).collect();
+        got.sort();
+        let want: Vec<(u32, u32)> = (0..8)
+            .map(|i| {
+                (
+                    i,
+                    Tokenizer::Cl100kBase.count("hello world ".repeat(i as usize).as_bytes()),
+                )
+            })
+            .collect();
+        assert_eq!(got, want);
+        assert_ne!(want[3].1, want[4].1);
     }
 
     #[test]
