@@ -878,3 +878,26 @@ def test_rename_while_an_archive_write_is_in_flight(servers, kind):
     wait_for(lambda: conv_info(r, "b")["hot"] == 5, timeout=10, what="renamed session archived")
     h = history(r, "b")
     assert [int(m["content"].split()[0]) for m in h] == list(range(45))
+
+
+def test_a_flush_whose_client_leaves_is_still_applied(servers, kind):
+    """The server gives no reply callback to a blocked client that disconnected; the durable
+    write must still be applied (turns leave memory, the session is free for the timer)."""
+    s = servers(kind, module_args=cold_args(window=5, batch=100_000))
+    r = s.client()
+    big = "lorem ipsum dolor sit amet " * 20000  # 540 KB a turn: the write takes a while
+    p = r.pipeline(transaction=False)
+    for i in range(40):
+        p.execute_command("CONV.ADD", "a", "user", f"{i} {big}")
+    p.execute()
+    assert conv_info(r, "a")["hot"] == 40
+    import socket
+    sock = socket.create_connection(("127.0.0.1", s.port))
+    sock.sendall(b"*2\r\n$10\r\nCONV.FLUSH\r\n$1\r\na\r\n")
+    sock.close()  # gone before the write is durable
+    wait_for(lambda: conv_info(r, "a")["hot"] == 0, timeout=20, what="flush applied")
+    assert conv_info(r, "a")["archived"] == 40
+    # Nothing is left pending: the next overflow is archived again.
+    assert [m["seq"] for m in history(r, "a")] == list(range(1, 41))
+    r.execute_command("CONV.ADD", "a", "user", "one more")
+    assert r.execute_command("CONV.FLUSH", "a") == 1

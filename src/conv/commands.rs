@@ -242,7 +242,7 @@ fn apply_add(ctx: &Context, argv: &[RedisString], counting: Counting) -> RedisRe
         {
             // Where the client cannot wait (MULTI, scripts) the count is taken here.
             match blocking::block(ctx, "CONV.ADD") {
-                Ok(bc) => return count_then_add(ctx, bc, argv, turn_tokenizer),
+                Ok(bc) => return count_then_add(bc, argv, turn_tokenizer),
                 Err(_) => turn_tokenizer.count(msg.content),
             }
         }
@@ -319,33 +319,27 @@ fn apply_add(ctx: &Context, argv: &[RedisString], counting: Counting) -> RedisRe
 /// applies the ADD on the main thread. The client waits meanwhile, and so do its next commands
 /// (a blocked client's pipeline is read after its reply): one client's ADDs keep their order.
 fn count_then_add(
-    ctx: &Context,
     bc: blocking::Blocked,
     argv: &[RedisString],
     tokenizer: Tokenizer,
 ) -> RedisResult {
     // Bytes cross the threads, never server strings; new ones are made to apply the ADD.
     let args: Vec<Vec<u8>> = argv.iter().map(|a| a.as_slice().to_vec()).collect();
-    let db = keys::selected_db(ctx);
     tokens::count_in_background(Box::new(move || {
         let tokens = tokenizer.count(&args[3]);
-        let counted = UnappliedAdd(Some(CountedAdd {
-            db,
+        let counted = CountedAdd {
             args,
             tokenizer,
             tokens,
-        }));
-        bc.finish(Box::new(move |ctx| {
-            let mut counted = counted;
-            counted.0.take().expect("applied once").apply(ctx)
-        }));
+        };
+        // If the client left meanwhile, the timer applies it (see `blocking`).
+        bc.finish(Box::new(move |ctx| counted.apply(ctx)));
     }));
     Ok(RedisValue::NoReply)
 }
 
 /// An ADD whose content was counted on a counting thread, as bytes.
 struct CountedAdd {
-    db: i32,
     args: Vec<Vec<u8>>,
     tokenizer: Tokenizer,
     tokens: u32,
@@ -359,38 +353,6 @@ impl CountedAdd {
             .map(|a| RedisString::create_from_slice(ctx.ctx, a))
             .collect();
         apply_add(ctx, &argv, Counting::Counted(self.tokenizer, self.tokens))
-    }
-}
-
-/// A counted ADD not applied yet. The server drops a blocked client's reply (and this with it,
-/// on the main thread) when the client disconnected while waiting: the ADD then goes to the
-/// timer, which applies it, as the server applies a command whose client left after sending it.
-struct UnappliedAdd(Option<CountedAdd>);
-
-static ORPHANED_ADDS: std::sync::Mutex<Vec<CountedAdd>> = std::sync::Mutex::new(Vec::new());
-
-impl Drop for UnappliedAdd {
-    fn drop(&mut self) {
-        if let Some(add) = self.0.take() {
-            ORPHANED_ADDS
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(add);
-        }
-    }
-}
-
-/// Applies the counted ADDs whose clients left before their reply (the timer calls this).
-pub fn apply_orphaned_adds(ctx: &Context) {
-    let adds = std::mem::take(&mut *ORPHANED_ADDS.lock().unwrap_or_else(|e| e.into_inner()));
-    for add in adds {
-        keys::select_db(ctx, add.db);
-        let key = String::from_utf8_lossy(&add.args[1]).into_owned();
-        if let Err(e) = add.apply(ctx) {
-            ctx.log_warning(&format!(
-                "convcache: CONV.ADD to '{key}' (its client left while it was counted) was refused: {e}"
-            ));
-        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! The archiving timer (primary decides, every node carries out): each tick applies finished
-//! background writes (and CONV.ADDs counted in the background whose client left), serves sessions whose overflow reached a batch, then walks a
+//! background writes (and the work of blocked commands whose client left), serves sessions
+//! whose overflow reached a batch, then walks a
 //! budget-bounded slice of the keyspace (a raw scan) for idle sessions and work a replica or a
 //! restart left undone, handing them to the I/O threads through `cold`.
 
@@ -71,7 +72,7 @@ fn tick(ctx: &Context, mut state: TimerState) {
     let budget = Duration::from_micros(config::get(&config::TIMER_BUDGET_US).max(1) as u64);
     // Finished writes first, within the budget; the rest wait for the next tick.
     cold::apply_finished(ctx, started, budget);
-    super::commands::apply_orphaned_adds(ctx);
+    crate::blocking::finish_orphans(ctx);
     keyspace::forget_unlinked();
     let mut visit = Visit {
         db: state.db,
