@@ -44,6 +44,10 @@ mod turn;
 #[allow(dead_code)]
 #[path = "../src/vector.rs"]
 mod vector;
+// tokens.rs counts big contents on a pool.
+#[allow(dead_code)]
+#[path = "../src/pool.rs"]
+mod pool;
 // The archive formats' varints.
 #[path = "../src/varint.rs"]
 mod varint;

@@ -14,6 +14,7 @@ pub mod conv;
 pub mod info;
 pub mod keys;
 pub mod metrics;
+pub mod pool;
 pub mod register;
 pub mod reply;
 pub mod semcache;

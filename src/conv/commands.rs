@@ -7,7 +7,7 @@ use redis_module::{raw, Context, NotifyEvent, RedisError, RedisResult, RedisStri
 use redis_module::key::RedisKeyWritable;
 
 use super::codec::{self, Decoded};
-use super::message::{self, InvalidMessage, Message};
+use super::message::{self, Message};
 use super::r#type::SESSION_TYPE;
 use super::render::{self, Format, SizeHint};
 use super::session::{self, RoleFilter, Session, MAX_WINDOW};
@@ -21,10 +21,6 @@ use crate::{blocking, config, keys, metrics};
 
 /// The command AOF rewrite emits to rebuild a session (also accepted from clients, as RESTORE is).
 pub const LOAD_COMMAND: &str = "CONV._LOAD";
-
-fn invalid(e: InvalidMessage) -> RedisError {
-    args::reply_err(e)
-}
 
 /// Longest `EX` of CONV.ADD (as SEMCACHE.SET's): 100 years.
 pub const MAX_TTL_SECS: i64 = 100 * 365 * 86_400;
@@ -96,7 +92,7 @@ impl<'a> AddRequest<'a> {
         if argv.len() < 4 {
             return Err(RedisError::WrongArity);
         }
-        let role = message::check_role(argv[2].as_slice()).map_err(invalid)?;
+        let role = message::check_role(argv[2].as_slice()).map_err(args::reply_err)?;
         let content = argv[3].as_slice();
         let max_content = config::get(&config::MAX_CONTENT_BYTES);
         if content.len() as i64 > max_content {
@@ -136,8 +132,8 @@ impl<'a> AddRequest<'a> {
                 };
             };
             match name.as_str() {
-                "META" => r.meta = Some(message::compact_meta(value).map_err(invalid)?),
-                "EMB" => r.emb = Some(message::parse_emb(value).map_err(invalid)?),
+                "META" => r.meta = Some(message::compact_meta(value).map_err(args::reply_err)?),
+                "EMB" => r.emb = Some(message::parse_emb(value).map_err(args::reply_err)?),
                 "TS" => r.ts = Some(args::int_in("TS", value, 0, i64::MAX)?),
                 "SEQ" => r.seq = Some(args::int_in("SEQ", value, 1, i64::MAX)? as u64),
                 "WINDOW" => {
@@ -146,16 +142,23 @@ impl<'a> AddRequest<'a> {
                 "SID" => r.sid = Some(args::parse_i64("SID", value)? as u64),
                 "EX" => ex = Some(args::int_in("EX", value, 1, MAX_TTL_SECS)?),
                 "PXAT" => pxat = Some(args::int_in("PXAT", value, 1, i64::MAX)?),
-                "NAME" => r.name = Some(message::check_name(value).map_err(invalid)?.to_string()),
+                "NAME" => {
+                    r.name = Some(
+                        message::check_name(value)
+                            .map_err(args::reply_err)?
+                            .to_string(),
+                    )
+                }
                 "TOOL_CALL_ID" => {
                     r.tool_call_id = Some(
                         message::check_tool_call_id(value)
-                            .map_err(invalid)?
+                            .map_err(args::reply_err)?
                             .to_string(),
                     )
                 }
                 "TOOL_CALLS" => {
-                    r.tool_calls = Some(message::compact_tool_calls(value).map_err(invalid)?)
+                    r.tool_calls =
+                        Some(message::compact_tool_calls(value).map_err(args::reply_err)?)
                 }
                 "TOKENIZER" => {
                     r.tokenizer = Some(Tokenizer::parse(value).ok_or_else(|| {
@@ -205,7 +208,7 @@ fn apply_add(ctx: &Context, argv: &[RedisString], counting: Counting) -> RedisRe
         tool_calls: req.tool_calls.as_deref(),
     };
     // The same rules as every decoder of stored turns (see message.rs).
-    msg.validate().map_err(invalid)?;
+    msg.validate().map_err(args::reply_err)?;
     let mut drop_auto_expire = 0;
     // A session keeps its window until a later WINDOW changes it; a new one starts with the
     // config's. Either way the decided window is replicated.
@@ -725,7 +728,7 @@ pub fn search(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     while !a.done() {
         match a.next_keyword()?.as_str() {
             "EMB" => {
-                let v = message::parse_emb(a.value_of("EMB")?).map_err(invalid)?;
+                let v = message::parse_emb(a.value_of("EMB")?).map_err(args::reply_err)?;
                 query = Some(search::Query::Emb(v));
             }
             "TEXT" => {

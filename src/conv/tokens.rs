@@ -4,8 +4,7 @@
 //! warmed on a background thread when the config names it), never while only `estimate` is used.
 //! Big contents are counted on [`count_in_background`]'s threads (CONV.ADD decides which).
 
-use std::sync::mpsc::{channel, Sender};
-use std::sync::{Arc, Mutex, OnceLock};
+use crate::pool::{Job, Pool};
 
 /// How a session counts the tokens of its turns; decided at its first CONV.ADD and kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -78,43 +77,13 @@ impl Tokenizer {
     }
 }
 
-type CountJob = Box<dyn FnOnce() + Send>;
+/// Counts of big contents: a 16 MB content takes over a second to count, so a pool rather than
+/// one thread, and other clients' big ADDs do not queue behind it.
+static COUNTS: Pool = Pool::new("convcache-count");
 
-/// Runs `job` (a count of a big content, and what follows it) on a counting thread. A small
-/// pool, not one thread: a 16 MB content takes over a second to count, and other clients' big
-/// ADDs should not queue behind it. One fewer thread than the cores (the main thread keeps
-/// one), 1 to 4, started at the first big count, separate from the I/O threads so a count never
-/// delays an archive write or read.
-pub fn count_in_background(job: CountJob) {
-    static QUEUE: OnceLock<Mutex<Sender<CountJob>>> = OnceLock::new();
-    let queue = QUEUE.get_or_init(|| {
-        let (tx, rx) = channel::<CountJob>();
-        let rx = Arc::new(Mutex::new(rx));
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get().saturating_sub(1))
-            .clamp(1, 4);
-        for i in 0..threads {
-            let rx = Arc::clone(&rx);
-            std::thread::Builder::new()
-                .name(format!("convcache-count-{i}"))
-                .spawn(move || loop {
-                    // The receiver is locked only to take a job, not while it runs.
-                    let job = match rx.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => return,
-                    };
-                    match job {
-                        Ok(job) => job(),
-                        Err(_) => return,
-                    }
-                })
-                .expect("spawn a token counting thread");
-        }
-        Mutex::new(tx)
-    });
-    let tx = queue.lock().unwrap_or_else(|e| e.into_inner());
-    // The receivers live as long as the process: sending cannot fail.
-    let _ = tx.send(job);
+/// Runs `job` (a count of a big content, and what follows it) on a counting thread.
+pub fn count_in_background(job: Job) {
+    COUNTS.submit(job);
 }
 
 /// The `estimate` count of a content of `len` bytes: a quarter, rounded up.

@@ -7,9 +7,6 @@
 //! a key deleted or replaced meanwhile (another value identity) answers a miss. The answer
 //! is thus made of entries that existed both when the lookup started and when it replied.
 
-use std::sync::mpsc::{channel, Sender};
-use std::sync::{Mutex, OnceLock};
-
 use redis_module::{Context, RedisString, RedisValue, ThreadSafeContext};
 
 use super::bucket::{BucketSnapshot, Hit};
@@ -17,45 +14,15 @@ use super::lookup::{reply_hits, Lookup};
 use super::r#type::SEMCACHE_TYPE;
 use super::SemCache;
 use crate::keys::{select_db, selected_db};
+use crate::pool::{Job, Pool};
 use crate::{keys, metrics};
 
 /// Extra candidates a background scan keeps beyond `COUNT`, so that a few entries removed
 /// while it ran do not shorten the answer.
 const SPARE_HITS: usize = 8;
 
-type Job = Box<dyn FnOnce() + Send>;
-
-/// Workers: one fewer than the cores (the main thread keeps one), at least 1, at most 4.
-fn workers() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get().saturating_sub(1))
-        .clamp(1, 4)
-}
-
-fn queue() -> &'static Mutex<Sender<Job>> {
-    static QUEUE: OnceLock<Mutex<Sender<Job>>> = OnceLock::new();
-    QUEUE.get_or_init(|| {
-        let (tx, rx) = channel::<Job>();
-        let rx = std::sync::Arc::new(Mutex::new(rx));
-        for i in 0..workers() {
-            let rx = std::sync::Arc::clone(&rx);
-            std::thread::Builder::new()
-                .name(format!("semcache-scan-{i}"))
-                .spawn(move || loop {
-                    let job = match rx.lock() {
-                        Ok(guard) => guard.recv(),
-                        Err(_) => return,
-                    };
-                    match job {
-                        Ok(job) => job(),
-                        Err(_) => return,
-                    }
-                })
-                .expect("spawn semcache scan worker");
-        }
-        Mutex::new(tx)
-    })
-}
+/// Scans of big buckets; a lookup waits for a free thread behind earlier ones.
+static SCANS: Pool = Pool::new("semcache-scan");
 
 /// Answers `lookup` on `snapshot` from a worker; the client is blocked until then.
 pub fn submit(
@@ -92,13 +59,7 @@ pub fn submit(
         };
         tsc.reply(Ok(reply));
     });
-    let sent = queue()
-        .lock()
-        .map_err(|_| ())
-        .and_then(|q| q.send(job).map_err(|_| ()));
-    if sent.is_err() {
-        redis_module::logging::log_warning("convcache: semcache scan queue is closed");
-    }
+    SCANS.submit(job);
 }
 
 /// Maps snapshot hits to the entries still present, best first, at most `COUNT`.
