@@ -1,6 +1,8 @@
 //! convcache: conversation memory and semantic caching as native Valkey/Redis commands.
 //! This file only registers things; the logic lives in the capability folders.
 
+#[cfg(not(test))]
+mod alloc;
 pub mod aof;
 pub mod archive;
 pub mod args;
@@ -33,9 +35,9 @@ use semcache::r#type::SEMCACHE_TYPE;
 // The server's allocator in the module (memory shows in INFO/MEMORY); the system one in unit
 // tests, which run without a server.
 #[cfg(not(test))]
-type Alloc = redis_module::alloc::RedisAlloc;
+type Alloc = alloc::ServerAlloc;
 #[cfg(not(test))]
-const ALLOC: Alloc = redis_module::alloc::RedisAlloc;
+const ALLOC: Alloc = alloc::ServerAlloc;
 #[cfg(test)]
 type Alloc = std::alloc::System;
 #[cfg(test)]

@@ -18,14 +18,16 @@
 //! | tool_call_id     | `TOOL_CALL_ID`      | length, UTF-8 bytes                              |
 //! | tool_calls       | `TOOL_CALLS`        | length, UTF-8 bytes (a compact JSON array)       |
 //!
-//! Flag bits: 0 `META`, 1 `EMB`, 2 `SEQ_GAP`, 3 `NAME`, 4 `TOOL_CALL_ID`, 5 `TOOL_CALLS`;
-//! bit 6 is free; bit 7 would mean a second flags byte follows (never set today).
+//! Flag bits: 0 `META`, 1 `EMB`, 2 `SEQ_GAP`, 3 `NAME`, 4 `TOOL_CALL_ID`, 5 `TOOL_CALLS`,
+//! 6 `PLAIN` (the content goes into JSON as it is: checked once here, not on every read);
+//! bit 7 would mean a second flags byte follows (never set today).
 //! "Previous" for the first live record is the arena's
 //! base (the last dropped turn, or 0/0). Only this file reads or writes the layout; it is never
 //! persisted (RDB/AOF use `codec.rs`), so it can change freely between releases.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::render::json_plain;
 use super::turn::{Emb, Turn};
 use crate::varint::put as put_varint;
 
@@ -35,6 +37,7 @@ const SEQ_GAP: u8 = 1 << 2;
 const NAME: u8 = 1 << 3;
 const TOOL_CALL_ID: u8 = 1 << 4;
 const TOOL_CALLS: u8 = 1 << 5;
+const PLAIN: u8 = 1 << 6;
 
 /// Roles every session shares without storing them: index 0.. in records.
 pub const BUILTIN_ROLES: [&str; 6] = [
@@ -200,7 +203,8 @@ impl Arena {
             | bit(gap > 0, SEQ_GAP)
             | bit(t.name.is_some(), NAME)
             | bit(t.tool_call_id.is_some(), TOOL_CALL_ID)
-            | bit(t.tool_calls.is_some(), TOOL_CALLS);
+            | bit(t.tool_calls.is_some(), TOOL_CALLS)
+            | bit(t.plain || json_plain(t.content), PLAIN);
         let texts = [t.meta, t.name, t.tool_call_id, t.tool_calls];
         let need = 1
             + varint_len(role)
@@ -260,11 +264,15 @@ impl Arena {
             return;
         }
         let cap = if self.len < expect {
-            // What the window will take: the bytes now, plus the turns to come at the average.
+            // What the window will take: the bytes now, plus the turns to come at the average,
+            // at most 4x what is held (one long first turn does not reserve a window of them).
+            // A chat session reaches a 20-turn window in two or three allocations.
             let per_turn = want.div_ceil(self.len + 1);
-            (want + per_turn * (expect - self.len - 1)).clamp(want + want / 16, 2 * want + 64)
+            (want + per_turn * (expect - self.len - 1)).clamp(want + want / 16, 4 * want + 64)
         } else {
-            want + want / 4
+            // Past the window the overflow waits for its archive batch: room for half a
+            // window more at once, then the dropped prefix is reused (see `drop_front`).
+            want + want / 2
         };
         self.buf.reserve_exact(cap - self.buf.len());
     }
@@ -273,6 +281,20 @@ impl Arena {
     fn compact(&mut self) {
         self.buf.drain(..self.start);
         self.start = 0;
+    }
+
+    /// Asks the CPU for the live bytes ahead of a read of them all (a reply): the cache
+    /// misses of one session then overlap instead of coming one line at a time.
+    pub fn prefetch(&self) {
+        #[cfg(target_arch = "x86_64")]
+        for line in self.buf[self.start..].chunks(64) {
+            // SAFETY: a hint on an address inside the buffer; it never faults.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    line.as_ptr().cast(),
+                )
+            };
+        }
     }
 
     pub fn iter(&self) -> Turns<'_> {
@@ -428,6 +450,7 @@ impl<'a> Iterator for Turns<'a> {
             name,
             tool_call_id,
             tool_calls,
+            plain: flags & PLAIN != 0,
         })
     }
 
@@ -443,6 +466,7 @@ mod tests {
     use super::*;
     use crate::conv::message::strategies;
     use crate::conv::message::Message;
+    use crate::conv::render::{render, Format, SizeHint};
     use proptest::prelude::*;
     use std::collections::VecDeque;
 
@@ -496,10 +520,13 @@ mod tests {
         assert_eq!((a.first_seq(), a.last_seq()), (Some(1), Some(u64::MAX)));
         // Built-in roles cost no table entry; others one each, however often used.
         assert_eq!(a.roles.len(), 1);
-        // A plain turn: flags, role, ts delta, tokens, length, content.
+        // A plain turn: flags (only PLAIN: JSON takes "abc" as it is), role, ts delta,
+        // tokens, length, content.
         let mut b = Arena::default();
         b.push(&msg(1, 0, "user", "abc").as_turn(), 0);
-        assert_eq!(b.buf, [0, 0, 0, 0, 3, b'a', b'b', b'c']);
+        assert_eq!(b.buf, [PLAIN, 0, 0, 0, 3, b'a', b'b', b'c']);
+        b.push(&msg(2, 0, "user", "a\"").as_turn(), 0);
+        assert_eq!(b.buf[8..], [0, 0, 0, 0, 2, b'a', b'"']);
     }
 
     #[test]
@@ -526,7 +553,7 @@ mod tests {
         assert!(a.is_empty() && a.buf.capacity() == 0 && a.heap_bytes() == 0);
         // The counters go on from the dropped turns.
         a.push(&msg(12, 550, "user", "z").as_turn(), 10);
-        assert_eq!(a.buf[..3], [0, 0, 100]);
+        assert_eq!(a.buf[..3], [PLAIN, 0, 100]);
     }
 
     #[test]
@@ -650,6 +677,39 @@ mod tests {
             let snapshot = a.clone();
             a.rebuild_with(&[]);
             prop_assert_eq!(&a, &snapshot);
+        }
+
+        /// Replies built from the arena's turns (whose plain flag spares the JSON scan) are
+        /// byte for byte those built from the messages themselves, plain content or not.
+        #[test]
+        fn plain_flag_renders_as_a_scan_would(
+            msgs in proptest::collection::vec(
+                (strategies::message(), prop_oneof![
+                    "[ -~]{0,60}".prop_map(String::into_bytes),
+                    "[a-zA-Z ,.?']{0,60}".prop_map(String::into_bytes),
+                    proptest::collection::vec(any::<u8>(), 0..40),
+                ]),
+                1..12,
+            )
+        ) {
+            let mut a = Arena::default();
+            let msgs: Vec<Message> = msgs
+                .into_iter()
+                .enumerate()
+                .map(|(i, (m, content))| Message { seq: i as u64 + 1, content, ..m })
+                .collect();
+            for m in &msgs {
+                a.push(&m.as_turn(), 20);
+            }
+            for (t, m) in a.iter().zip(&msgs) {
+                prop_assert_eq!(t.plain, json_plain(&m.content));
+            }
+            for format in [Format::Messages, Format::Full, Format::Text] {
+                prop_assert_eq!(
+                    render(format, a.iter(), SizeHint::default()),
+                    render(format, msgs.iter().map(Message::as_turn), SizeHint::default())
+                );
+            }
         }
     }
 }

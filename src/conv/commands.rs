@@ -206,6 +206,7 @@ fn apply_add(ctx: &Context, argv: &[RedisString], counting: Counting) -> RedisRe
         name: req.name.as_deref(),
         tool_call_id: req.tool_call_id.as_deref(),
         tool_calls: req.tool_calls.as_deref(),
+        plain: false,
     };
     // The same rules as every decoder of stored turns (see message.rs).
     msg.validate().map_err(args::reply_err)?;
@@ -386,52 +387,80 @@ fn replicate_add(ctx: &Context, argv: &[RedisString], decided: [i64; 4], tokens:
         }
     }
     let (c, k, role, content) = (ctx.ctx, argv[1].inner, argv[2].inner, argv[3].inner);
-    let [ts, seq, window, sid] = decided;
+    // The numbers go as digits (`b`, one small string each) rather than as integers (`l`,
+    // which the server turns into an object and a separate string): half the allocations.
+    let mut digits = [
+        itoa::Buffer::new(),
+        itoa::Buffer::new(),
+        itoa::Buffer::new(),
+        itoa::Buffer::new(),
+        itoa::Buffer::new(),
+    ];
+    let [ts, seq, window, sid, count] = &mut digits;
+    let [ts, seq, window, sid] = [
+        ts.format(decided[0]),
+        seq.format(decided[1]),
+        window.format(decided[2]),
+        sid.format(decided[3]),
+    ]
+    .map(|d| (d.as_ptr(), d.len()));
     let cmd = c"CONV.ADD".as_ptr();
     let vector = optional.as_mut_ptr();
-    // SAFETY: each format letter matches its argument: s = RedisModuleString*, l = long long,
-    // v = RedisModuleString** and its length (size_t).
+    // SAFETY: each format letter matches its arguments: s = RedisModuleString*, v =
+    // RedisModuleString** and its length (size_t), b = a byte pointer and its length (size_t).
     unsafe {
         let replicate = raw::RedisModule_Replicate.expect("Replicate");
         match tokens {
             None => replicate(
                 c,
                 cmd,
-                c"sssvslslslsl".as_ptr(),
+                c"sssvsbsbsbsb".as_ptr(),
                 k,
                 role,
                 content,
                 vector,
                 len,
                 t,
-                ts,
+                ts.0,
+                ts.1,
                 q,
-                seq,
+                seq.0,
+                seq.1,
                 w,
-                window,
+                window.0,
+                window.1,
                 i,
-                sid,
+                sid.0,
+                sid.1,
             ),
-            Some(tokens) => replicate(
-                c,
-                cmd,
-                c"sssvslslslslsl".as_ptr(),
-                k,
-                role,
-                content,
-                vector,
-                len,
-                t,
-                ts,
-                q,
-                seq,
-                w,
-                window,
-                i,
-                sid,
-                n,
-                i64::from(tokens),
-            ),
+            Some(tokens) => {
+                let count = count.format(tokens);
+                replicate(
+                    c,
+                    cmd,
+                    c"sssvsbsbsbsbsb".as_ptr(),
+                    k,
+                    role,
+                    content,
+                    vector,
+                    len,
+                    t,
+                    ts.0,
+                    ts.1,
+                    q,
+                    seq.0,
+                    seq.1,
+                    w,
+                    window.0,
+                    window.1,
+                    i,
+                    sid.0,
+                    sid.1,
+                    n,
+                    count.as_ptr(),
+                    count.len(),
+                )
+            }
         };
     }
 }
@@ -626,6 +655,7 @@ pub fn ctx_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     }
     .min(n);
     if hot_kept >= n || s.archived.count == 0 {
+        s.prefetch_turns();
         let picked = session::pick_ctx(s.turns(), roles.as_ref(), n, tokens);
         return reply_in_place(ctx, format, picked, s.hot_size());
     }

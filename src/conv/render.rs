@@ -70,8 +70,7 @@ fn first_special(bytes: &[u8], ascii_only: bool) -> Option<usize> {
 }
 
 /// True if the bytes are printable ASCII without `"` or `\\`: JSON takes them as they are.
-#[cfg(test)]
-fn json_plain(bytes: &[u8]) -> bool {
+pub fn json_plain(bytes: &[u8]) -> bool {
     first_special(bytes, true).is_none()
 }
 
@@ -155,7 +154,13 @@ pub fn push_json_message(out: &mut Vec<u8>, m: &Turn, full: bool) {
         push_json_str(out, name.as_bytes());
     }
     out.extend_from_slice(b",\"content\":");
-    push_json_str(out, m.content);
+    if m.plain {
+        out.push(b'"');
+        out.extend_from_slice(m.content);
+        out.push(b'"');
+    } else {
+        push_json_str(out, m.content);
+    }
     if let Some(calls) = m.tool_calls {
         // Validated as a compact JSON array when stored.
         out.extend_from_slice(b",\"tool_calls\":");

@@ -468,6 +468,11 @@ impl Session {
         self.turns.iter()
     }
 
+    /// See [`Arena::prefetch`].
+    pub fn prefetch_turns(&self) {
+        self.turns.prefetch();
+    }
+
     pub fn hot_len(&self) -> usize {
         self.turns.len()
     }
@@ -944,6 +949,7 @@ mod tests {
             name: None,
             tool_call_id: None,
             tool_calls: None,
+            plain: false,
         }
     }
 

@@ -78,6 +78,10 @@ pub struct Turn<'a> {
     pub name: Option<&'a str>,
     pub tool_call_id: Option<&'a str>,
     pub tool_calls: Option<&'a str>,
+    /// The content is known to go into JSON as it is (printable ASCII, no quote or
+    /// backslash): the arena checks once, at add, so a read copies it without a scan. False
+    /// means not known (a reply scans it).
+    pub plain: bool,
 }
 
 impl Turn<'_> {
@@ -139,6 +143,7 @@ impl Message {
             name: self.name.as_deref(),
             tool_call_id: self.tool_call_id.as_deref(),
             tool_calls: self.tool_calls.as_deref(),
+            plain: false,
         }
     }
 }
