@@ -76,6 +76,14 @@ impl<'a> Args<'a> {
     }
 }
 
+/// The key of a command that takes exactly one argument.
+pub fn single_key(argv: &[RedisString]) -> Result<&RedisString, RedisError> {
+    match argv {
+        [_, key] => Ok(key),
+        _ => Err(RedisError::WrongArity),
+    }
+}
+
 pub fn parse_i64(name: &str, v: &[u8]) -> Result<i64, RedisError> {
     match std::str::from_utf8(v)
         .ok()

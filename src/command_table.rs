@@ -16,7 +16,8 @@ macro_rules! entry {
             argv: *mut *mut redis_module::raw::RedisModuleString,
             argc: std::os::raw::c_int,
         ) -> std::os::raw::c_int {
-            crate::register::dispatch(ctx, argv, argc, $handler)
+            // SAFETY: the server calls with its command's arguments.
+            unsafe { crate::register::dispatch(ctx, argv, argc, $handler) }
         }
         call as Entry
     }};

@@ -4,7 +4,7 @@
 //! Valkey 8+, Redis 7.2+/7.4+; Redis 7.0 has neither, and there ACL users name commands).
 
 use std::ffi::{c_char, c_int, CString};
-use std::mem::MaybeUninit;
+use std::mem::{ManuallyDrop, MaybeUninit};
 use std::ptr;
 
 use redis_module::{raw, Context, RedisResult, RedisString, Status};
@@ -17,15 +17,33 @@ pub type Entry =
     extern "C" fn(*mut raw::RedisModuleCtx, *mut *mut raw::RedisModuleString, c_int) -> c_int;
 
 /// Runs one safe handler for the server and replies with its result.
+///
+/// # Safety
+/// `argv` holds `argc` valid strings that outlive the call: the arguments of a command call.
 #[inline(always)]
-pub fn dispatch(
+pub unsafe fn dispatch(
     ctx: *mut raw::RedisModuleCtx,
     argv: *mut *mut raw::RedisModuleString,
     argc: c_int,
-    handler: fn(&Context, Vec<RedisString>) -> RedisResult,
+    handler: fn(&Context, &[RedisString]) -> RedisResult,
 ) -> c_int {
     let context = Context::new(ctx);
-    let args = redis_module::decode_args(ctx, argv, argc);
+    let raw: &[*mut raw::RedisModuleString] = match argc {
+        // SAFETY: the caller's contract.
+        1.. if !argv.is_null() => unsafe { std::slice::from_raw_parts(argv, argc as usize) },
+        _ => &[],
+    };
+    // Views of the server's arguments, neither retained nor released: the server keeps them
+    // for the whole call, and a handler that keeps one longer clones it (a retain). The
+    // crate's `decode_args` retained and released each one, two API calls per argument on
+    // every command.
+    let views: Vec<ManuallyDrop<RedisString>> = raw
+        .iter()
+        .map(|&s| ManuallyDrop::new(RedisString::from_redis_module_string(ctx, s)))
+        .collect();
+    // SAFETY: ManuallyDrop<T> has T's layout.
+    let args: &[RedisString] =
+        unsafe { std::slice::from_raw_parts(views.as_ptr().cast(), views.len()) };
     let response = handler(&context, args);
     context.reply(response) as c_int
 }

@@ -52,10 +52,10 @@ fn expire_at(
 /// CONV.ADD key role content [META json] [EMB fp32blob] [TS ms] [WINDOW n] [SEQ n]
 /// [EX seconds | PXAT ms] [NAME n] [TOOL_CALL_ID id] [TOOL_CALLS json-array] [TOKENIZER name]
 /// [TOKENS n]
-pub fn add(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+pub fn add(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     metrics::CONV_COMMANDS.incr();
     metrics::CONV_ADDS.incr();
-    apply_add(ctx, &argv, Counting::MayDefer)
+    apply_add(ctx, argv, Counting::MayDefer)
 }
 
 /// Where [`apply_add`] gets the content's token count from.
@@ -623,10 +623,10 @@ fn parse_roles(opts: &mut Args) -> Result<RoleFilter, RedisError> {
 /// CONV.CTX key [COUNT n] [TOKENS budget] [ROLES r1,r2] [FORMAT messages|full|text|resp]
 ///
 /// ROLES filters first: the reply is the last COUNT turns of those roles, fit to TOKENS.
-pub fn ctx_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+pub fn ctx_cmd(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     metrics::CONV_COMMANDS.incr();
     metrics::CONV_READS.incr();
-    let mut a = Args::new(&argv, 1)?;
+    let mut a = Args::new(argv, 1)?;
     let key_name = a.next_arg()?;
     let (mut count, mut tokens, mut roles, mut format) = (None, None, None, Format::Messages);
     while !a.done() {
@@ -694,10 +694,10 @@ pub fn ctx_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
 }
 
 /// CONV.HISTORY key [FROM seq] [TO seq] [ROLES r1,r2] [FORMAT ...]
-pub fn history(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+pub fn history(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     metrics::CONV_COMMANDS.incr();
     metrics::CONV_READS.incr();
-    let mut a = Args::new(&argv, 1)?;
+    let mut a = Args::new(argv, 1)?;
     let key_name = a.next_arg()?;
     let (mut from, mut to, mut roles, mut format) = (0u64, u64::MAX, None, Format::Messages);
     while !a.done() {
@@ -748,11 +748,11 @@ pub fn history(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
 
 /// CONV.SEARCH key (EMB fp32 | TEXT query) [K n] [RECENT n]: the last RECENT turns and the K
 /// older turns most relevant to the query, as one JSON object.
-pub fn search(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+pub fn search(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     metrics::CONV_COMMANDS.incr();
     metrics::CONV_READS.incr();
     // Only the key is positional: a keyword without its value gets "X needs a value".
-    let mut a = Args::new(&argv, 1)?;
+    let mut a = Args::new(argv, 1)?;
     let key_name = a.next_arg()?;
     let (mut query, mut k, mut recent) = (None, 5usize, None);
     while !a.done() {
@@ -812,25 +812,18 @@ fn search_reply(all: &[Turn], scorer: &search::Scorer, recent: usize, k: usize) 
         .map_err(args::reply_err)
 }
 
-fn single_key(argv: Vec<RedisString>) -> Result<RedisString, RedisError> {
-    if argv.len() != 2 {
-        return Err(RedisError::WrongArity);
-    }
-    Ok(argv.into_iter().nth(1).expect("checked"))
-}
-
 /// CONV.LEN key
-pub fn len(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+pub fn len(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     metrics::CONV_COMMANDS.incr();
-    let key = ctx.open_key(&single_key(argv)?);
+    let key = ctx.open_key(args::single_key(argv)?);
     let n = keys::read::<Session>(&key, &SESSION_TYPE)?.map_or(0, |s| s.total_len());
     Ok(RedisValue::Integer(n as i64))
 }
 
 /// CONV.INFO key: a map (RESP3) / flat array (RESP2); nil when the key is missing.
-pub fn info(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+pub fn info(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     metrics::CONV_COMMANDS.incr();
-    let key = ctx.open_key(&single_key(argv)?);
+    let key = ctx.open_key(args::single_key(argv)?);
     let Some(s) = keys::read::<Session>(&key, &SESSION_TYPE)? else {
         return Ok(RedisValue::Null);
     };
@@ -854,10 +847,10 @@ pub fn info(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
 }
 
 /// CONV.CLEAR key: drops every message, keeps the sequence counter. Replies the count dropped.
-pub fn clear(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+pub fn clear(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     metrics::CONV_COMMANDS.incr();
-    let name = single_key(argv)?;
-    let key = ctx.open_key_writable(&name);
+    let name = args::single_key(argv)?;
+    let key = ctx.open_key_writable(name);
     let Some(s) = keys::write::<Session>(&key, &SESSION_TYPE)? else {
         return Ok(RedisValue::Integer(0));
     };
@@ -867,21 +860,21 @@ pub fn clear(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     }
     metrics::tracked(s, |s| s.clear());
     ctx.replicate_verbatim();
-    ctx.notify_keyspace_event(NotifyEvent::MODULE, "conv.clear", &name);
+    ctx.notify_keyspace_event(NotifyEvent::MODULE, "conv.clear", name);
     Ok(RedisValue::Integer(dropped as i64))
 }
 
 /// CONV.DEL key: deletes the session. Replies 1 if it existed.
-pub fn del(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+pub fn del(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     metrics::CONV_COMMANDS.incr();
-    let name = single_key(argv)?;
-    let key = ctx.open_key_writable(&name);
+    let name = args::single_key(argv)?;
+    let key = ctx.open_key_writable(name);
     if keys::write::<Session>(&key, &SESSION_TYPE)?.is_none() {
         return Ok(RedisValue::Integer(0));
     }
     key.delete()?;
     ctx.replicate_verbatim();
-    ctx.notify_keyspace_event(NotifyEvent::GENERIC, "del", &name);
+    ctx.notify_keyspace_event(NotifyEvent::GENERIC, "del", name);
     Ok(RedisValue::Integer(1))
 }
 
@@ -891,7 +884,7 @@ pub fn del(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
 /// archived turns (the session's cold part, for a node without its file) collects them until
 /// the header's whole archived range is here, then writes them to this node's archive in the
 /// background.
-pub fn load(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+pub fn load(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     if argv.len() != 3 {
         return Err(RedisError::WrongArity);
     }
@@ -942,7 +935,7 @@ fn applying_decisions(ctx: &Context) -> bool {
 /// Every argument is checked before anything changes: `upto` between 1 and the session's last
 /// sequence number, the literal keyword PXAT, and a PXAT in the future (at most 100 years
 /// ahead) unless the command comes from the primary or the AOF, whose decision is applied.
-pub fn archived_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+pub fn archived_cmd(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     if argv.len() != 3 && argv.len() != 5 {
         return Err(RedisError::WrongArity);
     }
@@ -997,7 +990,7 @@ pub fn archived_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
 
 /// CONV.FLUSH key: archives every in-memory turn now; replies (the number of turns that left
 /// memory) once they are durable on disk.
-pub fn flush_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+pub fn flush_cmd(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     metrics::CONV_COMMANDS.incr();
     if argv.len() != 2 {
         return Err(RedisError::WrongArity);
@@ -1024,7 +1017,7 @@ pub fn flush_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
 }
 
 /// CONV._REHYDRATED key payload: the primary brought these archived turns back into memory.
-pub fn rehydrated_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+pub fn rehydrated_cmd(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     if argv.len() != 3 {
         return Err(RedisError::WrongArity);
     }
@@ -1046,7 +1039,7 @@ pub fn rehydrated_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
 
 /// CONV.IMPORT key name: imports `<import-dir>/<name>.huff`, a lix_open_cache `CAv1`
 /// archive, into a new session `key`. Replies the number of turns imported.
-pub fn import_cmd(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+pub fn import_cmd(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     metrics::CONV_COMMANDS.incr();
     if argv.len() != 3 {
         return Err(RedisError::WrongArity);

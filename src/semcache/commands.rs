@@ -51,7 +51,7 @@ fn check_dim(b: &Bucket, got: usize) -> Result<(), RedisError> {
 /// Replicates (and appends to the AOF) what the primary decided: a `SEMCACHE.DEL` of the
 /// entries it expired or evicted, then `SEMCACHE.SET ... PXAT t MAXITEMS n ID id QUANT kind
 /// [INDEX]` (`INDEX` when this SET started the bucket's index).
-pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+pub fn set(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     if argv.len() < 4 {
         return Err(RedisError::WrongArity);
     }
@@ -65,7 +65,7 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
     let (mut ttl_ms, mut renew) = (None, None);
     let mut policy = None;
     let mut quant = None;
-    let mut opts = Args::from(&argv, 4);
+    let mut opts = Args::from(argv, 4);
     while !opts.done() {
         match opts.next_keyword()?.as_str() {
             "EX" => {
@@ -235,7 +235,7 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
         id: new_id,
         started_index: started,
     };
-    replicate_set(ctx, &argv, &dropped, &decided);
+    replicate_set(ctx, argv, &dropped, &decided);
     ctx.notify_keyspace_event(NotifyEvent::MODULE, "semcache.set", &argv[1]);
     Ok(RedisValue::Integer(new_id as i64))
 }
@@ -323,8 +323,8 @@ fn replicate_set(ctx: &Context, argv: &[RedisString], dropped: &[u64], d: &Decid
 
 /// SEMCACHE.GET key vector [MINSIM s | MAXDIST d] [COUNT k] [WITHSCORES] [WITHMETA] [WITHIDS]
 /// [FILTER name value]... [PROMPT text] [TOUCH] [WITHHITS]
-pub fn get(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
-    let mut a = Args::new(&argv, 2)?;
+pub fn get(ctx: &Context, argv: &[RedisString]) -> RedisResult {
+    let mut a = Args::new(argv, 2)?;
     let key_name = a.next_arg()?;
     let (_, query) = parse_vector("vector", a.next_bytes()?)?;
     let mut prompt = None;
@@ -462,7 +462,7 @@ fn get_touch(
 
 /// SEMCACHE._TOUCH key id pxat [id pxat ...]: sets the expiry of entries (what a primary's
 /// GET ... TOUCH decided). Replies how many entries existed.
-pub fn touch(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+pub fn touch(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     if argv.len() < 4 || !argv.len().is_multiple_of(2) {
         return Err(RedisError::WrongArity);
     }
@@ -513,12 +513,12 @@ fn f64_in(a: &mut Args, name: &str, min: f64, max: f64) -> Result<f64, RedisErro
 }
 
 /// SEMCACHE.DEL key id [id ...]: removes entries. Replies how many existed.
-pub fn del(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+pub fn del(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     if argv.len() < 3 {
         return Err(RedisError::WrongArity);
     }
     if argv[2].as_slice().eq_ignore_ascii_case(b"FILTER") {
-        return del_filter(ctx, &argv);
+        return del_filter(ctx, argv);
     }
     let ids = argv[2..]
         .iter()
@@ -578,16 +578,9 @@ fn del_filter(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     Ok(RedisValue::Integer(ids.len() as i64))
 }
 
-fn single_key(argv: Vec<RedisString>) -> Result<RedisString, RedisError> {
-    if argv.len() != 2 {
-        return Err(RedisError::WrongArity);
-    }
-    Ok(argv.into_iter().nth(1).expect("checked"))
-}
-
 /// SEMCACHE.LEN key: live (unexpired) entries.
-pub fn len(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
-    let key = ctx.open_key(&single_key(argv)?);
+pub fn len(ctx: &Context, argv: &[RedisString]) -> RedisResult {
+    let key = ctx.open_key(args::single_key(argv)?);
     let now = now_ms();
     let n = keys::read::<SemCache>(&key, &SEMCACHE_TYPE)?.map_or(0, |c| live_len(&c.bucket, now));
     Ok(RedisValue::Integer(n as i64))
@@ -598,8 +591,8 @@ fn live_len(b: &Bucket, now: i64) -> usize {
 }
 
 /// SEMCACHE.INFO key: a map (RESP3) / flat array (RESP2); nil when the key is missing.
-pub fn info(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
-    let key = ctx.open_key(&single_key(argv)?);
+pub fn info(ctx: &Context, argv: &[RedisString]) -> RedisResult {
+    let key = ctx.open_key(args::single_key(argv)?);
     let Some(c) = keys::read::<SemCache>(&key, &SEMCACHE_TYPE)? else {
         return Ok(RedisValue::Null);
     };
@@ -628,7 +621,7 @@ pub fn info(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
 
 /// SEMCACHE._LOAD key payload: rebuilds a bucket from the AOF-rewrite encoding. A header
 /// payload replaces the key; an entries payload appends to the bucket being rebuilt.
-pub fn load(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+pub fn load(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     if argv.len() != 3 {
         return Err(RedisError::WrongArity);
     }

@@ -43,13 +43,13 @@ fn store(ctx: &Context, key: &RedisString, value: &RedisString, at: Option<i64>)
 }
 
 /// URLEMB.SET key vector [EX seconds]: 0 seconds = no expiry.
-pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+pub fn set(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     if argv.len() < 3 {
         return Err(RedisError::WrongArity);
     }
     validate("vector", argv[2].as_slice())?;
     let mut ttl = config::get(&config::URLEMB_TTL_SECS);
-    let mut opts = Args::from(&argv, 3);
+    let mut opts = Args::from(argv, 3);
     while !opts.done() {
         match opts.next_keyword()?.as_str() {
             "EX" => ttl = opts.int_in("EX", 0, MAX_TTL_SECS)?,
@@ -61,7 +61,7 @@ pub fn set(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
 }
 
 /// URLEMB.MSET key vector [key vector ...]: all or nothing, default TTL.
-pub fn mset(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+pub fn mset(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     if argv.len() < 3 || argv.len().is_multiple_of(2) {
         return Err(RedisError::WrongArity);
     }
@@ -124,7 +124,7 @@ fn reply_one(stored: Stored, other_type: RedisResult) -> RedisResult {
 }
 
 /// URLEMB.GET key: a key of another type answers WRONGTYPE.
-pub fn get(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+pub fn get(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     if argv.len() != 2 {
         return Err(RedisError::WrongArity);
     }
@@ -134,7 +134,7 @@ pub fn get(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
 /// URLEMB.MGET key [key ...]: one value or nil per key; like MGET, a key of another type
 /// answers nil. A string holding bytes that are not a vector fails the whole command,
 /// naming it (checked before any hit or miss is counted).
-pub fn mget(ctx: &Context, argv: Vec<RedisString>) -> RedisResult {
+pub fn mget(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     if argv.len() < 2 {
         return Err(RedisError::WrongArity);
     }
