@@ -366,6 +366,27 @@ def test_info_section(r):
     assert info["convcache_hot_messages"] == 2
 
 
+def test_replica_with_another_window_config_follows_the_primary(servers, kind):
+    """An ordinary add replicates only its time and sequence (the session's window and id are
+    the replica's state), so a WINDOW a later add sets must reach the replica with it."""
+    primary = servers(kind, module_args=MEMORY_ONLY)
+    replica = replica_of(servers, primary)
+    replica.client().config_set("convcache.window", 3)
+    p = primary.client()
+    for i in range(6):
+        p.execute_command("CONV.ADD", "w", "user", f"a{i}")  # created with the primary's window
+    p.execute_command("CONV.ADD", "w", "user", "narrower", "window", 4)
+    for i in range(3):
+        p.execute_command("CONV.ADD", "w", "assistant", f"b{i}")
+    wait_replica_caught_up(primary, replica)
+    r = replica.client()
+    assert snapshot(r, "w") == snapshot(p, "w")
+    for c in (p, r):
+        info = c.execute_command("CONV.INFO", "w")
+        info = dict(zip(info[::2], info[1::2])) if isinstance(info, list) else info
+        assert info[b"window"] == 4
+
+
 def test_replica_answers_identically(servers, kind):
     primary = servers(kind, module_args=MEMORY_ONLY)
     p = primary.client()

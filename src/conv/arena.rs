@@ -250,8 +250,8 @@ impl Arena {
     }
 
     /// Room for `need` more bytes. A full buffer first reuses its dead prefix; then it grows
-    /// towards the expected size while filling up, geometrically past it (at least 1/16 each
-    /// time: amortized O(1) appends, as the allocator has no in-place growth).
+    /// towards the expected size while filling up, geometrically past it (amortized O(1)
+    /// appends).
     fn reserve(&mut self, need: usize, expect: usize) {
         if self.buf.len() + need <= self.buf.capacity() {
             return;
@@ -270,9 +270,11 @@ impl Arena {
             let per_turn = want.div_ceil(self.len + 1);
             (want + per_turn * (expect - self.len - 1)).clamp(want + want / 16, 4 * want + 64)
         } else {
-            // Past the window the overflow waits for its archive batch: room for half a
-            // window more at once, then the dropped prefix is reused (see `drop_front`).
-            want + want / 2
+            // Past the window the overflow waits for the archiver, which under a heavy write
+            // load falls behind (it has a bounded slice of main-thread time): doubling keeps
+            // the regrowths (a new block, page faults, a copy) few. Once the archived turns
+            // are dropped, `drop_front` gives the slack back.
+            2 * want
         };
         self.buf.reserve_exact(cap - self.buf.len());
     }

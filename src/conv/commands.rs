@@ -301,11 +301,11 @@ fn apply_add(ctx: &Context, argv: &[RedisString], counting: Counting) -> RedisRe
         }
         None => {}
     }
-    let decided = [ts, seq as i64, i64::from(window), session_sid as i64];
     if expire_at.is_some() || created.is_some() || tool_fields {
+        let decided = [ts, seq as i64, i64::from(window), session_sid as i64];
         replicate_add_in_full(ctx, argv, decided, expire_at, created, replicated_tokens);
     } else {
-        replicate_add(ctx, argv, decided, replicated_tokens);
+        replicate_add(ctx, argv, ts, seq, replicated_tokens);
     }
     // SAFETY: plain module API call; a C string literal spares the crate's CString per add.
     unsafe {
@@ -360,50 +360,42 @@ impl CountedAdd {
     }
 }
 
-/// Replicas and the AOF get the primary's decisions (time, sequence, window, session id and
-/// an exact token count), so a replay reaches the same state whatever the replica's clock or
-/// config. This is the path of every ordinary add; [`replicate_add_in_full`] takes the rest.
-fn replicate_add(ctx: &Context, argv: &[RedisString], decided: [i64; 4], tokens: Option<u32>) {
-    // key, role, content, META and EMB go on as the client sent them; the decided numbers
-    // are passed as integers, so nothing is formatted or allocated here (this runs on every add).
-    let (mut meta, mut emb) = (None, None);
+/// Replicas and the AOF get the primary's decisions (time, sequence, an exact token count), so
+/// a replay reaches the same state whatever the replica's clock or config. This is the path of
+/// an ordinary add to an existing session, whose window and id are already the replica's state
+/// (the add that created the session, or changed its window, replicated them);
+/// [`replicate_add_in_full`] takes the rest.
+fn replicate_add(ctx: &Context, argv: &[RedisString], ts: i64, seq: u64, tokens: Option<u32>) {
+    let [t, q, _, _, m, e, n] = replication_keywords().0;
+    // META, EMB and WINDOW, those given, go on as the client sent them (shared, not copied),
+    // as one vector argument (`v`, which may be empty).
+    let mut optional = [std::ptr::null_mut(); 6];
+    let mut len = 0;
     for pair in argv[4..].chunks_exact(2) {
         let kw = pair[0].as_slice();
-        if kw.eq_ignore_ascii_case(b"META") {
-            meta = Some(pair[1].inner);
+        let ours = if kw.eq_ignore_ascii_case(b"META") {
+            m
         } else if kw.eq_ignore_ascii_case(b"EMB") {
-            emb = Some(pair[1].inner);
-        }
-    }
-    let [t, q, w, i, m, e, n] = replication_keywords().0;
-    // META and EMB, those given, as one vector argument (`v`, which may be empty).
-    let mut optional = [std::ptr::null_mut(); 4];
-    let mut len = 0;
-    for (kw, value) in [(m, meta), (e, emb)] {
-        if let Some(v) = value {
-            optional[len] = kw;
-            optional[len + 1] = v;
-            len += 2;
-        }
+            e
+        } else if kw.eq_ignore_ascii_case(b"WINDOW") {
+            pair[0].inner
+        } else {
+            continue;
+        };
+        optional[len] = ours;
+        optional[len + 1] = pair[1].inner;
+        len += 2;
     }
     let (c, k, role, content) = (ctx.ctx, argv[1].inner, argv[2].inner, argv[3].inner);
     // The numbers go as digits (`b`, one small string each) rather than as integers (`l`,
     // which the server turns into an object and a separate string): half the allocations.
-    let mut digits = [
+    let (mut ts_digits, mut seq_digits, mut count_digits) = (
         itoa::Buffer::new(),
         itoa::Buffer::new(),
         itoa::Buffer::new(),
-        itoa::Buffer::new(),
-        itoa::Buffer::new(),
-    ];
-    let [ts, seq, window, sid, count] = &mut digits;
-    let [ts, seq, window, sid] = [
-        ts.format(decided[0]),
-        seq.format(decided[1]),
-        window.format(decided[2]),
-        sid.format(decided[3]),
-    ]
-    .map(|d| (d.as_ptr(), d.len()));
+    );
+    let ts = ts_digits.format(ts);
+    let seq = seq_digits.format(seq);
     let cmd = c"CONV.ADD".as_ptr();
     let vector = optional.as_mut_ptr();
     // SAFETY: each format letter matches its arguments: s = RedisModuleString*, v =
@@ -414,48 +406,36 @@ fn replicate_add(ctx: &Context, argv: &[RedisString], decided: [i64; 4], tokens:
             None => replicate(
                 c,
                 cmd,
-                c"sssvsbsbsbsb".as_ptr(),
+                c"sssvsbsb".as_ptr(),
                 k,
                 role,
                 content,
                 vector,
                 len,
                 t,
-                ts.0,
-                ts.1,
+                ts.as_ptr(),
+                ts.len(),
                 q,
-                seq.0,
-                seq.1,
-                w,
-                window.0,
-                window.1,
-                i,
-                sid.0,
-                sid.1,
+                seq.as_ptr(),
+                seq.len(),
             ),
             Some(tokens) => {
-                let count = count.format(tokens);
+                let count = count_digits.format(tokens);
                 replicate(
                     c,
                     cmd,
-                    c"sssvsbsbsbsbsb".as_ptr(),
+                    c"sssvsbsbsb".as_ptr(),
                     k,
                     role,
                     content,
                     vector,
                     len,
                     t,
-                    ts.0,
-                    ts.1,
+                    ts.as_ptr(),
+                    ts.len(),
                     q,
-                    seq.0,
-                    seq.1,
-                    w,
-                    window.0,
-                    window.1,
-                    i,
-                    sid.0,
-                    sid.1,
+                    seq.as_ptr(),
+                    seq.len(),
                     n,
                     count.as_ptr(),
                     count.len(),
