@@ -194,6 +194,12 @@ impl Arena {
             t.seq,
             self.last.0
         );
+        // Roles of turns long gone (a client inventing one per turn) would pile up. Checked
+        // here, before a role index is taken: a session whose buffer just fits its window
+        // never compacts in `drop_front`, only when it appends.
+        if self.roles.len() > 2 * self.len + 8 {
+            self.rebuild_with(&[]);
+        }
         let role = self.role_index(t.role);
         let gap = t.seq - self.last.0 - 1;
         let ts = zigzag(t.ts_ms.wrapping_sub(self.last.1));
@@ -334,10 +340,6 @@ impl Arena {
             self.compact();
             if self.buf.capacity() > 2 * self.buf.len() {
                 self.buf.shrink_to(self.buf.len() + self.buf.len() / 4);
-            }
-            // Roles of turns long gone (a client inventing one per turn) would pile up.
-            if self.roles.len() > 2 * self.len + 8 {
-                self.rebuild_with(&[]);
             }
         }
     }
@@ -572,17 +574,28 @@ mod tests {
 
     #[test]
     fn roles_of_gone_turns_are_forgotten() {
-        let mut a = Arena::default();
-        for i in 1..=200u64 {
-            a.push(&msg(i, 0, &format!("r{i}"), "c").as_turn(), 0);
-            if i > 5 {
-                a.drop_front(1);
+        // Whatever the turn size, so whichever compaction the arena does (in `drop_front`, or
+        // on an append to a buffer that just fits).
+        for size in [1, 7, 50, 200] {
+            let content = "c".repeat(size);
+            for expect in [0, 5] {
+                let mut a = Arena::default();
+                for i in 1..=200u64 {
+                    a.push(&msg(i, 0, &format!("r{i}"), &content).as_turn(), expect);
+                    if i > 5 {
+                        a.drop_front(1);
+                    }
+                    assert!(
+                        a.roles.len() <= 2 * 5 + 8 + 1,
+                        "{size}/{expect}: {}",
+                        a.roles.len()
+                    );
+                }
+                assert_eq!(a.len(), 5);
+                let roles: Vec<&str> = a.iter().map(|t| t.role).collect();
+                assert_eq!(roles, ["r196", "r197", "r198", "r199", "r200"]);
             }
         }
-        assert_eq!(a.len(), 5);
-        assert!(a.roles.len() <= 2 * 5 + 8 + 5, "{}", a.roles.len());
-        let roles: Vec<&str> = a.iter().map(|t| t.role).collect();
-        assert_eq!(roles, ["r196", "r197", "r198", "r199", "r200"]);
     }
 
     #[test]
