@@ -368,8 +368,8 @@ impl CountedAdd {
 fn replicate_add(ctx: &Context, argv: &[RedisString], ts: i64, seq: u64, tokens: Option<u32>) {
     let [t, q, _, _, m, e, n] = replication_keywords().0;
     // META, EMB and WINDOW, those given, go on as the client sent them (shared, not copied),
-    // as one vector argument (`v`, which may be empty).
-    let mut optional = [std::ptr::null_mut(); 6];
+    // and an exact TOKENS count, as one vector argument (`v`, which may be empty).
+    let mut optional = [std::ptr::null_mut(); 8];
     let mut len = 0;
     for pair in argv[4..].chunks_exact(2) {
         let kw = pair[0].as_slice();
@@ -386,62 +386,36 @@ fn replicate_add(ctx: &Context, argv: &[RedisString], ts: i64, seq: u64, tokens:
         optional[len + 1] = pair[1].inner;
         len += 2;
     }
-    let (c, k, role, content) = (ctx.ctx, argv[1].inner, argv[2].inner, argv[3].inner);
+    // Only sessions with an exact tokenizer have a count to send: a string made for it.
+    let count = tokens.map(|n| RedisString::create(None, itoa::Buffer::new().format(n)));
+    if let Some(count) = &count {
+        optional[len] = n;
+        optional[len + 1] = count.inner;
+        len += 2;
+    }
     // The numbers go as digits (`b`, one small string each) rather than as integers (`l`,
     // which the server turns into an object and a separate string): half the allocations.
-    let (mut ts_digits, mut seq_digits, mut count_digits) = (
-        itoa::Buffer::new(),
-        itoa::Buffer::new(),
-        itoa::Buffer::new(),
-    );
-    let ts = ts_digits.format(ts);
-    let seq = seq_digits.format(seq);
-    let cmd = c"CONV.ADD".as_ptr();
-    let vector = optional.as_mut_ptr();
+    let (mut ts_digits, mut seq_digits) = (itoa::Buffer::new(), itoa::Buffer::new());
+    let (ts, seq) = (ts_digits.format(ts), seq_digits.format(seq));
     // SAFETY: each format letter matches its arguments: s = RedisModuleString*, v =
     // RedisModuleString** and its length (size_t), b = a byte pointer and its length (size_t).
     unsafe {
-        let replicate = raw::RedisModule_Replicate.expect("Replicate");
-        match tokens {
-            None => replicate(
-                c,
-                cmd,
-                c"sssvsbsb".as_ptr(),
-                k,
-                role,
-                content,
-                vector,
-                len,
-                t,
-                ts.as_ptr(),
-                ts.len(),
-                q,
-                seq.as_ptr(),
-                seq.len(),
-            ),
-            Some(tokens) => {
-                let count = count_digits.format(tokens);
-                replicate(
-                    c,
-                    cmd,
-                    c"sssvsbsbsb".as_ptr(),
-                    k,
-                    role,
-                    content,
-                    vector,
-                    len,
-                    t,
-                    ts.as_ptr(),
-                    ts.len(),
-                    q,
-                    seq.as_ptr(),
-                    seq.len(),
-                    n,
-                    count.as_ptr(),
-                    count.len(),
-                )
-            }
-        };
+        raw::RedisModule_Replicate.expect("Replicate")(
+            ctx.ctx,
+            c"CONV.ADD".as_ptr(),
+            c"sssvsbsb".as_ptr(),
+            argv[1].inner,
+            argv[2].inner,
+            argv[3].inner,
+            optional.as_mut_ptr(),
+            len,
+            t,
+            ts.as_ptr(),
+            ts.len(),
+            q,
+            seq.as_ptr(),
+            seq.len(),
+        );
     }
 }
 
