@@ -34,9 +34,10 @@ pub unsafe fn dispatch(
         _ => &[],
     };
     // Views of the server's arguments, neither retained nor released: the server keeps them
-    // for the whole call, and a handler that keeps one longer clones it (a retain). The
-    // crate's `decode_args` retained and released each one, two API calls per argument on
-    // every command.
+    // for the whole call, and a handler cannot keep a view longer (to keep an argument it
+    // clones it, which makes its own string, or copies the bytes). The crate's
+    // `decode_args` retained and released each one, two API calls per argument on every
+    // command.
     let views: Vec<ManuallyDrop<RedisString>> = raw
         .iter()
         .map(|&s| ManuallyDrop::new(RedisString::from_redis_module_string(ctx, s)))
