@@ -1517,12 +1517,22 @@ impl Bucket {
     /// The entry the eviction policy drops first: FIFO the oldest; LRU the least recently
     /// used (inserts count as a use); LFU the fewest hits, then the least recently used.
     fn victim_index(&self) -> Option<usize> {
-        let key = |i: usize| (self.last_use[i].get(), self.id_at(i));
         match self.policy {
             EvictPolicy::Fifo => self.oldest_index(),
-            EvictPolicy::Lru => (0..self.len()).min_by_key(|&i| key(i)),
-            EvictPolicy::Lfu => (0..self.len()).min_by_key(|&i| (self.hit_counts[i].get(), key(i))),
+            EvictPolicy::Lru => self.least_used(|_| 0),
+            EvictPolicy::Lfu => self.least_used(|i| self.hit_counts[i].get()),
         }
+    }
+
+    /// The index with the smallest (`rank`, last use, id). Passes over the contiguous rank
+    /// and use columns first; ids (a lookup into their chunk each) only break exact ties,
+    /// which after a load are common (uses restart at zero) and otherwise rare.
+    fn least_used(&self, rank: impl Fn(usize) -> u32) -> Option<usize> {
+        let key = |i: usize| (rank(i), self.last_use[i].get());
+        let best = (0..self.len()).map(key).min()?;
+        (0..self.len())
+            .filter(|&i| key(i) == best)
+            .min_by_key(|&i| self.id_at(i))
     }
 
     fn oldest_index(&self) -> Option<usize> {
@@ -2727,6 +2737,38 @@ mod tests {
         assert_eq!(b.remove_expired(10), vec![3]);
         assert_eq!(b.id_of_prompt(b"bye"), None);
         assert!(b.id_prompts.is_empty() && b.prompt_ids.is_empty());
+    }
+
+    #[test]
+    fn eviction_victims_are_the_smallest_rank_use_id() {
+        // Against the definition, with many ties (hits and uses drawn from few values).
+        let mut rng = 7u64;
+        let mut next = |m: u64| {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (rng >> 33) % m
+        };
+        for policy in [EvictPolicy::Lru, EvictPolicy::Lfu] {
+            for _ in 0..50 {
+                let mut b = Bucket::new(40);
+                b.set_policy(policy);
+                let n = 1 + next(40) as usize;
+                for i in 0..n {
+                    ins(&mut b, &[1.0, i as f32], "r");
+                }
+                for i in 0..b.len() {
+                    b.last_use[i].set(next(4));
+                    b.hit_counts[i].set(next(3) as u32);
+                }
+                let rank = |i: usize| match policy {
+                    EvictPolicy::Lfu => b.hit_counts[i].get(),
+                    _ => 0,
+                };
+                let want = (0..b.len()).min_by_key(|&i| (rank(i), b.last_use[i].get(), b.id_at(i)));
+                assert_eq!(b.victim_index(), want);
+            }
+        }
     }
 
     #[test]
