@@ -129,10 +129,12 @@ def wait_for(pred, timeout=10, interval=0.05, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def replica_of(start, primary):
+def replica_of(start, primary, module_args=None):
     """A replica of `primary` of the same kind, started through the `servers` fixture, synced.
-    `propagation-error-behavior panic` makes any divergence crash it loudly."""
-    rep = start(primary.kind, module_args=primary.module_args,
+    `propagation-error-behavior panic` makes any divergence crash it loudly. `module_args`:
+    the replica's own module config (default: the primary's)."""
+    rep = start(primary.kind,
+                module_args=primary.module_args if module_args is None else module_args,
                 extra=["--replicaof", "127.0.0.1", str(primary.port),
                        "--propagation-error-behavior", "panic"])
     wait_for(lambda: rep.client().info("replication").get("master_link_status") == "up",

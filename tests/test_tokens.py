@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import redis
 
-from harness import wait_for, wait_replica_caught_up
+from harness import replica_of, wait_for, wait_replica_caught_up
 from test_archive import IMPORT_DIR, cold_args, conv_info, history, wait_cold
 
 NODE_DIR = os.path.join(os.path.dirname(__file__), "node")
@@ -194,11 +194,7 @@ def digest(r, key):
 
 def test_replica_with_another_tokenizer_config_reaches_the_same_state(servers, kind):
     primary = servers(kind, module_args=["tokenizer", "cl100k_base", "window", "50"])
-    rep = servers(kind, module_args=["tokenizer", "estimate", "window", "50"],
-                  extra=["--replicaof", "127.0.0.1", str(primary.port),
-                         "--propagation-error-behavior", "panic"])
-    wait_for(lambda: rep.client().info("replication").get("master_link_status") == "up",
-             timeout=20, what="replica link up")
+    rep = replica_of(servers, primary, module_args=["tokenizer", "estimate", "window", "50"])
     r = primary.client()
     add(r, "a", "user", "Hello, how are you? 日本語")
     add(r, "a", "assistant", "", "TOOL_CALLS", '[{"id":"c"}]')
@@ -481,11 +477,8 @@ def aof_bytes(s):
 def test_replica_and_aof_get_the_primarys_count_of_a_big_content(servers, kind):
     primary = servers(kind, module_args=["tokenizer", "cl100k_base"],
                       extra=["--appendonly", "yes", "--aof-use-rdb-preamble", "no"])
-    rep = servers(kind, module_args=["tokenizer", "estimate", "tokenize-inline-bytes", "0"],
-                  extra=["--replicaof", "127.0.0.1", str(primary.port),
-                         "--propagation-error-behavior", "panic"])
-    wait_for(lambda: rep.client().info("replication").get("master_link_status") == "up",
-             timeout=20, what="replica link up")
+    rep = replica_of(servers, primary,
+                     module_args=["tokenizer", "estimate", "tokenize-inline-bytes", "0"])
     r = primary.client()
     text = mixed_text(200_000)
     add(r, "a", "user", text)                         # creates the session: in full

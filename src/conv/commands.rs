@@ -212,7 +212,8 @@ fn apply_add(ctx: &Context, argv: &[RedisString], counting: Counting) -> RedisRe
     msg.validate().map_err(args::reply_err)?;
     let mut drop_auto_expire = 0;
     // A session keeps its window until a later WINDOW changes it; a new one starts with the
-    // config's. Either way the decided window is replicated.
+    // config's. A new session's window, or a WINDOW given, is replicated; otherwise it is
+    // already the replica's state.
     let existing = keys::write::<Session>(&key, &SESSION_TYPE)?;
     let window = req.window.unwrap_or_else(|| match &existing {
         Some(s) => s.window,
@@ -366,7 +367,7 @@ impl CountedAdd {
 /// (the add that created the session, or changed its window, replicated them);
 /// [`replicate_add_in_full`] takes the rest.
 fn replicate_add(ctx: &Context, argv: &[RedisString], ts: i64, seq: u64, tokens: Option<u32>) {
-    let [t, q, _, _, m, e, n] = replication_keywords().0;
+    let [t, q, m, e, n] = replication_keywords().0;
     // META, EMB and WINDOW, those given, go on as the client sent them (shared, not copied),
     // and an exact TOKENS count, as one vector argument (`v`, which may be empty).
     let mut optional = [std::ptr::null_mut(); 8];
@@ -421,7 +422,7 @@ fn replicate_add(ctx: &Context, argv: &[RedisString], ts: i64, seq: u64, tokens:
 
 /// The keywords `replicate_add` sends, as server strings made once: each ADD then shares them
 /// (a reference count) instead of creating strings for the replication stream.
-struct ReplicationKeywords([*mut raw::RedisModuleString; 7]);
+struct ReplicationKeywords([*mut raw::RedisModuleString; 5]);
 
 // SAFETY: made once, never changed or freed; the server only reads them, on the main thread.
 unsafe impl Send for ReplicationKeywords {}
@@ -440,9 +441,7 @@ fn replication_keywords() -> &'static ReplicationKeywords {
                 )
             }
         };
-        ReplicationKeywords(
-            [c"TS", c"SEQ", c"WINDOW", c"SID", c"META", c"EMB", c"TOKENS"].map(make),
-        )
+        ReplicationKeywords([c"TS", c"SEQ", c"META", c"EMB", c"TOKENS"].map(make))
     })
 }
 
