@@ -2,7 +2,11 @@
 exact scan (recall@1) and against faiss / usearch in-process on the same data.
 
     VALKEY_SERVER=... MODULE_SO=... python benches/bench_semindex.py [--quick] [--shapes=100000x384,...]
-        [--quant=float32,int8] [--no-libs]
+        [--quant=float32,int8] [--no-libs] [--dump=PREFIX]
+
+--dump=PREFIX writes the first shape's vectors, queries and exact answers (PREFIX.data, .q:
+float32 rows; .truth: uint32 rows) and exits, for the in-process graph check
+`hnsw_recall_file` in src/semcache/hnsw.rs.
 
 Data: embedding-like clustered unit vectors (1,000 centres; points = centre + noise, so
 neighbours in a cluster have cosine ~0.8), queries = a stored vector plus a small noise
@@ -87,6 +91,13 @@ def run_shape(n, dim, quick, rng, quants):
     qidx = rng.integers(0, n, nq)
     queries = near(data, qidx, rng)
     truth = exact_top1(data, queries)
+    for a in sys.argv[1:]:
+        if a.startswith("--dump="):
+            prefix = a.split("=", 1)[1]
+            data.tofile(prefix + ".data")
+            queries.tofile(prefix + ".q")
+            truth.astype(np.uint32).tofile(prefix + ".truth")
+            sys.exit(0)
     extra = clustered(200 if quick else 1000, dim, rng)
     rows = [run_quant(n, dim, quick, quant, data, queries, truth, extra) for quant in quants]
     if "--no-libs" not in sys.argv:

@@ -78,7 +78,9 @@ pub fn prefetch_lines<T>(v: &[T], lines: usize) {
 pub struct Params {
     /// Neighbours per node on upper levels (level 0 keeps twice as many).
     pub m: usize,
-    /// Candidates kept while inserting.
+    /// Candidates kept while inserting. 128: at 1,000,000 x 384 clustered, recall@1 0.990
+    /// -> 0.997 at ef 64 against 64 here, for 34% more build time (`hnsw_recall_file`);
+    /// hnswlib, Redis vector sets and valkey-search default to 200.
     pub ef_construction: usize,
 }
 
@@ -86,7 +88,7 @@ impl Default for Params {
     fn default() -> Self {
         Params {
             m: 16,
-            ef_construction: 64,
+            ef_construction: 128,
         }
     }
 }
@@ -472,18 +474,28 @@ impl Hnsw {
         self.set_links(node, level, &ids);
     }
 
-    /// The neighbour-selection heuristic: keeps a candidate (best first) only when it is
-    /// closer to the base than to every candidate kept so far, at most `m`.
+    /// The neighbour-selection heuristic: keeps a candidate (best first) when it is closer to
+    /// the base than to every candidate kept so far, at most `m`; then fills the list up to
+    /// `m` with the best candidates it passed over (hnswlib's "keep pruned connections").
+    /// Why fill: the members of a tight cluster of embeddings are almost equidistant, the
+    /// heuristic alone kept 17 of 32 level-0 links on average, and a walk inside a cluster
+    /// then missed its target. Filled, at 1,000,000 x 384 (`hnsw_recall_file`): recall@1
+    /// 0.977 -> 0.990 at ef 64, for 6% more similarities per lookup and 35% more build time.
     fn select(&self, cands: &[Scored], m: usize) -> Vec<Scored> {
         let mut out: Vec<Scored> = Vec::with_capacity(m);
+        let mut pruned = Vec::new();
         for &c in cands {
             if out.len() >= m {
                 break;
             }
             if out.iter().all(|r| self.sim_nodes(c.1, r.1) < c.0) {
                 out.push(c);
+            } else {
+                pruned.push(c);
             }
         }
+        let room = m.saturating_sub(out.len());
+        out.extend(pruned.into_iter().take(room));
         out
     }
 
@@ -1196,5 +1208,88 @@ mod timing {
         }
         let rem = t.elapsed().as_secs_f64() / 1_000.0;
         println!("insert {:.0} us, remove {:.0} us", ins * 1e6, rem * 1e6);
+    }
+}
+
+#[cfg(test)]
+mod recall_file {
+    use super::*;
+
+    fn read_le<T>(path: &str, f: fn([u8; 4]) -> T) -> Vec<T> {
+        let b = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        b.chunks_exact(4)
+            .map(|c| f(c.try_into().unwrap()))
+            .collect()
+    }
+
+    /// Graph quality on the bench's own data: `python benches/bench_semindex.py
+    /// --shapes=1000000x384 --quick --dump=/tmp/b1m` writes the vectors, queries and exact
+    /// answers, then `HNSW_FILE=/tmp/b1m HNSW_DIM=384 [HNSW_M=16] [HNSW_EFC=128] cargo test
+    /// --release --lib hnsw_recall_file -- --ignored --nocapture` builds the graph as a bucket
+    /// does and prints recall@1 (candidates re-scored with the float rows) per ef, the
+    /// similarities per lookup and, for each miss, the target's level-0 in-degree and the
+    /// similarities (x100) query-found, query-target and found-target.
+    #[test]
+    #[ignore]
+    fn hnsw_recall_file() {
+        use std::time::Instant;
+        let env = |k: &str| std::env::var(k).ok();
+        let base = env("HNSW_FILE").expect("HNSW_FILE");
+        let dim: usize = env("HNSW_DIM").expect("HNSW_DIM").parse().unwrap();
+        let mut params = Params::default();
+        params.m = env("HNSW_M").map_or(params.m, |s| s.parse().unwrap());
+        params.ef_construction =
+            env("HNSW_EFC").map_or(params.ef_construction, |s| s.parse().unwrap());
+        let data = read_le(&format!("{base}.data"), f32::from_le_bytes);
+        let qs = read_le(&format!("{base}.q"), f32::from_le_bytes);
+        let truth = read_le(&format!("{base}.truth"), u32::from_le_bytes);
+        let row = |nd: u32| &data[nd as usize * dim..(nd as usize + 1) * dim];
+        let n = data.len() / dim;
+        let mut g = Hnsw::new(params);
+        let t = Instant::now();
+        for i in 0..n as u32 {
+            let node = g.alloc(u64::from(i) + 1, row(i));
+            g.connect(node);
+        }
+        println!(
+            "{params:?}: built {n} in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        let mut indeg = vec![0u32; n];
+        let mut out = 0usize;
+        for i in 0..n as u32 {
+            out += g.links(i, 0).len();
+            g.links(i, 0).iter().for_each(|&x| indeg[x as usize] += 1);
+        }
+        println!(
+            "level 0: mean out-degree {:.1}, in-degree 0: {} nodes, <= 2: {}",
+            out as f64 / n as f64,
+            indeg.iter().filter(|&&d| d == 0).count(),
+            indeg.iter().filter(|&&d| d <= 2).count()
+        );
+        let pct = |x: f32| (x * 100.0) as i32;
+        for ef in [16usize, 32, 64, 128, 256] {
+            let mut misses = Vec::new();
+            SIMS.with(|c| c.set(0));
+            for (i, &t) in truth.iter().enumerate() {
+                let q = &qs[i * dim..(i + 1) * dim];
+                let best = g
+                    .search(q, ef)
+                    .iter()
+                    .map(|&(nd, _)| (vector::dot(q, row(nd)), nd))
+                    .max_by(|a, b| a.0.total_cmp(&b.0))
+                    .expect("a graph search finds something");
+                if best.1 != t {
+                    let (qt, ft) = (vector::dot(q, row(t)), vector::dot(row(best.1), row(t)));
+                    misses.push((indeg[t as usize], pct(best.0), pct(qt), pct(ft)));
+                }
+            }
+            println!(
+                "ef {ef}: recall@1 {:.3}, similarities {}, misses {:?}",
+                1.0 - misses.len() as f64 / truth.len() as f64,
+                SIMS.with(|c| c.get()) / truth.len(),
+                &misses[..misses.len().min(12)]
+            );
+        }
     }
 }
