@@ -1007,6 +1007,53 @@ mod tests {
     }
 
     #[test]
+    fn level0_lists_are_filled_past_the_pruning() {
+        // Near-equidistant points (one tight cluster): the pruning heuristic alone keeps a
+        // fraction of the candidates; the lists are filled up to their size anyway, so no
+        // node is left with few links (or without in-links) to be reached by.
+        let mut rng = Rng::new(5);
+        let data = clustered(3_000, 64, 1, &mut rng);
+        let (g, _) = build(&data, Params::default());
+        let m = g.params().m;
+        let mut indeg = vec![0usize; g.slots()];
+        for node in 0..g.slots() as u32 {
+            let links = g.links(node, 0);
+            assert!(links.len() >= m, "node {node}: {} links", links.len());
+            links.iter().for_each(|&x| indeg[x as usize] += 1);
+        }
+        let mean = indeg.iter().sum::<usize>() as f64 / g.slots() as f64;
+        assert!(mean > 1.25 * m as f64, "mean level-0 degree {mean}");
+        assert!(indeg.iter().all(|&d| d > 0), "a node without in-link");
+        // The heuristic alone does prune here: the fill is what keeps the lists long.
+        let cands: Vec<Scored> = {
+            let mut v: Vec<Scored> = (1..=2 * m as u32)
+                .map(|c| Scored(g.sim_nodes(0, c), c))
+                .collect();
+            v.sort_unstable_by(|a, b| b.cmp(a));
+            v
+        };
+        let mut kept: Vec<Scored> = Vec::new();
+        for &c in &cands {
+            if kept.len() < m && kept.iter().all(|r| g.sim_nodes(c.1, r.1) < c.0) {
+                kept.push(c);
+            }
+        }
+        assert!(
+            kept.len() < m,
+            "the heuristic kept {} of {}",
+            kept.len(),
+            cands.len()
+        );
+        let chosen = g.select(&cands, m);
+        assert_eq!(chosen.len(), m);
+        assert_eq!(
+            chosen[..kept.len()],
+            kept[..],
+            "the heuristic's choice comes first"
+        );
+    }
+
+    #[test]
     fn removal_keeps_recall_and_reuses_slots() {
         let mut rng = Rng::new(2);
         let dim = 32;
