@@ -42,6 +42,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::hnsw::{self, Hnsw};
+use super::lru::UseOrder;
 use super::tags::{self, Pair};
 use crate::vector::{self, VectorError};
 
@@ -710,6 +711,8 @@ pub struct Bucket {
     /// primary's evictions reach replicas as SEMCACHE.DEL.
     hit_counts: Vec<Cell<u32>>,
     last_use: Vec<Cell<u64>>,
+    /// Rows in the order of `last_use` (LRU's victim is the first).
+    use_order: UseOrder,
     use_clock: Cell<u64>,
     policy: EvictPolicy,
     /// A lower bound of the entries' expiry times (0 = no entry expires), so the expiry sweep
@@ -740,6 +743,7 @@ impl Bucket {
             renew_ms: Vec::new(),
             hit_counts: Vec::new(),
             last_use: Vec::new(),
+            use_order: UseOrder::default(),
             use_clock: Cell::new(0),
             policy: EvictPolicy::Fifo,
             earliest_expiry_ms: 0,
@@ -1201,6 +1205,7 @@ impl Bucket {
             + self.renew_ms.capacity() * size_of::<i64>()
             + self.hit_counts.capacity() * size_of::<Cell<u32>>()
             + self.last_use.capacity() * size_of::<Cell<u64>>()
+            + self.use_order.heap_bytes()
             + self
                 .metas
                 .iter()
@@ -1223,6 +1228,7 @@ impl Bucket {
         let c = &self.hit_counts[index];
         c.set(c.get().saturating_add(1));
         self.last_use[index].set(self.tick());
+        self.use_order.touch(index);
     }
 
     /// Lookups the entry at a physical index answered (since it was loaded).
@@ -1519,12 +1525,12 @@ impl Bucket {
     fn victim_index(&self) -> Option<usize> {
         match self.policy {
             EvictPolicy::Fifo => self.oldest_index(),
-            EvictPolicy::Lru => self.least_used(|_| 0),
+            EvictPolicy::Lru => self.use_order.first(),
             EvictPolicy::Lfu => self.least_used(|i| self.hit_counts[i].get()),
         }
     }
 
-    /// The index with the smallest (`rank`, last use, id). Passes over the contiguous rank
+    /// The index with the smallest (`rank`, last use, id) (LFU's victim). Passes over the contiguous rank
     /// and use columns first; ids (a lookup into their chunk each) only break exact ties,
     /// which after a load are common (uses restart at zero) and otherwise rare.
     fn least_used(&self, rank: impl Fn(usize) -> u32) -> Option<usize> {
@@ -1610,6 +1616,11 @@ impl Bucket {
         self.reserve_col(&mut uses, needed);
         uses.push(Cell::new(self.tick()));
         self.last_use = uses;
+        if self.use_order.capacity() < needed {
+            let target = self.grow_target(self.use_order.capacity(), needed, self.max_items);
+            self.use_order.reserve_exact(target - self.use_order.len());
+        }
+        self.use_order.push();
 
         if self
             .chunks
@@ -1660,6 +1671,7 @@ impl Bucket {
         self.responses.swap_remove(i);
         self.hit_counts.swap_remove(i);
         self.last_use.swap_remove(i);
+        self.use_order.swap_remove(i);
         self.metas.swap_remove(i);
         self.renew_ms.swap_remove(i);
         let (c, o) = self.locate(i);
@@ -1694,6 +1706,7 @@ impl Bucket {
             self.renew_ms.shrink_to(keep);
             self.hit_counts.shrink_to(keep);
             self.last_use.shrink_to(keep);
+            self.use_order.shrink_to(keep);
         }
         if self.chunks.capacity() > 2 * self.chunks.len() + MIN_GROW_ROWS {
             self.chunks.shrink_to_fit();
@@ -2757,9 +2770,29 @@ mod tests {
                 for i in 0..n {
                     ins(&mut b, &[1.0, i as f32], "r");
                 }
-                for i in 0..b.len() {
-                    b.last_use[i].set(next(4));
-                    b.hit_counts[i].set(next(3) as u32);
+                if policy == EvictPolicy::Lfu {
+                    for i in 0..b.len() {
+                        b.last_use[i].set(next(4));
+                        b.hit_counts[i].set(next(3) as u32);
+                    }
+                } else {
+                    // LRU keeps its order as rows are read, removed (renumbered) and added.
+                    for _ in 0..next(80) {
+                        match next(4) {
+                            0 => b.remove(b.id_at(next(b.len() as u64) as usize)),
+                            1 => ins(&mut b, &[2.0, next(9) as f32], "r").evicted.is_empty(),
+                            _ => {
+                                b.record_hit(next(b.len() as u64) as usize);
+                                true
+                            }
+                        };
+                        if b.is_empty() {
+                            ins(&mut b, &[1.0, 1.0], "r");
+                        }
+                    }
+                    let mut by_use: Vec<usize> = (0..b.len()).collect();
+                    by_use.sort_by_key(|&i| b.last_use[i].get());
+                    assert_eq!(b.use_order.order(), by_use);
                 }
                 let rank = |i: usize| match policy {
                     EvictPolicy::Lfu => b.hit_counts[i].get(),

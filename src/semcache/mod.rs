@@ -9,6 +9,7 @@ pub mod codec;
 pub mod commands;
 pub mod hnsw;
 pub mod lookup;
+pub mod lru;
 pub mod scan;
 pub mod tags;
 pub mod r#type;
