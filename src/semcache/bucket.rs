@@ -711,7 +711,8 @@ pub struct Bucket {
     /// primary's evictions reach replicas as SEMCACHE.DEL.
     hit_counts: Vec<Cell<u32>>,
     last_use: Vec<Cell<u64>>,
-    /// Rows in the order of `last_use` (LRU's victim is the first).
+    /// Rows in the order of `last_use`: LRU's victim is the first. (`last_use` stays: LFU
+    /// breaks its ties with it in one pass over a contiguous column.)
     use_order: UseOrder,
     use_clock: Cell<u64>,
     policy: EvictPolicy,
@@ -1530,9 +1531,9 @@ impl Bucket {
         }
     }
 
-    /// The index with the smallest (`rank`, last use, id) (LFU's victim). Passes over the contiguous rank
-    /// and use columns first; ids (a lookup into their chunk each) only break exact ties,
-    /// which after a load are common (uses restart at zero) and otherwise rare.
+    /// The index with the smallest (`rank`, last use, id): LFU's victim. Passes over the
+    /// contiguous rank and use columns first; ids (a lookup into their chunk each) only break
+    /// exact ties, which the use clock (one tick per insert or hit) does not produce.
     fn least_used(&self, rank: impl Fn(usize) -> u32) -> Option<usize> {
         let key = |i: usize| (rank(i), self.last_use[i].get());
         let best = (0..self.len()).map(key).min()?;
@@ -1574,9 +1575,15 @@ impl Bucket {
     }
 
     fn reserve_col<T>(&self, v: &mut Vec<T>, needed: usize) {
-        if v.capacity() < needed {
-            let target = self.grow_target(v.capacity(), needed, self.max_items);
-            v.reserve_exact(target - v.len());
+        v.reserve_exact(self.col_growth(v.capacity(), v.len(), needed));
+    }
+
+    /// Rows to reserve in a column of `len` rows and capacity `cap` so that it holds `needed`.
+    fn col_growth(&self, cap: usize, len: usize, needed: usize) -> usize {
+        if cap < needed {
+            self.grow_target(cap, needed, self.max_items) - len
+        } else {
+            0
         }
     }
 
@@ -1616,10 +1623,9 @@ impl Bucket {
         self.reserve_col(&mut uses, needed);
         uses.push(Cell::new(self.tick()));
         self.last_use = uses;
-        if self.use_order.capacity() < needed {
-            let target = self.grow_target(self.use_order.capacity(), needed, self.max_items);
-            self.use_order.reserve_exact(target - self.use_order.len());
-        }
+        let (cap, len) = (self.use_order.capacity(), self.use_order.len());
+        self.use_order
+            .reserve_exact(self.col_growth(cap, len, needed));
         self.use_order.push();
 
         if self
@@ -1775,24 +1781,7 @@ impl BucketSnapshot {
 mod tests {
     use super::*;
     use crate::vector::normalized;
-
-    struct Rng(u64);
-    impl Rng {
-        fn new(seed: u64) -> Rng {
-            Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-        }
-        fn f32(&mut self) -> f32 {
-            let mut x = self.0;
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            self.0 = x;
-            ((x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        }
-        fn vec(&mut self, n: usize) -> Vec<f32> {
-            (0..n).map(|_| self.f32()).collect()
-        }
-    }
+    use crate::vector::tests::Rng;
 
     fn ins(b: &mut Bucket, v: &[f32], resp: &str) -> InsertOutcome {
         b.insert(None, v, resp.as_bytes().to_vec(), None, 0)
@@ -2755,13 +2744,8 @@ mod tests {
     #[test]
     fn eviction_victims_are_the_smallest_rank_use_id() {
         // Against the definition, with many ties (hits and uses drawn from few values).
-        let mut rng = 7u64;
-        let mut next = |m: u64| {
-            rng = rng
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (rng >> 33) % m
-        };
+        let mut rng = Rng::new(7);
+        let mut next = |m: u64| rng.next_u64() % m;
         for policy in [EvictPolicy::Lru, EvictPolicy::Lfu] {
             for _ in 0..50 {
                 let mut b = Bucket::new(40);
