@@ -71,12 +71,12 @@ def timed_calls(conn, packed_list, reps):
     return {"ops": 1 / mean, "p50": lat[len(lat) // 2] * 1e6, "p99": lat[int(len(lat) * 0.99)] * 1e6}
 
 
-def fill(r, key, data, quant, batch=1000):
+def fill(r, key, data, quant, algo, batch=1000):
     p = r.pipeline(transaction=False)
     for s in range(0, len(data), batch):
         for v in data[s:s + batch]:
             p.execute_command("SEMCACHE.SET", key, v.tobytes(), RESPONSE, "MAXITEMS", len(data),
-                              "QUANT", quant)
+                              "QUANT", quant, "ALGO", algo)
         p.execute()
 
 
@@ -85,7 +85,7 @@ def info_map(r, key):
     return {k.decode(): v for k, v in zip(i[::2], i[1::2])}
 
 
-def run_shape(n, dim, quick, rng, quants):
+def run_shape(n, dim, quick, rng, quants, algos):
     data = clustered(n, dim, rng)
     nq = 300 if quick else 1000
     qidx = rng.integers(0, n, nq)
@@ -99,23 +99,25 @@ def run_shape(n, dim, quick, rng, quants):
             truth.astype(np.uint32).tofile(prefix + ".truth")
             sys.exit(0)
     extra = clustered(200 if quick else 1000, dim, rng)
-    rows = [run_quant(n, dim, quick, quant, data, queries, truth, extra) for quant in quants]
+    rows = [run_quant(n, dim, quick, quant, algo, data, queries, truth, extra)
+            for algo in algos for quant in quants]
     if "--no-libs" not in sys.argv:
         rows[0].update(compare_libraries(data, queries, truth, quick))
     return rows
 
 
-def run_quant(n, dim, quick, quant, data, queries, truth, extra):
+def run_quant(n, dim, quick, quant, algo, data, queries, truth, extra):
     srv = Server("valkey", module_args=["max-items", "1000000", "semcache-ttl", "0"]).start()
-    out = {"shape": f"{n:,} x {dim}", "quant": quant}
+    out = {"shape": f"{n:,} x {dim}", "quant": quant, "algo": algo}
     try:
         r = srv.client(socket_timeout=600, protocol=2)
         t = time.perf_counter()
-        fill(r, "big", data, quant)
+        fill(r, "big", data, quant, algo)
         out["fill_s"] = time.perf_counter() - t
         info = info_map(r, "big")
         assert info["index_pending"] == 0, info
         assert info["quant"].decode() == quant, info
+        assert info["index"].decode() == algo, info
         out["mem_mb"] = r.memory_usage("big") / 1e6
         out["index_mb"] = info["index_bytes"] / 1e6
         out["vec_ratio"] = info["vector_bytes"] / (n * dim * 4)
@@ -135,13 +137,16 @@ def run_quant(n, dim, quick, quant, data, queries, truth, extra):
             return float(np.mean(np.array(ids) - 1 == truth))
         out["recall"] = recall()
         out["get"], out["sem"] = get, sem
-        # The ef trade-off (semcache-index-ef), then back to the default.
-        default_ef = r.config_get("convcache.semcache-index-ef")["convcache.semcache-index-ef"]
+        # The effort trade-off (semcache-index-ef for hnsw, -nprobe for ivf), then back to
+        # the default.
+        knob, values = (("semcache-index-ef", (16, 32, 64, 128)) if algo == "hnsw"
+                        else ("semcache-index-nprobe", (1, 2, 4, 8)))
+        default = r.config_get("convcache." + knob)["convcache." + knob]
         out["ef"] = []
-        for ef in (16, 32, 64, 128):
-            r.config_set("convcache.semcache-index-ef", ef)
-            out["ef"].append((ef, timed_calls(conn, packed, reps // 2), recall()))
-        r.config_set("convcache.semcache-index-ef", default_ef)
+        for ef in values:
+            r.config_set("convcache." + knob, ef)
+            out["ef"].append((f"{knob[15:]} {ef}", timed_calls(conn, packed, reps // 2), recall()))
+        r.config_set("convcache." + knob, default)
         # SET cost with the index (each evicts the oldest entry).
         sets = timed_calls(conn, [conn.pack_command("SEMCACHE.SET", "big", v.tobytes(), RESPONSE)
                                   for v in extra], len(extra))
@@ -208,29 +213,32 @@ def main():
         if a.startswith("--shapes="):
             shapes = [tuple(int(x) for x in s.split("x")) for s in a.split("=", 1)[1].split(",")]
     quants = ["float32", "int8"]
+    algos = ["hnsw", "ivf"]
     for a in sys.argv[1:]:
         if a.startswith("--quant="):
             quants = a.split("=", 1)[1].split(",")
+        if a.startswith("--algo="):
+            algos = a.split("=", 1)[1].split(",")
     rng = np.random.default_rng(7)
-    rows = [row for n, dim in shapes for row in run_shape(n, dim, quick, rng, quants)]
-    print("\n### SEMCACHE.GET with the HNSW index (one client, 512-byte responses)\n")
-    print("| bucket | vectors | vector bytes | fill s | MEMORY USAGE MB | index MB | GET ops/s "
+    rows = [row for n, dim in shapes for row in run_shape(n, dim, quick, rng, quants, algos)]
+    print("\n### SEMCACHE.GET with an index (one client, 512-byte responses)\n")
+    print("| bucket | index | vectors | vector bytes | fill s | MEMORY USAGE MB | index MB | GET ops/s "
           "| SEMCACHE.GET ops/s | p50 µs | p99 µs | vs GET | recall@1 | SET p50 µs | SET p99 µs "
           "| DEBUG RELOAD s | same after reload |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for o in rows:
-        print(f"| {o['shape']} | {o['quant']} | {o['vec_ratio']:.2f}x | {o['fill_s']:.0f} "
+        print(f"| {o['shape']} | {o['algo']} | {o['quant']} | {o['vec_ratio']:.2f}x | {o['fill_s']:.0f} "
               f"| {o['mem_mb']:.0f} | {o['index_mb']:.1f} "
               f"| {o['get']['ops']:,.0f} | {o['sem']['ops']:,.0f} | {o['sem']['p50']:.0f} "
               f"| {o['sem']['p99']:.0f} | {o['sem']['ops'] / o['get']['ops']:.2f}x | {o['recall']:.3f} "
               f"| {o['set']['p50']:.0f} | {o['set']['p99']:.0f} | {o['reload_s']:.1f} "
               f"| {'yes' if o['same_after_reload'] else 'NO'} |")
-    print("\n### semcache-index-ef: speed and recall\n")
-    print("| bucket | vectors | ef | SEMCACHE.GET ops/s | p50 µs | vs GET | recall@1 |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("\n### semcache-index-ef (hnsw) and semcache-index-nprobe (ivf): speed and recall\n")
+    print("| bucket | index | vectors | effort | SEMCACHE.GET ops/s | p50 µs | vs GET | recall@1 |")
+    print("|---|---|---|---|---:|---:|---:|---:|")
     for o in rows:
         for ef, res, rec in o["ef"]:
-            print(f"| {o['shape']} | {o['quant']} | {ef} | {res['ops']:,.0f} | {res['p50']:.0f} "
+            print(f"| {o['shape']} | {o['algo']} | {o['quant']} | {ef} | {res['ops']:,.0f} | {res['p50']:.0f} "
                   f"| {res['ops'] / o['get']['ops']:.2f}x | {rec:.3f} |")
     print("\n### Same data in-process (one thread, one query at a time)\n")
     print("| bucket | library | µs / query | recall@1 | build s | memory MB | SEMCACHE.GET p50 / library |")

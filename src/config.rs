@@ -113,6 +113,12 @@ pub const SEMCACHE_INDEX_EF_SETTING: IntSetting = IntSetting {
     min: 1,
     max: 4096,
 };
+/// Lists an IVF index lookup scans (higher: better recall, slower).
+pub const SEMCACHE_INDEX_NPROBE_SETTING: IntSetting = IntSetting {
+    default: crate::semcache::ann::DEFAULT_NPROBE as i64,
+    min: 1,
+    max: 4096,
+};
 /// URL embedding TTL in seconds (lix: 24 h).
 pub const URLEMB_TTL_SETTING: IntSetting = IntSetting {
     default: 86400,
@@ -146,6 +152,9 @@ lazy_static! {
     pub static ref SEMCACHE_INDEX_MIN: AtomicI64 =
         AtomicI64::new(SEMCACHE_INDEX_MIN_SETTING.default);
     pub static ref SEMCACHE_INDEX_EF: AtomicI64 = AtomicI64::new(SEMCACHE_INDEX_EF_SETTING.default);
+    pub static ref SEMCACHE_INDEX_NPROBE: AtomicI64 =
+        AtomicI64::new(SEMCACHE_INDEX_NPROBE_SETTING.default);
+    pub static ref SEMCACHE_INDEX_ALGO: AlgoConfig = AlgoConfig(AtomicU8::new(0));
     pub static ref URLEMB_TTL_SECS: AtomicI64 = AtomicI64::new(URLEMB_TTL_SETTING.default);
 }
 
@@ -206,6 +215,34 @@ impl ConfigurationValue<RedisString> for TokenizerConfig {
             }
             None => Err(RedisError::String(format!(
                 "tokenizer '{text}' is not 'estimate', 'cl100k_base' or 'o200k_base'"
+            ))),
+        }
+    }
+}
+
+/// `semcache-index-algo`: the index algorithm of new buckets, `hnsw` (default) or `ivf`. A
+/// bucket keeps the one it started with (see `SEMCACHE.SET ... ALGO`).
+pub struct AlgoConfig(AtomicU8);
+
+impl AlgoConfig {
+    pub fn value(&self) -> crate::semcache::ann::Algo {
+        crate::semcache::ann::Algo::from_code(self.0.load(Ordering::Relaxed)).unwrap_or_default()
+    }
+}
+
+impl ConfigurationValue<RedisString> for AlgoConfig {
+    fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
+        RedisString::create(None, self.value().name())
+    }
+    fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
+        let text = val.try_as_str()?;
+        match crate::semcache::ann::Algo::parse(text.trim().as_bytes()) {
+            Some(a) => {
+                self.0.store(a.code(), Ordering::Relaxed);
+                Ok(())
+            }
+            None => Err(RedisError::String(format!(
+                "index algorithm '{text}' is not 'hnsw' or 'ivf'"
             ))),
         }
     }

@@ -41,7 +41,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use super::hnsw::{self, Hnsw};
+use super::ann::{Algo, AnnIndex, Effort};
+use super::hnsw;
 use super::lru::UseOrder;
 use super::tags::{self, Pair};
 use crate::vector::{self, VectorError};
@@ -668,11 +669,11 @@ const INDEX_SPARE: usize = 8;
 /// lines of a 384-dim float row, the cost of ~4 graph steps.)
 const RESCORE_MIN: usize = 16;
 
-/// The approximate nearest-neighbour index of a big bucket: an HNSW graph whose nodes are
-/// stable slots, and the maps between them and the (moving) physical rows.
+/// The approximate nearest-neighbour index of a big bucket (HNSW graph or inverted lists)
+/// whose nodes are stable slots, and the maps between them and the (moving) physical rows.
 #[derive(Debug, Clone)]
 struct BucketIndex {
-    graph: Hnsw,
+    graph: AnnIndex,
     /// By node slot: its physical row (`NONE` for a free slot).
     node_row: Vec<u32>,
     /// By physical row: its node (`NONE` while not yet indexed).
@@ -723,6 +724,8 @@ pub struct Bucket {
     pub hits: u64,
     pub misses: u64,
     index: Option<BucketIndex>,
+    /// The algorithm of the index (when the bucket gets one): set before the first entry.
+    algo: Algo,
     /// Exact prompts (`PROMPT text`): text -> id, and id -> text for removals. Empty (and
     /// free) for buckets whose entries have none.
     prompt_ids: HashMap<Box<[u8]>, u64>,
@@ -751,6 +754,7 @@ impl Bucket {
             hits: 0,
             misses: 0,
             index: None,
+            algo: Algo::Hnsw,
             prompt_ids: HashMap::new(),
             id_prompts: HashMap::new(),
         }
@@ -807,6 +811,20 @@ impl Bucket {
     /// How the bucket stores its vectors.
     pub fn quant(&self) -> Quant {
         self.quant
+    }
+
+    pub fn algo(&self) -> Algo {
+        self.algo
+    }
+
+    /// Chooses the index algorithm: only before the first entry (false then, unless `algo`
+    /// is already the bucket's).
+    pub fn set_algo(&mut self, algo: Algo) -> bool {
+        if self.dim != 0 {
+            return algo == self.algo;
+        }
+        self.algo = algo;
+        true
     }
 
     /// Chooses how vectors are stored: only before the first entry fixed the dimension
@@ -1288,7 +1306,7 @@ impl Bucket {
     pub fn create_index(&mut self) {
         if self.index.is_none() {
             self.index = Some(BucketIndex {
-                graph: Hnsw::new(hnsw::Params::default()),
+                graph: AnnIndex::new(self.algo),
                 node_row: Vec::new(),
                 row_node: vec![NONE; self.len()],
                 unindexed: self.len(),
@@ -1331,8 +1349,8 @@ impl Bucket {
         // An int8 row's code is the graph's code as is (scale 1 / |code|: the graph's int8
         // similarity is then the cosine with the dequantized row).
         let node = match stored {
-            RowRef::F32(v) => ix.graph.alloc(id, v),
-            RowRef::I8(code, inv) => ix.graph.alloc_code(id, code, inv),
+            RowRef::F32(v) => ix.graph.insert_vector(id, v),
+            RowRef::I8(code, inv) => ix.graph.insert_code(id, code, inv),
         };
         if ix.node_row.len() <= node as usize {
             ix.node_row.resize(node as usize + 1, NONE);
@@ -1340,7 +1358,6 @@ impl Bucket {
         ix.node_row[node as usize] = row as u32;
         ix.row_node[row] = node;
         ix.unindexed -= 1;
-        ix.graph.connect(node);
     }
 
     /// Takes a row's node out of the graph (the row stays, pending).
@@ -1356,19 +1373,27 @@ impl Bucket {
         ix.unindexed += 1;
     }
 
-    /// The graph, for persistence.
-    pub fn index_graph(&self) -> Option<&Hnsw> {
+    /// The index, for persistence.
+    pub fn index_graph(&self) -> Option<&AnnIndex> {
         self.index.as_ref().map(|ix| &ix.graph)
     }
 
     /// Attaches a loaded graph: every node must be an entry of the bucket, each entry at
     /// most once. Entries without a node are pending. On error nothing changed.
-    pub fn attach_index(&mut self, mut graph: Hnsw) -> Result<(), String> {
+    pub fn attach_index(&mut self, mut graph: AnnIndex) -> Result<(), String> {
+        if graph.algo() != self.algo {
+            return Err(format!(
+                "an {} index for a bucket of algorithm {}",
+                graph.algo().name(),
+                self.algo.name()
+            ));
+        }
         let rows: std::collections::HashMap<u64, usize> =
             (0..self.len()).map(|r| (self.id_at(r), r)).collect();
         let mut node_row = vec![NONE; graph.slots()];
         let mut row_node = vec![NONE; self.len()];
         for (node, id) in graph.nodes() {
+            let node = node as usize;
             let Some(&row) = rows.get(&id) else {
                 return Err(format!(
                     "index node {node} names entry {id}, which is not in the bucket"
@@ -1377,8 +1402,8 @@ impl Bucket {
             if row_node[row] != NONE {
                 return Err(format!("entry {id} is in the index twice"));
             }
-            row_node[row] = node;
-            node_row[node as usize] = row as u32;
+            row_node[row] = node as u32;
+            node_row[node] = row as u32;
         }
         let unindexed = row_node.iter().filter(|&&n| n == NONE).count();
         let row_of = |node: u32| {
@@ -1413,9 +1438,9 @@ impl Bucket {
         min_sim: f32,
         k: usize,
         now_ms: i64,
-        ef: usize,
+        effort: Effort,
     ) -> Option<Vec<Hit>> {
-        self.search_index_where(query, min_sim, k, now_ms, ef, &[])
+        self.search_index_where(query, min_sim, k, now_ms, effort, &[])
     }
 
     /// [`Bucket::search_index`] among the entries that have every pair of `filter`. The
@@ -1428,7 +1453,7 @@ impl Bucket {
         min_sim: f32,
         k: usize,
         now_ms: i64,
-        ef: usize,
+        effort: Effort,
         filter: &[Pair],
     ) -> Option<Vec<Hit>> {
         let ix = self.index.as_ref().filter(|ix| ix.unindexed == 0)?;
@@ -1438,13 +1463,17 @@ impl Bucket {
         let threshold = min_sim - SCORE_EPSILON;
         let want = k.saturating_add(INDEX_SPARE);
         let ef = if filter.is_empty() {
-            ef
+            effort.ef
         } else {
-            ef.saturating_mul(4)
+            effort.ef.saturating_mul(4)
         };
-        // The graph ranks by int8 similarity; the best candidates are re-scored with their
-        // float rows.
-        let mut found = ix.graph.search(query, ef.max(want));
+        // The index ranks by int8 similarity; the best candidates are re-scored with their
+        // stored rows.
+        let effort = Effort {
+            ef: ef.max(want),
+            ..effort
+        };
+        let mut found = ix.graph.search(query, effort);
         if !filter.is_empty() {
             found.retain(|&(node, _)| {
                 let (c, o) = self.locate(ix.node_row[node as usize] as usize);
@@ -2359,7 +2388,9 @@ mod tests {
             if i == 600 {
                 b.create_index();
                 assert!(b.has_index() && b.unindexed() == b.len());
-                assert!(b.search_index(&data[0], 0.0, 1, 0, 64).is_none()); // not complete
+                assert!(b
+                    .search_index(&data[0], 0.0, 1, 0, Effort::ef(64))
+                    .is_none()); // not complete
             }
             b.index_pending(8);
             if i % 7 == 0 && i > 10 {
@@ -2376,7 +2407,7 @@ mod tests {
             let id = live[(k * 7) % live.len()];
             let q = near(&data[id as usize - 1], &mut rng);
             let exact = b.search(&q, -1.0, 3, 0);
-            let got = b.search_index(&q, -1.0, 3, 0, 64).unwrap();
+            let got = b.search_index(&q, -1.0, 3, 0, Effort::ef(64)).unwrap();
             assert_eq!(got.len(), 3);
             for h in &got {
                 assert_eq!(b.entry_at(h.index).0, h.id, "hit resolves to its row");
@@ -2391,15 +2422,18 @@ mod tests {
         let victim = live[live.len() / 2];
         assert!(c.set_expire(victim, 10));
         let q = near(&data[victim as usize - 1], &mut rng);
-        assert_eq!(c.search_index(&q, -1.0, 1, 0, 64).unwrap()[0].id, victim);
+        assert_eq!(
+            c.search_index(&q, -1.0, 1, 0, Effort::ef(64)).unwrap()[0].id,
+            victim
+        );
         assert!(c
-            .search_index(&q, -1.0, 5, 10, 64)
+            .search_index(&q, -1.0, 5, 10, Effort::ef(64))
             .unwrap()
             .iter()
             .all(|h| h.id != victim));
         // A threshold above every score: nothing.
         assert!(c
-            .search_index(&q, 1.0, 5, 0, 64)
+            .search_index(&q, 1.0, 5, 0, Effort::ef(64))
             .unwrap()
             .iter()
             .all(|h| h.score >= 1.0 - 1e-6));
@@ -2466,15 +2500,15 @@ mod tests {
                 .unwrap();
         }
         let payload = index_payload(&a);
-        let g = Hnsw::decode(&mut crate::wire::Reader::new(&payload)).unwrap();
+        let g = AnnIndex::decode(Algo::Hnsw, &mut crate::wire::Reader::new(&payload)).unwrap();
         b.attach_index(g).unwrap();
         assert_eq!(index_payload(&a), index_payload(&b));
         for v in data.iter().step_by(13) {
             let q = near(v, &mut rng);
             let key = |h: Vec<Hit>| h.iter().map(|h| (h.id, h.score)).collect::<Vec<_>>();
             let (x, y) = (
-                a.search_index(&q, -1.0, 5, 0, 32),
-                b.search_index(&q, -1.0, 5, 0, 32),
+                a.search_index(&q, -1.0, 5, 0, Effort::ef(32)),
+                b.search_index(&q, -1.0, 5, 0, Effort::ef(32)),
             );
             assert_eq!(key(x.unwrap()), key(y.unwrap()));
         }
@@ -2484,7 +2518,11 @@ mod tests {
             c.push_loaded(id, row, resp.to_vec(), meta.map(str::to_owned), exp)
                 .unwrap();
         }
-        let g = Hnsw::decode(&mut crate::wire::Reader::new(&index_payload(&a))).unwrap();
+        let g = AnnIndex::decode(
+            Algo::Hnsw,
+            &mut crate::wire::Reader::new(&index_payload(&a)),
+        )
+        .unwrap();
         assert!(c.attach_index(g).unwrap_err().contains("not in the bucket"));
         assert!(!c.has_index());
     }
@@ -2532,7 +2570,7 @@ mod tests {
             let u = format!("u{}", k % 10);
             for hits in [
                 b.search_where(&q, -1.0, 5, 0, &filter(&u)),
-                b.search_index_where(&q, -1.0, 5, 0, 64, &filter(&u))
+                b.search_index_where(&q, -1.0, 5, 0, Effort::ef(64), &filter(&u))
                     .unwrap(),
             ] {
                 assert_eq!(hits.len(), 5);
@@ -2542,7 +2580,7 @@ mod tests {
             }
             let exact = b.search_where(&q, -1.0, 1, 0, &filter(&u));
             let ixd = b
-                .search_index_where(&q, -1.0, 1, 0, 64, &filter(&u))
+                .search_index_where(&q, -1.0, 1, 0, Effort::ef(64), &filter(&u))
                 .unwrap();
             assert_eq!(exact[0].id, ixd[0].id);
             for h in snap.search_where(&q, -1.0, 5, 0, &filter(&u)) {
@@ -2559,7 +2597,7 @@ mod tests {
         let rare = b.search_where(&q, -1.0, 3, 0, &filter("rare"));
         assert_eq!(rare.iter().map(|h| h.id).collect::<Vec<_>>().len(), 2);
         assert_eq!(
-            b.search_index_where(&q, -1.0, 3, 0, 64, &filter("rare")),
+            b.search_index_where(&q, -1.0, 3, 0, Effort::ef(64), &filter("rare")),
             None
         );
         assert!(b.search_where(&q, -1.0, 3, 0, &filter("nobody")).is_empty());
@@ -2645,7 +2683,7 @@ mod tests {
             let q = near(&data[(k * 37) % data.len()], &mut rng);
             let truth = exact.search(&q, -1.0, 1, 0)[0].id;
             scan_ok += usize::from(b.search(&q, -1.0, 1, 0)[0].id == truth);
-            let ixd = b.search_index(&q, -1.0, 1, 0, 64).unwrap();
+            let ixd = b.search_index(&q, -1.0, 1, 0, Effort::ef(64)).unwrap();
             index_ok += usize::from(ixd[0].id == truth);
             // Index scores are the exact ones of the stored rows.
             let h = ixd[0];
@@ -2660,13 +2698,17 @@ mod tests {
             c.push_loaded(id, row, resp.to_vec(), meta.map(str::to_owned), exp)
                 .unwrap();
         }
-        let g = Hnsw::decode(&mut crate::wire::Reader::new(&index_payload(&b))).unwrap();
+        let g = AnnIndex::decode(
+            Algo::Hnsw,
+            &mut crate::wire::Reader::new(&index_payload(&b)),
+        )
+        .unwrap();
         c.attach_index(g).unwrap();
         for v in data.iter().step_by(97) {
             let q = near(v, &mut rng);
             assert_eq!(
-                b.search_index(&q, -1.0, 5, 0, 32),
-                c.search_index(&q, -1.0, 5, 0, 32)
+                b.search_index(&q, -1.0, 5, 0, Effort::ef(32)),
+                c.search_index(&q, -1.0, 5, 0, Effort::ef(32))
             );
         }
         // Rows of the other kind are refused.

@@ -25,16 +25,21 @@
 //! entry's `bytes row` holds its `dim` int8 codes (the scale is `1 / |code|`, recomputed).
 //! Version-1 and -2 payloads load as float32.
 //!
+//! Version 4 adds the index algorithm (`ALGO`): in the header, after `quant`, `u8 algo`
+//! (0 hnsw, 1 ivf); kind 3, IVF index: its lists (see `ivf.rs`: slots, then per list its
+//! members' slots and entry ids), one payload after the entries when `has_index` and the
+//! algorithm is ivf (an HNSW index stays kind 2). Earlier payloads load as hnsw.
+//!
 //! Integers are LEB128 varints, `bytes` is a varint length and the bytes.
 
+use super::ann::{Algo, AnnIndex};
 pub use super::bucket::Row;
 use super::bucket::{Bucket, EntryData, EvictPolicy, FullView, Quant, RowRef};
-use super::hnsw::Hnsw;
 use super::tags;
 use crate::varint::put as put_varint;
 use crate::wire::{put_bytes, Reader, WireError};
 
-pub const CODEC_VERSION: u8 = 3;
+pub const CODEC_VERSION: u8 = 4;
 /// Largest `max_items` a bucket can have (SEMCACHE.SET MAXITEMS, the config, every decoder).
 pub const MAX_ITEMS_LIMIT: usize = 1_000_000;
 /// Largest vector dimension a payload may declare: a vector of the default 512 MB bulk limit.
@@ -44,6 +49,7 @@ const UNIT_NORM_TOLERANCE: f64 = 1e-3;
 const KIND_HEADER: u8 = 0;
 const KIND_ENTRIES: u8 = 1;
 const KIND_INDEX: u8 = 2;
+const KIND_IVF_INDEX: u8 = 3;
 /// Upper bound of one entry payload (one entry bigger than this gets a chunk of its own).
 pub const CHUNK_BYTES: usize = 8 << 20;
 
@@ -81,6 +87,8 @@ pub struct Header {
     pub policy: EvictPolicy,
     /// The vector kind (version 3; float32 before).
     pub quant: Quant,
+    /// The index algorithm (version 4; hnsw before).
+    pub algo: Algo,
 }
 
 /// One entry read back: `(id, row, response, meta, expire_at_ms, tags, prompt, renew_ms)`.
@@ -104,8 +112,8 @@ pub enum Decoded {
     /// The bucket's `next_id` (restored after the entries; 0 before the last chunk) and the
     /// entries.
     Entries(u64, Vec<LoadedEntry>),
-    /// The bucket's index graph (checked in itself; against the entries when attached).
-    Index(Hnsw),
+    /// The bucket's index (checked in itself; against the entries when attached).
+    Index(AnnIndex),
 }
 
 pub fn encode_header(b: &Bucket, hits: u64, misses: u64) -> Vec<u8> {
@@ -123,6 +131,7 @@ pub fn encode_header(b: &Bucket, hits: u64, misses: u64) -> Vec<u8> {
     out.push(u8::from(b.has_index()));
     out.push(b.policy().code());
     out.push(b.quant().code());
+    out.push(b.algo().code());
     out
 }
 
@@ -130,7 +139,11 @@ pub fn encode_header(b: &Bucket, hits: u64, misses: u64) -> Vec<u8> {
 pub fn encode_index(b: &Bucket) -> Option<Vec<u8>> {
     let g = b.index_graph()?;
     let mut out = Vec::with_capacity(g.slots() * 48 + 16);
-    out.extend_from_slice(&[CODEC_VERSION, KIND_INDEX]);
+    let kind = match g.algo() {
+        Algo::Hnsw => KIND_INDEX,
+        Algo::Ivf => KIND_IVF_INDEX,
+    };
+    out.extend_from_slice(&[CODEC_VERSION, kind]);
     g.encode(&mut out);
     Some(out)
 }
@@ -313,6 +326,13 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
                     None => return corrupt("unknown vector kind"),
                 },
             };
+            let algo = match version {
+                1..=3 => Algo::Hnsw,
+                _ => match Algo::from_code(r.u8()?) {
+                    Some(a) => a,
+                    None => return corrupt("unknown index algorithm"),
+                },
+            };
             let h = Header {
                 dim,
                 max_items,
@@ -323,6 +343,7 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
                 has_index,
                 policy,
                 quant,
+                algo,
             };
             h.check()?;
             Decoded::Header(h)
@@ -409,9 +430,12 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
             }
             Decoded::Entries(next_id, out)
         }
-        KIND_INDEX if version >= 2 => {
-            Decoded::Index(Hnsw::decode(&mut r).or_else(|e| corrupt(format!("index: {}", e.0)))?)
-        }
+        KIND_INDEX if version >= 2 => Decoded::Index(
+            AnnIndex::decode(Algo::Hnsw, &mut r).or_else(|e| corrupt(format!("index: {}", e.0)))?,
+        ),
+        KIND_IVF_INDEX if version >= 4 => Decoded::Index(
+            AnnIndex::decode(Algo::Ivf, &mut r).or_else(|e| corrupt(format!("index: {}", e.0)))?,
+        ),
         k => return corrupt(format!("unknown payload kind {k}")),
     };
     if !r.at_end() {
@@ -425,6 +449,7 @@ pub fn bucket_from_header(h: &Header) -> Result<Bucket, CodecError> {
     let mut b = Bucket::new(h.max_items);
     b.set_policy(h.policy);
     b.set_quant(h.quant);
+    b.set_algo(h.algo);
     b.restore_dim(h.dim)
         .or_else(|e| corrupt(format!("header: {e}")))?;
     // With entries to come, next_id is restored after them (ids must load in increasing order).
@@ -435,7 +460,7 @@ pub fn bucket_from_header(h: &Header) -> Result<Bucket, CodecError> {
 }
 
 /// Attaches a loaded index to the bucket rebuilt from the same value.
-pub fn attach_index(b: &mut Bucket, g: Hnsw) -> Result<(), CodecError> {
+pub fn attach_index(b: &mut Bucket, g: AnnIndex) -> Result<(), CodecError> {
     b.attach_index(g)
         .or_else(|e| corrupt(format!("index: {e}")))
 }
@@ -588,7 +613,7 @@ mod tests {
     #[test]
     fn garbage_is_not_called_a_newer_version() {
         assert!(err_of(b"garbage").contains("not a semcache payload (first byte 103"));
-        assert!(err_of(&[4, 0]).contains("encoding version 4 is newer"));
+        assert!(err_of(&[5, 0]).contains("encoding version 5 is newer"));
     }
 
     #[test]
@@ -598,7 +623,7 @@ mod tests {
             for v in [dim, max, next, 0, 0, count] {
                 put_varint(&mut out, v);
             }
-            out.extend_from_slice(&[0, 0, 0]); // no index, FIFO (version 2), float32 (3)
+            out.extend_from_slice(&[0, 0, 0, 0]); // no index, FIFO (2), float32 (3), hnsw (4)
             decode(&out)
         };
         assert!(h(3, 10, 5, 4).is_ok());
@@ -822,8 +847,12 @@ mod tests {
         assert!(err_of(&zero).contains("entry 1: int8 vector is all zeros"));
         // An unknown kind, in a header or an entries payload.
         let mut bad = header.clone();
-        *bad.last_mut().unwrap() = 2;
+        let at = bad.len() - 2; // quant, then algo (version 4)
+        bad[at] = 2;
         assert!(err_of(&bad).contains("unknown vector kind"));
+        let mut bad = header.clone();
+        *bad.last_mut().unwrap() = 2;
+        assert!(err_of(&bad).contains("unknown index algorithm"));
         let mut bad = chunks[0].clone();
         bad[3] = 9;
         assert!(err_of(&bad).contains("unknown vector kind"));
@@ -874,6 +903,7 @@ mod tests {
                 has_index: false,
                 policy: EvictPolicy::Fifo,
                 quant: Quant::Float32,
+                algo: Algo::Hnsw,
             }
         );
         assert_eq!(b.get(2).unwrap().2, b"ok");

@@ -4,6 +4,7 @@ use redis_module::{
     Context, ContextFlags, NotifyEvent, RedisError, RedisResult, RedisString, RedisValue,
 };
 
+use super::ann::{Algo, Effort};
 use super::bucket::{Bucket, EntryData, EvictPolicy, Hit, Quant};
 use super::codec::{self, Decoded};
 use super::lookup::{reply_hits, Lookup};
@@ -46,11 +47,11 @@ fn check_dim(b: &Bucket, got: usize) -> Result<(), RedisError> {
 
 /// SEMCACHE.SET key vector response [EX s | PX ms | PXAT ms] [META json] [MAXITEMS n] [ID id]
 /// [INDEX] [TAG name value]... [PROMPT text] [RENEW ms] [EVICT lru|lfu|fifo]
-/// [QUANT float32|int8]
+/// [QUANT float32|int8] [ALGO hnsw|ivf]
 ///
 /// Replicates (and appends to the AOF) what the primary decided: a `SEMCACHE.DEL` of the
 /// entries it expired or evicted, then `SEMCACHE.SET ... PXAT t MAXITEMS n ID id QUANT kind
-/// [INDEX]` (`INDEX` when this SET started the bucket's index).
+/// [ALGO ivf] [INDEX]` (`INDEX` when this SET started the bucket's index; `ALGO` unless hnsw).
 pub fn set(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     if argv.len() < 4 {
         return Err(RedisError::WrongArity);
@@ -65,6 +66,7 @@ pub fn set(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     let (mut ttl_ms, mut renew) = (None, None);
     let mut policy = None;
     let mut quant = None;
+    let mut algo = None;
     let mut opts = Args::from(argv, 4);
     while !opts.done() {
         match opts.next_keyword()?.as_str() {
@@ -98,6 +100,15 @@ pub fn set(ctx: &Context, argv: &[RedisString]) -> RedisResult {
                 quant = Some(Quant::parse(v).ok_or_else(|| {
                     RedisError::String(format!(
                         "ERR QUANT must be float32 or int8, got '{}'",
+                        String::from_utf8_lossy(v)
+                    ))
+                })?);
+            }
+            "ALGO" => {
+                let v = opts.value_of("ALGO")?;
+                algo = Some(Algo::parse(v).ok_or_else(|| {
+                    RedisError::String(format!(
+                        "ERR ALGO must be hnsw or ivf, got '{}'",
                         String::from_utf8_lossy(v)
                     ))
                 })?);
@@ -152,6 +163,13 @@ pub fn set(ctx: &Context, argv: &[RedisString]) -> RedisResult {
                 c.bucket.quant().name()
             ));
         }
+        if let Some(a) = algo.filter(|&a| a != c.bucket.algo()) {
+            return err(format!(
+                "ALGO {} differs from the cache's index algorithm {}",
+                a.name(),
+                c.bucket.algo().name()
+            ));
+        }
         if let Some(x) = id {
             if x < c.bucket.next_id() {
                 return err(format!(
@@ -180,7 +198,7 @@ pub fn set(ctx: &Context, argv: &[RedisString]) -> RedisResult {
         b.index_pending(INDEX_STEPS_PER_SET);
         started
     };
-    let (new_id, dropped, started, policy, quant) = match existing {
+    let (new_id, dropped, started, policy, quant, algo) = match existing {
         Some(c) => tracked(&mut c.bucket, |b| {
             // A replica or an AOF replay applies the primary's decisions only: what expired
             // was replicated as SEMCACHE.DEL before this command.
@@ -205,7 +223,7 @@ pub fn set(ctx: &Context, argv: &[RedisString]) -> RedisResult {
                     b.set_prompt(o.id, p);
                 }
                 let started = index_step(b);
-                (o.id, dropped, started, b.policy(), b.quant())
+                (o.id, dropped, started, b.policy(), b.quant(), b.algo())
             })
         })
         .map_err(args::reply_err)?,
@@ -213,14 +231,23 @@ pub fn set(ctx: &Context, argv: &[RedisString]) -> RedisResult {
             let mut b = Bucket::new(max_items);
             b.set_policy(policy.unwrap_or_default());
             b.set_quant(quant.unwrap_or_default());
+            // A client's SET: ALGO, else the config's. Applying the primary's: its ALGO, which
+            // it leaves out for hnsw (what releases before ALGO replicate and understand).
+            b.set_algo(algo.unwrap_or_else(|| {
+                if applying {
+                    Algo::Hnsw
+                } else {
+                    config::SEMCACHE_INDEX_ALGO.value()
+                }
+            }));
             let out = b.insert_entry(id, &raw, data).map_err(args::reply_err)?;
             if let Some(p) = prompt {
                 b.set_prompt(out.id, p);
             }
             let started = index_step(&mut b);
-            let (policy, quant) = (b.policy(), b.quant());
+            let (policy, quant, algo) = (b.policy(), b.quant(), b.algo());
             store_new(&key, SemCache::new(b, 0, 0))?;
-            (out.id, Vec::new(), started, policy, quant)
+            (out.id, Vec::new(), started, policy, quant, algo)
         }
     };
     let decided = DecidedSet {
@@ -231,6 +258,7 @@ pub fn set(ctx: &Context, argv: &[RedisString]) -> RedisResult {
         renew,
         policy,
         quant,
+        algo,
         max_items,
         id: new_id,
         started_index: started,
@@ -275,6 +303,7 @@ struct DecidedSet<'a> {
     renew: i64,
     policy: EvictPolicy,
     quant: Quant,
+    algo: Algo,
     max_items: usize,
     id: u64,
     started_index: bool,
@@ -312,6 +341,9 @@ fn replicate_set(ctx: &Context, argv: &[RedisString], dropped: &[u64], d: &Decid
         ("QUANT", d.quant.name().to_string()),
     ] {
         words.extend([s(k.as_bytes()), s(v.as_bytes())]);
+    }
+    if d.algo != Algo::Hnsw {
+        words.extend([s(b"ALGO"), s(d.algo.name().as_bytes())]);
     }
     if d.started_index {
         words.push(s(b"INDEX"));
@@ -408,9 +440,12 @@ fn plan(b: &Bucket, prompt: Option<&[u8]>, lookup: &Lookup, may_block: bool) -> 
         return Plan::Hits(vec![hit]);
     }
     // A complete index answers inline: its cost is bounded (ef candidates), like a small scan.
-    let ef = config::get(&config::SEMCACHE_INDEX_EF).max(1) as usize;
+    let effort = Effort {
+        ef: config::get(&config::SEMCACHE_INDEX_EF).max(1) as usize,
+        nprobe: config::get(&config::SEMCACHE_INDEX_NPROBE).max(1) as usize,
+    };
     let (q, min_sim, k, now) = (&lookup.query, lookup.min_sim, lookup.count, lookup.now_ms);
-    if let Some(hits) = b.search_index_where(q, min_sim, k, now, ef, &lookup.filter) {
+    if let Some(hits) = b.search_index_where(q, min_sim, k, now, effort, &lookup.filter) {
         crate::metrics::SEMCACHE_INDEX_LOOKUPS.incr();
         return Plan::Hits(hits);
     }
@@ -610,7 +645,15 @@ pub fn info(ctx: &Context, argv: &[RedisString]) -> RedisResult {
             ("bytes", Int(c.mem_bytes() as i64)),
             ("vector_bytes", Int(b.vector_bytes() as i64)),
             ("next_id", Int(b.next_id() as i64)),
-            ("index", Text(if b.has_index() { "hnsw" } else { "none" })),
+            (
+                "index",
+                Text(if b.has_index() {
+                    b.algo().name()
+                } else {
+                    "none"
+                }),
+            ),
+            ("algo", Text(b.algo().name())),
             ("index_pending", Int(b.unindexed() as i64)),
             ("evict", Text(b.policy().name())),
             ("index_bytes", Int(b.index_bytes() as i64)),

@@ -887,15 +887,15 @@ impl Hnsw {
 }
 
 #[cfg(test)]
-mod tests_support {
+pub(crate) mod tests_support {
     use crate::vector::normalized;
 
-    pub(super) struct Rng(u64);
+    pub(crate) struct Rng(u64);
     impl Rng {
-        pub(super) fn new(seed: u64) -> Rng {
+        pub(crate) fn new(seed: u64) -> Rng {
             Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
         }
-        pub(super) fn f32(&mut self) -> f32 {
+        pub(crate) fn f32(&mut self) -> f32 {
             let mut x = self.0;
             x ^= x >> 12;
             x ^= x << 25;
@@ -903,19 +903,19 @@ mod tests_support {
             self.0 = x;
             ((x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         }
-        pub(super) fn normal(&mut self) -> f32 {
+        pub(crate) fn normal(&mut self) -> f32 {
             // Sum of uniforms: close enough to a Gaussian for test data.
             (0..4).map(|_| self.f32()).sum::<f32>() * 0.866
         }
     }
 
     /// Vectors by slot (a test stand-in for the bucket).
-    pub(super) struct Store(pub(super) Vec<Vec<f32>>);
+    pub(crate) struct Store(pub(crate) Vec<Vec<f32>>);
     impl Store {
-        pub(super) fn vector(&self, node: u32) -> &[f32] {
+        pub(crate) fn vector(&self, node: u32) -> &[f32] {
             &self.0[node as usize]
         }
-        pub(super) fn put(&mut self, node: u32, v: Vec<f32>) {
+        pub(crate) fn put(&mut self, node: u32, v: Vec<f32>) {
             let n = node as usize;
             if self.0.len() <= n {
                 self.0.resize(n + 1, Vec::new());
@@ -925,7 +925,7 @@ mod tests_support {
     }
 
     /// Clustered unit vectors: `clusters` centres, points = centre + noise.
-    pub(super) fn clustered(n: usize, dim: usize, clusters: usize, rng: &mut Rng) -> Vec<Vec<f32>> {
+    pub(crate) fn clustered(n: usize, dim: usize, clusters: usize, rng: &mut Rng) -> Vec<Vec<f32>> {
         let centres: Vec<Vec<f32>> = (0..clusters)
             .map(|_| (0..dim).map(|_| rng.normal()).collect())
             .collect();
@@ -938,7 +938,7 @@ mod tests_support {
             .collect()
     }
 
-    pub(super) fn near(v: &[f32], rng: &mut Rng, eps: f32) -> Vec<f32> {
+    pub(crate) fn near(v: &[f32], rng: &mut Rng, eps: f32) -> Vec<f32> {
         normalized(
             &v.iter()
                 .map(|&x| x + eps * rng.normal())
@@ -1318,6 +1318,7 @@ mod recall_file {
         for ef in [16usize, 32, 64, 128, 256] {
             let mut misses = Vec::new();
             SIMS.with(|c| c.set(0));
+            let tq = Instant::now();
             for (i, &t) in truth.iter().enumerate() {
                 let q = &qs[i * dim..(i + 1) * dim];
                 let best = g
@@ -1332,7 +1333,8 @@ mod recall_file {
                 }
             }
             println!(
-                "ef {ef}: recall@1 {:.3}, similarities {}, misses {:?}",
+                "ef {ef}: {:.1} us/query, recall@1 {:.3}, similarities {}, misses {:?}",
+                tq.elapsed().as_secs_f64() * 1e6 / truth.len() as f64,
                 1.0 - misses.len() as f64 / truth.len() as f64,
                 SIMS.with(|c| c.get()) / truth.len(),
                 &misses[..misses.len().min(12)]

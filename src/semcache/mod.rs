@@ -4,10 +4,12 @@
 //! `bucket.rs` is the pure vector block, `codec.rs` its persistence encoding, `commands.rs`
 //! the SEMCACHE.* handlers, `scan.rs` the background scan of big buckets, `type.rs` the
 //! server callbacks.
+pub mod ann;
 pub mod bucket;
 pub mod codec;
 pub mod commands;
 pub mod hnsw;
+pub mod ivf;
 pub mod lookup;
 pub mod lru;
 pub mod scan;
