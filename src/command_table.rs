@@ -201,7 +201,7 @@ pub static COMMANDS: &[Command] = &[
         flags: "write deny-oom",
         keys: key(RW | UPDATE),
         audience: Public(""),
-        syntax: "key vector response [EX s:int | PX ms:int | PXAT ms:time] [META json] [MAXITEMS n:int] [ID id:int] [TAG name value [TAG name value ...]] [PROMPT text] [RENEW ms:int] [EVICT lru|lfu|fifo] [QUANT float32|int8] [INDEX]",
+        syntax: "key vector response [EX s:int | PX ms:int | PXAT ms:time] [META json] [MAXITEMS n:int] [ID id:int] [TAG name value [TAG name value ...]] [PROMPT text] [RENEW ms:int] [EVICT lru|lfu|fifo] [QUANT float32|int8] [ALGO hnsw|ivf] [INDEX]",
         summary: "Adds an entry (vector, response) to a semantic-cache bucket and returns its id.",
         complexity: "O(D) in the vector's dimension, plus O(N) when expired entries are reclaimed.",
     },

@@ -1,4 +1,4 @@
-"""The HNSW index of big SEMCACHE buckets, against real Valkey 9 and Redis 7 servers."""
+"""The index of big SEMCACHE buckets (HNSW and IVF), against real Valkey 9 and Redis 7 servers."""
 import os
 import time
 
@@ -46,20 +46,33 @@ def top_ids(r, key, queries, count=1):
     return out
 
 
+@pytest.fixture(params=["hnsw", "ivf"])
+def algo(request):
+    """The index algorithm of new buckets (`semcache-index-algo`)."""
+    return request.param
+
+
+def index_args(algo, index_min=300):
+    return ["semcache-index-min", str(index_min), "semcache-ttl", "0", "semcache-index-algo", algo]
+
+
 @pytest.fixture
-def ix(kind, servers):
-    """A server that indexes buckets from 300 entries."""
-    return servers(kind, module_args=["semcache-index-min", "300", "semcache-ttl", "0"])
+def ix(kind, servers, algo):
+    """A server that indexes buckets from 300 entries with `algo`."""
+    return servers(kind, module_args=index_args(algo))
 
 
-def test_index_answers_like_an_exact_scan(ix):
+def test_index_answers_like_an_exact_scan(ix, algo):
     r = ix.client(protocol=2)
     vecs = clustered(2000)
     fill(r, "big", vecs, "MAXITEMS", 2000)
     info = info_of(r, "big")
-    assert info["index"] == "hnsw" and info["index_pending"] == 0 and info["index_bytes"] > 0
+    assert info["index"] == algo and info["index_pending"] == 0 and info["index_bytes"] > 0
     fill(r, "small", vecs[:100])
     assert info_of(r, "small")["index"] == "none"
+    if algo == "ivf":
+        # 32 dimensions, 40 overlapping clusters: 0.965 at the default 2 lists, 0.99 at 4.
+        r.config_set("convcache.semcache-index-nprobe", 4)
     before = r.info("convcache")["convcache_semcache_index_lookups"]
     idx = np.random.default_rng(1).integers(0, 2000, 200)
     got = [ids[0][0] for ids in top_ids(r, "big", [near(vecs[i], i) for i in idx])]
@@ -99,8 +112,8 @@ def test_index_follows_deletes_expiry_and_eviction(ix):
     assert hits >= 99
 
 
-def test_index_started_on_a_full_bucket_catches_up(kind, servers):
-    s = servers(kind, module_args=["semcache-index-min", "0", "semcache-ttl", "0"])
+def test_index_started_on_a_full_bucket_catches_up(kind, servers, algo):
+    s = servers(kind, module_args=index_args(algo, 0))
     r = s.client(protocol=2)
     vecs = clustered(600, seed=3)
     fill(r, "big", vecs[:500], "MAXITEMS", 1000)
@@ -110,7 +123,7 @@ def test_index_started_on_a_full_bucket_catches_up(kind, servers):
     # Each SET indexes up to 8 pending entries; lookups scan exactly until none is left.
     r.execute_command("SEMCACHE.SET", "big", vecs[500].tobytes(), "r500")
     info = info_of(r, "big")
-    assert info["index"] == "hnsw" and info["index_pending"] == 501 - 8
+    assert info["index"] == algo and info["index_pending"] == 501 - 8
     assert r.execute_command("SEMCACHE.GET", "big", vecs[3].tobytes(), "MINSIM", 1) == b"r3"
     assert r.info("convcache")["convcache_semcache_index_lookups"] == scans
     fill(r, "big", vecs[501:600])  # each SET: one new pending, 8 indexed
@@ -119,12 +132,12 @@ def test_index_started_on_a_full_bucket_catches_up(kind, servers):
     assert r.info("convcache")["convcache_semcache_index_lookups"] == scans + 1
     # INDEX asks for an index on a bucket of any size.
     r.execute_command("SEMCACHE.SET", "tiny", vecs[0].tobytes(), "t", "INDEX")
-    assert info_of(r, "tiny")["index"] == "hnsw"
+    assert info_of(r, "tiny")["index"] == algo
     assert r.execute_command("SEMCACHE.GET", "tiny", vecs[0].tobytes()) == b"t"
 
 
-def test_index_persistence_rdb_aof_dump(kind, servers):
-    s = servers(kind, module_args=["semcache-index-min", "300", "semcache-ttl", "0"],
+def test_index_persistence_rdb_aof_dump(kind, servers, algo):
+    s = servers(kind, module_args=index_args(algo),
                 extra=["--appendonly", "no", "--aof-use-rdb-preamble", "no"])
     r = s.client(protocol=2)
     vecs = clustered(1300, seed=4)
@@ -135,7 +148,7 @@ def test_index_persistence_rdb_aof_dump(kind, servers):
     digest = r.execute_command("DEBUG", "DIGEST-VALUE", "big")
     r.execute_command("DEBUG", "RELOAD")
     assert r.execute_command("DEBUG", "DIGEST-VALUE", "big") == digest
-    assert info_of(r, "big")["index"] == "hnsw" and info_of(r, "big")["index_pending"] == 0
+    assert info_of(r, "big")["index"] == algo and info_of(r, "big")["index_pending"] == 0
     assert top_ids(r, "big", queries, count=3) == answers
     # DUMP / RESTORE carries the graph.
     r.restore("copy", 0, r.dump("big"))
@@ -146,18 +159,24 @@ def test_index_persistence_rdb_aof_dump(kind, servers):
     wait_for(lambda: r.info("persistence")["aof_rewrite_in_progress"] == 0
              and r.info("persistence")["aof_enabled"] == 1, what="aof on")
     fill(r, "big", vecs[1200:1300])  # appended as SETs after the rewrite
-    digest = r.execute_command("DEBUG", "DIGEST-VALUE", "big")
+    r.config_set("convcache.semcache-index-algo", "hnsw")
+    fill(r, "tail", vecs[:400], "ALGO", algo, "MAXITEMS", 1000)  # a bucket born in the AOF tail keeps its ALGO
+    digests = [r.execute_command("DEBUG", "DIGEST-VALUE", k) for k in ("big", "tail")]
     answers = top_ids(r, "big", queries, count=3)
+    r.config_set("convcache.semcache-index-algo", "ivf" if algo == "hnsw" else "hnsw")
     r.execute_command("DEBUG", "LOADAOF")
-    assert r.execute_command("DEBUG", "DIGEST-VALUE", "big") == digest
+    assert [r.execute_command("DEBUG", "DIGEST-VALUE", k) for k in ("big", "tail")] == digests
+    assert info_of(r, "tail")["index"] == algo
     assert top_ids(r, "big", queries, count=3) == answers
 
 
-def test_index_replica_builds_the_same_graph(kind, servers):
-    primary = servers(kind, module_args=["semcache-index-min", "300", "semcache-ttl", "0"])
-    # The replica's own threshold is never used: it follows the primary's INDEX decision.
+def test_index_replica_builds_the_same_graph(kind, servers, algo):
+    primary = servers(kind, module_args=index_args(algo))
+    # The replica's own threshold and algorithm are never used: it follows the primary's
+    # INDEX and ALGO decisions.
     rep = replica_of(servers, primary)
     rep.client().config_set("convcache.semcache-index-min", 0)
+    rep.client().config_set("convcache.semcache-index-algo", "ivf" if algo == "hnsw" else "hnsw")
     r = primary.client(protocol=2)
     vecs = clustered(1400, seed=5)
     p = r.pipeline(transaction=False)
@@ -170,21 +189,25 @@ def test_index_replica_builds_the_same_graph(kind, servers):
     fill(r, "big", vecs[1200:1400])  # reclaims the expired entries, evicts the oldest
     wait_replica_caught_up(primary, rep)
     rr = rep.client(protocol=2)
-    assert info_of(rr, "big")["index"] == "hnsw"
+    assert info_of(rr, "big")["index"] == algo
     assert rr.execute_command("DEBUG", "DIGEST-VALUE", "big") == \
         r.execute_command("DEBUG", "DIGEST-VALUE", "big")
     queries = [near(vecs[i], i) for i in range(0, 1400, 9)]
     assert top_ids(rr, "big", queries, count=3) == top_ids(r, "big", queries, count=3)
 
 
-def test_index_bad_payloads_change_nothing(ix):
+def test_index_bad_payloads_change_nothing(ix, algo):
     r = ix.client(protocol=2)
     vecs = clustered(400, seed=6)
     fill(r, "big", vecs)
     digest = r.execute_command("DEBUG", "DIGEST-VALUE", "big")
     answers = top_ids(r, "big", [vecs[5]], count=3)
-    # Version 2, kind 2 (index): parameters out of range, then a graph naming a missing id.
-    bad = [b"\x02\x02\x01\x40\x00\x00", b"\x02\x02\x10\x40\x01\x01\x63\x00\x00"]
+    # Version 2, kind 2 (HNSW index): parameters out of range, then a graph naming a missing
+    # id; version 4, kind 3 (IVF lists): a member out of the slots, a list naming a missing id,
+    # then a well-formed index of the other algorithm.
+    bad = [b"\x02\x02\x01\x40\x00\x00", b"\x02\x02\x10\x40\x01\x01\x63\x00\x00",
+           b"\x04\x03\x01\x01\x01\x05\x01", b"\x04\x03\x01\x01\x01\x00\x63",
+           b"\x04\x03\x01\x01\x01\x00\x01" if algo == "hnsw" else b"\x02\x02\x10\x40\x01\x01\x01\x00\x00"]
     for payload in bad:
         with pytest.raises(redis.ResponseError, match="corrupt semcache payload: index"):
             r.execute_command("SEMCACHE._LOAD", "big", payload)
@@ -195,6 +218,45 @@ def test_index_bad_payloads_change_nothing(ix):
     assert r.execute_command("DEBUG", "DIGEST-VALUE", "big") == digest
     assert top_ids(r, "big", [vecs[5]], count=3) == answers
     assert not r.exists("nokey")
+
+
+def test_algo_option_config_and_errors_change_nothing(kind, servers):
+    s = servers(kind, module_args=["semcache-index-min", "300", "semcache-ttl", "0"])
+    r = s.client(protocol=2)
+    vecs = clustered(700, seed=12)
+    with pytest.raises(redis.ResponseError, match="ALGO must be hnsw or ivf, got 'flat'"):
+        r.execute_command("SEMCACHE.SET", "sc", vecs[0].tobytes(), "a", "ALGO", "flat")
+    with pytest.raises(redis.ResponseError):
+        r.execute_command("SEMCACHE.SET", "sc", vecs[0].tobytes(), "a", "ALGO")
+    assert r.exists("sc") == 0
+    # The first SET fixes the algorithm (before the bucket has an index); INFO shows it.
+    fill(r, "sc", vecs[:200], "ALGO", "IVF", "MAXITEMS", 1000)
+    assert (info_of(r, "sc")["algo"], info_of(r, "sc")["index"]) == ("ivf", "none")
+    digest = r.execute_command("DEBUG", "DIGEST-VALUE", "sc")
+    with pytest.raises(redis.ResponseError,
+                       match="ALGO hnsw differs from the cache's index algorithm ivf"):
+        r.execute_command("SEMCACHE.SET", "sc", vecs[200].tobytes(), "b", "ALGO", "hnsw")
+    assert r.execute_command("DEBUG", "DIGEST-VALUE", "sc") == digest
+    fill(r, "sc", vecs[200:700])  # without ALGO: the bucket's own, index from 300 entries
+    info = info_of(r, "sc")
+    assert (info["algo"], info["index"], info["index_pending"]) == ("ivf", "ivf", 0)
+    hits = sum(top_ids(r, "sc", [near(vecs[i], i)])[0][0][0] == i + 1 for i in range(0, 700, 7))
+    assert hits >= 98
+    # semcache-index-algo: new buckets only; a bad value is refused.
+    assert r.config_get("convcache.semcache-index-algo") == {"convcache.semcache-index-algo": "hnsw"}
+    with pytest.raises(redis.ResponseError, match="index algorithm 'flat' is not 'hnsw' or 'ivf'"):
+        r.config_set("convcache.semcache-index-algo", "flat")
+    r.config_set("convcache.semcache-index-algo", "ivf")
+    fill(r, "new", vecs[:3])
+    assert info_of(r, "new")["algo"] == "ivf"
+    assert info_of(r, "sc")["algo"] == "ivf"
+    r.config_set("convcache.semcache-index-algo", "hnsw")
+    fill(r, "old", vecs[:3])
+    assert info_of(r, "old")["algo"] == "hnsw"
+    with pytest.raises(redis.ResponseError):
+        r.config_set("convcache.semcache-index-nprobe", 0)
+    r.config_set("convcache.semcache-index-nprobe", 64)  # every list: the exact int8 ranking
+    assert top_ids(r, "sc", [vecs[9]])[0][0][0] == 10
 
 
 # ---- TAG / FILTER ----
@@ -208,13 +270,13 @@ def fill_users(r, key, vecs, users=5, *extra):
 
 
 @pytest.mark.parametrize("shape", ["inline", "background", "index"])
-def test_filter_never_answers_outside(ix, shape):
+def test_filter_never_answers_outside(ix, algo, shape):
     r = ix.client(protocol=2)
     vecs = clustered(600 if shape == "index" else 200, seed=7)
     if shape == "background":
         r.config_set("convcache.semcache-inline-bytes", 0)  # every lookup on a worker
     fill_users(r, "sc", vecs, 5, "MAXITEMS", 1000)
-    assert info_of(r, "sc")["index"] == ("hnsw" if shape == "index" else "none")
+    assert info_of(r, "sc")["index"] == (algo if shape == "index" else "none")
     for i in range(0, len(vecs), 17):
         u = f"u{(i + 1) % 5}"  # the nearest entry (vecs[i] itself) belongs to another user
         reply = r.execute_command("SEMCACHE.GET", "sc", vecs[i].tobytes(), "MINSIM", -1, "COUNT", 4,

@@ -653,11 +653,11 @@ pub fn info(ctx: &Context, argv: &[RedisString]) -> RedisResult {
                     "none"
                 }),
             ),
-            ("algo", Text(b.algo().name())),
             ("index_pending", Int(b.unindexed() as i64)),
             ("evict", Text(b.policy().name())),
             ("index_bytes", Int(b.index_bytes() as i64)),
             ("quant", Text(b.quant().name())),
+            ("algo", Text(b.algo().name())),
         ],
     )
 }

@@ -31,9 +31,11 @@ use crate::vector;
 use crate::wire::Reader;
 
 /// Members a list may have before it splits, at least.
-const MIN_CAP: usize = 64;
+const MIN_CAP: usize = 256;
 /// A list splits beyond `CAP_K * sqrt(n)` members (n = entries in the index).
 const CAP_K: f64 = 1.0;
+/// Lists near a split one whose centroids the members of its halves are checked against.
+const REASSIGN_LISTS: usize = 16;
 /// 2-means rounds of a split.
 const SPLIT_ROUNDS: usize = 4;
 /// Position of a free slot.
@@ -61,6 +63,13 @@ impl List {
     fn push(&mut self, node: u32, code: &[i8], inv: f32) {
         if self.sum.len() != code.len() {
             self.sum = vec![0; code.len()];
+        }
+        // Grown by an eighth at a time, not doubled: the codes are most of the index's memory.
+        if self.nodes.len() == self.nodes.capacity() {
+            let more = (self.nodes.len() / 8).max(16);
+            self.nodes.reserve_exact(more);
+            self.inv.reserve_exact(more);
+            self.codes.reserve_exact(more * code.len());
         }
         self.nodes.push(node);
         self.codes.extend_from_slice(code);
@@ -322,23 +331,71 @@ impl Ivf {
         for (k, &node) in lb.nodes.iter().enumerate() {
             self.place[node as usize] = (nl as u32, k as u32);
         }
+        // The lists near the old centroid: where the members of the halves may belong now.
+        let old_centroid = self.centroid(l).to_vec();
+        let mut near: Vec<(f64, usize)> = (0..nl)
+            .filter(|&x| x != l)
+            .map(|x| {
+                (
+                    score(&old_centroid, self.centroid(x), self.centroid_inv[x]),
+                    x,
+                )
+            })
+            .collect();
+        if near.len() > REASSIGN_LISTS {
+            near.select_nth_unstable_by(REASSIGN_LISTS - 1, |a, b| {
+                b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+            });
+            near.truncate(REASSIGN_LISTS);
+        }
+        let mut near: Vec<usize> = near.into_iter().map(|x| x.1).collect();
+        near.extend([l, nl]);
+        near.sort_unstable();
         self.lists[l] = la;
         self.lists.push(lb);
         self.centroids.extend(std::iter::repeat_n(0, d));
         self.centroid_inv.push(0.0);
         self.refresh_centroid(l);
         self.refresh_centroid(nl);
+        // Each member of the halves joined its list by the centroids of the time; after the
+        // split it moves to the nearby list it is now most similar to (in member order).
+        let members: Vec<u32> = near
+            .iter()
+            .flat_map(|&x| self.lists[x].nodes.iter().copied())
+            .collect();
+        for node in members {
+            let (from, p) = self.place[node as usize];
+            let (from, p) = (from as usize, p as usize);
+            if self.lists[from].nodes.len() == 1 {
+                continue; // a list is never emptied here (list numbers stay put)
+            }
+            let code = self.lists[from].code(p, d).to_vec();
+            let mut best = (
+                score(&code, self.centroid(from), self.centroid_inv[from]),
+                from,
+            );
+            for &x in &near {
+                let sc = score(&code, self.centroid(x), self.centroid_inv[x]);
+                if sc > best.0 {
+                    best = (sc, x);
+                }
+            }
+            if best.1 != from {
+                let inv = self.lists[from].inv[p];
+                self.take_out(from, p);
+                let to = &mut self.lists[best.1];
+                self.place[node as usize] = (best.1 as u32, to.nodes.len() as u32);
+                to.push(node, &code, inv);
+                self.refresh_centroid(from);
+                self.refresh_centroid(best.1);
+            }
+        }
     }
 
-    /// Removes a node: out of its list (the list's last member takes its place), its code
-    /// out of the centroid; an empty list is dropped (the last list takes its place).
-    pub fn remove(&mut self, node: u32) {
-        if self.is_free(node) {
-            return;
-        }
+    /// Takes the member at position `p` out of list `l` (the list's last member moves into its
+    /// place; the caller refreshes the centroid).
+    fn take_out(&mut self, l: usize, p: usize) {
         let d = self.dim;
-        let (l, p) = self.place[node as usize];
-        let (l, p) = (l as usize, p as usize);
         let list = &mut self.lists[l];
         for (s, &c) in list.sum.iter_mut().zip(&list.codes[p * d..(p + 1) * d]) {
             *s -= i32::from(c);
@@ -353,7 +410,19 @@ impl Ivf {
         list.nodes.pop();
         list.inv.pop();
         list.codes.truncate(last * d);
-        if list.nodes.is_empty() {
+    }
+
+    /// Removes a node: out of its list (the list's last member takes its place), its code
+    /// out of the centroid; an empty list is dropped (the last list takes its place).
+    pub fn remove(&mut self, node: u32) {
+        if self.is_free(node) {
+            return;
+        }
+        let d = self.dim;
+        let (l, p) = self.place[node as usize];
+        let (l, p) = (l as usize, p as usize);
+        self.take_out(l, p);
+        if self.lists[l].nodes.is_empty() {
             let moved = self.lists.len() - 1;
             self.lists.swap_remove(l);
             self.centroid_inv.swap_remove(l);
@@ -601,7 +670,9 @@ mod tests {
             .collect();
         let r1 = recall(&g, &data, &queries, 16, 1);
         let r4 = recall(&g, &data, &queries, 16, 4);
-        assert!(r4 >= 0.97, "recall@1 {r4} at nprobe 4");
+        // Members move to a closer list after each split (measured without: 0.91 / 0.965).
+        assert!(r1 >= 0.97, "recall@1 {r1} at nprobe 1");
+        assert!(r4 >= 0.98, "recall@1 {r4} at nprobe 4");
         assert!(r4 >= r1, "more lists probed cannot find less: {r1} -> {r4}");
         // Probing every list is an exact int8 scan.
         assert!(recall(&g, &data, &queries, 16, g.lists()) >= 0.99);
@@ -724,8 +795,13 @@ mod tests {
         let t = Instant::now();
         let mut g = Ivf::new();
         for i in 0..n {
-            g.insert_vector(i as u64 + 1, row(i));
+            // As a bucket does: its rows are normalised again on the way in.
+            g.insert_vector(
+                i as u64 + 1,
+                &vector::normalized(row(i)).expect("a unit row"),
+            );
         }
+        check(&g);
         let sizes: Vec<usize> = g.lists.iter().map(|l| l.nodes.len()).collect();
         println!(
             "built {n} in {:.1} s: {} lists, members min {} max {}",

@@ -44,6 +44,10 @@ def test_set_sends_tags_prompt_evict_quant_index(r):
     far = np.array([0, 0, 1.0], dtype=np.float32).tobytes()
     assert r.execute_command("SEMCACHE.GET", "sc", far, "PROMPT", "capital of France?") == b"paris"
     assert r.execute_command("SEMCACHE.GET", "sc", far) is None
+    # ALGO: the bucket's index algorithm, fixed by its first set.
+    assert sem.set("ivf", [1.0, 0, 0], "x", algo="ivf", index=True) == 1
+    assert SemanticCache(r).info("ivf").algo == "ivf" and raw_info(r, "ivf")["index"] == "ivf"
+    assert SemanticCache(r).info("sc").algo == "hnsw"
     # An int tag value is its decimal text, as redis-py sends ints.
     sem.set("sc", [0, 1.0, 0], "rome", tags={"user": 42})
     assert sem.get("sc", [0, 1.0, 0], filter={"user": "42"}) == "rome"

@@ -43,6 +43,7 @@ Content = Union[str, bytes]
 TagValue = Union[str, bytes, int]
 EvictPolicy = Literal["lru", "lfu", "fifo"]
 Quant = Literal["float32", "int8"]
+Algo = Literal["hnsw", "ivf"]
 
 
 # ------------------------------------------------------------------------------------------
@@ -131,10 +132,11 @@ class BucketInfo:
     """SEMCACHE.INFO. ``entries`` counts unexpired entries, ``stored`` those not yet
     reclaimed; ``max`` is the bucket's MAXITEMS; ``hits``/``misses`` count lookups.
 
-    ``index`` is ``"hnsw"`` when the bucket keeps an HNSW graph (``"none"`` otherwise),
+    ``index`` is ``"hnsw"`` or ``"ivf"`` when the bucket keeps an index (``"none"`` otherwise),
     ``index_pending`` the entries not yet in it, ``index_bytes`` its memory; ``evict`` the
     eviction policy (``"fifo"``, ``"lru"``, ``"lfu"``); ``quant`` how vectors are stored
-    (``"float32"`` or ``"int8"``). These five are None from a server too old to report them.
+    (``"float32"`` or ``"int8"``); ``algo`` the index algorithm the bucket has or will get.
+    These six are None from a server too old to report them.
     Fields a newer server adds land in ``extra``."""
     dimension: int
     entries: int
@@ -150,6 +152,7 @@ class BucketInfo:
     evict: Optional[str] = None
     index_bytes: Optional[int] = None
     quant: Optional[str] = None
+    algo: Optional[str] = None
     extra: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -478,7 +481,8 @@ class _SemanticCommands:
             max_items: Optional[int] = None, entry_id: Optional[int] = None,
             tags: Optional[Mapping[str, TagValue]] = None, prompt: Optional[Content] = None,
             renew: Any = None, evict: Optional[EvictPolicy] = None,
-            quant: Optional[Quant] = None, index: bool = False) -> int:
+            quant: Optional[Quant] = None, index: bool = False,
+            algo: Optional[Algo] = None) -> int:
         """SEMCACHE.SET: stores ``response`` under ``vector``; returns the entry's id.
 
         Expiry (one of): ``ex`` seconds or ``px`` ms (int or timedelta), ``pxat`` absolute
@@ -497,6 +501,9 @@ class _SemanticCommands:
         bytes each instead of ``4 * dim``; scores stay exact for the stored vectors); a later
         different ``quant`` is refused. ``index=True`` gives the bucket an HNSW index now
         (otherwise it starts at ``semcache-index-min`` entries, 4,096 by default).
+        ``algo="ivf"`` on the bucket's first ``set`` makes that index inverted lists instead
+        (faster lookups and inserts on big buckets; default: the server's
+        ``semcache-index-algo``, ``"hnsw"``); a later different ``algo`` is refused.
 
         Cost: O(dim) to normalise and append, plus reclaiming expired entries of this key;
         with an index, adding the entry to the graph on the server's main thread (p50 ~0.5 ms
@@ -524,6 +531,7 @@ class _SemanticCommands:
             args += ["RENEW", millis_arg(renew, "renew")]
         args += _choice_arg("EVICT", evict, "evict")
         args += _choice_arg("QUANT", quant, "quant")
+        args += _choice_arg("ALGO", algo, "algo")
         if index:
             args.append("INDEX")
         return self._run(_int, *args)
@@ -616,7 +624,7 @@ class _SemanticCommands:
 
     def info(self, key: Any) -> Optional[BucketInfo]:
         """SEMCACHE.INFO as a ``BucketInfo``, or None if the key does not exist. O(entries)."""
-        return self._run(lambda r: _dataclass_from(BucketInfo, r, ("index", "evict", "quant")),
+        return self._run(lambda r: _dataclass_from(BucketInfo, r, ("index", "evict", "quant", "algo")),
                          "SEMCACHE.INFO", key)
 
 
