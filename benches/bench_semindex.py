@@ -1,8 +1,8 @@
-"""SEMCACHE.GET on big buckets with the HNSW index, against GET in the same run, against an
-exact scan (recall@1) and against faiss / usearch in-process on the same data.
+"""SEMCACHE.GET on big buckets with an index (HNSW graph or IVF lists), against GET in the same
+run, against an exact scan (recall@1) and against faiss / usearch in-process on the same data.
 
     VALKEY_SERVER=... MODULE_SO=... python benches/bench_semindex.py [--quick] [--shapes=100000x384,...]
-        [--quant=float32,int8] [--no-libs] [--dump=PREFIX]
+        [--quant=float32,int8] [--algo=hnsw,ivf] [--no-libs] [--dump=PREFIX]
 
 --dump=PREFIX writes the first shape's vectors, queries and exact answers (PREFIX.data, .q:
 float32 rows; .truth: uint32 rows) and exits, for the in-process graph check
@@ -18,7 +18,9 @@ index bytes, SEMCACHE.GET ops/s and ratio to GET, recall@1 against numpy's exact
 SEMCACHE.SET latency with the index (each evicting the oldest entry), DEBUG RELOAD time
 (RDB save + load, graph included) and whether answers after reload are identical; then
 faiss IndexHNSWFlat (M 16, efSearch 64) and usearch (int8, M 16) on the same vectors.
-Each shape runs once per vector kind (`SEMCACHE.SET ... QUANT float32|int8`, both by default):
+Each shape runs once per index algorithm (`SEMCACHE.SET ... ALGO hnsw|ivf`) and vector kind
+(`QUANT float32|int8`), all four by default; the effort sweep is semcache-index-ef (hnsw) or
+semcache-index-nprobe (ivf):
 recall@1 is always against the exact float32 scan of the original vectors.
 """
 import os

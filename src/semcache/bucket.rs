@@ -2384,10 +2384,20 @@ mod tests {
     /// through inserts, evictions, removals and expiry.
     #[test]
     fn index_matches_exact_scan_through_churn() {
+        index_churn(Algo::Hnsw);
+    }
+
+    #[test]
+    fn ivf_index_matches_exact_scan_through_churn() {
+        index_churn(Algo::Ivf);
+    }
+
+    fn index_churn(algo: Algo) {
         let mut rng = Rng::new(31);
         let dim = 48;
         let data = clustered(4_000, dim, 100, &mut rng);
         let mut b = Bucket::new(2_500);
+        assert!(b.set_algo(algo));
         for (i, v) in data.iter().enumerate() {
             let exp = if i % 10 == 0 { 5_000 } else { 0 };
             b.insert(None, v, vec![], None, exp).unwrap();
@@ -2422,7 +2432,8 @@ mod tests {
             }
             agree += usize::from(got[0].id == exact[0].id);
         }
-        assert!(agree >= 297, "top-1 agreement {agree}/300");
+        assert!(agree >= 297, "{algo:?}: top-1 agreement {agree}/300");
+        assert_eq!(b.index_graph().map(|g| g.algo()), Some(algo));
         // Expired entries (by the caller's clock) never answer, even before reclaiming.
         let mut c = b.clone();
         let victim = live[live.len() / 2];
