@@ -145,11 +145,12 @@ impl AnnIndex {
     }
 
     /// Candidates for the unit vector `q`, best first by approximate similarity, as
-    /// `(node, approximate similarity)`: about `effort.ef` of them.
-    pub fn search(&self, q: &[f32], effort: Effort) -> Vec<(u32, f32)> {
+    /// `(node, approximate similarity)`: about `effort.ef` of them from a graph, at most `keep`
+    /// from lists (which keep nothing the caller will not look at).
+    pub fn search(&self, q: &[f32], effort: Effort, keep: usize) -> Vec<(u32, f32)> {
         match self {
             AnnIndex::Hnsw(g) => g.search(q, effort.ef),
-            AnnIndex::Ivf(x) => x.search(q, effort.ef, effort.nprobe),
+            AnnIndex::Ivf(x) => x.search(q, keep.min(effort.ef).max(1), effort.nprobe),
         }
     }
 

@@ -1479,7 +1479,14 @@ impl Bucket {
             ef: ef.max(want),
             nprobe,
         };
-        let mut found = ix.graph.search(query, effort);
+        // Without a filter only the best RESCORE_MIN (or `want`) are ever re-scored: IVF keeps
+        // no more (a graph needs its `ef` candidates to walk anyway).
+        let keep = if filter.is_empty() {
+            RESCORE_MIN.max(want)
+        } else {
+            effort.ef
+        };
+        let mut found = ix.graph.search(query, effort, keep);
         if !filter.is_empty() {
             found.retain(|&(node, _)| {
                 let (c, o) = self.locate(ix.node_row[node as usize] as usize);
