@@ -87,32 +87,15 @@ pub fn set(ctx: &Context, argv: &[RedisString]) -> RedisResult {
             }
             "RENEW" => renew = Some(opts.int_in("RENEW", 0, MAX_TTL_SECS * 1000)?),
             "EVICT" => {
-                let v = opts.value_of("EVICT")?;
-                policy = Some(EvictPolicy::parse(v).ok_or_else(|| {
-                    RedisError::String(format!(
-                        "ERR EVICT must be lru, lfu or fifo, got '{}'",
-                        String::from_utf8_lossy(v)
-                    ))
-                })?);
+                policy = Some(choice(
+                    &mut opts,
+                    "EVICT",
+                    EvictPolicy::parse,
+                    "lru, lfu or fifo",
+                )?)
             }
-            "QUANT" => {
-                let v = opts.value_of("QUANT")?;
-                quant = Some(Quant::parse(v).ok_or_else(|| {
-                    RedisError::String(format!(
-                        "ERR QUANT must be float32 or int8, got '{}'",
-                        String::from_utf8_lossy(v)
-                    ))
-                })?);
-            }
-            "ALGO" => {
-                let v = opts.value_of("ALGO")?;
-                algo = Some(Algo::parse(v).ok_or_else(|| {
-                    RedisError::String(format!(
-                        "ERR ALGO must be hnsw or ivf, got '{}'",
-                        String::from_utf8_lossy(v)
-                    ))
-                })?);
-            }
+            "QUANT" => quant = Some(choice(&mut opts, "QUANT", Quant::parse, "float32 or int8")?),
+            "ALGO" => algo = Some(choice(&mut opts, "ALGO", Algo::parse, "hnsw or ivf")?),
             "META" => meta = Some(args::json_object("META", opts.value_of("META")?)?),
             "MAXITEMS" => max_items = Some(opts.int_in("MAXITEMS", 1, MAX_ITEMS_LIMIT)? as usize),
             "ID" => id = Some(opts.int_in("ID", 1, i64::MAX)? as u64),
@@ -266,6 +249,22 @@ pub fn set(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     replicate_set(ctx, argv, &dropped, &decided);
     ctx.notify_keyspace_event(NotifyEvent::MODULE, "semcache.set", &argv[1]);
     Ok(RedisValue::Integer(new_id as i64))
+}
+
+/// The value after `word`, one of `names` (case-insensitive), else an error naming them.
+fn choice<T>(
+    opts: &mut Args,
+    word: &str,
+    parse: fn(&[u8]) -> Option<T>,
+    names: &str,
+) -> Result<T, RedisError> {
+    let v = opts.value_of(word)?;
+    parse(v).ok_or_else(|| {
+        RedisError::String(format!(
+            "ERR {word} must be {names}, got '{}'",
+            String::from_utf8_lossy(v)
+        ))
+    })
 }
 
 /// Longest prompt text accepted by PROMPT (the text is kept, twice: map and reverse map).

@@ -93,9 +93,10 @@ impl Default for Params {
     }
 }
 
-/// A similarity and a node, ordered by similarity (total order), then node.
+/// A similarity and a node, ordered by similarity (total order), then smaller node first
+/// (the IVF lists use it too).
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Scored(f32, u32);
+pub(super) struct Scored(pub(super) f32, pub(super) u32);
 impl Eq for Scored {}
 impl PartialOrd for Scored {
     fn partial_cmp(&self, o: &Self) -> Option<Ordering> {

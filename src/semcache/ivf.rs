@@ -22,10 +22,10 @@
 //! place) and subtracts its code from the centroid; an empty list is dropped.
 
 use std::cell::RefCell;
-use std::cmp::{Ordering, Reverse};
+use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 
-use super::hnsw::{GraphError, MAX_SLOTS};
+use super::hnsw::{GraphError, Scored, MAX_SLOTS};
 use crate::varint::put as put_varint;
 use crate::vector;
 use crate::wire::Reader;
@@ -77,21 +77,6 @@ impl List {
         for (s, &c) in self.sum.iter_mut().zip(code) {
             *s += i32::from(c);
         }
-    }
-}
-
-/// A similarity and a node, ordered by similarity (total order), then smaller node first.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Scored(f32, u32);
-impl Eq for Scored {}
-impl PartialOrd for Scored {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Scored {
-    fn cmp(&self, o: &Self) -> Ordering {
-        self.0.total_cmp(&o.0).then(o.1.cmp(&self.1))
     }
 }
 
