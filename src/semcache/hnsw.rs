@@ -925,6 +925,14 @@ pub(crate) mod tests_support {
         }
     }
 
+    /// A file of little-endian 4-byte values (the bench's `--dump` files).
+    pub(crate) fn read_le<T>(path: &str, f: fn([u8; 4]) -> T) -> Vec<T> {
+        let b = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        b.chunks_exact(4)
+            .map(|c| f(c.try_into().unwrap()))
+            .collect()
+    }
+
     /// Clustered unit vectors: `clusters` centres, points = centre + noise.
     pub(crate) fn clustered(n: usize, dim: usize, clusters: usize, rng: &mut Rng) -> Vec<Vec<f32>> {
         let centres: Vec<Vec<f32>> = (0..clusters)
@@ -1261,14 +1269,8 @@ mod timing {
 
 #[cfg(test)]
 mod recall_file {
+    use super::tests_support::read_le;
     use super::*;
-
-    fn read_le<T>(path: &str, f: fn([u8; 4]) -> T) -> Vec<T> {
-        let b = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        b.chunks_exact(4)
-            .map(|c| f(c.try_into().unwrap()))
-            .collect()
-    }
 
     /// Graph quality on the bench's own data: `python benches/bench_semindex.py
     /// --shapes=1000000x384 --quick --dump=/tmp/b1m` writes the vectors, queries and exact

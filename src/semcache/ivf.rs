@@ -209,11 +209,9 @@ impl Ivf {
         }
         let node = self.take_slot(id);
         let inv = vector::code_inv_norm(code);
-        let l = self.best_list(code);
+        let mut l = self.best_list(code);
         if l == self.lists.len() {
-            self.lists.push(List::default());
-            self.centroids.extend(std::iter::repeat_n(0, self.dim));
-            self.centroid_inv.push(0.0);
+            l = self.add_list(List::default());
         }
         let list = &mut self.lists[l];
         self.place[node as usize] = (l as u32, list.nodes.len() as u32);
@@ -258,6 +256,16 @@ impl Ivf {
             }
         });
         best.1
+    }
+
+    /// Appends a list and its centroid; returns its index.
+    fn add_list(&mut self, list: List) -> usize {
+        let l = self.lists.len();
+        self.lists.push(list);
+        self.centroids.extend(std::iter::repeat_n(0, self.dim));
+        self.centroid_inv.push(0.0);
+        self.refresh_centroid(l);
+        l
     }
 
     fn centroid(&self, l: usize) -> &[i8] {
@@ -347,11 +355,8 @@ impl Ivf {
         near.extend([l, nl]);
         near.sort_unstable();
         self.lists[l] = la;
-        self.lists.push(lb);
-        self.centroids.extend(std::iter::repeat_n(0, d));
-        self.centroid_inv.push(0.0);
         self.refresh_centroid(l);
-        self.refresh_centroid(nl);
+        self.add_list(lb);
         // Each member of the halves joined its list by the centroids of the time; after the
         // split it moves to the nearby list it is now most similar to (in member order).
         let members: Vec<u32> = near
@@ -587,7 +592,7 @@ impl Ivf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::semcache::hnsw::tests_support::{clustered, near, Rng};
+    use crate::semcache::hnsw::tests_support::{clustered, near, read_le, Rng};
 
     fn build(data: &[Vec<f32>]) -> Ivf {
         let mut g = Ivf::new();
@@ -773,18 +778,9 @@ mod tests {
         let env = |k: &str| std::env::var(k).ok();
         let base = env("HNSW_FILE").expect("HNSW_FILE");
         let dim: usize = env("HNSW_DIM").expect("HNSW_DIM").parse().unwrap();
-        let read = |p: String| std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"));
-        let f32s = |b: Vec<u8>| -> Vec<f32> {
-            b.chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect()
-        };
-        let data = f32s(read(format!("{base}.data")));
-        let qs = f32s(read(format!("{base}.q")));
-        let truth: Vec<u32> = read(format!("{base}.truth"))
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
+        let data = read_le(&format!("{base}.data"), f32::from_le_bytes);
+        let qs = read_le(&format!("{base}.q"), f32::from_le_bytes);
+        let truth = read_le(&format!("{base}.truth"), u32::from_le_bytes);
         let row = |i: usize| &data[i * dim..(i + 1) * dim];
         let n = data.len() / dim;
         let t = Instant::now();
