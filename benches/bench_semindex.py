@@ -20,7 +20,7 @@ SEMCACHE.SET latency with the index (each evicting the oldest entry), DEBUG RELO
 faiss IndexHNSWFlat (M 16, efSearch 64) and usearch (int8, M 16) on the same vectors.
 Each shape runs once per index algorithm (`SEMCACHE.SET ... ALGO hnsw|ivf`) and vector kind
 (`QUANT float32|int8`), all four by default; the effort sweep is semcache-index-ef (hnsw) or
-semcache-index-nprobe (ivf):
+semcache-index-nprobe and -ef (ivf):
 recall@1 is always against the exact float32 scan of the original vectors.
 """
 import os
@@ -141,14 +141,16 @@ def run_quant(n, dim, quick, quant, algo, data, queries, truth, extra):
         out["get"], out["sem"] = get, sem
         # The effort trade-off (semcache-index-ef for hnsw, -nprobe for ivf), then back to
         # the default.
-        knob, values = (("semcache-index-ef", (16, 32, 64, 128)) if algo == "hnsw"
-                        else ("semcache-index-nprobe", (1, 2, 4, 8)))
-        default = r.config_get("convcache." + knob)["convcache." + knob]
+        # IVF: ef is the members re-ranked by their int8 codes per probed list.
+        knobs = ([("semcache-index-ef", (16, 32, 64, 128))] if algo == "hnsw"
+                 else [("semcache-index-nprobe", (1, 2, 4, 8)), ("semcache-index-ef", (16, 32, 128))])
         out["ef"] = []
-        for ef in values:
-            r.config_set("convcache." + knob, ef)
-            out["ef"].append((f"{knob[15:]} {ef}", timed_calls(conn, packed, reps // 2), recall()))
-        r.config_set("convcache." + knob, default)
+        for knob, values in knobs:
+            default = r.config_get("convcache." + knob)["convcache." + knob]
+            for ef in values:
+                r.config_set("convcache." + knob, ef)
+                out["ef"].append((f"{knob[15:]} {ef}", timed_calls(conn, packed, reps // 2), recall()))
+            r.config_set("convcache." + knob, default)
         # SET cost with the index (each evicts the oldest entry).
         sets = timed_calls(conn, [conn.pack_command("SEMCACHE.SET", "big", v.tobytes(), RESPONSE)
                                   for v in extra], len(extra))

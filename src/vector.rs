@@ -120,6 +120,7 @@ type SumFn = fn(&[f32]) -> f32;
 type DotI8Fn = fn(&[i8], &[i8]) -> i32;
 type DotF32I8Fn = fn(&[f32], &[i8]) -> f32;
 type ScanI8Fn = fn(&[i8], usize, &[i8], &mut Vec<i32>);
+type HammingFn = fn(&[u64], usize, &[u64], &mut Vec<u32>);
 
 struct Kernels {
     name: &'static str,
@@ -129,6 +130,7 @@ struct Kernels {
     dot_i8: DotI8Fn,
     dot_f32_i8: DotF32I8Fn,
     scan_i8: ScanI8Fn,
+    hamming: HammingFn,
 }
 
 static KERNELS: OnceLock<Kernels> = OnceLock::new();
@@ -136,7 +138,9 @@ static KERNELS: OnceLock<Kernels> = OnceLock::new();
 fn detect() -> Kernels {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("popcnt")
         {
             return Kernels {
                 name: "avx2+fma",
@@ -146,6 +150,7 @@ fn detect() -> Kernels {
                 dot_i8: avx2::dot_i8_entry,
                 dot_f32_i8: avx2::dot_f32_i8_entry,
                 scan_i8: avx2::scan_i8_entry,
+                hamming: avx2::hamming_entry,
             };
         }
     }
@@ -157,6 +162,7 @@ fn detect() -> Kernels {
         dot_i8: fallback::dot_i8,
         dot_f32_i8: fallback::dot_f32_i8,
         scan_i8: fallback::scan_dots_i8,
+        hamming: fallback::scan_hamming,
     }
 }
 
@@ -240,6 +246,42 @@ pub fn scan_dots_i8(block: &[i8], dim: usize, query: &[i8], out: &mut Vec<i32>) 
     (kernels().scan_i8)(block, dim, query, out)
 }
 
+/// Hamming distance of `query` (`words` 64-bit words of bits) to each row of `block` (a
+/// contiguous `n x words` matrix), into `out` (cleared first).
+///
+/// Panics if `query.len() != words` or `block.len()` is not a multiple of `words`.
+pub fn scan_hamming(block: &[u64], words: usize, query: &[u64], out: &mut Vec<u32>) {
+    out.clear();
+    if words == 0 {
+        return;
+    }
+    assert_eq!(query.len(), words, "scan_hamming: query length differs");
+    assert_eq!(
+        block.len() % words,
+        0,
+        "scan_hamming: block is not n x words"
+    );
+    out.reserve(block.len() / words);
+    (kernels().hamming)(block, words, query, out)
+}
+
+/// Asks the CPU to fetch the cache lines of `bytes` (a hint: no effect on results).
+#[inline]
+pub fn prefetch<T>(bytes: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = bytes.as_ptr().cast::<i8>();
+        let len = std::mem::size_of_val(bytes);
+        let mut off = 0;
+        while off < len {
+            // SAFETY: a prefetch never faults; the address is inside `bytes`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(off)) };
+            off += 64;
+        }
+    }
+}
+
 /// Int8 code of a vector: `v[i] ~= code[i] * scale`, `scale = max |v[i]| / 127` (written to
 /// `code`, which must be as long as `v`). Returns the scale (0 for an all-zero vector).
 pub fn quantize_i8(v: &[f32], code: &mut [i8]) -> f32 {
@@ -313,6 +355,45 @@ pub(crate) mod fallback {
 
     pub(crate) fn scan_dots_i8(block: &[i8], dim: usize, query: &[i8], out: &mut Vec<i32>) {
         out.extend(block.chunks_exact(dim).map(|row| dot_i8(row, query)));
+    }
+
+    /// Rows of `W` words: the query in registers, the row count known to the compiler.
+    #[inline(always)]
+    fn hamming_rows<const W: usize>(block: &[u64], query: &[u64], out: &mut Vec<u32>) {
+        // Rows ~1 KiB ahead are fetched while this one is counted: the scan streams from memory.
+        let ahead = (1024 / (W * 8)).max(2) * W;
+        let q: &[u64; W] = query.try_into().expect("W words");
+        for (r, row) in block.chunks_exact(W).enumerate() {
+            if let Some(next) = block.get(r * W + ahead..r * W + ahead + W) {
+                super::prefetch(next);
+            }
+            let row: &[u64; W] = row.try_into().expect("W words");
+            let mut s = 0;
+            for k in 0..W {
+                s += (row[k] ^ q[k]).count_ones();
+            }
+            out.push(s);
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn scan_hamming(block: &[u64], words: usize, query: &[u64], out: &mut Vec<u32>) {
+        match words {
+            2 => hamming_rows::<2>(block, query, out),
+            4 => hamming_rows::<4>(block, query, out),
+            6 => hamming_rows::<6>(block, query, out),
+            8 => hamming_rows::<8>(block, query, out),
+            12 => hamming_rows::<12>(block, query, out),
+            16 => hamming_rows::<16>(block, query, out),
+            24 => hamming_rows::<24>(block, query, out),
+            48 => hamming_rows::<48>(block, query, out),
+            _ => out.extend(block.chunks_exact(words).map(|row| {
+                row.iter()
+                    .zip(query)
+                    .map(|(&a, &b)| (a ^ b).count_ones())
+                    .sum::<u32>()
+            })),
+        }
     }
 
     /// 16 float lanes: LLVM widens the int8 with the baseline SIMD.
@@ -431,6 +512,17 @@ pub(crate) mod avx2 {
     pub(crate) fn dot_f32_i8_entry(a: &[f32], code: &[i8]) -> f32 {
         // SAFETY: as above.
         unsafe { dot_f32_i8(a, code) }
+    }
+
+    pub(crate) fn hamming_entry(block: &[u64], words: usize, query: &[u64], out: &mut Vec<u32>) {
+        // SAFETY: installed only when popcnt is available (with avx2+fma).
+        unsafe { hamming(block, words, query, out) }
+    }
+
+    /// The portable loop compiled with the `popcnt` instruction.
+    #[target_feature(enable = "popcnt")]
+    unsafe fn hamming(block: &[u64], words: usize, query: &[u64], out: &mut Vec<u32>) {
+        super::fallback::scan_hamming(block, words, query, out)
     }
 
     /// Widens 8 int8 at a time to float and multiply-adds them, two accumulators.
@@ -880,6 +972,41 @@ pub(crate) mod tests {
                     (got - want).abs() <= 1e-5 * scale,
                     "{name} n {n}: {got} vs {want}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn hamming_kernels_count_differing_bits() {
+        let mut rng = Rng::new(9);
+        let mut kernels: Vec<(&str, HammingFn)> = vec![
+            ("fallback", fallback::scan_hamming),
+            ("dispatch", scan_hamming),
+        ];
+        #[cfg(target_arch = "x86_64")]
+        if avx2::available() {
+            kernels.push(("popcnt", avx2::hamming_entry));
+        }
+        for (name, k) in kernels {
+            // The specialised widths and others; 40 rows: past the prefetch distance.
+            for &w in &[1usize, 2, 3, 6, 12, 24, 48, 50] {
+                let q: Vec<u64> = (0..w).map(|_| rng.next_u64()).collect();
+                let block: Vec<u64> = (0..w * 40).map(|_| rng.next_u64()).collect();
+                let mut out = Vec::new();
+                k(&block, w, &q, &mut out);
+                let want: Vec<u32> = block
+                    .chunks_exact(w)
+                    .map(|r| {
+                        let mut n = 0;
+                        for (a, b) in r.iter().zip(&q) {
+                            for bit in 0..64 {
+                                n += u32::from((a >> bit & 1) != (b >> bit & 1));
+                            }
+                        }
+                        n
+                    })
+                    .collect();
+                assert_eq!(out, want, "{name} {w} words");
             }
         }
     }

@@ -115,6 +115,14 @@ impl AnnIndex {
         }
     }
 
+    /// The vector dimension a decoded index declares, if it declares one.
+    pub fn declared_dim(&self) -> Option<usize> {
+        match self {
+            AnnIndex::Hnsw(_) => None,
+            AnnIndex::Ivf(x) => x.declared_dim(),
+        }
+    }
+
     pub fn slots(&self) -> usize {
         match self {
             AnnIndex::Hnsw(g) => g.slots(),
@@ -150,7 +158,7 @@ impl AnnIndex {
     pub fn search(&self, q: &[f32], effort: Effort, keep: usize) -> Vec<(u32, f32)> {
         match self {
             AnnIndex::Hnsw(g) => g.search(q, effort.ef),
-            AnnIndex::Ivf(x) => x.search(q, keep.min(effort.ef).max(1), effort.nprobe),
+            AnnIndex::Ivf(x) => x.search(q, keep.min(effort.ef).max(1), effort.ef, effort.nprobe),
         }
     }
 
@@ -179,10 +187,11 @@ impl AnnIndex {
 
     /// Reads an index of `algo` written by [`AnnIndex::encode`] (hostile input: an error,
     /// never a panic).
-    pub fn decode(algo: Algo, r: &mut Reader) -> Result<AnnIndex, GraphError> {
+    /// `with_bases`: an IVF payload of codec version 5 or later (with its sign references).
+    pub fn decode(algo: Algo, r: &mut Reader, with_bases: bool) -> Result<AnnIndex, GraphError> {
         Ok(match algo {
             Algo::Hnsw => AnnIndex::Hnsw(Hnsw::decode(r)?),
-            Algo::Ivf => AnnIndex::Ivf(Ivf::decode(r)?),
+            Algo::Ivf => AnnIndex::Ivf(Ivf::decode(r, with_bases)?),
         })
     }
 }

@@ -1388,6 +1388,12 @@ impl Bucket {
                 self.algo.name()
             ));
         }
+        if let Some(d) = graph.declared_dim().filter(|&d| d != self.dim) {
+            return Err(format!(
+                "an index of dimension {d} for a bucket of dimension {}",
+                self.dim
+            ));
+        }
         let rows: std::collections::HashMap<u64, usize> =
             (0..self.len()).map(|r| (self.id_at(r), r)).collect();
         let mut node_row = vec![NONE; graph.slots()];
@@ -2524,7 +2530,8 @@ mod tests {
                 .unwrap();
         }
         let payload = index_payload(&a);
-        let g = AnnIndex::decode(Algo::Hnsw, &mut crate::wire::Reader::new(&payload)).unwrap();
+        let g =
+            AnnIndex::decode(Algo::Hnsw, &mut crate::wire::Reader::new(&payload), false).unwrap();
         b.attach_index(g).unwrap();
         assert_eq!(index_payload(&a), index_payload(&b));
         for v in data.iter().step_by(13) {
@@ -2545,6 +2552,7 @@ mod tests {
         let g = AnnIndex::decode(
             Algo::Hnsw,
             &mut crate::wire::Reader::new(&index_payload(&a)),
+            false,
         )
         .unwrap();
         assert!(c.attach_index(g).unwrap_err().contains("not in the bucket"));
@@ -2725,6 +2733,7 @@ mod tests {
         let g = AnnIndex::decode(
             Algo::Hnsw,
             &mut crate::wire::Reader::new(&index_payload(&b)),
+            false,
         )
         .unwrap();
         c.attach_index(g).unwrap();

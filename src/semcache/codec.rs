@@ -30,6 +30,10 @@
 //! members' slots and entry ids), one payload after the entries when `has_index` and the
 //! algorithm is ivf (an HNSW index stays kind 2). Earlier payloads load as hnsw.
 //!
+//! Version 5 adds to the IVF index, after the lists, the references of its sign bits: `bytes
+//! global` (the centroids', empty until the first split) and per list `bytes base` (`dim`
+//! int8 each). A version-4 IVF index loads with its centroids as references.
+//!
 //! Integers are LEB128 varints, `bytes` is a varint length and the bytes.
 
 use super::ann::{Algo, AnnIndex};
@@ -39,7 +43,7 @@ use super::tags;
 use crate::varint::put as put_varint;
 use crate::wire::{put_bytes, Reader, WireError};
 
-pub const CODEC_VERSION: u8 = 4;
+pub const CODEC_VERSION: u8 = 5;
 /// Largest `max_items` a bucket can have (SEMCACHE.SET MAXITEMS, the config, every decoder).
 pub const MAX_ITEMS_LIMIT: usize = 1_000_000;
 /// Largest vector dimension a payload may declare: a vector of the default 512 MB bulk limit.
@@ -431,10 +435,12 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, CodecError> {
             Decoded::Entries(next_id, out)
         }
         KIND_INDEX if version >= 2 => Decoded::Index(
-            AnnIndex::decode(Algo::Hnsw, &mut r).or_else(|e| corrupt(format!("index: {}", e.0)))?,
+            AnnIndex::decode(Algo::Hnsw, &mut r, false)
+                .or_else(|e| corrupt(format!("index: {}", e.0)))?,
         ),
         KIND_IVF_INDEX if version >= 4 => Decoded::Index(
-            AnnIndex::decode(Algo::Ivf, &mut r).or_else(|e| corrupt(format!("index: {}", e.0)))?,
+            AnnIndex::decode(Algo::Ivf, &mut r, version >= 5)
+                .or_else(|e| corrupt(format!("index: {}", e.0)))?,
         ),
         k => return corrupt(format!("unknown payload kind {k}")),
     };
@@ -613,7 +619,8 @@ mod tests {
     #[test]
     fn garbage_is_not_called_a_newer_version() {
         assert!(err_of(b"garbage").contains("not a semcache payload (first byte 103"));
-        assert!(err_of(&[5, 0]).contains("encoding version 5 is newer"));
+        assert!(err_of(&[CODEC_VERSION + 1, 0])
+            .contains(&format!("encoding version {} is newer", CODEC_VERSION + 1)));
     }
 
     #[test]
