@@ -43,6 +43,13 @@ const SPLIT_ROUNDS: usize = 4;
 /// Centroids a lookup scores exactly (at least; 4 x nprobe if more), the nearest by sign
 /// bits: at 1,000,000 x 384 this cut the centroid scan from ~34 to ~5 µs, recall unchanged.
 const SHORTLIST: usize = 32;
+/// Members of a probed list scored by int8 beyond the `keep` nearest by sign bits: those
+/// within `dim / MARGIN_DIV` bits of the nearest seen (up to `rerank`). A near-duplicate
+/// stands out (100,000 x 384: 16 members scored per lookup at ef 64, against 128 without
+/// the margin); for a query far from every entry most members are alike and up to ef are
+/// scored (recall@1 of such queries 0.943 at ef 64, 0.983 at 128; d/8: 0.945 / 1.000 but
+/// ~40 members per near-duplicate).
+const MARGIN_DIV: usize = 16;
 /// Position of a free slot.
 const NOWHERE: (u32, u32) = (u32::MAX, u32::MAX);
 
@@ -141,12 +148,16 @@ impl List {
 }
 
 /// The positions of the `n` smallest of `ham` (distances of at most `bits`; ties: the
-/// earlier position), in position order, into `sel`. A histogram: no sort.
+/// earlier position), in position order, into `sel`, where `n` is the number of distances
+/// within `margin` of `low` (lowered first to the smallest of `ham`), kept within
+/// `min..=max`. A histogram: no sort.
 fn nearest_by_hamming(
     ham: &[u32],
-    n: usize,
+    (min, max): (usize, usize),
+    low: &mut usize,
+    margin: usize,
     bits: usize,
-    hist: &mut Vec<usize>,
+    hist: &mut Vec<u32>,
     sel: &mut Vec<u32>,
 ) {
     sel.clear();
@@ -155,9 +166,16 @@ fn nearest_by_hamming(
     for &h in ham {
         hist[h as usize] += 1;
     }
+    let lowest = hist.iter().position(|&c| c != 0).unwrap_or(bits + 1);
+    *low = (*low).min(lowest);
+    let near: usize = hist[..(*low + margin + 1).min(hist.len())]
+        .iter()
+        .map(|&c| c as usize)
+        .sum();
+    let n = near.clamp(min, max.max(min));
     let (mut cut, mut below) = (0usize, 0usize);
-    while cut <= bits && below + hist[cut] < n {
-        below += hist[cut];
+    while cut <= bits && below + (hist[cut] as usize) < n {
+        below += hist[cut] as usize;
         cut += 1;
     }
     let mut at_cut = n.saturating_sub(below);
@@ -178,7 +196,7 @@ struct Scratch {
     lists: Vec<Scored>,
     qbits: Vec<u64>,
     ham: Vec<u32>,
-    hist: Vec<usize>,
+    hist: Vec<u32>,
     sel: Vec<u32>,
 }
 
@@ -627,7 +645,7 @@ impl Ivf {
             if self.lists.len() > short && !self.gbase.is_empty() {
                 sign_bits(&qc, q_inv, &self.gbase, self.gbase_inv, qbits);
                 vector::scan_hamming(&self.cbits, w, qbits, ham);
-                nearest_by_hamming(ham, short, d, hist, sel);
+                nearest_by_hamming(ham, (short, short), &mut { usize::MAX }, 0, d, hist, sel);
                 for &l in sel.iter() {
                     vector::prefetch(self.centroid(l as usize));
                 }
@@ -648,6 +666,8 @@ impl Ivf {
             if nprobe < lists.len() {
                 lists.select_nth_unstable_by(nprobe - 1, |a, b| b.cmp(a));
             }
+            lists[..nprobe].sort_unstable_by(|a, b| b.cmp(a));
+            let (mut low, mut first) = (usize::MAX, true);
             for &Scored(_, l) in &lists[..nprobe] {
                 let list = &self.lists[l as usize];
                 if list.nodes.len() <= rerank {
@@ -659,7 +679,9 @@ impl Ivf {
                 }
                 sign_bits(&qc, q_inv, &list.base, list.base_inv, qbits);
                 vector::scan_hamming(&list.bits, w, qbits, ham);
-                nearest_by_hamming(ham, rerank, d, hist, sel);
+                let floor = if first || keep >= rerank { keep } else { 0 };
+                first = false;
+                nearest_by_hamming(ham, (floor, rerank), &mut low, d / MARGIN_DIV, d, hist, sel);
                 // The chosen rows are scattered in the list: fetch them all, then score.
                 for &j in sel.iter() {
                     vector::prefetch(list.code(j as usize, d));
@@ -977,10 +999,70 @@ mod tests {
         vector::scan_hamming(&[0b1011, 0, 0b1, 0b11], 1, &[0b1], &mut ham);
         assert_eq!(ham, [2, 1, 0, 1]);
         // The 2 nearest: the distance-0 row, then the first of the distance-1 rows.
-        nearest_by_hamming(&ham, 2, 64, &mut hist, &mut sel);
+        nearest_by_hamming(
+            &ham,
+            (2, 2),
+            &mut { usize::MAX },
+            0,
+            64,
+            &mut hist,
+            &mut sel,
+        );
         assert_eq!(sel, [1, 2]);
-        nearest_by_hamming(&ham, 9, 64, &mut hist, &mut sel);
+        nearest_by_hamming(
+            &ham,
+            (9, 9),
+            &mut { usize::MAX },
+            0,
+            64,
+            &mut hist,
+            &mut sel,
+        );
         assert_eq!(sel, [0, 1, 2, 3]);
+        // As many as lie within the margin of the nearest, within the bounds.
+        nearest_by_hamming(
+            &ham,
+            (1, 9),
+            &mut { usize::MAX },
+            1,
+            64,
+            &mut hist,
+            &mut sel,
+        );
+        assert_eq!(sel, [1, 2, 3]);
+        nearest_by_hamming(
+            &ham,
+            (1, 2),
+            &mut { usize::MAX },
+            1,
+            64,
+            &mut hist,
+            &mut sel,
+        );
+        assert_eq!(sel, [1, 2]);
+        nearest_by_hamming(
+            &ham,
+            (1, 9),
+            &mut { usize::MAX },
+            0,
+            64,
+            &mut hist,
+            &mut sel,
+        );
+        assert_eq!(sel, [2]);
+        // Within the margin of a lower distance seen before (in another list): none here,
+        // unless a minimum asks for some.
+        let far = [2, 1, 3];
+        let mut low = 0;
+        nearest_by_hamming(&far, (0, 9), &mut low, 0, 64, &mut hist, &mut sel);
+        assert!(sel.is_empty());
+        nearest_by_hamming(&far, (1, 9), &mut low, 0, 64, &mut hist, &mut sel);
+        assert_eq!(sel, [1]);
+        nearest_by_hamming(&far, (0, 9), &mut low, 1, 64, &mut hist, &mut sel);
+        assert_eq!(sel, [1]);
+        let mut low = 2;
+        nearest_by_hamming(&far, (0, 9), &mut low, 0, 64, &mut hist, &mut sel);
+        assert_eq!((low, &sel[..]), (1, &[1][..]));
     }
 
     #[test]
