@@ -529,10 +529,54 @@ pub(crate) mod avx2 {
         unsafe { hamming(block, words, query, out) }
     }
 
-    /// The portable loop compiled with the `popcnt` instruction.
-    #[target_feature(enable = "popcnt")]
+    /// Rows of 8 words or more (512+ dimensions): 4 words at a time counted by nibble
+    /// lookups (`vpshufb`) and summed by `vpsadbw`, the query in registers (up to 32 words);
+    /// narrower rows: the portable loop compiled with the `popcnt` instruction.
+    #[target_feature(enable = "avx2,fma,popcnt")]
     unsafe fn hamming(block: &[u64], words: usize, query: &[u64], out: &mut Vec<u32>) {
-        super::fallback::scan_hamming(block, words, query, out)
+        const MAX_VECS: usize = 8;
+        let vecs = words / 4;
+        if vecs < 2 || vecs > MAX_VECS {
+            return super::fallback::scan_hamming(block, words, query, out);
+        }
+        let lut = _mm256_setr_epi8(
+            0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2,
+            3, 3, 4,
+        );
+        let nibble = _mm256_set1_epi8(0x0f);
+        let mut q = [_mm256_setzero_si256(); MAX_VECS];
+        // SAFETY (all loads): k * 4 + 4 <= vecs * 4 <= words, the length of the query and of
+        // a row.
+        for (k, v) in q[..vecs].iter_mut().enumerate() {
+            *v = _mm256_loadu_si256(query.as_ptr().add(k * 4).cast());
+        }
+        let tail = &query[vecs * 4..];
+        let ahead = (1024 / (words * 8)).max(2) * words;
+        for (r, row) in block.chunks_exact(words).enumerate() {
+            if let Some(next) = block.get(r * words + ahead..r * words + ahead + words) {
+                super::prefetch(next);
+            }
+            let p = row.as_ptr();
+            let mut counts = _mm256_setzero_si256();
+            for (k, qv) in q[..vecs].iter().enumerate() {
+                let v = _mm256_xor_si256(_mm256_loadu_si256(p.add(k * 4).cast()), *qv);
+                let lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(v, nibble));
+                let hi =
+                    _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16::<4>(v), nibble));
+                // Each byte counts at most 8 per step: 8 steps stay below 256.
+                counts = _mm256_add_epi8(counts, _mm256_add_epi8(lo, hi));
+            }
+            let sums = _mm256_sad_epu8(counts, _mm256_setzero_si256());
+            let s = _mm_add_epi64(
+                _mm256_castsi256_si128(sums),
+                _mm256_extracti128_si256::<1>(sums),
+            );
+            let mut total = (_mm_cvtsi128_si64(s) + _mm_extract_epi64::<1>(s)) as u32;
+            for (a, b) in row[vecs * 4..].iter().zip(tail) {
+                total += (a ^ b).count_ones();
+            }
+            out.push(total);
+        }
     }
 
     /// Widens 8 int8 at a time to float and multiply-adds them, two accumulators.
@@ -660,7 +704,9 @@ pub(crate) mod avx2 {
 
     #[cfg(test)]
     pub(crate) fn available() -> bool {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("popcnt")
     }
 
     #[inline]
@@ -1029,8 +1075,11 @@ pub(crate) mod tests {
             kernels.push(("popcnt", avx2::hamming_entry));
         }
         for (name, k) in kernels {
-            // The specialised widths and others; 40 rows: past the prefetch distance.
-            for &w in &[1usize, 2, 3, 6, 12, 24, 48, 50] {
+            // The specialised widths, the vector kernel's (8 to 35 words) and its edges; 40
+            // rows: past the prefetch distance.
+            for &w in &[
+                1usize, 2, 3, 6, 7, 8, 9, 12, 13, 24, 31, 32, 33, 35, 36, 48, 50,
+            ] {
                 let q: Vec<u64> = (0..w).map(|_| rng.next_u64()).collect();
                 let block: Vec<u64> = (0..w * 40).map(|_| rng.next_u64()).collect();
                 let mut out = Vec::new();
