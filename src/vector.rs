@@ -536,7 +536,7 @@ pub(crate) mod avx2 {
     unsafe fn hamming(block: &[u64], words: usize, query: &[u64], out: &mut Vec<u32>) {
         const MAX_VECS: usize = 8;
         let vecs = words / 4;
-        if vecs < 2 || vecs > MAX_VECS {
+        if !(2..=MAX_VECS).contains(&vecs) {
             return super::fallback::scan_hamming(block, words, query, out);
         }
         let lut = _mm256_setr_epi8(
