@@ -16,7 +16,9 @@ responses; ops/s = 1 / mean latency. The figures are printed, never asserted.
 Per shape: fill time (pipelined SETs: the index is built as entries arrive), MEMORY USAGE,
 index bytes, SEMCACHE.GET ops/s and ratio to GET, recall@1 against numpy's exact argmax,
 SEMCACHE.SET latency with the index (each evicting the oldest entry), DEBUG RELOAD time
-(RDB save + load, graph included) and whether answers after reload are identical; then
+(RDB save + load, graph included) and whether answers after reload are identical, the
+floor of a request of that dimension (a 10-entry bucket: p50 and command time from INFO
+commandstats, against the big bucket's); then
 faiss IndexHNSWFlat (M 16, efSearch 64) and usearch (int8, M 16) on the same vectors.
 Each shape runs once per index algorithm (`SEMCACHE.SET ... ALGO hnsw|ivf`) and vector kind
 (`QUANT float32|int8`), all four by default; the effort sweep is semcache-index-ef (hnsw) or
@@ -82,6 +84,12 @@ def fill(r, key, data, quant, algo, batch=1000):
         p.execute()
 
 
+def command_usec(r):
+    """SEMCACHE.GET's mean command time (µs) since the last CONFIG RESETSTAT."""
+    stats = r.info("commandstats")
+    return next(v["usec_per_call"] for k, v in stats.items() if k.lower() == "cmdstat_semcache.get")
+
+
 def info_map(r, key):
     i = r.execute_command("SEMCACHE.INFO", key)
     return {k.decode(): v for k, v in zip(i[::2], i[1::2])}
@@ -129,7 +137,17 @@ def run_quant(n, dim, quick, quant, algo, data, queries, truth, extra):
         get = timed_calls(conn, [conn.pack_command("GET", "plain")], reps)
         packed = [conn.pack_command("SEMCACHE.GET", "big", q.tobytes(), "MINSIM", -1, "WITHIDS")
                   for q in queries]
+        r.config_resetstat()
         sem = timed_calls(conn, packed, reps)
+        out["sem_us"] = command_usec(r)
+        # The floor of a request of this dimension: a 10-entry bucket (no index), same queries.
+        fill(r, "small", data[:10], quant, algo)
+        small = [conn.pack_command("SEMCACHE.GET", "small", q.tobytes(), "MINSIM", -1, "WITHIDS")
+                 for q in queries]
+        r.config_resetstat()
+        out["small"] = timed_calls(conn, small, reps)
+        out["small_us"] = command_usec(r)
+        r.delete("small")
         def recall():
             ids = []
             for p in packed:
@@ -244,6 +262,12 @@ def main():
         for ef, res, rec in o["ef"]:
             print(f"| {o['shape']} | {o['algo']} | {o['quant']} | {ef} | {res['ops']:,.0f} | {res['p50']:.0f} "
                   f"| {res['ops'] / o['get']['ops']:.2f}x | {rec:.3f} |")
+    print("\n### Where a lookup's time goes: the bucket against a 10-entry bucket of the same dimension\n")
+    print("| bucket | index | vectors | GET p50 µs | 10-entry p50 µs | 10-entry command µs | SEMCACHE.GET p50 µs | command µs |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for o in rows:
+        print(f"| {o['shape']} | {o['algo']} | {o['quant']} | {o['get']['p50']:.0f} | {o['small']['p50']:.0f} "
+              f"| {o['small_us']:.1f} | {o['sem']['p50']:.0f} | {o['sem_us']:.1f} |")
     print("\n### Same data in-process (one thread, one query at a time)\n")
     print("| bucket | library | µs / query | recall@1 | build s | memory MB | SEMCACHE.GET p50 / library |")
     print("|---|---|---:|---:|---:|---:|---:|")
