@@ -122,6 +122,7 @@ type DotI8Fn = fn(&[i8], &[i8]) -> i32;
 type DotF32I8Fn = fn(&[f32], &[i8]) -> f32;
 type ScanI8Fn = fn(&[i8], usize, &[i8], &mut Vec<i32>);
 type HammingFn = fn(&[u64], usize, &[u64], &mut Vec<u32>);
+type QuantizeFn = fn(&[f32], &mut [i8]) -> f32;
 
 struct Kernels {
     name: &'static str,
@@ -132,6 +133,7 @@ struct Kernels {
     dot_f32_i8: DotF32I8Fn,
     scan_i8: ScanI8Fn,
     hamming: HammingFn,
+    quantize: QuantizeFn,
 }
 
 static KERNELS: OnceLock<Kernels> = OnceLock::new();
@@ -152,6 +154,7 @@ fn detect() -> Kernels {
                 dot_f32_i8: avx2::dot_f32_i8_entry,
                 scan_i8: avx2::scan_i8_entry,
                 hamming: avx2::hamming_entry,
+                quantize: avx2::quantize_entry,
             };
         }
     }
@@ -164,6 +167,7 @@ fn detect() -> Kernels {
         dot_f32_i8: fallback::dot_f32_i8,
         scan_i8: fallback::scan_dots_i8,
         hamming: fallback::scan_hamming,
+        quantize: quantize_body,
     }
 }
 
@@ -286,6 +290,13 @@ pub fn prefetch<T>(bytes: &[T]) {
 /// Int8 code of a vector: `v[i] ~= code[i] * scale`, `scale = max |v[i]| / 127` (written to
 /// `code`, which must be as long as `v`). Returns the scale (0 for an all-zero vector).
 pub fn quantize_i8(v: &[f32], code: &mut [i8]) -> f32 {
+    (kernels().quantize)(v, code)
+}
+
+/// [`quantize_i8`]'s body, inlined into each kernel: the AVX2 one is the same operations
+/// compiled for wider registers (no operation is reordered or fused: the same codes).
+#[inline(always)]
+fn quantize_body(v: &[f32], code: &mut [i8]) -> f32 {
     let max = v.iter().fold(0.0f32, |m, &x| m.max(x.abs()));
     if max.is_nan() || max <= 0.0 || !max.is_finite() {
         code.iter_mut().for_each(|c| *c = 0);
@@ -522,6 +533,16 @@ pub(crate) mod avx2 {
     pub(crate) fn dot_f32_i8_entry(a: &[f32], code: &[i8]) -> f32 {
         // SAFETY: as above.
         unsafe { dot_f32_i8(a, code) }
+    }
+
+    pub(crate) fn quantize_entry(v: &[f32], code: &mut [i8]) -> f32 {
+        // SAFETY: installed only when avx2+fma are available.
+        unsafe { quantize(v, code) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn quantize(v: &[f32], code: &mut [i8]) -> f32 {
+        super::quantize_body(v, code)
     }
 
     pub(crate) fn hamming_entry(block: &[u64], words: usize, query: &[u64], out: &mut Vec<u32>) {
@@ -1028,6 +1049,37 @@ pub(crate) mod tests {
                     (got - want).abs() <= 1e-5 * scale,
                     "{name} n {n}: {got} vs {want}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn quantize_kernels_give_the_same_codes() {
+        let mut rng = Rng::new(12);
+        let mut kernels: Vec<(&str, QuantizeFn)> = vec![("dispatch", quantize_i8)];
+        #[cfg(target_arch = "x86_64")]
+        if avx2::available() {
+            kernels.push(("avx2", avx2::quantize_entry));
+        }
+        for d in [1usize, 7, 8, 31, 384, 1537] {
+            for round in 0..20 {
+                let mut v = rng.vec(d);
+                if round == 1 {
+                    // Values landing exactly halfway after scaling: 127 * k / (2 * 127).
+                    v.iter_mut()
+                        .enumerate()
+                        .for_each(|(i, x)| *x = (i % 255) as f32 * 0.5 - 63.5);
+                }
+                let mut want = vec![0i8; d];
+                let scale = quantize_body(&v, &mut want);
+                for (name, k) in &kernels {
+                    let mut got = vec![1i8; d];
+                    assert_eq!(k(&v, &mut got), scale, "{name} dim {d}");
+                    assert_eq!(got, want, "{name} dim {d}");
+                }
+                let inv = 127.0 / v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+                let rounded: Vec<i8> = v.iter().map(|&x| (x * inv).round() as i8).collect();
+                assert_eq!(want, rounded, "dim {d}: f32::round of the scaled values");
             }
         }
     }
