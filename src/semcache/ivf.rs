@@ -1008,74 +1008,30 @@ mod tests {
             assert_eq!(bits[i / 64] >> (i % 64) & 1 == 1, want, "dimension {i}");
         }
         assert_eq!(bits[1] >> 6, 0, "no bit past the dimension");
-        let (mut ham, mut hist, mut sel) = (Vec::new(), Vec::new(), Vec::new());
+        let mut ham = Vec::new();
         vector::scan_hamming(&[0b1011, 0, 0b1, 0b11], 1, &[0b1], &mut ham);
         assert_eq!(ham, [2, 1, 0, 1]);
+        // (positions chosen, the lowest distance after) for a `low` seen before.
+        let (mut hist, mut sel) = (Vec::new(), Vec::new());
+        let mut pick = |ham: &[u32], bounds, mut low: usize, margin| {
+            nearest_by_hamming(ham, bounds, &mut low, margin, 64, &mut hist, &mut sel);
+            (sel.clone(), low)
+        };
+        let none = usize::MAX;
         // The 2 nearest: the distance-0 row, then the first of the distance-1 rows.
-        nearest_by_hamming(
-            &ham,
-            (2, 2),
-            &mut { usize::MAX },
-            0,
-            64,
-            &mut hist,
-            &mut sel,
-        );
-        assert_eq!(sel, [1, 2]);
-        nearest_by_hamming(
-            &ham,
-            (9, 9),
-            &mut { usize::MAX },
-            0,
-            64,
-            &mut hist,
-            &mut sel,
-        );
-        assert_eq!(sel, [0, 1, 2, 3]);
+        assert_eq!(pick(&ham, (2, 2), none, 0).0, [1, 2]);
+        assert_eq!(pick(&ham, (9, 9), none, 0).0, [0, 1, 2, 3]);
         // As many as lie within the margin of the nearest, within the bounds.
-        nearest_by_hamming(
-            &ham,
-            (1, 9),
-            &mut { usize::MAX },
-            1,
-            64,
-            &mut hist,
-            &mut sel,
-        );
-        assert_eq!(sel, [1, 2, 3]);
-        nearest_by_hamming(
-            &ham,
-            (1, 2),
-            &mut { usize::MAX },
-            1,
-            64,
-            &mut hist,
-            &mut sel,
-        );
-        assert_eq!(sel, [1, 2]);
-        nearest_by_hamming(
-            &ham,
-            (1, 9),
-            &mut { usize::MAX },
-            0,
-            64,
-            &mut hist,
-            &mut sel,
-        );
-        assert_eq!(sel, [2]);
+        assert_eq!(pick(&ham, (1, 9), none, 1).0, [1, 2, 3]);
+        assert_eq!(pick(&ham, (1, 2), none, 1).0, [1, 2]);
+        assert_eq!(pick(&ham, (1, 9), none, 0).0, [2]);
         // Within the margin of a lower distance seen before (in another list): none here,
-        // unless a minimum asks for some.
+        // unless a minimum asks for some; a lower distance here lowers `low`.
         let far = [2, 1, 3];
-        let mut low = 0;
-        nearest_by_hamming(&far, (0, 9), &mut low, 0, 64, &mut hist, &mut sel);
-        assert!(sel.is_empty());
-        nearest_by_hamming(&far, (1, 9), &mut low, 0, 64, &mut hist, &mut sel);
-        assert_eq!(sel, [1]);
-        nearest_by_hamming(&far, (0, 9), &mut low, 1, 64, &mut hist, &mut sel);
-        assert_eq!(sel, [1]);
-        let mut low = 2;
-        nearest_by_hamming(&far, (0, 9), &mut low, 0, 64, &mut hist, &mut sel);
-        assert_eq!((low, &sel[..]), (1, &[1][..]));
+        assert!(pick(&far, (0, 9), 0, 0).0.is_empty());
+        assert_eq!(pick(&far, (1, 9), 0, 0).0, [1]);
+        assert_eq!(pick(&far, (0, 9), 0, 1).0, [1]);
+        assert_eq!(pick(&far, (0, 9), 2, 0), (vec![1], 1));
     }
 
     #[test]
