@@ -85,6 +85,7 @@ struct List {
     base_inv: f32,
 }
 
+/// A code as the bytes a payload holds.
 fn as_bytes(code: &[i8]) -> Vec<u8> {
     code.iter().map(|&x| x as u8).collect()
 }
@@ -215,7 +216,14 @@ struct Scratch {
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = const {
-        RefCell::new(Scratch { dots: Vec::new(), lists: Vec::new(), qbits: Vec::new(), ham: Vec::new(), hist: Vec::new(), sel: Vec::new() })
+        RefCell::new(Scratch {
+            dots: Vec::new(),
+            lists: Vec::new(),
+            qbits: Vec::new(),
+            ham: Vec::new(),
+            hist: Vec::new(),
+            sel: Vec::new(),
+        })
     };
 }
 
@@ -619,8 +627,11 @@ impl Ivf {
     /// similarity, as `(node, approximate similarity)`. Re-score them.
     ///
     /// Centroids and members are first ranked by sign bits (Hamming distance, ~1/8 of the
-    /// bytes of their codes): the [`SHORTLIST`] nearest centroids, then per list the `rerank`
-    /// nearest members (all of a list that has no more) are scored by their int8 codes.
+    /// bytes of their codes), then the nearest are scored by their int8 codes: the
+    /// [`SHORTLIST`] nearest centroids; in the lists, best centroid first, at least `keep`
+    /// members of the first (of every list when `keep` reaches `rerank`), then those within
+    /// `dim / MARGIN_DIV` bits of the nearest distance seen, at most `rerank` per list (a list
+    /// of no more than `rerank` members is scored whole).
     pub fn search(&self, q: &[f32], keep: usize, rerank: usize, nprobe: usize) -> Vec<(u32, f32)> {
         if self.len == 0 || q.len() != self.dim {
             return Vec::new();
