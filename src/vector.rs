@@ -270,21 +270,24 @@ pub fn scan_hamming(block: &[u64], words: usize, query: &[u64], out: &mut Vec<u3
     (kernels().hamming)(block, words, query, out)
 }
 
-/// Asks the CPU to fetch the cache lines of `bytes` (a hint: no effect on results).
+/// Prefetches up to `lines` cache lines of `v` (no-op off x86_64). Few at a time: a core
+/// tracks only ~10 outstanding misses, and a prefetch beyond that stalls.
 #[inline]
-pub fn prefetch<T>(bytes: &[T]) {
+pub fn prefetch_lines<T>(v: &[T], lines: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let p = bytes.as_ptr().cast::<i8>();
-        let len = std::mem::size_of_val(bytes);
+        let p = v.as_ptr().cast::<i8>();
+        let bytes = std::mem::size_of_val(v).min(lines.saturating_mul(64));
         let mut off = 0;
-        while off < len {
-            // SAFETY: a prefetch never faults; the address is inside `bytes`.
+        while off < bytes {
+            // SAFETY: a prefetch never faults; the address is inside `v`.
             unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(off)) };
             off += 64;
         }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (v, lines);
 }
 
 /// Int8 code of a vector: `v[i] ~= code[i] * scale`, `scale = max |v[i]| / 127` (written to
@@ -378,15 +381,21 @@ pub(crate) mod fallback {
         out.extend(block.chunks_exact(dim).map(|row| dot_i8(row, query)));
     }
 
+    /// How far ahead (in words) a Hamming scan of `words`-word rows prefetches: ~1 KiB, at
+    /// least 2 rows, fetched while a row is counted (the scan streams from memory).
+    #[inline(always)]
+    pub(crate) fn hamming_ahead(words: usize) -> usize {
+        (1024 / (words * 8)).max(2) * words
+    }
+
     /// Rows of `W` words: the query in registers, the row count known to the compiler.
     #[inline(always)]
     fn hamming_rows<const W: usize>(block: &[u64], query: &[u64], out: &mut Vec<u32>) {
-        // Rows ~1 KiB ahead are fetched while this one is counted: the scan streams from memory.
-        let ahead = (1024 / (W * 8)).max(2) * W;
+        let ahead = hamming_ahead(W);
         let q: &[u64; W] = query.try_into().expect("W words");
         for (r, row) in block.chunks_exact(W).enumerate() {
             if let Some(next) = block.get(r * W + ahead..r * W + ahead + W) {
-                super::prefetch(next);
+                super::prefetch_lines(next, usize::MAX);
             }
             let row: &[u64; W] = row.try_into().expect("W words");
             let mut s = 0;
@@ -572,10 +581,10 @@ pub(crate) mod avx2 {
             *v = _mm256_loadu_si256(query.as_ptr().add(k * 4).cast());
         }
         let tail = &query[vecs * 4..];
-        let ahead = (1024 / (words * 8)).max(2) * words;
+        let ahead = super::fallback::hamming_ahead(words);
         for (r, row) in block.chunks_exact(words).enumerate() {
             if let Some(next) = block.get(r * words + ahead..r * words + ahead + words) {
-                super::prefetch(next);
+                super::prefetch_lines(next, usize::MAX);
             }
             let p = row.as_ptr();
             let mut counts = _mm256_setzero_si256();
@@ -1065,10 +1074,12 @@ pub(crate) mod tests {
             for round in 0..20 {
                 let mut v = rng.vec(d);
                 if round == 1 {
-                    // Values landing exactly halfway after scaling: 127 * k / (2 * 127).
+                    // Values landing exactly halfway after scaling: the largest is 127, so the
+                    // scale is 1 and every other value is k + 0.5.
                     v.iter_mut()
                         .enumerate()
-                        .for_each(|(i, x)| *x = (i % 255) as f32 * 0.5 - 63.5);
+                        .for_each(|(i, x)| *x = (i % 254) as f32 - 126.5);
+                    v[0] = 127.0;
                 }
                 let mut want = vec![0i8; d];
                 let scale = quantize_body(&v, &mut want);

@@ -42,7 +42,6 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::ann::{Algo, AnnIndex, Effort};
-use super::hnsw;
 use super::lru::UseOrder;
 use super::tags::{self, Pair};
 use crate::vector::{self, VectorError};
@@ -1513,8 +1512,8 @@ impl Bucket {
         for &(node, _) in &found[..rescore] {
             let (c, o) = self.locate(ix.node_row[node as usize] as usize);
             match self.chunks[c].row(o, self.dim) {
-                RowRef::F32(v) => hnsw::prefetch_lines(v, usize::MAX),
-                RowRef::I8(code, _) => hnsw::prefetch_lines(code, usize::MAX),
+                RowRef::F32(v) => vector::prefetch_lines(v, usize::MAX),
+                RowRef::I8(code, _) => vector::prefetch_lines(code, usize::MAX),
             }
         }
         let mut hits: Vec<Hit> = found[..rescore]

@@ -23,7 +23,7 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeSet, BinaryHeap};
 
 use crate::varint::put as put_varint;
-use crate::vector;
+use crate::vector::{self, prefetch_lines};
 use crate::wire::Reader;
 
 /// Candidates explored on each upper level, and kept as entry points of the level below.
@@ -52,26 +52,6 @@ pub const MAX_LEVEL: u8 = 20;
 /// Most slots a loaded graph may declare: a bucket holds at most 1,000,000 entries, and a
 /// bound keeps a hostile payload from making the loader allocate without limit.
 pub const MAX_SLOTS: u64 = 1 << 20;
-
-/// Prefetches up to `lines` cache lines of `v` (no-op off x86_64). Few at a time: a core
-/// tracks only ~10 outstanding misses, and a prefetch beyond that stalls.
-#[inline]
-pub fn prefetch_lines<T>(v: &[T], lines: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let p = v.as_ptr().cast::<i8>();
-        let bytes = std::mem::size_of_val(v).min(lines * 64);
-        let mut off = 0;
-        while off < bytes {
-            // SAFETY: a prefetch never faults; the address is inside `v`.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(off)) };
-            off += 64;
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (v, lines);
-}
 
 /// Build and search parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
