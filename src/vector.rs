@@ -123,6 +123,8 @@ type DotF32I8Fn = fn(&[f32], &[i8]) -> f32;
 type ScanI8Fn = fn(&[i8], usize, &[i8], &mut Vec<i32>);
 type HammingFn = fn(&[u64], usize, &[u64], &mut Vec<u32>);
 type QuantizeFn = fn(&[f32], &mut [i8]) -> f32;
+type SignBitsFn = fn(&[i8], f32, &[i8], f32, &mut [u64]);
+type SignBitsF32Fn = fn(&[f32], f32, &[f32], f32, &mut [u64]);
 
 struct Kernels {
     name: &'static str,
@@ -134,6 +136,8 @@ struct Kernels {
     scan_i8: ScanI8Fn,
     hamming: HammingFn,
     quantize: QuantizeFn,
+    sign_bits: SignBitsFn,
+    sign_bits_f32: SignBitsF32Fn,
 }
 
 static KERNELS: OnceLock<Kernels> = OnceLock::new();
@@ -155,6 +159,8 @@ fn detect() -> Kernels {
                 scan_i8: avx2::scan_i8_entry,
                 hamming: avx2::hamming_entry,
                 quantize: avx2::quantize_entry,
+                sign_bits: avx2::sign_bits_entry,
+                sign_bits_f32: avx2::sign_bits_f32_entry,
             };
         }
     }
@@ -168,6 +174,8 @@ fn detect() -> Kernels {
         scan_i8: fallback::scan_dots_i8,
         hamming: fallback::scan_hamming,
         quantize: quantize_body,
+        sign_bits: sign_bits_body,
+        sign_bits_f32: sign_bits_f32_body,
     }
 }
 
@@ -312,11 +320,51 @@ fn quantize_body(v: &[f32], code: &mut [i8]) -> f32 {
     max / 127.0
 }
 
-/// `y.round()` for `|y| < 2^31` (exactly: the fraction `y - trunc(y)` is exact), without
-/// the libm call `round` is on the x86_64 baseline: a loop of it vectorises.
+/// Sign bits of `code * inv - base * base_inv`, 64 per word (bit `k` of word `w` for
+/// element `64 w + k`; set where positive). Float32 products of exact values are correctly
+/// rounded: the same bits on every CPU and from every kernel. Words past the shorter of
+/// `code` and `base` are left as they are.
+pub fn sign_bits_i8(code: &[i8], inv: f32, base: &[i8], base_inv: f32, out: &mut [u64]) {
+    (kernels().sign_bits)(code, inv, base, base_inv, out)
+}
+
+fn sign_bits_body(code: &[i8], inv: f32, base: &[i8], base_inv: f32, out: &mut [u64]) {
+    for (w, (c, b)) in out.iter_mut().zip(code.chunks(64).zip(base.chunks(64))) {
+        let mut x = 0u64;
+        for (k, (&c, &b)) in c.iter().zip(b).enumerate() {
+            x |= u64::from(f32::from(c) * inv > f32::from(b) * base_inv) << k;
+        }
+        *w = x;
+    }
+}
+
+/// [`sign_bits_i8`] of float vectors: bit set where `a * inv > b * base_inv`.
+pub fn sign_bits_f32(a: &[f32], inv: f32, b: &[f32], base_inv: f32, out: &mut [u64]) {
+    (kernels().sign_bits_f32)(a, inv, b, base_inv, out)
+}
+
+fn sign_bits_f32_body(a: &[f32], inv: f32, b: &[f32], base_inv: f32, out: &mut [u64]) {
+    for (w, (ca, cb)) in out.iter_mut().zip(a.chunks(64).zip(b.chunks(64))) {
+        let mut x = 0u64;
+        for (k, (&p, &q)) in ca.iter().zip(cb).enumerate() {
+            x |= u64::from(p * inv > q * base_inv) << k;
+        }
+        *w = x;
+    }
+}
+
+/// `y.round()` for `|y| <= 1e9` (exactly: the fraction `y - trunc(y)` is exact), without
+/// the libm call `round` is on the x86_64 baseline: a loop of it vectorises. `y` is first
+/// clamped to `[-1e9, 1e9]` (NaN to `-1e9`), so the truncation needs no saturating cast
+/// (which the compiler emits one element at a time).
 #[inline(always)]
 fn round_half_away(y: f32) -> i32 {
-    let t = y as i32;
+    const LIMIT: f32 = 1e9;
+    // Not `clamp`: it keeps NaN, which the unchecked conversion must not see.
+    #[allow(clippy::manual_clamp)]
+    let y = y.max(-LIMIT).min(LIMIT);
+    // SAFETY: `y` is finite and within i32 (max/min return the non-NaN operand).
+    let t: i32 = unsafe { y.to_int_unchecked() };
     let f = y - t as f32;
     t + i32::from(f >= 0.5) - i32::from(f <= -0.5)
 }
@@ -552,6 +600,77 @@ pub(crate) mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn quantize(v: &[f32], code: &mut [i8]) -> f32 {
         super::quantize_body(v, code)
+    }
+
+    pub(crate) fn sign_bits_entry(
+        code: &[i8],
+        inv: f32,
+        base: &[i8],
+        base_inv: f32,
+        out: &mut [u64],
+    ) {
+        // SAFETY: installed only when avx2+fma are available.
+        unsafe { sign_bits(code, inv, base, base_inv, out) }
+    }
+
+    pub(crate) fn sign_bits_f32_entry(
+        a: &[f32],
+        inv: f32,
+        b: &[f32],
+        base_inv: f32,
+        out: &mut [u64],
+    ) {
+        // SAFETY: installed only when avx2+fma are available.
+        unsafe { sign_bits_f32(a, inv, b, base_inv, out) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn sign_bits_f32(a: &[f32], inv: f32, b: &[f32], base_inv: f32, out: &mut [u64]) {
+        let (vi, vb) = (_mm256_set1_ps(inv), _mm256_set1_ps(base_inv));
+        for (w, (ca, cb)) in out.iter_mut().zip(a.chunks(64).zip(b.chunks(64))) {
+            let n = ca.len().min(cb.len());
+            let mut x = 0u64;
+            let mut k = 0;
+            while k + 8 <= n {
+                // SAFETY: k + 8 <= n floats are in both chunks.
+                let (av, bv) = (
+                    _mm256_loadu_ps(ca.as_ptr().add(k)),
+                    _mm256_loadu_ps(cb.as_ptr().add(k)),
+                );
+                let gt = _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_mul_ps(av, vi), _mm256_mul_ps(bv, vb));
+                x |= u64::from(_mm256_movemask_ps(gt) as u8) << k;
+                k += 8;
+            }
+            for j in k..n {
+                x |= u64::from(ca[j] * inv > cb[j] * base_inv) << j;
+            }
+            *w = x;
+        }
+    }
+
+    /// 8 elements at a time: widened to float, multiplied (no fused operation: the same
+    /// products as the portable body), compared, and the 8 signs taken by `vmovmskps`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn sign_bits(code: &[i8], inv: f32, base: &[i8], base_inv: f32, out: &mut [u64]) {
+        let (vi, vb) = (_mm256_set1_ps(inv), _mm256_set1_ps(base_inv));
+        let widen =
+            |p: *const i8| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.cast())));
+        for (w, (c, b)) in out.iter_mut().zip(code.chunks(64).zip(base.chunks(64))) {
+            let n = c.len().min(b.len());
+            let mut x = 0u64;
+            let mut k = 0;
+            while k + 8 <= n {
+                // SAFETY: k + 8 <= n bytes are in both chunks.
+                let (cv, bv) = (widen(c.as_ptr().add(k)), widen(b.as_ptr().add(k)));
+                let gt = _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_mul_ps(cv, vi), _mm256_mul_ps(bv, vb));
+                x |= u64::from(_mm256_movemask_ps(gt) as u8) << k;
+                k += 8;
+            }
+            for j in k..n {
+                x |= u64::from(f32::from(c[j]) * inv > f32::from(b[j]) * base_inv) << j;
+            }
+            *w = x;
+        }
     }
 
     pub(crate) fn hamming_entry(block: &[u64], words: usize, query: &[u64], out: &mut Vec<u32>) {
@@ -1123,6 +1242,71 @@ pub(crate) mod tests {
         ys.extend((0..1000).map(|i| i as f32 * 0.5 - 250.0));
         for y in ys {
             assert_eq!(round_half_away(y), y.round() as i32, "{y:e}");
+        }
+        // Outside the range: clamped, never an undefined conversion.
+        assert_eq!(round_half_away(f32::NAN), -1_000_000_000);
+        assert_eq!(round_half_away(f32::INFINITY), 1_000_000_000);
+        assert_eq!(round_half_away(-3e9), -1_000_000_000);
+    }
+
+    #[test]
+    fn sign_bits_kernels_give_the_same_bits() {
+        let mut rng = Rng::new(13);
+        let mut kernels: Vec<(&str, SignBitsFn)> = vec![("dispatch", sign_bits_i8)];
+        #[cfg(target_arch = "x86_64")]
+        if avx2::available() {
+            kernels.push(("avx2", avx2::sign_bits_entry));
+        }
+        let mut f32_kernels: Vec<(&str, SignBitsF32Fn)> = vec![
+            ("f32 portable", sign_bits_f32_body),
+            ("f32 dispatch", sign_bits_f32),
+        ];
+        #[cfg(target_arch = "x86_64")]
+        if avx2::available() {
+            f32_kernels.push(("f32 avx2", avx2::sign_bits_f32_entry));
+        }
+        for d in [1usize, 7, 8, 9, 63, 64, 65, 100, 384, 1537] {
+            for round in 0..10 {
+                let code: Vec<i8> = (0..d).map(|_| (rng.next_u64() % 255) as i8).collect();
+                let mut base: Vec<i8> = (0..d).map(|_| (rng.next_u64() % 255) as i8).collect();
+                if round == 0 {
+                    // Equal products are not positive.
+                    base.copy_from_slice(&code);
+                }
+                let inv = rng.f32() + 0.01;
+                let inv_b = if round == 0 { inv } else { rng.f32() };
+                let words = d.div_ceil(64);
+                let mut want = vec![0u64; words];
+                for (i, (&c, &b)) in code.iter().zip(&base).enumerate() {
+                    let pos = f64::from(f32::from(c) * inv) > f64::from(f32::from(b) * inv_b);
+                    want[i / 64] |= u64::from(pos) << (i % 64);
+                }
+                let mut body = vec![u64::MAX; words];
+                sign_bits_body(&code, inv, &base, inv_b, &mut body);
+                assert_eq!(body, want, "portable body, dim {d}");
+                // The float version on the widened codes gives the same bits.
+                let (cf, bf): (Vec<f32>, Vec<f32>) = code
+                    .iter()
+                    .zip(&base)
+                    .map(|(&c, &b)| (f32::from(c), f32::from(b)))
+                    .unzip();
+                for (name, k) in &f32_kernels {
+                    let mut got = vec![u64::MAX; words + 1];
+                    k(&cf, inv, &bf, inv_b, &mut got);
+                    assert_eq!(got[..words], want[..], "{name} dim {d}");
+                    assert_eq!(
+                        got[words],
+                        u64::MAX,
+                        "{name} dim {d}: a word past the input"
+                    );
+                }
+                for (name, k) in &kernels {
+                    let mut got = vec![u64::MAX; words + 1];
+                    k(&code, inv, &base, inv_b, &mut got);
+                    assert_eq!(got[..words], want[..], "{name} dim {d}");
+                    assert_eq!(got[words], u64::MAX, "{name} dim {d}: a word past the code");
+                }
+            }
         }
     }
 

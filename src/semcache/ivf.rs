@@ -23,10 +23,12 @@
 //! code reads `dim` bytes each; at 1,000,000 x 384 that was ~34 µs of centroids and ~45 µs
 //! per list. So each member also keeps the signs of its code minus its list's reference (the
 //! list's centroid when a split made it), and each centroid the signs of it minus a global
-//! reference (the centroid at the first split): `dim / 8` bytes. A lookup ranks centroids by
+//! reference (the centroid at the first split): `dim / 8` bytes. Above 512 dimensions a bit
+//! is the sign of a sum of [`pool`] dimensions, so there are at most 512 (64 bytes at 1536
+//! dimensions). A lookup ranks centroids by
 //! Hamming distance and scores the [`SHORTLIST`] nearest by int8; in each probed list it ranks
 //! the members the same way and scores only the nearest: at least `keep` in the first list,
-//! then those within `dim / MARGIN_DIV` bits of the nearest distance seen, at most `rerank`
+//! then those within `bits / MARGIN_DIV` of the nearest distance seen, at most `rerank`
 //! (`semcache-index-ef`). A near-duplicate stands out (16 members scored per lookup), a query
 //! far from every entry gets up to `rerank` per list. The references are history (past
 //! centroids), so they are saved with the lists; the bits are float32 comparisons of exact
@@ -58,7 +60,7 @@ const SPLIT_ROUNDS: usize = 4;
 /// scoring every centroid, recall unchanged.
 const SHORTLIST: usize = 32;
 /// Members of a probed list scored by int8 beyond the `keep` nearest by sign bits: those
-/// within `dim / MARGIN_DIV` bits of the nearest seen (up to `rerank`). A near-duplicate
+/// within `bits / MARGIN_DIV` of the nearest seen (up to `rerank`; `bits`: [`signs`]). A near-duplicate
 /// stands out (100,000 x 384: 16 members scored per lookup at ef 64, against 128 without
 /// the margin); for a query far from every entry most members are alike and up to ef are
 /// scored (recall@1 of such queries 0.943 at ef 64, 0.983 at 128; d/8: 0.945 / 1.000 but
@@ -91,21 +93,67 @@ fn as_bytes(code: &[i8]) -> Vec<u8> {
     code.iter().map(|&x| x as u8).collect()
 }
 
-/// Words of sign bits per member.
-fn words(dim: usize) -> usize {
-    dim.div_ceil(64)
+/// Most sign bits per vector: above it, bits are taken of sums of dimensions.
+const MAX_SIGNS: usize = 512;
+
+/// Dimensions summed into one sign bit: a power of two keeping at most [`MAX_SIGNS`] bits
+/// (1 up to 512 dimensions, 4 at 1536). The bits are a first filter, read for every
+/// centroid and every member of a probed list: at 1536 dimensions one bit per dimension
+/// made them most of a lookup's time.
+fn pool(dim: usize) -> usize {
+    dim.div_ceil(MAX_SIGNS).next_power_of_two()
 }
 
-/// Sign bits of `code * inv - base * base_inv` (bit set where positive). Float32 products of
-/// exact values are correctly rounded: the same bits on every CPU.
+/// Sign bits per vector.
+fn signs(dim: usize) -> usize {
+    dim.div_ceil(pool(dim))
+}
+
+/// Words of sign bits per vector.
+fn words(dim: usize) -> usize {
+    signs(dim).div_ceil(64)
+}
+
+/// Sign bits of `code * inv - base * base_inv` (see [`vector::sign_bits_i8`]), of sums of
+/// [`pool`] dimensions above [`MAX_SIGNS`] dimensions: `inv * sum(code) > base_inv *
+/// sum(base)`, the sums exact integers, so the bits are the same on every CPU.
 fn sign_bits(code: &[i8], inv: f32, base: &[i8], base_inv: f32, out: &mut [u64]) {
-    for (w, (c, b)) in out.iter_mut().zip(code.chunks(64).zip(base.chunks(64))) {
-        let mut x = 0u64;
-        for (k, (&c, &b)) in c.iter().zip(b).enumerate() {
-            x |= u64::from(f32::from(c) * inv > f32::from(b) * base_inv) << k;
-        }
-        *w = x;
+    if pool(code.len()) == 1 {
+        return vector::sign_bits_i8(code, inv, base, base_inv, out);
     }
+    let (mut a, mut b) = ([0f32; MAX_SIGNS], [0f32; MAX_SIGNS]);
+    let n = pooled_sums(code, &mut a).min(pooled_sums(base, &mut b));
+    vector::sign_bits_f32(&a[..n], inv, &b[..n], base_inv, out);
+}
+
+/// The sums of each [`pool`] consecutive values of `v` into `out`; returns how many.
+fn pooled_sums(v: &[i8], out: &mut [f32; MAX_SIGNS]) -> usize {
+    fn sums<const G: usize>(v: &[i8], out: &mut [f32]) {
+        let chunks = v.chunks_exact(G);
+        let rest = chunks.remainder();
+        let mut n = 0;
+        for (x, c) in out.iter_mut().zip(chunks) {
+            *x = c.iter().map(|&y| i32::from(y)).sum::<i32>() as f32;
+            n += 1;
+        }
+        if !rest.is_empty() {
+            out[n] = rest.iter().map(|&y| i32::from(y)).sum::<i32>() as f32;
+        }
+    }
+    let n = signs(v.len());
+    match pool(v.len()) {
+        1 => sums::<1>(v, out),
+        2 => sums::<2>(v, out),
+        4 => sums::<4>(v, out),
+        8 => sums::<8>(v, out),
+        16 => sums::<16>(v, out),
+        g => {
+            for (x, c) in out.iter_mut().zip(v.chunks(g)) {
+                *x = c.iter().map(|&y| i32::from(y)).sum::<i32>() as f32;
+            }
+        }
+    }
+    n
 }
 
 impl List {
@@ -176,21 +224,26 @@ fn nearest_by_hamming(
     sel: &mut Vec<u32>,
 ) {
     sel.clear();
-    hist.clear();
-    hist.resize(bits + 2, 0);
-    for &h in ham {
-        hist[h as usize] += 1;
-    }
-    let lowest = hist.iter().position(|&c| c != 0).unwrap_or(bits + 1);
+    let lowest = ham
+        .iter()
+        .min()
+        .map_or(bits + 1, |&h| (h as usize).min(bits + 1));
     *low = (*low).min(lowest);
-    let near: usize = hist[..(*low + margin + 1).min(hist.len())]
+    // Counts of each distance from `lowest` up: none is below it, and the scans below start
+    // there instead of at 0 (at 1536 dimensions nearest distances are in the hundreds).
+    hist.clear();
+    hist.resize(bits + 2 - lowest, 0);
+    for &h in ham {
+        hist[h as usize - lowest] += 1;
+    }
+    let near: usize = hist[..(*low + margin + 1).saturating_sub(lowest).min(hist.len())]
         .iter()
         .map(|&c| c as usize)
         .sum();
     let n = near.clamp(min, max.max(min));
-    let (mut cut, mut below) = (0usize, 0usize);
-    while cut <= bits && below + (hist[cut] as usize) < n {
-        below += hist[cut] as usize;
+    let (mut cut, mut below) = (lowest, 0usize);
+    while cut <= bits && below + (hist[cut - lowest] as usize) < n {
+        below += hist[cut - lowest] as usize;
         cut += 1;
     }
     let mut at_cut = n.saturating_sub(below);
@@ -631,7 +684,7 @@ impl Ivf {
     /// bytes of their codes), then the nearest are scored by their int8 codes: the
     /// [`SHORTLIST`] nearest centroids; in the lists, best centroid first, at least `keep`
     /// members of the first (of every list when `keep` reaches `rerank`), then those within
-    /// `dim / MARGIN_DIV` bits of the nearest distance seen, at most `rerank` per list (a list
+    /// `signs(dim) / MARGIN_DIV` bits of the nearest distance seen, at most `rerank` per list (a list
     /// of no more than `rerank` members is scored whole).
     pub fn search(&self, q: &[f32], keep: usize, rerank: usize, nprobe: usize) -> Vec<(u32, f32)> {
         if self.len == 0 || q.len() != self.dim {
@@ -670,7 +723,15 @@ impl Ivf {
             if self.lists.len() > short && !self.gbase.is_empty() {
                 sign_bits(&qc, q_inv, &self.gbase, self.gbase_inv, qbits);
                 vector::scan_hamming(&self.cbits, w, qbits, ham);
-                nearest_by_hamming(ham, (short, short), &mut { usize::MAX }, 0, d, hist, sel);
+                nearest_by_hamming(
+                    ham,
+                    (short, short),
+                    &mut { usize::MAX },
+                    0,
+                    signs(d),
+                    hist,
+                    sel,
+                );
                 for &l in sel.iter() {
                     vector::prefetch_lines(self.centroid(l as usize), usize::MAX);
                 }
@@ -706,7 +767,16 @@ impl Ivf {
                 vector::scan_hamming(&list.bits, w, qbits, ham);
                 let floor = if first || keep >= rerank { keep } else { 0 };
                 first = false;
-                nearest_by_hamming(ham, (floor, rerank), &mut low, d / MARGIN_DIV, d, hist, sel);
+                let nbits = signs(d);
+                nearest_by_hamming(
+                    ham,
+                    (floor, rerank),
+                    &mut low,
+                    nbits / MARGIN_DIV,
+                    nbits,
+                    hist,
+                    sel,
+                );
                 // The chosen rows are scattered in the list: fetch them all, then score.
                 for &j in sel.iter() {
                     vector::prefetch_lines(list.code(j as usize, d), usize::MAX);
@@ -1044,6 +1114,60 @@ mod tests {
         assert_eq!(pick(&far, (1, 9), 0, 0).0, [1]);
         assert_eq!(pick(&far, (0, 9), 0, 1).0, [1]);
         assert_eq!(pick(&far, (0, 9), 2, 0), (vec![1], 1));
+    }
+
+    #[test]
+    fn pooled_sign_bits_above_512_dimensions() {
+        let pools: Vec<(usize, usize, usize)> = [1, 384, 512, 513, 1024, 1030, 1536, 3072]
+            .iter()
+            .map(|&d| (d, pool(d), signs(d)))
+            .collect();
+        assert_eq!(
+            pools,
+            [
+                (1, 1, 1),
+                (384, 1, 384),
+                (512, 1, 512),
+                (513, 2, 257),
+                (1024, 2, 512),
+                (1030, 4, 258),
+                (1536, 4, 384),
+                (3072, 8, 384)
+            ]
+        );
+        // 1030 = 257 sums of 4 and one of 2: the bits are the signs of the scaled sums.
+        let mut rng = Rng::new(5);
+        let code: Vec<i8> = (0..1030)
+            .map(|_| (rng.f32() * 254.0 - 127.0) as i8)
+            .collect();
+        let base: Vec<i8> = (0..1030)
+            .map(|_| (rng.f32() * 254.0 - 127.0) as i8)
+            .collect();
+        let (ci, bi) = (vector::code_inv_norm(&code), vector::code_inv_norm(&base));
+        let mut bits = vec![u64::MAX; words(1030)];
+        sign_bits(&code, ci, &base, bi, &mut bits);
+        let sum = |v: &[i8]| v.iter().map(|&x| i32::from(x)).sum::<i32>() as f32;
+        for (k, (c, b)) in code.chunks(4).zip(base.chunks(4)).enumerate() {
+            let want = sum(c) * ci > sum(b) * bi;
+            assert_eq!(bits[k / 64] >> (k % 64) & 1 == 1, want, "sum {k}");
+        }
+        assert_eq!(bits[4] >> 2, 0, "no bit past the last sum");
+        // An index of that dimension keeps its invariants through splits and removals and
+        // still finds near-duplicates with 16 members scored per list.
+        let data = clustered(2_000, 1030, 40, &mut rng);
+        let mut g = build(&data);
+        assert!(g.lists() > 4, "{} lists: splits happened", g.lists());
+        check(&g);
+        let queries: Vec<Vec<f32>> = (0..100)
+            // Noise per dimension as the 64-dimension test's in total (cosine ~0.93).
+            .map(|i| near(&data[(i * 37) % data.len()], &mut rng, 0.0125))
+            .collect();
+        let r = recall(&g, &data, &queries, 16, 2);
+        assert!(r >= 0.97, "recall@1 {r}");
+        for n in (0..2_000u32).step_by(3) {
+            g.remove(n);
+        }
+        check(&g);
     }
 
     #[test]
