@@ -115,6 +115,41 @@ pub fn normalized(v: &[f32]) -> Result<Vec<f32>, VectorError> {
     Ok(v.iter().map(|&x| (f64::from(x) * inv) as f32).collect())
 }
 
+/// [`normalized`] for a query, which is compared, never stored: the norm is summed in 8
+/// independent float64 lanes (the compiler vectorises them) instead of one serial chain
+/// (~4 cycles an element: ~2.5 µs at 1536 dimensions), so its last bits may differ from
+/// [`normalized`]'s. Same errors.
+pub fn normalized_query(v: &[f32]) -> Result<Vec<f32>, VectorError> {
+    if v.is_empty() {
+        return Err(VectorError::Empty);
+    }
+    if !v.iter().fold(true, |ok, x| ok & x.is_finite()) {
+        let i = v.iter().position(|x| !x.is_finite()).unwrap_or(0);
+        return Err(VectorError::NonFinite(i));
+    }
+    let mut lanes = [0.0f64; 8];
+    let chunks = v.chunks_exact(8);
+    let tail: f64 = chunks
+        .remainder()
+        .iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum();
+    for c in chunks {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l += f64::from(x) * f64::from(x);
+        }
+    }
+    let norm = (lanes.iter().sum::<f64>() + tail).sqrt();
+    if norm == 0.0 {
+        return Err(VectorError::ZeroNorm);
+    }
+    if !norm.is_finite() || norm < MIN_NORM {
+        return Err(VectorError::TinyNorm);
+    }
+    let inv = 1.0 / norm;
+    Ok(v.iter().map(|&x| (f64::from(x) * inv) as f32).collect())
+}
+
 type DotFn = fn(&[f32], &[f32]) -> f32;
 type ScanFn = fn(&[f32], usize, &[f32], &mut Vec<f32>);
 type SumFn = fn(&[f32]) -> f32;
@@ -1499,6 +1534,27 @@ pub(crate) mod tests {
         bad = to_fp32_blob(&[0.0, f32::INFINITY]);
         assert_eq!(parse_fp32_blob(&bad), Err(VectorError::NonFinite(1)));
         assert_eq!(VectorError::Empty.to_string(), "vector is empty");
+    }
+
+    #[test]
+    fn normalized_query_is_normalized_within_an_ulp() {
+        let mut rng = Rng::new(21);
+        for d in [1usize, 3, 8, 9, 384, 1537] {
+            let v = rng.vec(d);
+            let (a, b) = (normalized(&v).unwrap(), normalized_query(&v).unwrap());
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() <= x.abs() * 2.0 * f32::EPSILON, "dim {d}: {x} {y}");
+            }
+        }
+        assert_eq!(normalized_query(&[]), Err(VectorError::Empty));
+        assert_eq!(normalized_query(&[0.0; 9]), Err(VectorError::ZeroNorm));
+        assert_eq!(normalized_query(&[1e-45; 3]), Err(VectorError::TinyNorm));
+        let mut v = vec![1.0f32; 17];
+        v[11] = f32::NAN;
+        assert_eq!(normalized_query(&v), Err(VectorError::NonFinite(11)));
+        v[11] = f32::MAX;
+        v[12] = f32::MAX;
+        assert_eq!(normalized_query(&v), normalized(&v));
     }
 
     #[test]

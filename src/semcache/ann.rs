@@ -108,6 +108,15 @@ impl AnnIndex {
         }
     }
 
+    /// The int8 code a node is indexed by, where the index keeps the code it was given
+    /// (IVF); the graph keeps no such copy for every bucket: None.
+    pub fn code_of(&self, node: u32) -> Option<&[i8]> {
+        match self {
+            AnnIndex::Hnsw(_) => None,
+            AnnIndex::Ivf(x) => x.code_of(node),
+        }
+    }
+
     pub fn remove(&mut self, node: u32) {
         match self {
             AnnIndex::Hnsw(g) => g.remove(node),

@@ -1509,9 +1509,19 @@ impl Bucket {
             }
         }
         let rescore = found.len().min(RESCORE_MIN.max(want));
+        // An int8 row is scored from the index's copy of it when the index keeps one (the
+        // same bytes: the index was given the row), which the lookup has just read.
+        let row_of = |node: u32, c: usize, o: usize| match self.chunks[c].row(o, self.dim) {
+            RowRef::I8(code, inv) => {
+                let copy = ix.graph.code_of(node);
+                debug_assert!(copy.is_none_or(|c| c == code), "index code of node {node}");
+                RowRef::I8(copy.unwrap_or(code), inv)
+            }
+            row => row,
+        };
         for &(node, _) in &found[..rescore] {
             let (c, o) = self.locate(ix.node_row[node as usize] as usize);
-            match self.chunks[c].row(o, self.dim) {
+            match row_of(node, c, o) {
                 RowRef::F32(v) => vector::prefetch_lines(v, usize::MAX),
                 RowRef::I8(code, _) => vector::prefetch_lines(code, usize::MAX),
             }
@@ -1522,7 +1532,7 @@ impl Bucket {
                 let row = ix.node_row[node as usize] as usize;
                 let (c, o) = self.locate(row);
                 let chunk = &self.chunks[c];
-                let score = chunk.row(o, self.dim).score(query);
+                let score = row_of(node, c, o).score(query);
                 if score.is_nan() || score < threshold || is_expired(chunk.expire_at_ms[o], now_ms)
                 {
                     return None;
@@ -2411,12 +2421,24 @@ mod tests {
         index_churn(Algo::Ivf);
     }
 
+    /// Int8 rows are re-scored from the index's copy of them: the scores must be those of
+    /// the bucket's rows (checked by `index_churn`), after churn and after a reload.
+    #[test]
+    fn ivf_int8_index_matches_exact_scan_through_churn() {
+        index_churn_quant(Algo::Ivf, Quant::Int8);
+    }
+
     fn index_churn(algo: Algo) {
+        index_churn_quant(algo, Quant::Float32)
+    }
+
+    fn index_churn_quant(algo: Algo, quant: Quant) {
         let mut rng = Rng::new(31);
         let dim = 48;
         let data = clustered(4_000, dim, 100, &mut rng);
         let mut b = Bucket::new(2_500);
         assert!(b.set_algo(algo));
+        b.set_quant(quant);
         for (i, v) in data.iter().enumerate() {
             let exp = if i % 10 == 0 { 5_000 } else { 0 };
             b.insert(None, v, vec![], None, exp).unwrap();
@@ -2486,6 +2508,7 @@ mod tests {
             || AnnIndex::decode(Algo::Ivf, &mut crate::wire::Reader::new(&payload), true).unwrap();
         let mut d = Bucket::new(b.max_items());
         assert!(d.set_algo(Algo::Ivf));
+        d.set_quant(b.quant());
         for (id, row, resp, meta, exp) in b.entries() {
             d.push_loaded(id, row, resp.to_vec(), meta.map(str::to_owned), exp)
                 .unwrap();

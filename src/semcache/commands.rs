@@ -35,6 +35,14 @@ fn parse_vector(name: &str, blob: &[u8]) -> Result<(Vec<f32>, Vec<f32>), RedisEr
     Ok((raw, unit))
 }
 
+/// A lookup's query as a unit vector (see [`vector::normalized_query`]): same errors as
+/// [`parse_vector`].
+fn parse_query(name: &str, blob: &[u8]) -> Result<Vec<f32>, RedisError> {
+    let named = |e: vector::VectorError| args::reply_err(format_args!("{name}: {e}"));
+    let raw = vector::parse_fp32_blob(blob).map_err(named)?;
+    vector::normalized_query(&raw).map_err(named)
+}
+
 fn check_dim(b: &Bucket, got: usize) -> Result<(), RedisError> {
     if b.dim() != 0 && b.dim() != got {
         return err(format!(
@@ -357,7 +365,7 @@ fn replicate_set(ctx: &Context, argv: &[RedisString], dropped: &[u64], d: &Decid
 pub fn get(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     let mut a = Args::new(argv, 2)?;
     let key_name = a.next_arg()?;
-    let (_, query) = parse_vector("vector", a.next_bytes()?)?;
+    let query = parse_query("vector", a.next_bytes()?)?;
     let mut prompt = None;
     let mut lookup = Lookup {
         query,

@@ -355,6 +355,16 @@ impl Ivf {
         self.ids[node as usize]
     }
 
+    /// The int8 code a node is indexed by (None for a free slot). For a bucket of int8 rows
+    /// it is the row itself, already in cache after a lookup scored it.
+    pub fn code_of(&self, node: u32) -> Option<&[i8]> {
+        if self.is_free(node) {
+            return None;
+        }
+        let (l, p) = self.place[node as usize];
+        Some(self.lists[l as usize].code(p as usize, self.dim))
+    }
+
     pub fn is_free(&self, node: u32) -> bool {
         self.ids.get(node as usize).is_none_or(|&id| id == 0)
     }
