@@ -160,6 +160,7 @@ type HammingFn = fn(&[u64], usize, &[u64], &mut Vec<u32>);
 type QuantizeFn = fn(&[f32], &mut [i8]) -> f32;
 type SignBitsFn = fn(&[i8], f32, &[i8], f32, &mut [u64]);
 type SignBitsF32Fn = fn(&[f32], f32, &[f32], f32, &mut [u64]);
+type GroupSumsFn = fn(&[i8], usize, &mut [f32]) -> usize;
 
 struct Kernels {
     name: &'static str,
@@ -173,6 +174,7 @@ struct Kernels {
     quantize: QuantizeFn,
     sign_bits: SignBitsFn,
     sign_bits_f32: SignBitsF32Fn,
+    group_sums: GroupSumsFn,
 }
 
 static KERNELS: OnceLock<Kernels> = OnceLock::new();
@@ -196,6 +198,7 @@ fn detect() -> Kernels {
                 quantize: avx2::quantize_entry,
                 sign_bits: avx2::sign_bits_entry,
                 sign_bits_f32: avx2::sign_bits_f32_entry,
+                group_sums: avx2::group_sums_entry,
             };
         }
     }
@@ -211,6 +214,7 @@ fn detect() -> Kernels {
         quantize: quantize_body,
         sign_bits: sign_bits_body,
         sign_bits_f32: sign_bits_f32_body,
+        group_sums: group_sums_body,
     }
 }
 
@@ -386,6 +390,21 @@ fn sign_bits_f32_body(a: &[f32], inv: f32, b: &[f32], base_inv: f32, out: &mut [
         }
         *w = x;
     }
+}
+
+/// The sums of each `g` consecutive values of `v` (the last group may be shorter) into
+/// `out`, as exact floats; returns how many (`v.len().div_ceil(g)`, at most `out.len()`).
+pub fn group_sums_i8(v: &[i8], g: usize, out: &mut [f32]) -> usize {
+    (kernels().group_sums)(v, g.max(1), out)
+}
+
+fn group_sums_body(v: &[i8], g: usize, out: &mut [f32]) -> usize {
+    let mut n = 0;
+    for (x, c) in out.iter_mut().zip(v.chunks(g.max(1))) {
+        *x = c.iter().map(|&y| i32::from(y)).sum::<i32>() as f32;
+        n += 1;
+    }
+    n
 }
 
 /// `y.round()` for `|y| <= 1e9` (exactly: the fraction `y - trunc(y)` is exact), without
@@ -646,6 +665,41 @@ pub(crate) mod avx2 {
     ) {
         // SAFETY: installed only when avx2+fma are available.
         unsafe { sign_bits(code, inv, base, base_inv, out) }
+    }
+
+    pub(crate) fn group_sums_entry(v: &[i8], g: usize, out: &mut [f32]) -> usize {
+        // SAFETY: installed only when avx2+fma are available.
+        unsafe { group_sums(v, g, out) }
+    }
+
+    /// Groups of 2 and 4: 32 bytes at a time, pairs summed by `vpmaddubsw` (times 1), pairs
+    /// of pairs by `vpmaddwd`, in order; other sizes and the tail: the portable body.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn group_sums(v: &[i8], g: usize, out: &mut [f32]) -> usize {
+        if g != 2 && g != 4 {
+            return super::group_sums_body(v, g, out);
+        }
+        let (ones8, ones16) = (_mm256_set1_epi8(1), _mm256_set1_epi16(1));
+        let per = 32 / g;
+        let (mut i, mut o) = (0usize, 0usize);
+        while i + 32 <= v.len() && o + per <= out.len() {
+            // SAFETY: i + 32 <= v.len() bytes; o + per <= out.len() floats.
+            let x = _mm256_loadu_si256(v.as_ptr().add(i).cast());
+            let pairs = _mm256_maddubs_epi16(ones8, x);
+            let p = out.as_mut_ptr().add(o);
+            if g == 2 {
+                let lo = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(pairs));
+                let hi = _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(pairs));
+                _mm256_storeu_ps(p, _mm256_cvtepi32_ps(lo));
+                _mm256_storeu_ps(p.add(8), _mm256_cvtepi32_ps(hi));
+            } else {
+                let quads = _mm256_madd_epi16(pairs, ones16);
+                _mm256_storeu_ps(p, _mm256_cvtepi32_ps(quads));
+            }
+            i += 32;
+            o += per;
+        }
+        o + super::group_sums_body(&v[i..], g, &mut out[o..])
     }
 
     pub(crate) fn sign_bits_f32_entry(
@@ -1346,6 +1400,36 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn group_sums_kernels_match_the_portable_sums() {
+        let mut rng = Rng::new(17);
+        let mut kernels: Vec<(&str, GroupSumsFn)> = vec![("dispatch", group_sums_i8)];
+        #[cfg(target_arch = "x86_64")]
+        if avx2::available() {
+            kernels.push(("avx2", avx2::group_sums_entry));
+        }
+        for len in [0usize, 1, 3, 31, 32, 33, 64, 100, 1030, 1536] {
+            // The extremes too: 4 x -128 and 4 x 127.
+            let mut v: Vec<i8> = (0..len)
+                .map(|_| (rng.f32() * 255.0 - 128.0) as i8)
+                .collect();
+            v.iter_mut().take(4).for_each(|x| *x = -128);
+            v.iter_mut().skip(4).take(4).for_each(|x| *x = 127);
+            for g in [1usize, 2, 3, 4, 8] {
+                let want: Vec<f32> = v
+                    .chunks(g)
+                    .map(|c| c.iter().map(|&y| f64::from(y)).sum::<f64>() as f32)
+                    .collect();
+                for (name, k) in &kernels {
+                    let mut out = vec![f32::NAN; want.len() + 1];
+                    assert_eq!(k(&v, g, &mut out), want.len(), "{name} len {len} g {g}");
+                    assert_eq!(out[..want.len()], want[..], "{name} len {len} g {g}");
+                    assert!(out[want.len()].is_nan(), "{name}: wrote past the sums");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn hamming_kernels_count_differing_bits() {
         let mut rng = Rng::new(9);
         let mut kernels: Vec<(&str, HammingFn)> = vec![
@@ -1543,7 +1627,10 @@ pub(crate) mod tests {
             let v = rng.vec(d);
             let (a, b) = (normalized(&v).unwrap(), normalized_query(&v).unwrap());
             for (x, y) in a.iter().zip(&b) {
-                assert!((x - y).abs() <= x.abs() * 2.0 * f32::EPSILON, "dim {d}: {x} {y}");
+                assert!(
+                    (x - y).abs() <= x.abs() * 2.0 * f32::EPSILON,
+                    "dim {d}: {x} {y}"
+                );
             }
         }
         assert_eq!(normalized_query(&[]), Err(VectorError::Empty));

@@ -128,32 +128,7 @@ fn sign_bits(code: &[i8], inv: f32, base: &[i8], base_inv: f32, out: &mut [u64])
 
 /// The sums of each [`pool`] consecutive values of `v` into `out`; returns how many.
 fn pooled_sums(v: &[i8], out: &mut [f32; MAX_SIGNS]) -> usize {
-    fn sums<const G: usize>(v: &[i8], out: &mut [f32]) {
-        let chunks = v.chunks_exact(G);
-        let rest = chunks.remainder();
-        let mut n = 0;
-        for (x, c) in out.iter_mut().zip(chunks) {
-            *x = c.iter().map(|&y| i32::from(y)).sum::<i32>() as f32;
-            n += 1;
-        }
-        if !rest.is_empty() {
-            out[n] = rest.iter().map(|&y| i32::from(y)).sum::<i32>() as f32;
-        }
-    }
-    let n = signs(v.len());
-    match pool(v.len()) {
-        1 => sums::<1>(v, out),
-        2 => sums::<2>(v, out),
-        4 => sums::<4>(v, out),
-        8 => sums::<8>(v, out),
-        16 => sums::<16>(v, out),
-        g => {
-            for (x, c) in out.iter_mut().zip(v.chunks(g)) {
-                *x = c.iter().map(|&y| i32::from(y)).sum::<i32>() as f32;
-            }
-        }
-    }
-    n
+    vector::group_sums_i8(v, pool(v.len()), out)
 }
 
 impl List {
