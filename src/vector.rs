@@ -65,12 +65,18 @@ pub fn parse_fp32_blob(bytes: &[u8]) -> Result<Vec<f32>, VectorError> {
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
-    // One pass without an early exit (the compiler vectorises it), then the position.
-    if !out.iter().fold(true, |ok, x| ok & x.is_finite()) {
-        let i = out.iter().position(|x| !x.is_finite()).unwrap_or(0);
+    check_finite(&out)?;
+    Ok(out)
+}
+
+/// NaN or Inf: the error names the first. One pass without an early exit (the compiler
+/// vectorises it), then the position.
+fn check_finite(v: &[f32]) -> Result<(), VectorError> {
+    if !v.iter().fold(true, |ok, x| ok & x.is_finite()) {
+        let i = v.iter().position(|x| !x.is_finite()).unwrap_or(0);
         return Err(VectorError::NonFinite(i));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Serialises a vector as little-endian float32 bytes (inverse of
@@ -103,6 +109,11 @@ pub fn normalized(v: &[f32]) -> Result<Vec<f32>, VectorError> {
         }
         ss += f64::from(x) * f64::from(x);
     }
+    divided_by_norm(v, ss)
+}
+
+/// `v / sqrt(ss)`, `ss` its sum of squares; the norm errors of [`normalized`].
+fn divided_by_norm(v: &[f32], ss: f64) -> Result<Vec<f32>, VectorError> {
     let norm = ss.sqrt();
     if norm == 0.0 {
         return Err(VectorError::ZeroNorm);
@@ -123,10 +134,7 @@ pub fn normalized_query(v: &[f32]) -> Result<Vec<f32>, VectorError> {
     if v.is_empty() {
         return Err(VectorError::Empty);
     }
-    if !v.iter().fold(true, |ok, x| ok & x.is_finite()) {
-        let i = v.iter().position(|x| !x.is_finite()).unwrap_or(0);
-        return Err(VectorError::NonFinite(i));
-    }
+    check_finite(v)?;
     let mut lanes = [0.0f64; 8];
     let chunks = v.chunks_exact(8);
     let tail: f64 = chunks
@@ -139,15 +147,7 @@ pub fn normalized_query(v: &[f32]) -> Result<Vec<f32>, VectorError> {
             *l += f64::from(x) * f64::from(x);
         }
     }
-    let norm = (lanes.iter().sum::<f64>() + tail).sqrt();
-    if norm == 0.0 {
-        return Err(VectorError::ZeroNorm);
-    }
-    if !norm.is_finite() || norm < MIN_NORM {
-        return Err(VectorError::TinyNorm);
-    }
-    let inv = 1.0 / norm;
-    Ok(v.iter().map(|&x| (f64::from(x) * inv) as f32).collect())
+    divided_by_norm(v, lanes.iter().sum::<f64>() + tail)
 }
 
 type DotFn = fn(&[f32], &[f32]) -> f32;
@@ -212,8 +212,8 @@ fn detect() -> Kernels {
         scan_i8: fallback::scan_dots_i8,
         hamming: fallback::scan_hamming,
         quantize: quantize_body,
-        sign_bits: sign_bits_body,
-        sign_bits_f32: sign_bits_f32_body,
+        sign_bits: sign_bits_body::<i8>,
+        sign_bits_f32: sign_bits_body::<f32>,
         group_sums: group_sums_body,
     }
 }
@@ -367,11 +367,12 @@ pub fn sign_bits_i8(code: &[i8], inv: f32, base: &[i8], base_inv: f32, out: &mut
     (kernels().sign_bits)(code, inv, base, base_inv, out)
 }
 
-fn sign_bits_body(code: &[i8], inv: f32, base: &[i8], base_inv: f32, out: &mut [u64]) {
-    for (w, (c, b)) in out.iter_mut().zip(code.chunks(64).zip(base.chunks(64))) {
+/// The portable sign bits, of int8 codes or of floats (exact conversions to float32).
+fn sign_bits_body<T: Copy + Into<f32>>(a: &[T], inv: f32, b: &[T], base_inv: f32, out: &mut [u64]) {
+    for (w, (ca, cb)) in out.iter_mut().zip(a.chunks(64).zip(b.chunks(64))) {
         let mut x = 0u64;
-        for (k, (&c, &b)) in c.iter().zip(b).enumerate() {
-            x |= u64::from(f32::from(c) * inv > f32::from(b) * base_inv) << k;
+        for (k, (&p, &q)) in ca.iter().zip(cb).enumerate() {
+            x |= u64::from(p.into() * inv > q.into() * base_inv) << k;
         }
         *w = x;
     }
@@ -380,16 +381,6 @@ fn sign_bits_body(code: &[i8], inv: f32, base: &[i8], base_inv: f32, out: &mut [
 /// [`sign_bits_i8`] of float vectors: bit set where `a * inv > b * base_inv`.
 pub fn sign_bits_f32(a: &[f32], inv: f32, b: &[f32], base_inv: f32, out: &mut [u64]) {
     (kernels().sign_bits_f32)(a, inv, b, base_inv, out)
-}
-
-fn sign_bits_f32_body(a: &[f32], inv: f32, b: &[f32], base_inv: f32, out: &mut [u64]) {
-    for (w, (ca, cb)) in out.iter_mut().zip(a.chunks(64).zip(b.chunks(64))) {
-        let mut x = 0u64;
-        for (k, (&p, &q)) in ca.iter().zip(cb).enumerate() {
-            x |= u64::from(p * inv > q * base_inv) << k;
-        }
-        *w = x;
-    }
 }
 
 /// The sums of each `g` consecutive values of `v` (the last group may be shorter) into
@@ -1347,7 +1338,7 @@ pub(crate) mod tests {
             kernels.push(("avx2", avx2::sign_bits_entry));
         }
         let mut f32_kernels: Vec<(&str, SignBitsF32Fn)> = vec![
-            ("f32 portable", sign_bits_f32_body),
+            ("f32 portable", sign_bits_body::<f32>),
             ("f32 dispatch", sign_bits_f32),
         ];
         #[cfg(target_arch = "x86_64")]
