@@ -18,7 +18,8 @@ index bytes, SEMCACHE.GET ops/s and ratio to GET, recall@1 against numpy's exact
 SEMCACHE.SET latency with the index (each evicting the oldest entry), DEBUG RELOAD time
 (RDB save + load, graph included) and whether answers after reload are identical, the
 floor of a request of that dimension (a 10-entry bucket: p50 and command time from INFO
-commandstats, against the big bucket's); then
+commandstats, against the big bucket's), and the same lookups written in one piece (redis-py
+writes an argument over 6,000 bytes separately: 3 writes per 1536-dim request); then
 faiss IndexHNSWFlat (M 16, efSearch 64) and usearch (int8, M 16) on the same vectors.
 Each shape runs once per index algorithm (`SEMCACHE.SET ... ALGO hnsw|ivf`) and vector kind
 (`QUANT float32|int8`), all four by default; the effort sweep is semcache-index-ef (hnsw) or
@@ -140,6 +141,11 @@ def run_quant(n, dim, quick, quant, algo, data, queries, truth, extra):
         r.config_resetstat()
         sem = timed_calls(conn, packed, reps)
         out["sem_us"] = command_usec(r)
+        # redis-py writes an argument over 6,000 bytes (a 1536-dim float32 vector is 6,144) as
+        # its own write, so such a request goes out in 3 writes; hiredis-based clients and
+        # valkey-glide write one buffer. The same calls, each written in one piece:
+        out["sem_one"] = timed_calls(conn, [[b"".join(p)] for p in packed], reps)
+        out["writes"] = len(packed[0])
         # The floor of a request of this dimension: a 10-entry bucket (no index), same queries.
         fill(r, "small", data[:10], quant, algo)
         small = [conn.pack_command("SEMCACHE.GET", "small", q.tobytes(), "MINSIM", -1, "WITHIDS")
@@ -263,11 +269,13 @@ def main():
             print(f"| {o['shape']} | {o['algo']} | {o['quant']} | {ef} | {res['ops']:,.0f} | {res['p50']:.0f} "
                   f"| {res['ops'] / o['get']['ops']:.2f}x | {rec:.3f} |")
     print("\n### Where a lookup's time goes: the bucket against a 10-entry bucket of the same dimension\n")
-    print("| bucket | index | vectors | GET p50 µs | 10-entry p50 µs | 10-entry command µs | SEMCACHE.GET p50 µs | command µs |")
-    print("|---|---|---|---:|---:|---:|---:|---:|")
+    print("| bucket | index | vectors | GET p50 µs | 10-entry p50 µs | 10-entry command µs | SEMCACHE.GET p50 µs | command µs "
+          "| writes per request (redis-py) | p50 µs, one write | vs GET, one write |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for o in rows:
         print(f"| {o['shape']} | {o['algo']} | {o['quant']} | {o['get']['p50']:.0f} | {o['small']['p50']:.0f} "
-              f"| {o['small_us']:.1f} | {o['sem']['p50']:.0f} | {o['sem_us']:.1f} |")
+              f"| {o['small_us']:.1f} | {o['sem']['p50']:.0f} | {o['sem_us']:.1f} | {o['writes']} "
+              f"| {o['sem_one']['p50']:.0f} | {o['sem_one']['ops'] / o['get']['ops']:.2f}x |")
     print("\n### Same data in-process (one thread, one query at a time)\n")
     print("| bucket | library | µs / query | recall@1 | build s | memory MB | SEMCACHE.GET p50 / library |")
     print("|---|---|---:|---:|---:|---:|---:|")
