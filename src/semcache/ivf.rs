@@ -24,12 +24,11 @@
 //! per list. So each member also keeps the signs of its code minus its list's reference (the
 //! list's centroid when a split made it), and each centroid the signs of it minus a global
 //! reference (the centroid at the first split): `dim / 8` bytes. Above 512 dimensions a bit
-//! is the sign of a sum of [`pool`] dimensions, so there are at most 512 (64 bytes at 1536
-//! dimensions). A lookup ranks centroids by
-//! Hamming distance and scores the [`SHORTLIST`] nearest by int8; in each probed list it ranks
-//! the members the same way and scores only the nearest: at least `keep` in the first list,
-//! then those within `bits / MARGIN_DIV` of the nearest distance seen, at most `rerank`
-//! (`semcache-index-ef`). A near-duplicate stands out (16 members scored per lookup), a query
+//! is the sign of a sum of [`pool`] dimensions, so there are at most 512 (48 bytes at 1536
+//! dimensions). A lookup ranks centroids by Hamming distance and scores the [`SHORTLIST`]
+//! nearest by int8; in each probed list it ranks the members the same way and scores only the
+//! nearest: at least `keep` in the first list, then those within `bits / MARGIN_DIV` of the
+//! nearest distance seen, at most `rerank` (`semcache-index-ef`). A near-duplicate stands out (16 members scored per lookup), a query
 //! far from every entry gets up to `rerank` per list. The references are history (past
 //! centroids), so they are saved with the lists; the bits are float32 comparisons of exact
 //! products, the same on every CPU.
@@ -60,8 +59,8 @@ const SPLIT_ROUNDS: usize = 4;
 /// scoring every centroid, recall unchanged.
 const SHORTLIST: usize = 32;
 /// Members of a probed list scored by int8 beyond the `keep` nearest by sign bits: those
-/// within `bits / MARGIN_DIV` of the nearest seen (up to `rerank`; `bits`: [`signs`]). A near-duplicate
-/// stands out (100,000 x 384: 16 members scored per lookup at ef 64, against 128 without
+/// within `bits / MARGIN_DIV` of the nearest seen (up to `rerank`; `bits`: [`signs`]). A
+/// near-duplicate stands out (100,000 x 384: 16 members scored per lookup at ef 64, against 128 without
 /// the margin); for a query far from every entry most members are alike and up to ef are
 /// scored (recall@1 of such queries 0.943 at ef 64, 0.983 at 128; d/8: 0.945 / 1.000 but
 /// ~40 members per near-duplicate).
