@@ -142,8 +142,8 @@ def run_quant(n, dim, quick, quant, algo, data, queries, truth, extra):
         sem = timed_calls(conn, packed, reps)
         out["sem_us"] = command_usec(r)
         # redis-py writes an argument over 6,000 bytes (a 1536-dim float32 vector is 6,144) as
-        # its own write, so such a request goes out in 3 writes; hiredis-based clients and
-        # valkey-glide write one buffer. The same calls, each written in one piece:
+        # its own write, so such a request goes out in 3 writes (hiredis formats a command into one
+        # buffer). The same calls, each written in one piece:
         out["sem_one"] = timed_calls(conn, [[b"".join(p)] for p in packed], reps)
         out["writes"] = len(packed[0])
         # The floor of a request of this dimension: a 10-entry bucket (no index), same queries.

@@ -706,48 +706,42 @@ pub(crate) mod avx2 {
 
     #[target_feature(enable = "avx2,fma")]
     unsafe fn sign_bits_f32(a: &[f32], inv: f32, b: &[f32], base_inv: f32, out: &mut [u64]) {
-        let (vi, vb) = (_mm256_set1_ps(inv), _mm256_set1_ps(base_inv));
-        for (w, (ca, cb)) in out.iter_mut().zip(a.chunks(64).zip(b.chunks(64))) {
-            let n = ca.len().min(cb.len());
-            let mut x = 0u64;
-            let mut k = 0;
-            while k + 8 <= n {
-                // SAFETY: k + 8 <= n floats are in both chunks.
-                let (av, bv) = (
-                    _mm256_loadu_ps(ca.as_ptr().add(k)),
-                    _mm256_loadu_ps(cb.as_ptr().add(k)),
-                );
-                let gt = _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_mul_ps(av, vi), _mm256_mul_ps(bv, vb));
-                x |= u64::from(_mm256_movemask_ps(gt) as u8) << k;
-                k += 8;
-            }
-            for j in k..n {
-                x |= u64::from(ca[j] * inv > cb[j] * base_inv) << j;
-            }
-            *w = x;
-        }
+        sign_bits_of(a, inv, b, base_inv, out, |p: *const f32| _mm256_loadu_ps(p))
     }
 
     /// 8 elements at a time: widened to float, multiplied (no fused operation: the same
     /// products as the portable body), compared, and the 8 signs taken by `vmovmskps`.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn sign_bits(code: &[i8], inv: f32, base: &[i8], base_inv: f32, out: &mut [u64]) {
-        let (vi, vb) = (_mm256_set1_ps(inv), _mm256_set1_ps(base_inv));
         let widen =
             |p: *const i8| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.cast())));
-        for (w, (c, b)) in out.iter_mut().zip(code.chunks(64).zip(base.chunks(64))) {
-            let n = c.len().min(b.len());
+        sign_bits_of(code, inv, base, base_inv, out, widen)
+    }
+
+    /// The sign-bit loop of both kernels; `load` reads 8 elements as floats.
+    #[inline(always)]
+    unsafe fn sign_bits_of<T: Copy + Into<f32>>(
+        a: &[T],
+        inv: f32,
+        b: &[T],
+        base_inv: f32,
+        out: &mut [u64],
+        load: impl Fn(*const T) -> __m256,
+    ) {
+        let (vi, vb) = (_mm256_set1_ps(inv), _mm256_set1_ps(base_inv));
+        for (w, (ca, cb)) in out.iter_mut().zip(a.chunks(64).zip(b.chunks(64))) {
+            let n = ca.len().min(cb.len());
             let mut x = 0u64;
             let mut k = 0;
             while k + 8 <= n {
-                // SAFETY: k + 8 <= n bytes are in both chunks.
-                let (cv, bv) = (widen(c.as_ptr().add(k)), widen(b.as_ptr().add(k)));
-                let gt = _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_mul_ps(cv, vi), _mm256_mul_ps(bv, vb));
+                // SAFETY: k + 8 <= n elements are in both chunks.
+                let (av, bv) = (load(ca.as_ptr().add(k)), load(cb.as_ptr().add(k)));
+                let gt = _mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_mul_ps(av, vi), _mm256_mul_ps(bv, vb));
                 x |= u64::from(_mm256_movemask_ps(gt) as u8) << k;
                 k += 8;
             }
             for j in k..n {
-                x |= u64::from(f32::from(c[j]) * inv > f32::from(b[j]) * base_inv) << j;
+                x |= u64::from(ca[j].into() * inv > cb[j].into() * base_inv) << j;
             }
             *w = x;
         }
