@@ -5,6 +5,7 @@
 
 use super::hnsw::{GraphError, Hnsw, Params};
 use super::ivf::Ivf;
+pub use super::ivf::Want;
 use crate::wire::Reader;
 
 /// The index algorithm of a bucket (`SEMCACHE.SET ... ALGO`), fixed by its first SET.
@@ -163,11 +164,18 @@ impl AnnIndex {
 
     /// Candidates for the unit vector `q`, best first by approximate similarity, as
     /// `(node, approximate similarity)`: about `effort.ef` of them from a graph, at most `keep`
-    /// from lists (which keep nothing the caller will not look at).
-    pub fn search(&self, q: &[f32], effort: Effort, keep: usize) -> Vec<(u32, f32)> {
+    /// from lists (which keep nothing the caller will not look at, and skip a list none of
+    /// whose members can be among the answers `want` describes).
+    pub fn search(&self, q: &[f32], effort: Effort, keep: usize, want: &Want) -> Vec<(u32, f32)> {
         match self {
             AnnIndex::Hnsw(g) => g.search(q, effort.ef),
-            AnnIndex::Ivf(x) => x.search(q, keep.min(effort.ef).max(1), effort.ef, effort.nprobe),
+            AnnIndex::Ivf(x) => x.search(
+                q,
+                keep.min(effort.ef).max(1),
+                effort.ef,
+                effort.nprobe,
+                want,
+            ),
         }
     }
 

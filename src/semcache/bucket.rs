@@ -41,7 +41,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use super::ann::{Algo, AnnIndex, Effort};
+use super::ann::{Algo, AnnIndex, Effort, Want};
 use super::lru::UseOrder;
 use super::tags::{self, Pair};
 use crate::vector::{self, VectorError};
@@ -1498,7 +1498,27 @@ impl Bucket {
         } else {
             effort.ef
         };
-        let mut found = ix.graph.search(query, effort, keep);
+        // What the answer needs: `k` live entries (matching the filter) at `threshold` or
+        // above. With a filter, lists are not skipped by the threshold: an index that finds
+        // fewer than `k` matching candidates sends the lookup to a scan (below).
+        let answers = |node: u32| {
+            let (c, o) = self.locate(ix.node_row[node as usize] as usize);
+            let chunk = &self.chunks[c];
+            !is_expired(chunk.expire_at_ms[o], now_ms)
+                && (filter.is_empty() || tags::matches(chunk.tags[o].as_deref(), filter))
+        };
+        let needed = Want {
+            k,
+            min_sim: if filter.is_empty() { threshold } else { -1.0 },
+            answers: &answers,
+        };
+        #[cfg(test)]
+        let needed = if tests::SKIP_NO_LIST.get() {
+            Want::ALL
+        } else {
+            needed
+        };
+        let mut found = ix.graph.search(query, effort, keep, &needed);
         if !filter.is_empty() {
             found.retain(|&(node, _)| {
                 let (c, o) = self.locate(ix.node_row[node as usize] as usize);
@@ -2498,6 +2518,67 @@ mod tests {
         if algo == Algo::Ivf {
             ivf_reload(&b, &data, &mut rng);
         }
+    }
+
+    thread_local! {
+        /// Index lookups skip no list (as before lists were skipped): what skipping is
+        /// compared against.
+        pub(super) static SKIP_NO_LIST: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// An IVF lookup skips lists that cannot hold the answer, counting only live entries as
+    /// found: with a query's 8 nearest entries expired (clusters of 300 span lists of at
+    /// most 256), its answers are as good as without skipping, never an expired entry.
+    #[test]
+    fn ivf_lookup_counts_only_live_entries_when_skipping_lists() {
+        let mut rng = Rng::new(43);
+        let data = clustered(6_000, 128, 20, &mut rng);
+        let mut b = Bucket::new(10_000);
+        assert!(b.set_algo(Algo::Ivf));
+        for v in &data {
+            b.insert(None, v, vec![], None, 0).unwrap();
+        }
+        b.create_index();
+        b.index_pending(usize::MAX);
+        assert_eq!(b.unindexed(), 0);
+        let every_list = Effort {
+            ef: 64,
+            nprobe: 10_000,
+        };
+        let lists = match b.index_graph() {
+            Some(AnnIndex::Ivf(x)) => x.lists(),
+            _ => 0,
+        };
+        assert!(lists > 25, "{lists} lists");
+        let (mut agree, mut asked) = (0, 0);
+        for i in (0..6_000).step_by(97) {
+            let q = near(&data[i], &mut rng);
+            let mut c = b.clone();
+            let nearest: Vec<u64> = c.search(&q, -1.0, 8, 0).iter().map(|h| h.id).collect();
+            for &id in &nearest {
+                assert!(c.set_expire(id, 10));
+            }
+            for (k, min_sim) in [(1, -1.0), (3, -1.0), (1, 0.5)] {
+                let lookup = |skip_no_list: bool| {
+                    SKIP_NO_LIST.set(skip_no_list);
+                    let hits = c.search_index(&q, min_sim, k, 10, every_list).unwrap();
+                    SKIP_NO_LIST.set(false);
+                    hits.iter().map(|h| (h.score, h.id)).collect::<Vec<_>>()
+                };
+                let (all, skipping) = (lookup(true), lookup(false));
+                assert!(
+                    skipping.iter().all(|h| !nearest.contains(&h.1)),
+                    "{i}: {skipping:?}"
+                );
+                assert!(skipping.len() >= all.len(), "{i}: {skipping:?} {all:?}");
+                for (a, s) in all.iter().zip(&skipping) {
+                    assert!(s.0 >= a.0, "{i}: {skipping:?} below {all:?}");
+                }
+                agree += usize::from(all == skipping);
+                asked += 1;
+            }
+        }
+        assert!(agree * 100 >= asked * 98, "{agree} of {asked} the same");
     }
 
     /// A saved IVF index (with the references of its sign bits, taken from past centroids)
