@@ -11,7 +11,8 @@ float32 rows; .truth: uint32 rows) and exits, for the in-process graph check
 Data: embedding-like clustered unit vectors (1,000 centres; points = centre + noise, so
 neighbours in a cluster have cosine ~0.8), queries = a stored vector plus a small noise
 (near-duplicates: noise of norm 0.4 whatever the dimension, cosine ~0.93 to their source). One client, request/response, 512-byte
-responses; ops/s = 1 / mean latency. The figures are printed, never asserted.
+responses; ops/s = 1 / mean latency; GET and SEMCACHE.GET are timed in 10 alternated rounds, so
+that the machine's drift falls on both. The figures are printed, never asserted.
 
 Per shape: fill time (pipelined SETs: the index is built as entries arrive), MEMORY USAGE,
 index bytes, SEMCACHE.GET ops/s and ratio to GET, recall@1 against numpy's exact argmax,
@@ -63,17 +64,37 @@ def exact_top1(data, queries):
     return np.concatenate([np.argmax(queries[s:s + 256] @ data.T, axis=1) for s in range(0, len(queries), 256)])
 
 
-def timed_calls(conn, packed_list, reps):
+def call_latencies(conn, packed_list, reps, start=0):
     lat = []
-    for i in range(reps):
+    for i in range(start, start + reps):
         p = packed_list[i % len(packed_list)]
         t = time.perf_counter()
         conn.send_packed_command(p, check_health=False)
         conn.read_response()
         lat.append(time.perf_counter() - t)
-    lat.sort()
+    return lat
+
+
+def latency_stats(lat):
+    lat = sorted(lat)
     mean = statistics.fmean(lat)
     return {"ops": 1 / mean, "p50": lat[len(lat) // 2] * 1e6, "p99": lat[int(len(lat) * 0.99)] * 1e6}
+
+
+def timed_calls(conn, packed_list, reps):
+    return latency_stats(call_latencies(conn, packed_list, reps))
+
+
+def timed_rounds(conn, kinds, reps, rounds=10):
+    """`reps` calls of each kind ({name: packed commands}), in `rounds` alternated rounds: this
+    machine's speed drifts by tens of percent over minutes, and a ratio of two kinds timed
+    minutes apart measures the drift as much as the kinds."""
+    lat = {name: [] for name in kinds}
+    per = max(1, reps // rounds)
+    for r in range(rounds):
+        for name, packed in kinds.items():
+            lat[name] += call_latencies(conn, packed, per, start=r * per)
+    return {name: latency_stats(v) for name, v in lat.items()}
 
 
 def fill(r, key, data, quant, algo, batch=1000):
@@ -135,16 +156,18 @@ def run_quant(n, dim, quick, quant, algo, data, queries, truth, extra):
         r.set("plain", RESPONSE)
         conn = r.connection_pool.get_connection()
         reps = 1000 if quick else 5000
-        get = timed_calls(conn, [conn.pack_command("GET", "plain")], reps)
         packed = [conn.pack_command("SEMCACHE.GET", "big", q.tobytes(), "MINSIM", -1, "WITHIDS")
                   for q in queries]
         r.config_resetstat()
-        sem = timed_calls(conn, packed, reps)
+        # GET and SEMCACHE.GET alternated in rounds (see timed_rounds). redis-py writes an
+        # argument over 6,000 bytes (a 1536-dim float32 vector is 6,144) as its own write, so
+        # such a request goes out in 3 writes (hiredis formats a command into one buffer); the
+        # same calls each written in one piece are timed alongside.
+        timed = timed_rounds(conn, {"get": [conn.pack_command("GET", "plain")], "sem": packed,
+                                    "sem_one": [[b"".join(p)] for p in packed]}, reps)
+        get, sem = timed["get"], timed["sem"]
         out["sem_us"] = command_usec(r)
-        # redis-py writes an argument over 6,000 bytes (a 1536-dim float32 vector is 6,144) as
-        # its own write, so such a request goes out in 3 writes (hiredis formats a command into one
-        # buffer). The same calls, each written in one piece:
-        out["sem_one"] = timed_calls(conn, [[b"".join(p)] for p in packed], reps)
+        out["sem_one"] = timed["sem_one"]
         out["writes"] = len(packed[0])
         # The floor of a request of this dimension: a 10-entry bucket (no index), same queries.
         fill(r, "small", data[:10], quant, algo)
