@@ -85,10 +85,11 @@ struct List {
     /// The reference the member signs are taken against, and `1 / |base|`.
     base: Vec<i8>,
     base_inv: f32,
-    /// The least similarity of a member's code to `base` (1 for no member): every member
-    /// lies in this cap around the reference, so a lookup can tell when no member can be
-    /// similar enough to matter ([`Want`]). Exactly the least of the members' (a removal of
-    /// the widest member rescans the list), so a reloaded index has the same.
+    /// The widest angle (radians, rounded up) of a member from `base`: of its code, plus how
+    /// far the vector it codes may be ([`coding_bound`]). Every member lies in this cap
+    /// around the reference, so a lookup can tell when none can be similar enough to matter
+    /// ([`Want`]). Exactly the widest member's (a removal of it rescans the list): a function
+    /// of the codes, so a reloaded index has the same and answers the same.
     reach: f64,
 }
 
@@ -162,11 +163,11 @@ impl List {
             self.base = code.to_vec();
             self.base_inv = inv;
         }
-        let cos = self.cos_to_base(code, inv);
+        let reach = self.reach_of(code, inv);
         self.reach = if self.nodes.len() == 1 {
-            cos
+            reach
         } else {
-            self.reach.min(cos)
+            self.reach.max(reach)
         };
         let w = words(code.len());
         let at = self.bits.len();
@@ -179,18 +180,23 @@ impl List {
         score(code, &self.base, inv) * f64::from(self.base_inv)
     }
 
-    /// The least angle from a code (`1 / |code|`: `inv`) to any member's code, at least:
-    /// from the code to the reference, less the widest member's angle to it (the triangle
-    /// inequality of angles on the sphere).
+    /// A member's angle from the reference, at most: its code's, plus [`coding_bound`].
+    fn reach_of(&self, code: &[i8], inv: f32) -> f64 {
+        angle_at_most(self.cos_to_base(code, inv)) + coding_bound(inv, code.len())
+    }
+
+    /// The least angle from a code (`1 / |code|`: `inv`) to any member's vector, at least:
+    /// from the code to the reference, less the widest member's angle from it (the
+    /// triangle inequality of angles on the sphere).
     fn least_angle(&self, code: &[i8], inv: f32) -> f64 {
-        angle_at_least(self.cos_to_base(code, inv)) - angle_at_most(self.reach)
+        angle_at_least(self.cos_to_base(code, inv)) - self.reach
     }
 
     /// Sets [`List::reach`] from every member.
     fn measure_reach(&mut self, dim: usize) {
         self.reach = (0..self.nodes.len())
-            .map(|j| self.cos_to_base(self.code(j, dim), self.inv[j]))
-            .fold(1.0, f64::min);
+            .map(|j| self.reach_of(self.code(j, dim), self.inv[j]))
+            .fold(0.0, f64::max);
     }
 
     /// Takes the list's centroid as the reference of its sign bits.
@@ -328,10 +334,6 @@ pub struct Ivf {
     cbits: Vec<u64>,
     gbase: Vec<i8>,
     gbase_inv: f32,
-    /// The widest angle (radians, rounded up) between a vector given to
-    /// [`Ivf::insert_vector`] or [`Ivf::load_vectors`] and its int8 code: how far a stored
-    /// float row may be from what the index holds of it (0 when the index was given codes).
-    coding_angle: f64,
 }
 
 /// What a lookup's caller does with the candidates: it keeps the `k` most similar that
@@ -366,6 +368,20 @@ fn angle_at_most(cos: f64) -> f64 {
 /// The angle of a cosine taken `COS_SLACK` larger: a lower bound.
 fn angle_at_least(cos: f64) -> f64 {
     (cos + COS_SLACK).clamp(-1.0, 1.0).acos()
+}
+
+/// How far (radians) a vector may be from its int8 code ([`vector::quantize_i8`]), from
+/// the code alone (`1 / |code|`: `inv`): every element is within half a step of the code's,
+/// so the difference is at most `sqrt(dim) / 2` steps against a code of `|code|` steps.
+/// (At 1536 dimensions ~0.016; the rows of an int8 bucket are their codes, and this only
+/// makes a skip a little rarer.)
+fn coding_bound(inv: f32, dim: usize) -> f64 {
+    let sin = 0.5001 * (dim as f64).sqrt() * f64::from(inv);
+    if inv > 0.0 && sin < 1.0 {
+        sin.asin()
+    } else {
+        std::f64::consts::PI // no code (a zero vector): no bound
+    }
 }
 
 /// The angle between a vector and its int8 code, at most.
@@ -467,7 +483,6 @@ impl Ivf {
     pub fn insert_vector(&mut self, id: u64, v: &[f32]) -> u32 {
         let mut code = vec![0i8; v.len()];
         vector::quantize_i8(v, &mut code);
-        self.coding_angle = self.coding_angle.max(angle_to_code(v, &code));
         self.insert_code(id, &code)
     }
 
@@ -691,7 +706,7 @@ impl Ivf {
     fn take_out(&mut self, l: usize, p: usize) {
         let d = self.dim;
         let list = &mut self.lists[l];
-        let widest = list.cos_to_base(list.code(p, d), list.inv[p]) <= list.reach;
+        let widest = list.reach_of(list.code(p, d), list.inv[p]) >= list.reach;
         for (s, &c) in list.sum.iter_mut().zip(&list.codes[p * d..(p + 1) * d]) {
             *s -= i32::from(c);
         }
@@ -763,7 +778,7 @@ impl Ivf {
     /// code and vector to its code (the codes the index scores are not the rows the caller
     /// scores), every member's similarity is then below `want.min_sim` or below the
     /// `want.k`th accepted candidate found so far. A near-duplicate found in the first list
-    /// rules out most others (100,000 x 1536, nprobe 4: 1.5 lists scanned instead of 4).
+    /// rules out most others (100,000 x 1536, nprobe 4: 1.7 lists scanned instead of 4).
     pub fn search(
         &self,
         q: &[f32],
@@ -793,13 +808,12 @@ impl Ivf {
             }
         };
         let skips = want.min_sim > -1.0 || want.k <= keep;
-        // Angles the codes may add: query to its code, a stored vector to its code (taken
-        // when first needed).
+        // The angle between the query and its code (taken when first needed).
         let mut slack = None;
-        let mut slack = || *slack.get_or_insert_with(|| angle_to_code(q, &qc) + self.coding_angle);
+        let mut slack = || *slack.get_or_insert_with(|| angle_to_code(q, &qc));
         let below_min = angle_at_most(f64::from(want.min_sim));
         // The angle every candidate must beat: the threshold's, or the `k`th accepted
-        // candidate's (plus the slack) once there are `k` of them.
+        // candidate's (plus what the codes may hide) once there are `k` of them.
         let bar = |best: &BinaryHeap<Reverse<Scored>>, slack: &mut dyn FnMut() -> f64| {
             if want.k == 0 || want.k > best.len() {
                 return below_min;
@@ -808,7 +822,10 @@ impl Ivf {
             found.sort_unstable_by(|a, b| b.cmp(a));
             let kth = found.iter().filter(|s| (want.answers)(s.1)).nth(want.k - 1);
             kth.map_or(below_min, |s| {
-                below_min.min(angle_at_most(f64::from(s.0 * q_inv)) + slack())
+                let (l, p) = self.place[s.1 as usize];
+                let inv = self.lists[l as usize].inv[p as usize];
+                let codes = angle_at_most(f64::from(s.0 * q_inv));
+                below_min.min(codes + slack() + coding_bound(inv, d))
             })
         };
         SCRATCH.with(|sc| {
@@ -1014,15 +1031,11 @@ impl Ivf {
     /// `dim`), then the centroids.
     pub fn load_vectors<'a>(&mut self, dim: usize, vector_of: impl Fn(u32) -> &'a [f32]) {
         let mut code = vec![0i8; dim];
-        let mut coding_angle = 0f64;
         self.load_with(dim, |n| {
             let v = vector_of(n);
-            let m = dim.min(v.len());
-            vector::quantize_i8(&v[..m], &mut code[..m]);
-            coding_angle = coding_angle.max(angle_to_code(&v[..m], &code[..m]));
+            vector::quantize_i8(&v[..dim.min(v.len())], &mut code[..dim.min(v.len())]);
             code.clone()
         });
-        self.coding_angle = coding_angle;
     }
 
     /// [`Ivf::load_vectors`] for entries stored as int8 codes.
@@ -1138,11 +1151,13 @@ mod tests {
             let mut code = vec![0i8; d];
             assert_eq!(g.centroid_inv[l], code_of_sum(&sum, &mut code));
             assert_eq!(g.centroid(l), &code[..]);
-            // The reach: exactly the widest member's similarity to the reference.
+            // The reach: exactly the widest member's angle from the reference.
             let widest = (0..list.nodes.len())
                 .map(|k| score(list.code(k, d), &list.base, list.inv[k]))
                 .map(|x| x * f64::from(list.base_inv))
-                .fold(1.0, f64::min);
+                .zip(&list.inv)
+                .map(|(cos, &inv)| angle_at_most(cos) + coding_bound(inv, d))
+                .fold(0.0, f64::max);
             assert_eq!(list.reach, widest, "list {l} reach");
             // Sign bits: of each member against the list's reference, of the centroid
             // against the global one.
@@ -1339,7 +1354,6 @@ mod tests {
         }
         check(&floats);
         check(&coded);
-        assert!(floats.coding_angle > 0.0 && coded.coding_angle == 0.0);
         assert!(floats.lists() > 40, "{} lists", floats.lists());
         let probed = || SCRATCH.with(|sc| sc.borrow().probed);
         // Entries the caller rejects: none, every 4th, or the query's whole cluster (then
@@ -1422,7 +1436,7 @@ mod tests {
                 let mut qc = vec![0i8; q.len()];
                 vector::quantize_i8(q, &mut qc);
                 let q_inv = vector::code_inv_norm(&qc);
-                let slack = angle_to_code(q, &qc) + g.coding_angle;
+                let slack = angle_to_code(q, &qc);
                 for list in &g.lists {
                     let least = list.least_angle(&qc, q_inv);
                     for (j, &node) in list.nodes.iter().enumerate() {
@@ -1435,6 +1449,42 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A vector is never farther from its code than [`coding_bound`] says: Gaussian, one-hot
+    /// (the widest steps), values half a step off the grid, 3 to 1536 dimensions.
+    #[test]
+    fn coding_bound_holds() {
+        let mut rng = Rng::new(17);
+        for dim in [3usize, 48, 384, 1536] {
+            let mut cases: Vec<Vec<f32>> = (0..50)
+                .map(|_| (0..dim).map(|_| rng.normal()).collect())
+                .collect();
+            let mut one_hot = vec![0.0f32; dim];
+            one_hot[dim / 2] = 1.0;
+            cases.push(one_hot);
+            // Every element but the largest half a step from the code's grid.
+            cases.push(
+                (0..dim)
+                    .map(|i| if i == 0 { 127.0 } else { 0.5 + (i % 7) as f32 })
+                    .collect(),
+            );
+            for v in cases {
+                let mut code = vec![0i8; dim];
+                vector::quantize_i8(&v, &mut code);
+                let inv = vector::code_inv_norm(&code);
+                let norm = f64::from(vector::dot(&v, &v)).sqrt();
+                let cos = f64::from(vector::dot_f32_i8(&v, &code)) * f64::from(inv) / norm;
+                let angle = cos.clamp(-1.0, 1.0).acos();
+                assert!(
+                    angle <= coding_bound(inv, dim),
+                    "dim {dim}: {angle} > {}",
+                    coding_bound(inv, dim)
+                );
+                assert!(angle_to_code(&v, &code) >= angle);
+            }
+        }
+        assert_eq!(coding_bound(0.0, 8), std::f64::consts::PI);
     }
 
     /// Where the bound is tight (points on an arc, the query beyond its end: the nearest
