@@ -1501,11 +1501,13 @@ impl Bucket {
         // What the answer needs: `k` live entries (matching the filter) at `threshold` or
         // above. With a filter, lists are not skipped by the threshold: an index that finds
         // fewer than `k` matching candidates sends the lookup to a scan (below).
+        let entry = |node: u32| self.locate(ix.node_row[node as usize] as usize);
+        let matches = |(c, o): (usize, usize)| {
+            filter.is_empty() || tags::matches(self.chunks[c].tags[o].as_deref(), filter)
+        };
         let answers = |node: u32| {
-            let (c, o) = self.locate(ix.node_row[node as usize] as usize);
-            let chunk = &self.chunks[c];
-            !is_expired(chunk.expire_at_ms[o], now_ms)
-                && (filter.is_empty() || tags::matches(chunk.tags[o].as_deref(), filter))
+            let (c, o) = entry(node);
+            !is_expired(self.chunks[c].expire_at_ms[o], now_ms) && matches((c, o))
         };
         let needed = Want {
             k,
@@ -1520,10 +1522,7 @@ impl Bucket {
         };
         let mut found = ix.graph.search(query, effort, keep, &needed);
         if !filter.is_empty() {
-            found.retain(|&(node, _)| {
-                let (c, o) = self.locate(ix.node_row[node as usize] as usize);
-                tags::matches(self.chunks[c].tags[o].as_deref(), filter)
-            });
+            found.retain(|&(node, _)| matches(entry(node)));
             if found.len() < k {
                 return None;
             }

@@ -277,6 +277,8 @@ struct Scratch {
     ham: Vec<u32>,
     hist: Vec<u32>,
     sel: Vec<u32>,
+    /// The candidates found so far, best first (the skip test's, when it needs them).
+    found: Vec<Scored>,
     /// Lists the last lookup scanned (tests read it).
     probed: usize,
 }
@@ -290,6 +292,7 @@ thread_local! {
             ham: Vec::new(),
             hist: Vec::new(),
             sel: Vec::new(),
+            found: Vec::new(),
             probed: 0,
         })
     };
@@ -774,9 +777,10 @@ impl Ivf {
     /// of no more than `rerank` members is scored whole).
     ///
     /// A list is skipped when no member can matter to the caller ([`Want`]): by the angles
-    /// query to list reference, reference to widest member ([`List::reach`]), query to its
-    /// code and vector to its code (the codes the index scores are not the rows the caller
-    /// scores), every member's similarity is then below `want.min_sim` or below the
+    /// query to list reference, reference to widest member ([`List::reach`], which includes
+    /// how far a stored vector may be from its code) and query to its code (the codes the
+    /// index scores are not the rows the caller scores), every member's similarity is then
+    /// below `want.min_sim` or below the
     /// `want.k`th accepted candidate found so far. A near-duplicate found in the first list
     /// rules out most others (100,000 x 1536, nprobe 4: 1.7 lists scanned instead of 4).
     pub fn search(
@@ -814,11 +818,14 @@ impl Ivf {
         let below_min = angle_at_most(f64::from(want.min_sim));
         // The angle every candidate must beat: the threshold's, or the `k`th accepted
         // candidate's (plus what the codes may hide) once there are `k` of them.
-        let bar = |best: &BinaryHeap<Reverse<Scored>>, slack: &mut dyn FnMut() -> f64| {
+        let bar = |best: &BinaryHeap<Reverse<Scored>>,
+                   found: &mut Vec<Scored>,
+                   slack: &mut dyn FnMut() -> f64| {
             if want.k == 0 || want.k > best.len() {
                 return below_min;
             }
-            let mut found: Vec<Scored> = best.iter().map(|r| r.0).collect();
+            found.clear();
+            found.extend(best.iter().map(|r| r.0));
             found.sort_unstable_by(|a, b| b.cmp(a));
             let kth = found.iter().filter(|s| (want.answers)(s.1)).nth(want.k - 1);
             kth.map_or(below_min, |s| {
@@ -837,6 +844,7 @@ impl Ivf {
                 ham,
                 hist,
                 sel,
+                found,
                 probed,
             } = &mut *sc;
             *probed = 0;
@@ -880,7 +888,7 @@ impl Ivf {
             for &Scored(_, l) in &lists[..nprobe] {
                 let list = &self.lists[l as usize];
                 if skips {
-                    let bar = bar(&best, &mut slack);
+                    let bar = bar(&best, found, &mut slack);
                     if bar < std::f64::consts::PI && list.least_angle(&qc, q_inv) - slack() > bar {
                         continue;
                     }
