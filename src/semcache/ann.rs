@@ -109,12 +109,12 @@ impl AnnIndex {
         }
     }
 
-    /// The int8 code a node is indexed by, where the index keeps the code it was given
-    /// (IVF); the graph keeps no such copy for every bucket: None.
-    pub fn code_of(&self, node: u32) -> Option<&[i8]> {
+    /// The int8 code a node is indexed by and its `1 / |code|`, where the index keeps the
+    /// code it was given (IVF); the graph keeps no such copy for every bucket: None.
+    pub fn code_and_inv(&self, node: u32) -> Option<(&[i8], f32)> {
         match self {
             AnnIndex::Hnsw(_) => None,
-            AnnIndex::Ivf(x) => x.code_of(node),
+            AnnIndex::Ivf(x) => x.code_and_inv(node),
         }
     }
 
