@@ -5,7 +5,7 @@
 
 use super::hnsw::{GraphError, Hnsw, Params};
 use super::ivf::Ivf;
-pub use super::ivf::Want;
+pub use super::ivf::{Candidate, Want};
 use crate::wire::Reader;
 
 /// The index algorithm of a bucket (`SEMCACHE.SET ... ALGO`), fixed by its first SET.
@@ -109,15 +109,6 @@ impl AnnIndex {
         }
     }
 
-    /// The int8 code a node is indexed by and its `1 / |code|`, where the index keeps the
-    /// code it was given (IVF); the graph keeps no such copy for every bucket: None.
-    pub fn code_and_inv(&self, node: u32) -> Option<(&[i8], f32)> {
-        match self {
-            AnnIndex::Hnsw(_) => None,
-            AnnIndex::Ivf(x) => x.code_and_inv(node),
-        }
-    }
-
     pub fn remove(&mut self, node: u32) {
         match self {
             AnnIndex::Hnsw(g) => g.remove(node),
@@ -162,13 +153,27 @@ impl AnnIndex {
         }
     }
 
-    /// Candidates for the unit vector `q`, best first by approximate similarity, as
-    /// `(node, approximate similarity)`: about `effort.ef` of them from a graph, at most `keep`
+    /// Candidates for the unit vector `q`, best first by approximate similarity (with the
+    /// index's copy of their code where it keeps one): about `effort.ef` of them from a graph, at most `keep`
     /// from lists (which keep nothing the caller will not look at, and skip a list none of
     /// whose members can be among the answers `want` describes).
-    pub fn search(&self, q: &[f32], effort: Effort, keep: usize, want: &Want) -> Vec<(u32, f32)> {
+    pub fn search(
+        &self,
+        q: &[f32],
+        effort: Effort,
+        keep: usize,
+        want: &Want,
+    ) -> Vec<Candidate<'_>> {
         match self {
-            AnnIndex::Hnsw(g) => g.search(q, effort.ef),
+            AnnIndex::Hnsw(g) => g
+                .search(q, effort.ef)
+                .into_iter()
+                .map(|(node, sim)| Candidate {
+                    node,
+                    sim,
+                    copy: None,
+                })
+                .collect(),
             AnnIndex::Ivf(x) => x.search(
                 q,
                 keep.min(effort.ef).max(1),

@@ -41,7 +41,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use super::ann::{Algo, AnnIndex, Effort, Want};
+use super::ann::{Algo, AnnIndex, Candidate, Effort, Want};
 use super::lru::UseOrder;
 use super::tags::{self, Pair};
 use crate::vector::{self, VectorError};
@@ -1459,8 +1459,8 @@ impl Bucket {
     /// graph is walked as without a filter (4x the candidates) and only matching entries
     /// are kept, so an answer never holds another entry; when fewer than `k` match (a
     /// selective filter) this gives up with `None` and the caller scans exactly.
-    pub fn search_index_where(
-        &self,
+    pub fn search_index_where<'a>(
+        &'a self,
         query: &[f32],
         min_sim: f32,
         k: usize,
@@ -1522,50 +1522,48 @@ impl Bucket {
         };
         let mut found = ix.graph.search(query, effort, keep, &needed);
         if !filter.is_empty() {
-            found.retain(|&(node, _)| matches(entry(node)));
+            found.retain(|c| matches(entry(c.node)));
             if found.len() < k {
                 return None;
             }
         }
-        let rescore = found.len().min(RESCORE_MIN.max(want));
-        found.truncate(rescore);
+        found.truncate(RESCORE_MIN.max(want));
         // An int8 row is scored from the index's copy of it and its `1 / |code|` when the
         // index keeps them (the same bytes: the index was given the row), which the lookup
         // has just read. Only then is the entry itself read, best candidate first, until
         // `k` answer: each entry read is a cache miss (its row position, expiry, id), ~16
         // of them per lookup when every candidate was checked.
-        let copies = self.quant == Quant::Int8;
-        let copy_of = |node: u32| copies.then(|| ix.graph.code_and_inv(node)).flatten();
-        for &(node, _) in &found {
-            match copy_of(node) {
-                Some((code, _)) => vector::prefetch_lines(code, usize::MAX),
-                None => match self.row_at(ix.node_row[node as usize] as usize) {
-                    RowRef::F32(v) => vector::prefetch_lines(v, usize::MAX),
-                    RowRef::I8(code, _) => vector::prefetch_lines(code, usize::MAX),
-                },
+        let row_of = |c: &Candidate<'a>| -> RowRef<'a> {
+            match c.copy {
+                Some((code, inv)) if self.quant == Quant::Int8 => {
+                    let row = RowRef::I8(code, inv);
+                    debug_assert!(self.row_at(ix.node_row[c.node as usize] as usize) == row);
+                    row
+                }
+                _ => self.row_at(ix.node_row[c.node as usize] as usize),
+            }
+        };
+        for c in &found {
+            match row_of(c) {
+                RowRef::F32(v) => vector::prefetch_lines(v, usize::MAX),
+                RowRef::I8(code, _) => vector::prefetch_lines(code, usize::MAX),
             }
         }
-        for (node, score) in found.iter_mut() {
-            let row = match copy_of(*node) {
-                Some((code, inv)) => {
-                    debug_assert!(
-                        self.row_at(ix.node_row[*node as usize] as usize) == RowRef::I8(code, inv),
-                        "index copy of node {node}"
-                    );
-                    RowRef::I8(code, inv)
-                }
-                None => self.row_at(ix.node_row[*node as usize] as usize),
-            };
-            *score = row.score(query);
+        for c in found.iter_mut() {
+            c.sim = row_of(c).score(query);
         }
         // Best first, the newer entry first among equals (ids are read only for ties).
         let id_of = |node: u32| self.id_at(ix.node_row[node as usize] as usize);
         found.sort_unstable_by(|a, b| {
-            b.1.total_cmp(&a.1)
-                .then_with(|| id_of(b.0).cmp(&id_of(a.0)))
+            b.sim
+                .total_cmp(&a.sim)
+                .then_with(|| id_of(b.node).cmp(&id_of(a.node)))
         });
         let mut hits = Vec::with_capacity(k.min(found.len()));
-        for &(node, score) in &found {
+        for &Candidate {
+            node, sim: score, ..
+        } in &found
+        {
             if hits.len() == k || score < threshold {
                 break;
             }

@@ -358,6 +358,23 @@ impl Want<'_> {
     };
 }
 
+/// A lookup's candidate: its node, its approximate similarity and the int8 code with
+/// `1 / |code|` the index holds for it, where it holds one (IVF: always). The code was read
+/// to score the candidate, so a caller re-scoring from it reads nothing more: for a bucket
+/// of int8 rows the code is the row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Candidate<'a> {
+    pub node: u32,
+    pub sim: f32,
+    pub copy: Option<(&'a [i8], f32)>,
+}
+
+/// (node, similarity) of each candidate.
+#[cfg(test)]
+fn pairs(found: Vec<Candidate>) -> Vec<(u32, f32)> {
+    found.iter().map(|c| (c.node, c.sim)).collect()
+}
+
 /// Slack on every cosine the skip test takes an angle of: float32 products of exact
 /// integer dots are within ~1e-7, and near a cosine of 1 an angle is very sensitive to it.
 const COS_SLACK: f64 = 1e-5;
@@ -434,6 +451,7 @@ impl Ivf {
     /// bucket of int8 rows the code is the row itself. Read from the node's list alone:
     /// after a lookup scored it both are in cache, where the slot's id would be one more
     /// miss per candidate.
+    #[cfg(test)]
     pub fn code_and_inv(&self, node: u32) -> Option<(&[i8], f32)> {
         let &(l, p) = self.place.get(node as usize)?;
         if (l, p) == NOWHERE {
@@ -793,7 +811,7 @@ impl Ivf {
         rerank: usize,
         nprobe: usize,
         want: &Want,
-    ) -> Vec<(u32, f32)> {
+    ) -> Vec<Candidate<'_>> {
         if self.len == 0 || q.len() != self.dim {
             return Vec::new();
         }
@@ -805,13 +823,15 @@ impl Ivf {
         let nprobe = nprobe.clamp(1, self.lists.len());
         let keep = keep.max(1);
         let rerank = rerank.max(keep);
-        let mut best: BinaryHeap<Reverse<Scored>> = BinaryHeap::with_capacity(keep + 1);
-        let offer = |best: &mut BinaryHeap<Reverse<Scored>>, s: Scored| {
+        // The best `keep` so far, each with its (list, position).
+        type Best = BinaryHeap<Reverse<(Scored, u32, u32)>>;
+        let mut best: Best = BinaryHeap::with_capacity(keep + 1);
+        let offer = |best: &mut Best, s: Scored, l: u32, p: usize| {
             if best.len() < keep {
-                best.push(Reverse(s));
-            } else if best.peek().is_some_and(|w| s > w.0) {
+                best.push(Reverse((s, l, p as u32)));
+            } else if best.peek().is_some_and(|w| s > w.0 .0) {
                 best.pop();
-                best.push(Reverse(s));
+                best.push(Reverse((s, l, p as u32)));
             }
         };
         let skips = want.min_sim > -1.0 || want.k <= keep;
@@ -821,14 +841,12 @@ impl Ivf {
         let below_min = angle_at_most(f64::from(want.min_sim));
         // The angle every candidate must beat: the threshold's, or the `k`th accepted
         // candidate's (plus what the codes may hide) once there are `k` of them.
-        let bar = |best: &BinaryHeap<Reverse<Scored>>,
-                   found: &mut Vec<Scored>,
-                   slack: &mut dyn FnMut() -> f64| {
+        let bar = |best: &Best, found: &mut Vec<Scored>, slack: &mut dyn FnMut() -> f64| {
             if want.k == 0 || want.k > best.len() {
                 return below_min;
             }
             found.clear();
-            found.extend(best.iter().map(|r| r.0));
+            found.extend(best.iter().map(|r| r.0 .0));
             found.sort_unstable_by(|a, b| b.cmp(a));
             let kth = found.iter().filter(|s| (want.answers)(s.1)).nth(want.k - 1);
             kth.map_or(below_min, |s| {
@@ -899,8 +917,9 @@ impl Ivf {
                 *probed += 1;
                 if list.nodes.len() <= rerank {
                     vector::scan_dots_i8(&list.codes, d, &qc, dots);
-                    for ((&x, &inv), &node) in dots.iter().zip(&list.inv).zip(&list.nodes) {
-                        offer(&mut best, Scored(x as f32 * inv, node));
+                    let members = dots.iter().zip(&list.inv).zip(&list.nodes);
+                    for (j, ((&x, &inv), &node)) in members.enumerate() {
+                        offer(&mut best, Scored(x as f32 * inv, node), l, j);
                     }
                     continue;
                 }
@@ -925,13 +944,29 @@ impl Ivf {
                 for &j in sel.iter() {
                     let j = j as usize;
                     let x = vector::dot_i8(list.code(j, d), &qc);
-                    offer(&mut best, Scored(x as f32 * list.inv[j], list.nodes[j]));
+                    offer(
+                        &mut best,
+                        Scored(x as f32 * list.inv[j], list.nodes[j]),
+                        l,
+                        j,
+                    );
                 }
             }
         });
-        let mut out: Vec<Scored> = best.into_iter().map(|r| r.0).collect();
-        out.sort_unstable_by(|a, b| b.cmp(a));
-        out.into_iter().map(|s| (s.1, s.0 * q_inv)).collect()
+        let mut out: Vec<(Scored, u32, u32)> = best.into_iter().map(|r| r.0).collect();
+        out.sort_unstable_by_key(|c| Reverse(c.0));
+        out.into_iter()
+            .map(|(s, l, p)| {
+                let list = &self.lists[l as usize];
+                let (p, node) = (p as usize, s.1);
+                let copy = Some((list.code(p, d), list.inv[p]));
+                Candidate {
+                    node,
+                    sim: s.0 * q_inv,
+                    copy,
+                }
+            })
+            .collect()
     }
 
     /// [`Ivf::search`] skipping nothing.
@@ -943,7 +978,7 @@ impl Ivf {
         rerank: usize,
         nprobe: usize,
     ) -> Vec<(u32, f32)> {
-        self.search(q, keep, rerank, nprobe, &Want::ALL)
+        pairs(self.search(q, keep, rerank, nprobe, &Want::ALL))
     }
 
     // ---- persistence ----
@@ -1422,7 +1457,7 @@ mod tests {
                     };
                     let every = answer(q, own, g.search_all(q, keep, 64, 4));
                     all_probed += probed();
-                    let skipping = answer(q, own, g.search(q, keep, 64, 4, &want));
+                    let skipping = answer(q, own, pairs(g.search(q, keep, 64, 4, &want)));
                     skip_probed += probed();
                     assert!(skipping.len() >= every.len(), "k {k} min {min_sim}");
                     assert!(reject != Reject::OwnCluster || !every.is_empty());
@@ -1706,7 +1741,8 @@ mod tests {
             min_sim: env("IVF_MIN").map_or(-1.0, |m| m.parse().unwrap()),
             answers: &|_| true,
         };
-        let lookup = |q: &[f32], rr: usize, nprobe: usize| g.search(q, 16, rr, nprobe, &want);
+        let lookup =
+            |q: &[f32], rr: usize, nprobe: usize| pairs(g.search(q, 16, rr, nprobe, &want));
         let sizes: Vec<usize> = g.lists.iter().map(|l| l.nodes.len()).collect();
         println!(
             "slowest insert {:.2} ms, {over_ms} of {n} took >= 1 ms (splits)",
