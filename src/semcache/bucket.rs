@@ -1459,8 +1459,8 @@ impl Bucket {
     /// graph is walked as without a filter (4x the candidates) and only matching entries
     /// are kept, so an answer never holds another entry; when fewer than `k` match (a
     /// selective filter) this gives up with `None` and the caller scans exactly.
-    pub fn search_index_where<'a>(
-        &'a self,
+    pub fn search_index_where(
+        &self,
         query: &[f32],
         min_sim: f32,
         k: usize,
@@ -1513,6 +1513,7 @@ impl Bucket {
             k,
             min_sim: if filter.is_empty() { threshold } else { -1.0 },
             answers: &answers,
+            only_answers: false,
         };
         #[cfg(test)]
         let needed = if tests::SKIP_NO_LIST.get() {
@@ -1520,19 +1521,47 @@ impl Bucket {
         } else {
             needed
         };
-        let mut found = ix.graph.search(query, effort, keep, &needed);
-        if !filter.is_empty() {
-            found.retain(|c| matches(entry(c.node)));
-            if found.len() < k {
-                return None;
+        let lookup = |want: &Want, rescore: usize| {
+            let mut found = ix.graph.search(query, effort, keep, want);
+            if !filter.is_empty() {
+                found.retain(|c| matches(entry(c.node)));
             }
+            // (With a filter, fewer than `k` matching candidates send the lookup to a scan.)
+            let complete = filter.is_empty() || found.len() >= k;
+            found.truncate(rescore);
+            complete.then(|| self.answers_of(ix, query, found, k, threshold, now_ms))
+        };
+        let (hits, expired) = lookup(&needed, RESCORE_MIN.max(want))?;
+        if hits.len() == k || !expired {
+            return Some(hits);
         }
-        found.truncate(RESCORE_MIN.max(want));
-        // An int8 row is scored from the index's copy of it and its `1 / |code|` when the
-        // index keeps them (the same bytes: the index was given the row), which the lookup
-        // has just read. Only then is the entry itself read, best candidate first, until
-        // `k` answer: each entry read is a cache miss (its row position, expiry, id), ~16
-        // of them per lookup when every candidate was checked.
+        // Expired entries not yet reclaimed were among the nearest and crowded live ones
+        // out of the candidates: look again keeping only entries that can answer, every
+        // candidate re-scored (a graph does not filter its `ef`).
+        let only = Want {
+            only_answers: true,
+            ..needed
+        };
+        lookup(&only, usize::MAX).map(|(hits, _)| hits)
+    }
+
+    /// The best `k` live candidates at `threshold` or above, re-scored exactly (`found`:
+    /// an index lookup's), and whether an expired one was passed over.
+    ///
+    /// An int8 row is scored from the index's copy of it and its `1 / |code|` when the
+    /// index keeps them (the same bytes: the index was given the row), which the lookup has
+    /// just read. Only then is the entry itself read, best candidate first, until `k`
+    /// answer: each entry read is a cache miss (its row position, expiry, id), ~16 of them
+    /// per lookup when every candidate was checked.
+    fn answers_of<'a>(
+        &'a self,
+        ix: &'a BucketIndex,
+        query: &[f32],
+        mut found: Vec<Candidate<'a>>,
+        k: usize,
+        threshold: f32,
+        now_ms: i64,
+    ) -> (Vec<Hit>, bool) {
         let row_of = |c: &Candidate<'a>| -> RowRef<'a> {
             match c.copy {
                 Some((code, inv)) if self.quant == Quant::Int8 => {
@@ -1559,27 +1588,28 @@ impl Bucket {
                 .total_cmp(&a.sim)
                 .then_with(|| id_of(b.node).cmp(&id_of(a.node)))
         });
-        let mut hits = Vec::with_capacity(k.min(found.len()));
-        for &Candidate {
-            node, sim: score, ..
-        } in &found
-        {
-            if hits.len() == k || score < threshold {
+        let (mut hits, mut expired) = (Vec::with_capacity(k.min(found.len())), false);
+        for c in &found {
+            if hits.len() == k || c.sim < threshold {
                 break;
             }
-            let row = ix.node_row[node as usize] as usize;
-            let (c, o) = self.locate(row);
-            let chunk = &self.chunks[c];
-            if score.is_nan() || is_expired(chunk.expire_at_ms[o], now_ms) {
+            let row = ix.node_row[c.node as usize] as usize;
+            let (ch, o) = self.locate(row);
+            let chunk = &self.chunks[ch];
+            if is_expired(chunk.expire_at_ms[o], now_ms) {
+                expired = true;
+                continue;
+            }
+            if c.sim.is_nan() {
                 continue;
             }
             hits.push(Hit {
                 index: row,
                 id: chunk.ids[o],
-                score,
+                score: c.sim,
             });
         }
-        Some(hits)
+        (hits, expired)
     }
 
     // ---- internals ----
@@ -2574,6 +2604,49 @@ mod tests {
             assert_eq!(
                 got.iter().map(|h| h.id).collect::<Vec<_>>(),
                 vec![ids[3], ids[1], ids[0]],
+                "{algo:?} {quant:?}"
+            );
+        }
+    }
+
+    /// More expired (not yet reclaimed) entries than an index lookup keeps candidates, all
+    /// nearer than any live one: the lookup still answers with the live ones, as a scan does.
+    #[test]
+    fn index_answers_past_expired_nearest_entries() {
+        for (algo, quant) in [
+            (Algo::Ivf, Quant::Int8),
+            (Algo::Ivf, Quant::Float32),
+            (Algo::Hnsw, Quant::Int8),
+            (Algo::Hnsw, Quant::Float32),
+        ] {
+            let mut rng = Rng::new(53);
+            let data = clustered(800, 32, 10, &mut rng);
+            let mut b = Bucket::new(1_000);
+            assert!(b.set_algo(algo));
+            b.set_quant(quant);
+            for v in &data {
+                b.insert(None, v, vec![], None, 0).unwrap();
+            }
+            b.create_index();
+            let twin = near(&data[5], &mut rng);
+            for _ in 0..RESCORE_MIN + 4 {
+                b.insert(None, &twin, vec![], None, 10).unwrap();
+            }
+            b.index_pending(usize::MAX);
+            let q = normalized(&twin).unwrap();
+            for (k, min_sim) in [(1, -1.0), (3, -1.0), (1, 0.5)] {
+                let got = b.search_index(&q, min_sim, k, 10, Effort::ef(64)).unwrap();
+                let want = b.search(&q, min_sim, k, 10);
+                let case = format!("{algo:?} {quant:?} k {k} min {min_sim}");
+                assert_eq!(got.len(), k, "{case}: {got:?}");
+                assert_eq!(got[0], want[0], "{case}");
+                assert!(got.iter().all(|h| h.id <= data.len() as u64), "{case}");
+                assert!(got.windows(2).all(|w| w[0].score >= w[1].score), "{case}");
+            }
+            // Before they expire, the twins answer.
+            let got = b.search_index(&q, 0.99, 3, 0, Effort::ef(64)).unwrap();
+            assert!(
+                got.iter().all(|h| h.id > data.len() as u64),
                 "{algo:?} {quant:?}"
             );
         }

@@ -347,6 +347,10 @@ pub struct Want<'a> {
     pub k: usize,
     pub min_sim: f32,
     pub answers: &'a dyn Fn(u32) -> bool,
+    /// Keep only candidates `answers` accepts. Off, a lookup reads nothing of the caller's
+    /// per candidate (each read a cache miss); on, rejected entries (expired ones not yet
+    /// reclaimed) cannot crowd the live ones out of the `keep` returned.
+    pub only_answers: bool,
 }
 
 impl Want<'_> {
@@ -355,6 +359,7 @@ impl Want<'_> {
         k: usize::MAX,
         min_sim: -1.0,
         answers: &|_| true,
+        only_answers: false,
     };
 }
 
@@ -827,12 +832,16 @@ impl Ivf {
         type Best = BinaryHeap<Reverse<(Scored, u32, u32)>>;
         let mut best: Best = BinaryHeap::with_capacity(keep + 1);
         let offer = |best: &mut Best, s: Scored, l: u32, p: usize| {
-            if best.len() < keep {
-                best.push(Reverse((s, l, p as u32)));
-            } else if best.peek().is_some_and(|w| s > w.0 .0) {
-                best.pop();
-                best.push(Reverse((s, l, p as u32)));
+            let full = best.len() >= keep;
+            if full && best.peek().is_some_and(|w| s <= w.0 .0)
+                || want.only_answers && !(want.answers)(s.1)
+            {
+                return;
             }
+            if full {
+                best.pop();
+            }
+            best.push(Reverse((s, l, p as u32)));
         };
         let skips = want.min_sim > -1.0 || want.k <= keep;
         // The angle between the query and its code (taken when first needed).
@@ -928,6 +937,15 @@ impl Ivf {
                 let floor = if first || keep >= rerank { keep } else { 0 };
                 first = false;
                 let nbits = signs(d);
+                if want.only_answers {
+                    // Members that cannot answer go last: they must not take the places
+                    // of the `keep` nearest that can.
+                    for (h, &node) in ham.iter_mut().zip(&list.nodes) {
+                        if !(want.answers)(node) {
+                            *h = nbits as u32 + 1;
+                        }
+                    }
+                }
                 nearest_by_hamming(
                     ham,
                     (floor, rerank),
@@ -1454,6 +1472,7 @@ mod tests {
                         k,
                         min_sim,
                         answers: &|n| accepts(n, own),
+                        only_answers: false,
                     };
                     let every = answer(q, own, g.search_all(q, keep, 64, 4));
                     all_probed += probed();
@@ -1740,6 +1759,7 @@ mod tests {
             k,
             min_sim: env("IVF_MIN").map_or(-1.0, |m| m.parse().unwrap()),
             answers: &|_| true,
+            only_answers: false,
         };
         let lookup =
             |q: &[f32], rr: usize, nprobe: usize| pairs(g.search(q, 16, rr, nprobe, &want));
