@@ -220,7 +220,7 @@ impl ConfigurationValue<RedisString> for TokenizerConfig {
     }
 }
 
-/// `semcache-index-algo`: the index algorithm of new buckets, `hnsw` (default) or `ivf`. A
+/// `semcache-index-algo`: the index algorithm of new buckets, `ivf` (default) or `hnsw`. A
 /// bucket keeps the one it started with (see `SEMCACHE.SET ... ALGO`).
 pub struct AlgoConfig(AtomicU8);
 

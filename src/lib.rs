@@ -113,7 +113,7 @@ redis_module! {
             ["semcache-min-sim", &*config::SEMCACHE_MIN_SIM, config::SEMCACHE_MIN_SIM_DEFAULT, ConfigurationFlags::DEFAULT, None],
             ["archive-codec", &*config::ARCHIVE_CODEC, "zstd", ConfigurationFlags::DEFAULT, None],
             ["tokenizer", &*config::TOKENIZER, "estimate", ConfigurationFlags::DEFAULT, None],
-            ["semcache-index-algo", &*config::SEMCACHE_INDEX_ALGO, "hnsw", ConfigurationFlags::DEFAULT, None],
+            ["semcache-index-algo", &*config::SEMCACHE_INDEX_ALGO, "ivf", ConfigurationFlags::DEFAULT, None],
         ],
         bool: [],
         enum: [],

@@ -69,7 +69,7 @@ def test_int8_persists_rdb_aof_dump(kind, servers):
                 extra=["--appendonly", "no", "--aof-use-rdb-preamble", "no"])
     r = s.client(protocol=2)
     vecs = clustered(900, dim=64, seed=5)
-    fill(r, "big", vecs[:800], "MAXITEMS", 700, "QUANT", "int8", "TAG", "t", "x")
+    fill(r, "big", vecs[:800], "MAXITEMS", 700, "QUANT", "int8", "TAG", "t", "x", "ALGO", "hnsw")
     r.execute_command("SEMCACHE.DEL", "big", *range(300, 310))
     info = info_of(r, "big")
     assert (info["quant"], info["index"], info["index_pending"]) == ("int8", "hnsw", 0)

@@ -243,7 +243,7 @@ def test_algo_option_config_and_errors_change_nothing(kind, servers):
     hits = sum(top_ids(r, "sc", [near(vecs[i], i)])[0][0][0] == i + 1 for i in range(0, 700, 7))
     assert hits >= 98
     # semcache-index-algo: new buckets only; a bad value is refused.
-    assert r.config_get("convcache.semcache-index-algo") == {"convcache.semcache-index-algo": "hnsw"}
+    assert r.config_get("convcache.semcache-index-algo") == {"convcache.semcache-index-algo": "ivf"}
     with pytest.raises(redis.ResponseError, match="index algorithm 'flat' is not 'hnsw' or 'ivf'"):
         r.config_set("convcache.semcache-index-algo", "flat")
     r.config_set("convcache.semcache-index-algo", "ivf")
@@ -399,7 +399,7 @@ def test_touch_renews_by_the_original_ttl(kind, servers):
     r.execute_command("SEMCACHE.SET", "big", vecs[100].tobytes(), "touched", "PX", 600)
     r.execute_command("SEMCACHE.SET", "big", vecs[101].tobytes(), "untouched", "PX", 600)
     r.execute_command("SEMCACHE.SET", "big", vecs[102].tobytes(), "custom", "PX", 600, "RENEW", 5000)
-    assert info_of(r, "big")["index"] == "hnsw"
+    assert info_of(r, "big")["index"] == "ivf"
     time.sleep(0.4)
     q = lambda i, *x: r.execute_command("SEMCACHE.GET", "big", vecs[i].tobytes(), "MINSIM", 0.999, *x)
     assert q(100, "TOUCH") == b"touched"

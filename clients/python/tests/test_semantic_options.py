@@ -34,7 +34,7 @@ def test_set_sends_tags_prompt_evict_quant_index(r):
     assert sem.set("sc", [1.0, 0, 0], "paris", tags={"user": "a", "lang": b"fr"},
                    prompt="capital of France?", evict="lru", quant="int8", index=True) == 1
     info = raw_info(r, "sc")
-    assert (info["evict"], info["quant"], info["index"]) == ("lru", "int8", "hnsw")
+    assert (info["evict"], info["quant"], info["index"]) == ("lru", "int8", "ivf")
     # The tags are stored: the raw FILTER finds the entry only with the right pairs.
     v = np.array([1.0, 0, 0], dtype=np.float32).tobytes()
     assert r.execute_command("SEMCACHE.GET", "sc", v, "FILTER", "user", "a",
@@ -45,9 +45,9 @@ def test_set_sends_tags_prompt_evict_quant_index(r):
     assert r.execute_command("SEMCACHE.GET", "sc", far, "PROMPT", "capital of France?") == b"paris"
     assert r.execute_command("SEMCACHE.GET", "sc", far) is None
     # ALGO: the bucket's index algorithm, fixed by its first set.
-    assert sem.set("ivf", [1.0, 0, 0], "x", algo="ivf", index=True) == 1
-    assert SemanticCache(r).info("ivf").algo == "ivf" and raw_info(r, "ivf")["index"] == "ivf"
-    assert SemanticCache(r).info("sc").algo == "hnsw"
+    assert sem.set("graph", [1.0, 0, 0], "x", algo="hnsw", index=True) == 1
+    assert SemanticCache(r).info("graph").algo == "hnsw" and raw_info(r, "graph")["index"] == "hnsw"
+    assert SemanticCache(r).info("sc").algo == "ivf"  # semcache-index-algo's default
     # An int tag value is its decimal text, as redis-py sends ints.
     sem.set("sc", [0, 1.0, 0], "rome", tags={"user": 42})
     assert sem.get("sc", [0, 1.0, 0], filter={"user": "42"}) == "rome"
@@ -72,7 +72,7 @@ def test_bucket_info_has_the_new_fields_over_both_protocols(server):
     idx.set("idx", [1.0, 0.5], "z", index=True)
     i = idx.info("idx")
     raw_idx = raw_info(server.client(), "idx")
-    assert i.index == "hnsw" and i.index_bytes == raw_idx["index_bytes"] > 0
+    assert i.index == "ivf" and i.index_bytes == raw_idx["index_bytes"] > 0
 
 
 # ------------------------------------------------------------------------------------------
@@ -165,7 +165,7 @@ def test_filter_isolates_tagged_entries(r, index):
     sem.set("sc", v, "for-a", tags={"user": "a", "team": "x"}, index=index)
     sem.set("sc", v, "for-b", tags={"user": "b", "team": "x"})
     sem.set("sc", [1.0, 0.05, 0.0], "untagged")
-    assert raw_info(r, "sc")["index"] == ("hnsw" if index else "none")
+    assert raw_info(r, "sc")["index"] == ("ivf" if index else "none")
     assert sem.get("sc", v, filter={"user": "a"}) == "for-a"
     assert sem.get("sc", v, filter={"user": "b"}) == "for-b"
     assert sem.get("sc", v, filter={"user": "c"}) is None  # never an entry outside the filter
@@ -293,7 +293,7 @@ def test_async_new_options_give_the_sync_answers(server, protocol):
     got = asyncio.run(main())
     assert got["filtered"] == "a" and got["prompt"] == "a"
     assert [(h.id, h.hits) for h in got["hits"]] == [(1, 3)]
-    assert (got["info"].quant, got["info"].evict, got["info"].index) == ("int8", "lfu", "hnsw")
+    assert (got["info"].quant, got["info"].evict, got["info"].index) == ("int8", "lfu", "ivf")
     assert got["deleted"] == 1
     assert sem.lookup("sc", [1.0, 0.0], count=5) == [
         Hit(1, "a", pytest.approx(1.0, abs=1e-3), None)]

@@ -499,15 +499,16 @@ class _SemanticCommands:
         this entry, and ``get(..., prompt=...)`` finds it without a vector search.
         ``quant="int8"`` on the bucket's first ``set`` stores its vectors as int8 (``dim + 4``
         bytes each instead of ``4 * dim``; scores stay exact for the stored vectors); a later
-        different ``quant`` is refused. ``index=True`` gives the bucket an HNSW index now
+        different ``quant`` is refused. ``index=True`` gives the bucket an index now
         (otherwise it starts at ``semcache-index-min`` entries, 4,096 by default).
-        ``algo="ivf"`` on the bucket's first ``set`` makes that index inverted lists instead
-        (faster lookups and inserts on big buckets; default: the server's
-        ``semcache-index-algo``, ``"hnsw"``); a later different ``algo`` is refused.
+        ``algo`` on the bucket's first ``set`` chooses it: ``"ivf"``, inverted lists (the
+        server's ``semcache-index-algo`` default: fast lookups and inserts), or ``"hnsw"``,
+        a graph (better recall for queries far from every entry, ~0.5 ms inserts); a later
+        different ``algo`` is refused.
 
         Cost: O(dim) to normalise and append, plus reclaiming expired entries of this key;
-        with an index, adding the entry to the graph on the server's main thread (p50 ~0.5 ms
-        at 384 dimensions, ~1.2 ms at 1536). Bad values (an unknown ``evict``/``quant``, an
+        with an index, adding the entry to it on the server's main thread (IVF: ~0.1 ms;
+        a graph: p50 ~0.5 ms at 384 dimensions, ~1.2 ms at 1536). Bad values (an unknown ``evict``/``quant``, an
         empty ``prompt``, too many ``tags``) are refused by the server and change nothing."""
         if sum(x is not None for x in (ex, px, pxat)) > 1:
             raise TypeError("give at most one of ex=, px=, pxat=")
