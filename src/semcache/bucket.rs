@@ -2590,22 +2590,8 @@ mod tests {
     /// the exact scan orders them (the index path reads entries only as it takes answers).
     #[test]
     fn index_orders_equal_scores_newer_first() {
-        for (algo, quant) in [
-            (Algo::Ivf, Quant::Int8),
-            (Algo::Ivf, Quant::Float32),
-            (Algo::Hnsw, Quant::Int8),
-            (Algo::Hnsw, Quant::Float32),
-        ] {
-            let mut rng = Rng::new(47);
-            let data = clustered(800, 32, 10, &mut rng);
-            let mut b = Bucket::new(1_000);
-            assert!(b.set_algo(algo));
-            b.set_quant(quant);
-            for v in &data {
-                b.insert(None, v, vec![], None, 0).unwrap();
-            }
-            b.create_index();
-            let twin = near(&data[5], &mut rng);
+        each_indexed_bucket(47, |algo, quant, mut b, data, rng| {
+            let twin = near(&data[5], rng);
             let ids: Vec<u64> = (0..4)
                 .map(|_| b.insert(None, &twin, vec![], None, 0).unwrap().id)
                 .collect();
@@ -2623,20 +2609,22 @@ mod tests {
                 vec![ids[3], ids[1], ids[0]],
                 "{algo:?} {quant:?}"
             );
-        }
+        });
     }
 
-    /// More expired (not yet reclaimed) entries than an index lookup keeps candidates, all
-    /// nearer than any live one: the lookup still answers with the live ones, as a scan does.
-    #[test]
-    fn index_answers_past_expired_nearest_entries() {
+    /// Runs `test` on an indexed 800 x 32 bucket (10 clusters) of every index algorithm and
+    /// vector kind, with its rows and the generator that made them.
+    fn each_indexed_bucket(
+        seed: u64,
+        mut test: impl FnMut(Algo, Quant, Bucket, &[Vec<f32>], &mut Rng),
+    ) {
         for (algo, quant) in [
             (Algo::Ivf, Quant::Int8),
             (Algo::Ivf, Quant::Float32),
             (Algo::Hnsw, Quant::Int8),
             (Algo::Hnsw, Quant::Float32),
         ] {
-            let mut rng = Rng::new(53);
+            let mut rng = Rng::new(seed);
             let data = clustered(800, 32, 10, &mut rng);
             let mut b = Bucket::new(1_000);
             assert!(b.set_algo(algo));
@@ -2645,7 +2633,16 @@ mod tests {
                 b.insert(None, v, vec![], None, 0).unwrap();
             }
             b.create_index();
-            let twin = near(&data[5], &mut rng);
+            test(algo, quant, b, &data, &mut rng);
+        }
+    }
+
+    /// More expired (not yet reclaimed) entries than an index lookup keeps candidates, all
+    /// nearer than any live one: the lookup still answers with the live ones, as a scan does.
+    #[test]
+    fn index_answers_past_expired_nearest_entries() {
+        each_indexed_bucket(53, |algo, quant, mut b, data, rng| {
+            let twin = near(&data[5], rng);
             for _ in 0..RESCORE_MIN + 4 {
                 b.insert(None, &twin, vec![], None, 10).unwrap();
             }
@@ -2666,7 +2663,7 @@ mod tests {
                 got.iter().all(|h| h.id > data.len() as u64),
                 "{algo:?} {quant:?}"
             );
-        }
+        });
     }
 
     thread_local! {
