@@ -153,10 +153,11 @@ impl AnnIndex {
         }
     }
 
-    /// Candidates for the unit vector `q`, best first by approximate similarity (with the
-    /// index's copy of their code where it keeps one): about `effort.ef` of them from a graph, at most `keep`
-    /// from lists (which keep nothing the caller will not look at, and skip a list none of
-    /// whose members can be among the answers `want` describes).
+    /// Candidates for the unit vector `q`, best first by approximate similarity, with the
+    /// index's copy of their code where it keeps one (lists: always; a graph: never): about
+    /// `effort.ef` of them from a graph, at most `keep` from lists (which keep nothing the
+    /// caller will not look at, and skip a list none of whose members can be among the
+    /// answers `want` describes; with `want.only_answers`, only entries it accepts).
     pub fn search(
         &self,
         q: &[f32],

@@ -452,20 +452,6 @@ impl Ivf {
         self.ids[node as usize]
     }
 
-    /// The int8 code a node is indexed by and its `1 / |code|` (None for a free slot). For a
-    /// bucket of int8 rows the code is the row itself. Read from the node's list alone:
-    /// after a lookup scored it both are in cache, where the slot's id would be one more
-    /// miss per candidate.
-    #[cfg(test)]
-    pub fn code_and_inv(&self, node: u32) -> Option<(&[i8], f32)> {
-        let &(l, p) = self.place.get(node as usize)?;
-        if (l, p) == NOWHERE {
-            return None;
-        }
-        let list = &self.lists[l as usize];
-        Some((list.code(p as usize, self.dim), list.inv[p as usize]))
-    }
-
     pub fn is_free(&self, node: u32) -> bool {
         self.ids.get(node as usize).is_none_or(|&id| id == 0)
     }
