@@ -1502,7 +1502,8 @@ impl Bucket {
         };
         // What the answer needs: `k` live entries (matching the filter) at `threshold` or
         // above. With a filter, lists are not skipped by the threshold: an index that finds
-        // fewer than `k` matching candidates sends the lookup to a scan (below).
+        // fewer than `k` matching candidates (after a second look, for lists) sends the
+        // lookup to a scan (below).
         let entry = |node: u32| self.locate(ix.node_row[node as usize] as usize);
         let matches = |(c, o): (usize, usize)| {
             filter.is_empty() || tags::matches(self.chunks[c].tags[o].as_deref(), filter)

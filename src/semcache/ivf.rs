@@ -277,8 +277,9 @@ struct Scratch {
     ham: Vec<u32>,
     hist: Vec<u32>,
     sel: Vec<u32>,
-    /// The candidates found so far, best first (the skip test's, when it needs them).
-    found: Vec<Scored>,
+    /// The candidates found so far with their (list, position), best first (the skip
+    /// test's, when it needs them).
+    found: Vec<(Scored, u32, u32)>,
     /// Lists the last lookup scanned (tests read it).
     probed: usize,
 }
@@ -836,21 +837,24 @@ impl Ivf {
         let below_min = angle_at_most(f64::from(want.min_sim));
         // The angle every candidate must beat: the threshold's, or the `k`th accepted
         // candidate's (plus what the codes may hide) once there are `k` of them.
-        let bar = |best: &Best, found: &mut Vec<Scored>, slack: &mut dyn FnMut() -> f64| {
-            if want.k == 0 || want.k > best.len() {
-                return below_min;
-            }
-            found.clear();
-            found.extend(best.iter().map(|r| r.0 .0));
-            found.sort_unstable_by(|a, b| b.cmp(a));
-            let kth = found.iter().filter(|s| (want.answers)(s.1)).nth(want.k - 1);
-            kth.map_or(below_min, |s| {
-                let (l, p) = self.place[s.1 as usize];
-                let inv = self.lists[l as usize].inv[p as usize];
-                let codes = angle_at_most(f64::from(s.0 * q_inv));
-                below_min.min(codes + slack() + coding_bound(inv, d))
-            })
-        };
+        let bar =
+            |best: &Best, found: &mut Vec<(Scored, u32, u32)>, slack: &mut dyn FnMut() -> f64| {
+                if want.k == 0 || want.k > best.len() {
+                    return below_min;
+                }
+                found.clear();
+                found.extend(best.iter().map(|r| r.0));
+                found.sort_unstable_by_key(|c| Reverse(c.0));
+                let kth = found
+                    .iter()
+                    .filter(|c| (want.answers)(c.0 .1))
+                    .nth(want.k - 1);
+                kth.map_or(below_min, |&(s, l, p)| {
+                    let inv = self.lists[l as usize].inv[p as usize];
+                    let codes = angle_at_most(f64::from(s.0 * q_inv));
+                    below_min.min(codes + slack() + coding_bound(inv, d))
+                })
+            };
         SCRATCH.with(|sc| {
             let mut sc = sc.borrow_mut();
             let Scratch {
