@@ -57,7 +57,7 @@ run: build venv deps-cli
 	exec $(VALKEY_SERVER) valkey.conf
 
 unit-test: deps-build
-	cargo test --release --lib
+	cargo test --release --workspace --lib
 
 integration-test: build venv deps-test pyclient node-deps
 	VALKEY_SERVER=$(VALKEY_SERVER) REDIS_SERVER=$$(command -v redis-server) MODULE_SO=$(abspath $(SO)) \
@@ -73,7 +73,7 @@ FUZZ_CASES ?= 100000
 FUZZ_SECONDS ?= 600
 PROPTEST_CASES ?= 20000
 fuzz: build venv deps-test
-	PROPTEST_CASES=$(PROPTEST_CASES) cargo test --release --lib prop_
+	PROPTEST_CASES=$(PROPTEST_CASES) cargo test --release --workspace --lib prop_
 	FUZZ_CASES=$(FUZZ_CASES) FUZZ_SECONDS=$(FUZZ_SECONDS) \
 		VALKEY_SERVER=$(VALKEY_SERVER) REDIS_SERVER=$$(command -v redis-server) MODULE_SO=$(abspath $(SO)) \
 		$(PY) -m pytest -q tests/test_fuzz.py
@@ -87,7 +87,7 @@ bench: build venv deps-test pyclient bench-libs
 
 lint: deps-build
 	cargo fmt --all -- --check
-	cargo clippy --release --all-targets -- -D warnings
+	cargo clippy --release --workspace --all-targets -- -D warnings
 
 fmt:
 	cargo fmt --all

@@ -1,29 +1,15 @@
 //! convcache: conversation memory and semantic caching as native Valkey/Redis commands.
 //! This file only registers things; the logic lives in the capability folders.
 
-#[cfg(not(test))]
-mod alloc;
-pub mod aof;
-pub mod archive;
-pub mod args;
-pub mod blocking;
-pub mod clock;
-pub mod cluster;
-pub mod command_syntax;
-pub mod command_table;
-pub mod config;
 pub mod conv;
-pub mod info;
-pub mod keys;
-pub mod metrics;
-pub mod pool;
-pub mod register;
-pub mod reply;
+pub mod import;
+pub mod registry;
 pub mod semcache;
+pub mod server;
 pub mod urlemb;
-pub mod varint;
-pub mod vector;
-pub mod wire;
+
+// The core's modules under the names the shell uses for them.
+pub use convcache_core::{clock, cold, metrics, pool, varint, vector, wire};
 
 use redis_module::configuration::ConfigurationFlags;
 use redis_module::{redis_module, Context, RedisString, Status};
@@ -31,13 +17,14 @@ use redis_module::{redis_module, Context, RedisString, Status};
 use conv::keyspace;
 use conv::r#type::SESSION_TYPE;
 use semcache::r#type::SEMCACHE_TYPE;
+use server::config;
 
 // The server's allocator in the module (memory shows in INFO/MEMORY); the system one in unit
 // tests, which run without a server.
 #[cfg(not(test))]
-type Alloc = alloc::ServerAlloc;
+type Alloc = server::alloc::ServerAlloc;
 #[cfg(not(test))]
-const ALLOC: Alloc = alloc::ServerAlloc;
+const ALLOC: Alloc = server::alloc::ServerAlloc;
 #[cfg(test)]
 type Alloc = std::alloc::System;
 #[cfg(test)]
@@ -47,7 +34,7 @@ extern "C" fn info_callback(
     ctx: *mut redis_module::raw::RedisModuleInfoCtx,
     for_crash_report: i32,
 ) {
-    info::add_info(&redis_module::InfoContext::new(ctx), for_crash_report != 0);
+    registry::info::add_info(&redis_module::InfoContext::new(ctx), for_crash_report != 0);
 }
 
 /// What the module declares it handles (`RedisModule_SetModuleOptions` takes the whole set).
@@ -55,13 +42,13 @@ extern "C" fn info_callback(
 /// to `rdb_load` as an error, which fails that load, instead of aborting the server.
 fn module_options() -> i32 {
     redis_module::raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS as i32
-        | cluster::slot_migration_options()
+        | server::cluster::slot_migration_options()
 }
 
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     // Replaces the macro's default INFO callback with ours (its `info:` form needs an extra crate).
     redis_module::raw::register_info_function(ctx.ctx, Some(info_callback));
-    cluster::detect_server(ctx);
+    server::cluster::detect_server(ctx);
     conv::r#type::detect_allocator();
     // SAFETY: plain module API call during load.
     unsafe {
@@ -71,7 +58,7 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
         )
     };
     // Commands come from one table with their key specs, docs and ACL categories.
-    if register::register_commands(ctx) == Status::Err {
+    if registry::register::register_commands(ctx) == Status::Err {
         return Status::Err;
     }
     conv::timer::start(ctx);

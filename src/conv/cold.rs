@@ -14,11 +14,12 @@ use redis_module::{Context, ContextFlags, RedisError, RedisResult, RedisString, 
 use super::message::Message;
 use super::r#type::SESSION_TYPE;
 use super::session::Session;
-use crate::archive::dict::{self, DictStore};
-use crate::archive::store::{session_path, AppendOutcome, StoreError};
-use crate::archive::worker::{Outcome, Task, Workers};
-use crate::blocking::{self, Blocked};
-use crate::{config, keys, metrics};
+use crate::cold::dict::{self, DictStore};
+use crate::cold::store::{session_path, AppendOutcome, StoreError};
+use crate::cold::worker::{Outcome, Task, Workers};
+use crate::metrics;
+use crate::server::blocking::{self, Blocked};
+use crate::server::{config, keys};
 
 static WORKERS: OnceLock<Workers> = OnceLock::new();
 /// The archive directory's dictionaries (archive-dir is fixed at load).
@@ -93,7 +94,7 @@ pub fn dict_id_text() -> String {
 /// Trains the archive directory's dictionary on a background thread, once enough turns are
 /// archived (zstd segments only; tried again after as many more raw bytes are archived).
 pub fn maybe_train_dictionary() {
-    use crate::archive::segcodec;
+    use crate::cold::segcodec;
     let min = config::get(&config::ARCHIVE_DICT_MIN_BYTES);
     if min <= 0
         || segcodec::write_codec() != segcodec::Codec::Zstd
@@ -252,7 +253,7 @@ fn apply_completion(ctx: &Context, c: Completion) -> Result<usize, RedisError> {
                 "convcache: archiving '{}' failed, turns stay in memory and will be retried: {e}",
                 String::from_utf8_lossy(&c.key)
             ));
-            Err(crate::args::reply_err(e))
+            Err(crate::server::args::reply_err(e))
         }
     }
 }
@@ -306,7 +307,7 @@ pub fn read_archive(
                 }
                 Err(e) => {
                     metrics::IO_ERRORS.incr();
-                    Err(crate::args::reply_err(format_args!(
+                    Err(crate::server::args::reply_err(format_args!(
                         "session '{key_text}': {e}"
                     )))
                 }
@@ -367,7 +368,7 @@ pub fn archive_bytes(db: i32, key: &[u8]) -> Vec<u8> {
         return bytes;
     }
     let d = dicts();
-    match crate::archive::format::without_dicts(&bytes, &d.lookup()) {
+    match crate::cold::format::without_dicts(&bytes, &d.lookup()) {
         Ok(Some(portable)) => portable,
         Ok(None) => bytes,
         Err(e) => {
@@ -407,7 +408,7 @@ pub fn restore_archive(db: i32, key: &[u8], s: &Session, bytes: Vec<u8>) {
 pub fn read_archived_turns(db: i32, key: &[u8], s: &Session) -> Result<Vec<Message>, String> {
     let range = s.archived;
     let path = path_for(db, key);
-    let (turns, _) = crate::archive::store::read_turns_with(
+    let (turns, _) = crate::cold::store::read_turns_with(
         &path,
         Some(dicts()),
         s.sid as i64,

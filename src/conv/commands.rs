@@ -14,10 +14,11 @@ use super::session::{self, RoleFilter, Session, MAX_WINDOW};
 use super::tokens::{self, Tokenizer};
 use super::turn::{Emb, Turn};
 use super::{cold, search};
-use crate::args::{self, err, Args};
 use crate::clock::{now_ms, random_id};
-use crate::reply::Field;
-use crate::{blocking, config, keys, metrics};
+use crate::metrics;
+use crate::server::args::{self, err, Args};
+use crate::server::reply::Field;
+use crate::server::{blocking, config, keys};
 
 /// The command AOF rewrite emits to rebuild a session (also accepted from clients, as RESTORE is).
 pub const LOAD_COMMAND: &str = "CONV._LOAD";
@@ -273,7 +274,7 @@ fn apply_add(ctx: &Context, argv: &[RedisString], counting: Counting) -> RedisRe
             drop_auto_expire = std::mem::take(&mut s.auto_expire_ms);
             if s.overflow_len() >= config::get(&config::ARCHIVE_BATCH).max(1) as usize
                 && !ctx.get_flags().contains(redis_module::ContextFlags::SLAVE)
-                && !crate::cluster::from_slot_import(ctx)
+                && !crate::server::cluster::from_slot_import(ctx)
             {
                 cold::overflow_ready(keys::selected_db(ctx), argv[1].as_slice(), s);
             }
@@ -780,7 +781,7 @@ pub fn info(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     let Some(s) = keys::read::<Session>(&key, &SESSION_TYPE)? else {
         return Ok(RedisValue::Null);
     };
-    crate::reply::ordered_fields(
+    crate::server::reply::ordered_fields(
         ctx,
         &[
             ("window", Field::Int(i64::from(s.window))),
@@ -892,10 +893,12 @@ pub fn archived_cmd(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     if argv.len() != 3 && argv.len() != 5 {
         return Err(RedisError::WrongArity);
     }
-    let upto = crate::args::int_in("upto", argv[2].as_slice(), 1, i64::MAX)? as u64;
+    let upto = crate::server::args::int_in("upto", argv[2].as_slice(), 1, i64::MAX)? as u64;
     let pxat = if argv.len() == 5 {
         if !argv[3].as_slice().eq_ignore_ascii_case(b"PXAT") {
-            return crate::args::unknown_option(&String::from_utf8_lossy(argv[3].as_slice()));
+            return crate::server::args::unknown_option(&String::from_utf8_lossy(
+                argv[3].as_slice(),
+            ));
         }
         let now = crate::clock::now_ms();
         let (min, max) = if applying_decisions(ctx) {
@@ -903,7 +906,12 @@ pub fn archived_cmd(ctx: &Context, argv: &[RedisString]) -> RedisResult {
         } else {
             (now + 1, now + MAX_PXAT_AHEAD_MS)
         };
-        Some(crate::args::int_in("PXAT", argv[4].as_slice(), min, max)?)
+        Some(crate::server::args::int_in(
+            "PXAT",
+            argv[4].as_slice(),
+            min,
+            max,
+        )?)
     } else {
         None
     };
@@ -998,7 +1006,7 @@ pub fn import_cmd(ctx: &Context, argv: &[RedisString]) -> RedisResult {
         return Err(RedisError::WrongArity);
     }
     let name = argv[2].as_slice();
-    if !crate::archive::filename::is_safe_import_name(name) {
+    if !crate::cold::filename::is_safe_import_name(name) {
         return Err(RedisError::String(format!(
             "ERR import name '{}' must be a plain file name (no path separators, at most 200 bytes)",
             String::from_utf8_lossy(name)
@@ -1023,7 +1031,7 @@ pub fn import_cmd(ctx: &Context, argv: &[RedisString]) -> RedisResult {
             let parsed = bytes
                 .map_err(|e| format!("ERR cannot read import file '{shown}': {e}"))
                 .and_then(|b| {
-                    crate::archive::lix::read_cav1(&b)
+                    crate::import::lix::read_cav1(&b)
                         .map_err(|e| format!("ERR import file '{shown}': {e}"))
                 });
             let session = parsed.and_then(|lix| {

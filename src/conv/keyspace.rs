@@ -9,7 +9,7 @@ use redis_module::{Context, NotifyEvent, RedisString};
 use super::cold;
 use super::r#type::SESSION_TYPE;
 use super::session::Session;
-use crate::keys;
+use crate::server::keys;
 
 /// Sessions with archive files that the server just unlinked from the keyspace; the
 /// keyspace event that follows says whether the file goes (del/expired) or moves (rename).

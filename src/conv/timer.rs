@@ -11,7 +11,8 @@ use redis_module::{raw, Context, RedisString};
 use super::r#type::SESSION_TYPE;
 use super::session::Session;
 use super::{cold, keyspace};
-use crate::{config, keys, metrics};
+use crate::metrics;
+use crate::server::{config, keys};
 
 /// Writes queued beyond this wait: each queued job holds a copy of its turns.
 const MAX_QUEUED_WRITES: i64 = 4096;
@@ -72,7 +73,7 @@ fn tick(ctx: &Context, mut state: TimerState) {
     let budget = Duration::from_micros(config::get(&config::TIMER_BUDGET_US).max(1) as u64);
     // Finished writes first, within the budget; the rest wait for the next tick.
     cold::apply_finished(ctx, started, budget);
-    crate::blocking::finish_orphans(ctx);
+    crate::server::blocking::finish_orphans(ctx);
     keyspace::forget_unlinked();
     let mut visit = Visit {
         db: state.db,

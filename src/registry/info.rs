@@ -56,12 +56,9 @@ pub fn add_info(ctx: &InfoContext, _for_crash_report: bool) {
     ctx.add_info_field_str("archive_disk_ratio", &format!("{disk_ratio:.3}"));
     ctx.add_info_field_long_long(
         "archive_disk_bytes",
-        crate::archive::store::DISK_BYTES.load(std::sync::atomic::Ordering::Relaxed),
+        crate::cold::store::DISK_BYTES.load(std::sync::atomic::Ordering::Relaxed),
     );
-    ctx.add_info_field_str(
-        "archive_codec",
-        crate::archive::segcodec::write_codec().name(),
-    );
+    ctx.add_info_field_str("archive_codec", crate::cold::segcodec::write_codec().name());
     ctx.add_info_field_str("archive_dict_id", &crate::conv::cold::dict_id_text());
     ctx.add_info_field_long_long("archive_dict_trainings", metrics::DICT_TRAININGS.get());
     add_semcache_info(ctx);

@@ -2,7 +2,7 @@
 //! CONV.IMPORT): `"HCv1"`, u32 LE original length, u16 LE symbol count, (symbol, length)
 //! pairs, u32 LE padding, then the MSB-first canonical Huffman bit stream. Decode only.
 
-use super::huffman::HuffmanError;
+use crate::cold::huffman::HuffmanError;
 
 const LEGACY_MAGIC: &[u8; 4] = b"HCv1";
 
@@ -154,8 +154,8 @@ pub fn decode_lix_hcv1(blob: &[u8]) -> Result<Vec<u8>, HuffmanError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::archive::huffman::histogram;
-    use crate::archive::huffman::tests::{chat_corpus, rng};
+    use crate::cold::huffman::histogram;
+    use crate::cold::huffman::tests::{chat_corpus, rng};
     use proptest::prelude::*;
 
     /// Reference HCv1 encoder mirroring lix's (unlimited Huffman lengths).

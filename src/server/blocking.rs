@@ -52,7 +52,7 @@ pub fn block(ctx: &Context, what: &str) -> Result<Blocked, RedisError> {
     };
     Ok(Blocked {
         handle: bc,
-        db: crate::keys::selected_db(ctx),
+        db: crate::server::keys::selected_db(ctx),
     })
 }
 
@@ -105,7 +105,7 @@ extern "C" fn free_cb(_ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
 pub fn finish_orphans(ctx: &Context) {
     let orphans = std::mem::take(&mut *ORPHANS.lock().unwrap_or_else(|e| e.into_inner()));
     for (db, finish) in orphans {
-        crate::keys::select_db(ctx, db);
+        crate::server::keys::select_db(ctx, db);
         if let Err(e) = finish(ctx) {
             ctx.log_warning(&format!(
                 "convcache: the work of a command whose client left was refused: {e}"

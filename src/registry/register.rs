@@ -9,8 +9,8 @@ use std::ptr;
 
 use redis_module::{raw, Context, RedisResult, RedisString, Status};
 
-use crate::command_syntax::{self, ArgSpec, ArgType};
-use crate::command_table::{acl_categories, Command, COMMANDS, MODULE_CATEGORY, SINCE};
+use crate::registry::command_syntax::{self, ArgSpec, ArgType};
+use crate::registry::command_table::{acl_categories, Command, COMMANDS, MODULE_CATEGORY, SINCE};
 
 /// The C signature of a command callback.
 pub type Entry =

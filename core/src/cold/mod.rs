@@ -1,19 +1,18 @@
-//! Cold tier: on-disk conversation archives.
+//! The cold tier's pure parts: on-disk conversation archives (the main-thread glue that
+//! drives them is the module's `conv/cold.rs`).
 //!
-//! * [`huffman`]: length-limited canonical Huffman codec (and the legacy lix
-//!   `HCv1` decoder).
-//! * [`format`]: our appendable, recoverable `CCAR` archive file format.
-//! * [`lix`]: reader for lix_open_cache `CAv1` archives (import).
+//! * [`format`]: the appendable, recoverable `CCAR` archive file (docs/archive-format.md).
+//! * [`segcodec`]: which codec a new segment is written with (Huffman or zstd).
+//! * [`huffman`]: length-limited canonical Huffman codec (codec 1).
+//! * [`dict`]: the per-directory zstd dictionary (codec 2), trained on the archive's turns.
+//! * [`store`]: a session's archive file: append, read, recover, delete.
+//! * [`worker`]: the I/O threads that run store tasks off the main thread.
 //! * [`filename`]: safe, stable file names for arbitrary keys.
-//!
-//! Everything here is pure Rust with no server calls.
 
 pub mod dict;
 pub mod filename;
 pub mod format;
-pub mod hcv1;
 pub mod huffman;
-pub mod lix;
 #[cfg(test)]
 mod seg2_tests;
 pub mod segcodec;

@@ -93,7 +93,7 @@ impl std::error::Error for HuffmanError {}
 // ---------------------------------------------------------------------------
 // small helpers
 
-pub(super) fn histogram(data: &[u8]) -> [u64; 256] {
+pub(crate) fn histogram(data: &[u8]) -> [u64; 256] {
     // Four sub-histograms avoid store-to-load stalls on runs of one byte.
     let mut h = [[0u32; 256]; 4];
     let mut chunks = data.chunks_exact(4);
@@ -1162,11 +1162,11 @@ pub(crate) mod tests {
             std::hint::black_box(decode(std::hint::black_box(&blob)).unwrap());
             t_dec.push(t.elapsed().as_secs_f64());
         }
-        let legacy = crate::archive::hcv1::tests::lix_encode(&data);
+        let legacy = crate::import::hcv1::tests::lix_encode(&data);
         let mut t_leg = Vec::new();
         for _ in 0..10 {
             let t = Instant::now();
-            std::hint::black_box(crate::archive::hcv1::decode_lix_hcv1(&legacy).unwrap());
+            std::hint::black_box(crate::import::hcv1::decode_lix_hcv1(&legacy).unwrap());
             t_leg.push(t.elapsed().as_secs_f64());
         }
         let ent = entropy_bytes(&data);

@@ -4,7 +4,7 @@
 //! `register.rs` turns the table into server calls.
 
 use crate::conv::commands as conv;
-use crate::register::Entry;
+use crate::registry::register::Entry;
 use crate::semcache::commands as semcache;
 use crate::urlemb::commands as urlemb;
 
@@ -17,7 +17,7 @@ macro_rules! entry {
             argc: std::os::raw::c_int,
         ) -> std::os::raw::c_int {
             // SAFETY: the server calls with its command's arguments.
-            unsafe { crate::register::dispatch(ctx, argv, argc, $handler) }
+            unsafe { crate::registry::register::dispatch(ctx, argv, argc, $handler) }
         }
         call as Entry
     }};
@@ -367,7 +367,7 @@ pub fn acl_categories(c: &Command, module_category: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command_syntax;
+    use crate::registry::command_syntax;
 
     fn command(name: &str) -> &'static Command {
         COMMANDS.iter().find(|c| c.name == name).expect(name)

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use super::format;
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/v1")
 }
 
 #[test]

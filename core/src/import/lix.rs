@@ -25,7 +25,7 @@
 //! (an array, kept as compact JSON) are kept when a turn has them (lix itself writes none).
 
 use super::hcv1::decode_lix_hcv1;
-use super::ArchiveError;
+use crate::cold::ArchiveError;
 use serde_json::Value;
 
 const MAGIC: &[u8; 4] = b"CAv1";
@@ -178,7 +178,7 @@ mod tests {
     use std::path::PathBuf;
 
     fn fixture(name: &str) -> Vec<u8> {
-        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lix");
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/lix");
         std::fs::read(p.join(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
     }
 

@@ -9,12 +9,8 @@
 //! 3. The cost of `Store::append` of a 10-turn segment to a file already holding 100 vs
 //!    10,000 turns (it should not depend on the file size).
 //!
-//! The archive code is compiled here from the crate's own source files instead of being
-//! linked from the `convcache` rlib: the rlib installs `redis_module::alloc::RedisAlloc` as
-//! the global allocator (outside `cfg(test)`), which aborts on the first allocation when no
-//! server is there ("the Redis Allocator isn't available"). `src/archive` and
-//! `src/conv/{message,render}.rs` only depend on std and plain crates, so the same source
-//! builds here with the system allocator, with the same release profile.
+//! The archive code is the core crate's (`convcache-core`), which has no server calls and
+//! so runs here with the system allocator, with the same release profile.
 
 use std::fs;
 use std::hint::black_box;
@@ -22,43 +18,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-#[allow(dead_code)]
-#[path = "../src/archive/mod.rs"]
-mod archive;
-
-// `#[path]` inside an inline module resolves below examples/, so these sit at the root and
-// `conv` re-exports what the archive code names as `crate::conv::{message, tokens}`.
-#[path = "../src/conv/message.rs"]
-pub mod message;
-#[allow(dead_code)]
-#[path = "../src/conv/render.rs"]
-mod render;
-// The archive counts turns' tokens with the tokens module (`crate::conv::tokens`).
-#[allow(dead_code)]
-#[path = "../src/conv/tokens.rs"]
-pub mod tokens;
-#[allow(dead_code)]
-#[path = "../src/conv/turn.rs"]
-mod turn;
-// message.rs checks embeddings with the vector module's rules.
-#[allow(dead_code)]
-#[path = "../src/vector.rs"]
-mod vector;
-// tokens.rs counts big contents on a pool.
-#[allow(dead_code)]
-#[path = "../src/pool.rs"]
-mod pool;
-// The archive formats' varints.
-#[path = "../src/varint.rs"]
-mod varint;
-mod conv {
-    pub use super::message;
-    pub use super::tokens;
-}
-
-use archive::segcodec::{self, Codec as SegCodec, Dict};
-use archive::{format, huffman, store};
-use message::Message;
+use convcache_core::cold::segcodec::{self, Codec as SegCodec, Dict};
+use convcache_core::cold::{format, huffman, store};
+use convcache_core::conv::message::Message;
+use convcache_core::conv::render;
 
 const CORPUS_BYTES: usize = 4 << 20;
 /// Each codec runs at least this often and this long; the median run is shown.

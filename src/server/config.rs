@@ -173,13 +173,13 @@ pub struct CodecConfig;
 
 impl ConfigurationValue<RedisString> for CodecConfig {
     fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
-        RedisString::create(None, crate::archive::segcodec::write_codec().name())
+        RedisString::create(None, crate::cold::segcodec::write_codec().name())
     }
     fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
         let text = val.try_as_str()?;
-        match crate::archive::segcodec::Codec::parse(text.trim()) {
+        match crate::cold::segcodec::Codec::parse(text.trim()) {
             Some(c) => {
-                crate::archive::segcodec::set_write_codec(c);
+                crate::cold::segcodec::set_write_codec(c);
                 Ok(())
             }
             None => Err(RedisError::String(format!(
