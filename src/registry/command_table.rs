@@ -4,7 +4,8 @@
 //! `register.rs` turns the table into server calls.
 
 use crate::conv::commands as conv;
-use crate::registry::register::Entry;
+use crate::import;
+use crate::registry::dispatch::Entry;
 use crate::semcache::commands as semcache;
 use crate::urlemb::commands as urlemb;
 
@@ -17,7 +18,7 @@ macro_rules! entry {
             argc: std::os::raw::c_int,
         ) -> std::os::raw::c_int {
             // SAFETY: the server calls with its command's arguments.
-            unsafe { crate::registry::register::dispatch(ctx, argv, argc, $handler) }
+            unsafe { crate::registry::dispatch::dispatch(ctx, argv, argc, $handler) }
         }
         call as Entry
     }};
@@ -187,7 +188,7 @@ pub static COMMANDS: &[Command] = &[
     },
     Command {
         name: "CONV.IMPORT",
-        entry: entry!(conv::import_cmd),
+        entry: entry!(import::import_cmd),
         flags: "write deny-oom",
         keys: key(RW | INSERT),
         audience: Public(""),

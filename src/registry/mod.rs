@@ -2,5 +2,6 @@
 //! docs), its registration, and the INFO sections.
 pub mod command_syntax;
 pub mod command_table;
+pub mod dispatch;
 pub mod info;
 pub mod register;

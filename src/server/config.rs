@@ -93,7 +93,18 @@ pub const SEMCACHE_TTL_SETTING: IntSetting = IntSetting {
     max: 100 * 365 * 86_400,
 };
 /// Cosine similarity threshold (lix: 0.90).
-pub const SEMCACHE_MIN_SIM_DEFAULT: &str = "0.90";
+pub const SEMCACHE_MIN_SIM_DEFAULT: f64 = 0.90;
+pub const SEMCACHE_MIN_SIM_DEFAULT_TEXT: &str = "0.90";
+/// Archive files, relative to the server's `dir` (next to its RDB and AOF).
+pub const ARCHIVE_DIR_DEFAULT: &str = "convcache-archive";
+/// Where CONV.IMPORT reads lix-open-cache files, relative to the server's `dir`.
+pub const IMPORT_DIR_DEFAULT: &str = "convcache-import";
+/// New archive segments: zstd with the directory's trained dictionary (half Huffman's bytes).
+pub const ARCHIVE_CODEC_DEFAULT: &str = "zstd";
+/// Token counts: the estimate (no vocabulary load) unless an exact tokenizer is chosen.
+pub const TOKENIZER_DEFAULT: &str = "estimate";
+/// New buckets' index: inverted lists (see docs/semantic-cache.md for why not HNSW).
+pub const SEMCACHE_INDEX_ALGO_DEFAULT: &str = "ivf";
 /// Above this many bytes of vectors a lookup scans on a background thread.
 pub const SEMCACHE_INLINE_BYTES_SETTING: IntSetting = IntSetting {
     default: 4 * 1024 * 1024,
@@ -141,12 +152,13 @@ lazy_static! {
     pub static ref IO_THREADS: AtomicI64 = AtomicI64::new(IO_THREADS_SETTING.default);
     pub static ref TIMER_INTERVAL_MS: AtomicI64 = AtomicI64::new(TIMER_INTERVAL_MS_SETTING.default);
     pub static ref TIMER_BUDGET_US: AtomicI64 = AtomicI64::new(TIMER_BUDGET_US_SETTING.default);
-    pub static ref ARCHIVE_DIR: Mutex<String> = Mutex::new("convcache-archive".into());
-    pub static ref IMPORT_DIR: Mutex<String> = Mutex::new("convcache-import".into());
+    pub static ref ARCHIVE_DIR: Mutex<String> = Mutex::new(ARCHIVE_DIR_DEFAULT.into());
+    pub static ref IMPORT_DIR: Mutex<String> = Mutex::new(IMPORT_DIR_DEFAULT.into());
     pub static ref SEMCACHE_MAX_ITEMS: AtomicI64 =
         AtomicI64::new(SEMCACHE_MAX_ITEMS_SETTING.default);
     pub static ref SEMCACHE_TTL_SECS: AtomicI64 = AtomicI64::new(SEMCACHE_TTL_SETTING.default);
-    pub static ref SEMCACHE_MIN_SIM: FloatConfig = FloatConfig::new(0.90, -1.0, 1.0);
+    pub static ref SEMCACHE_MIN_SIM: FloatConfig =
+        FloatConfig::new(SEMCACHE_MIN_SIM_DEFAULT, -1.0, 1.0);
     pub static ref SEMCACHE_INLINE_BYTES: AtomicI64 =
         AtomicI64::new(SEMCACHE_INLINE_BYTES_SETTING.default);
     pub static ref SEMCACHE_INDEX_MIN: AtomicI64 =
