@@ -37,6 +37,27 @@ extern "C" fn info_callback(
     registry::info::add_info(&redis_module::InfoContext::new(ctx), for_crash_report != 0);
 }
 
+/// RedisModuleFlushInfo (version 1).
+#[repr(C)]
+struct FlushInfo {
+    version: u64,
+    sync: i32,
+    dbnum: i32,
+}
+
+unsafe extern "C" fn on_flush(
+    _ctx: *mut redis_module::raw::RedisModuleCtx,
+    _eid: redis_module::raw::RedisModuleEvent,
+    subevent: u64,
+    data: *mut std::ffi::c_void,
+) {
+    if subevent == redis_module::raw::REDISMODULE_SUBEVENT_FLUSHDB_START && !data.is_null() {
+        // SAFETY: the server passes a RedisModuleFlushInfo with this event.
+        let info = unsafe { &*(data as *const FlushInfo) };
+        conv::evicted::forget_db(info.dbnum);
+    }
+}
+
 /// What the module declares it handles (`RedisModule_SetModuleOptions` takes the whole set).
 /// HANDLE_IO_ERRORS: a short read while loading a value (RDB, RESTORE, full sync) comes back
 /// to `rdb_load` as an error, which fails that load, instead of aborting the server.
@@ -62,6 +83,19 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
         return Status::Err;
     }
     conv::timer::start(ctx);
+    conv::evicted::load(ctx);
+    // FLUSHDB/FLUSHALL delete evicted sessions too (they are no keys, so no event names them).
+    // SAFETY: plain module API call during load; the callback lives as long as the module.
+    unsafe {
+        redis_module::raw::RedisModule_SubscribeToServerEvent.expect("SubscribeToServerEvent")(
+            ctx.ctx,
+            redis_module::raw::RedisModuleEvent {
+                id: redis_module::raw::REDISMODULE_EVENT_FLUSHDB,
+                dataver: 1,
+            },
+            Some(on_flush),
+        )
+    };
     Status::Ok
 }
 
@@ -86,6 +120,9 @@ redis_module! {
             ["io-threads", &*config::IO_THREADS, config::IO_THREADS_SETTING.default, config::IO_THREADS_SETTING.min, config::IO_THREADS_SETTING.max, ConfigurationFlags::IMMUTABLE, None],
             ["timer-interval-ms", &*config::TIMER_INTERVAL_MS, config::TIMER_INTERVAL_MS_SETTING.default, config::TIMER_INTERVAL_MS_SETTING.min, config::TIMER_INTERVAL_MS_SETTING.max, ConfigurationFlags::DEFAULT, None],
             ["timer-budget-us", &*config::TIMER_BUDGET_US, config::TIMER_BUDGET_US_SETTING.default, config::TIMER_BUDGET_US_SETTING.min, config::TIMER_BUDGET_US_SETTING.max, ConfigurationFlags::DEFAULT, None],
+            ["timer-backlog-budget-us", &*config::TIMER_BACKLOG_BUDGET_US, config::TIMER_BACKLOG_BUDGET_US_SETTING.default, config::TIMER_BACKLOG_BUDGET_US_SETTING.min, config::TIMER_BACKLOG_BUDGET_US_SETTING.max, ConfigurationFlags::DEFAULT, None],
+            ["pressure-high", &*config::PRESSURE_HIGH, config::PRESSURE_HIGH_SETTING.default, config::PRESSURE_HIGH_SETTING.min, config::PRESSURE_HIGH_SETTING.max, ConfigurationFlags::DEFAULT, None],
+            ["pressure-low", &*config::PRESSURE_LOW, config::PRESSURE_LOW_SETTING.default, config::PRESSURE_LOW_SETTING.min, config::PRESSURE_LOW_SETTING.max, ConfigurationFlags::DEFAULT, None],
             ["max-items", &*config::SEMCACHE_MAX_ITEMS, config::SEMCACHE_MAX_ITEMS_SETTING.default, config::SEMCACHE_MAX_ITEMS_SETTING.min, config::SEMCACHE_MAX_ITEMS_SETTING.max, ConfigurationFlags::DEFAULT, None],
             ["semcache-ttl", &*config::SEMCACHE_TTL_SECS, config::SEMCACHE_TTL_SETTING.default, config::SEMCACHE_TTL_SETTING.min, config::SEMCACHE_TTL_SETTING.max, ConfigurationFlags::DEFAULT, None],
             ["semcache-index-min", &*config::SEMCACHE_INDEX_MIN, config::SEMCACHE_INDEX_MIN_SETTING.default, config::SEMCACHE_INDEX_MIN_SETTING.min, config::SEMCACHE_INDEX_MIN_SETTING.max, ConfigurationFlags::DEFAULT, None],

@@ -88,6 +88,15 @@ pub static REHYDRATIONS: Counter = Counter::new();
 pub static DICT_TRAININGS: Counter = Counter::new();
 pub static IO_ERRORS: Counter = Counter::new();
 pub static COLD_SESSIONS: Counter = Counter::new();
+/// Evicted sessions whose turns went to their archive (kept), held now, and put back.
+pub static EVICTED_KEPT: Counter = Counter::new();
+pub static EVICTED_SESSIONS: Counter = Counter::new();
+pub static EVICTED_TURNS_WRITTEN: Counter = Counter::new();
+pub static EVICTED_RESTORED: Counter = Counter::new();
+/// Sessions and turns that memory pressure sent to disk, and the ticks spent under it.
+pub static PRESSURE_SESSIONS: Counter = Counter::new();
+pub static PRESSURE_TURNS: Counter = Counter::new();
+pub static PRESSURE_TICKS: Counter = Counter::new();
 pub static TIMER_TICKS: Counter = Counter::new();
 pub static TIMER_TICK_US_TOTAL: Counter = Counter::new();
 pub static TIMER_TICK_US_MAX: Counter = Counter::new();

@@ -159,6 +159,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Runs one task on the I/O thread that owns its file; `done` runs there too.
+pub fn submit_task(task: Task, done: crate::cold::worker::Callback) {
+    workers().submit(task, done);
+}
+
 /// Starts the I/O threads (the timer does, at module load).
 pub fn start_workers() {
     workers();
@@ -543,6 +548,11 @@ pub fn overflow_ready(db: i32, key: &[u8], s: &mut Session) {
         s.set_queued(true);
         lock(&DIRTY).push((db, key.to_vec()));
     }
+}
+
+/// Finished writes wait for the main thread.
+pub fn completions_waiting() -> bool {
+    !lock(&COMPLETIONS).is_empty()
 }
 
 /// Sessions that reached an overflow batch since the last tick (the timer serves them first).

@@ -134,7 +134,9 @@ impl<'a> AddRequest<'a> {
                 "META" => r.meta = Some(message::compact_meta(value).map_err(args::reply_err)?),
                 "EMB" => r.emb = Some(message::parse_emb(value).map_err(args::reply_err)?),
                 "TS" => r.ts = Some(args::int_in("TS", value, 0, i64::MAX)?),
-                "SEQ" => r.seq = Some(args::int_in("SEQ", value, 1, i64::MAX)? as u64),
+                "SEQ" => {
+                    r.seq = Some(args::int_in("SEQ", value, 1, session::MAX_SEQ as i64)? as u64)
+                }
                 "WINDOW" => {
                     r.window = Some(args::int_in("WINDOW", value, 1, i64::from(MAX_WINDOW))? as u32)
                 }
@@ -213,6 +215,11 @@ fn apply_add(ctx: &Context, argv: &[RedisString], counting: Counting) -> RedisRe
     // A session keeps its window until a later WINDOW changes it; a new one starts with the
     // config's. A new session's window, or a WINDOW given, is replicated; otherwise it is
     // already the replica's state.
+    // An evicted session comes back before the write (the primary decides; replicas get it
+    // as CONV._LOAD just before this ADD).
+    if key.is_empty() && !applying_decisions(ctx) {
+        super::evicted::restore(ctx, &key, &argv[1])?;
+    }
     let existing = keys::write::<Session>(&key, &SESSION_TYPE)?;
     let window = req.window.unwrap_or_else(|| match &existing {
         Some(s) => s.window,
@@ -485,8 +492,22 @@ fn replicate_add_in_full(
     ctx.replicate("CONV.ADD", refs.as_slice());
 }
 
+/// The session under `key`, or the one an evicted key left (served from its archive).
+fn read_or_evicted<'a>(
+    ctx: &Context,
+    key: &'a redis_module::key::RedisKey,
+    name: &RedisString,
+    cold_stub: &'a mut Option<Session>,
+) -> Result<Option<&'a Session>, RedisError> {
+    if let Some(s) = keys::read::<Session>(key, &SESSION_TYPE)? {
+        return Ok(Some(s));
+    }
+    *cold_stub = super::evicted::stub(keys::selected_db(ctx), name.as_slice());
+    Ok(cold_stub.as_ref())
+}
+
 /// Gives a new session to the server and counts it; `free` uncounts it.
-fn store_new(key: &RedisKeyWritable, s: Session) -> Result<(), RedisError> {
+pub(super) fn store_new(key: &RedisKeyWritable, s: Session) -> Result<(), RedisError> {
     metrics::session_created(&s);
     key.set_value(&SESSION_TYPE, s)
 }
@@ -591,7 +612,8 @@ pub fn ctx_cmd(ctx: &Context, argv: &[RedisString]) -> RedisResult {
         }
     }
     let key = ctx.open_key(key_name);
-    let Some(s) = keys::read::<Session>(&key, &SESSION_TYPE)? else {
+    let mut cold_stub = None;
+    let Some(s) = read_or_evicted(ctx, &key, key_name, &mut cold_stub)? else {
         return Ok(reply_messages(
             format,
             std::iter::empty(),
@@ -662,7 +684,8 @@ pub fn history(ctx: &Context, argv: &[RedisString]) -> RedisResult {
         }
     }
     let key = ctx.open_key(key_name);
-    let Some(s) = keys::read::<Session>(&key, &SESSION_TYPE)? else {
+    let mut cold_stub = None;
+    let Some(s) = read_or_evicted(ctx, &key, key_name, &mut cold_stub)? else {
         return Ok(reply_messages(
             format,
             std::iter::empty(),
@@ -728,7 +751,8 @@ pub fn search(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     };
     let scorer = search::Scorer::new(query);
     let key = ctx.open_key(key_name);
-    let Some(s) = keys::read::<Session>(&key, &SESSION_TYPE)? else {
+    let mut cold_stub = None;
+    let Some(s) = read_or_evicted(ctx, &key, key_name, &mut cold_stub)? else {
         return search_reply(&[], &scorer, 0, k);
     };
     s.touch(now_ms());
@@ -768,7 +792,8 @@ fn search_reply(all: &[Turn], scorer: &search::Scorer, recent: usize, k: usize) 
 pub fn len(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     metrics::CONV_COMMANDS.incr();
     let key = ctx.open_key(args::single_key(argv)?);
-    let n = keys::read::<Session>(&key, &SESSION_TYPE)?.map_or(0, |s| s.total_len());
+    let mut cold_stub = None;
+    let n = read_or_evicted(ctx, &key, &argv[1], &mut cold_stub)?.map_or(0, |s| s.total_len());
     Ok(RedisValue::Integer(n as i64))
 }
 
@@ -776,7 +801,8 @@ pub fn len(ctx: &Context, argv: &[RedisString]) -> RedisResult {
 pub fn info(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     metrics::CONV_COMMANDS.incr();
     let key = ctx.open_key(args::single_key(argv)?);
-    let Some(s) = keys::read::<Session>(&key, &SESSION_TYPE)? else {
+    let mut cold_stub = None;
+    let Some(s) = read_or_evicted(ctx, &key, &argv[1], &mut cold_stub)? else {
         return Ok(RedisValue::Null);
     };
     crate::server::reply::ordered_fields(
@@ -822,6 +848,14 @@ pub fn del(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     let name = args::single_key(argv)?;
     let key = ctx.open_key_writable(name);
     if keys::write::<Session>(&key, &SESSION_TYPE)?.is_none() {
+        // An evicted session is no key, but CONV.DEL deletes it all the same.
+        let db = keys::selected_db(ctx);
+        if key.is_empty() && super::evicted::stub(db, name.as_slice()).is_some() {
+            super::evicted::forget(db, name.as_slice());
+            cold::delete_archive(db, name.as_slice());
+            ctx.replicate_verbatim();
+            return Ok(RedisValue::Integer(1));
+        }
         return Ok(RedisValue::Integer(0));
     }
     key.delete()?;
@@ -848,6 +882,7 @@ pub fn load(ctx: &Context, argv: &[RedisString]) -> RedisResult {
                 return Err(RedisError::WrongType);
             }
             store_new(&key, s)?;
+            super::evicted::forget(keys::selected_db(ctx), argv[1].as_slice());
         }
         Decoded::More(msgs) => {
             let Some(s) = keys::write::<Session>(&key, &SESSION_TYPE)? else {

@@ -6,6 +6,7 @@ pub use convcache_core::conv::*;
 
 pub mod cold;
 pub mod commands;
+pub mod evicted;
 pub mod keyspace;
 pub mod timer;
 pub mod r#type;

@@ -4,6 +4,7 @@
 //! `register.rs` turns the table into server calls.
 
 use crate::conv::commands as conv;
+use crate::conv::evicted;
 use crate::import;
 use crate::registry::dispatch::Entry;
 use crate::semcache::commands as semcache;
@@ -317,6 +318,16 @@ pub static COMMANDS: &[Command] = &[
         syntax: "key payload",
         summary: "Brings archived messages back into memory, as the primary did (internal).",
         complexity: "O(N) in the payload's size.",
+    },
+    Command {
+        name: "CONV._EVICTED",
+        entry: entry!(evicted::evicted_cmd),
+        flags: "write fast",
+        keys: key(RW | UPDATE),
+        audience: Internal,
+        syntax: "key",
+        summary: "The primary evicted this session: keep its archive (internal).",
+        complexity: "O(1).",
     },
     Command {
         name: "SEMCACHE._LOAD",

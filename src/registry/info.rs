@@ -10,7 +10,7 @@ pub fn add_info(ctx: &InfoContext, _for_crash_report: bool) {
     let written = metrics::ARCHIVE_BYTES_WRITTEN.get();
     let raw = metrics::ARCHIVE_RAW_BYTES_WRITTEN.get();
     let ticks = metrics::TIMER_TICKS.get().max(1);
-    let fields: [(&str, i64); 19] = [
+    let fields: [(&str, i64); 26] = [
         ("sessions", metrics::SESSIONS.get()),
         (
             "hot_sessions",
@@ -36,6 +36,16 @@ pub fn add_info(ctx: &InfoContext, _for_crash_report: bool) {
         ("conv_commands", metrics::CONV_COMMANDS.get()),
         ("conv_adds", metrics::CONV_ADDS.get()),
         ("conv_reads", metrics::CONV_READS.get()),
+        ("evicted_sessions", metrics::EVICTED_SESSIONS.get()),
+        ("evicted_kept", metrics::EVICTED_KEPT.get()),
+        (
+            "evicted_turns_written",
+            metrics::EVICTED_TURNS_WRITTEN.get(),
+        ),
+        ("evicted_restored", metrics::EVICTED_RESTORED.get()),
+        ("pressure_sessions", metrics::PRESSURE_SESSIONS.get()),
+        ("pressure_turns", metrics::PRESSURE_TURNS.get()),
+        ("pressure_ticks", metrics::PRESSURE_TICKS.get()),
     ];
     for (name, value) in fields {
         ctx.add_info_field_long_long(name, value);

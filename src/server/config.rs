@@ -80,6 +80,27 @@ pub const TIMER_BUDGET_US_SETTING: IntSetting = IntSetting {
     min: 10,
     max: 1_000_000,
 };
+/// Main-thread time a tick may spend when work is waiting (overflow batches, memory
+/// pressure, finished writes): a quarter of the default interval, so ingest never outgrows
+/// the archiver while three quarters of the main thread still serve clients.
+pub const TIMER_BACKLOG_BUDGET_US_SETTING: IntSetting = IntSetting {
+    default: 25_000,
+    min: 10,
+    max: 1_000_000,
+};
+/// Used memory, in percent of `maxmemory`, at which the least recently used sessions start
+/// going to disk (the server's own eviction starts at 100%).
+pub const PRESSURE_HIGH_SETTING: IntSetting = IntSetting {
+    default: 85,
+    min: 1,
+    max: 100,
+};
+/// ... and at which they stop.
+pub const PRESSURE_LOW_SETTING: IntSetting = IntSetting {
+    default: 75,
+    min: 1,
+    max: 100,
+};
 /// Entries per semantic-cache bucket (lix: 50).
 pub const SEMCACHE_MAX_ITEMS_SETTING: IntSetting = IntSetting {
     default: 50,
@@ -150,6 +171,10 @@ lazy_static! {
         AtomicI64::new(TOKENIZE_INLINE_BYTES_SETTING.default);
     pub static ref TOKENIZER: TokenizerConfig = TokenizerConfig(AtomicU8::new(0));
     pub static ref IO_THREADS: AtomicI64 = AtomicI64::new(IO_THREADS_SETTING.default);
+    pub static ref TIMER_BACKLOG_BUDGET_US: AtomicI64 =
+        AtomicI64::new(TIMER_BACKLOG_BUDGET_US_SETTING.default);
+    pub static ref PRESSURE_HIGH: AtomicI64 = AtomicI64::new(PRESSURE_HIGH_SETTING.default);
+    pub static ref PRESSURE_LOW: AtomicI64 = AtomicI64::new(PRESSURE_LOW_SETTING.default);
     pub static ref TIMER_INTERVAL_MS: AtomicI64 = AtomicI64::new(TIMER_INTERVAL_MS_SETTING.default);
     pub static ref TIMER_BUDGET_US: AtomicI64 = AtomicI64::new(TIMER_BUDGET_US_SETTING.default);
     pub static ref ARCHIVE_DIR: Mutex<String> = Mutex::new(ARCHIVE_DIR_DEFAULT.into());

@@ -10,6 +10,7 @@
 //! * [`filename`]: safe, stable file names for arbitrary keys.
 
 pub mod dict;
+pub mod evicted;
 pub mod filename;
 pub mod format;
 pub mod huffman;

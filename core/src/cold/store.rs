@@ -261,6 +261,7 @@ impl Store {
 
     pub fn delete(&mut self, path: &Path) -> Result<bool, StoreError> {
         self.files.remove(path);
+        self.delete_evicted(path)?;
         let old = file_len(path);
         match fs::remove_file(path) {
             Ok(()) => {
@@ -270,6 +271,61 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Writes the record of an evicted session beside its archive `path`, durably: a new
+    /// file fsynced and renamed over the old one, so a crash leaves the old or the new.
+    pub fn write_evicted(&mut self, path: &Path, bytes: &[u8]) -> Result<bool, StoreError> {
+        use std::io::Write;
+        let dest = super::evicted::record_path(path);
+        if let Some(dir) = dest.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let mut tmp = dest.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, &dest)?;
+        Ok(true)
+    }
+
+    /// Removes the record of an evicted session (it is back, or deleted).
+    pub fn delete_evicted(&mut self, path: &Path) -> Result<bool, StoreError> {
+        match fs::remove_file(super::evicted::record_path(path)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every evicted session's record under `root` (`<root>/<db>/*.evicted`), for the
+    /// module's start; records that do not decode are reported, not returned.
+    pub fn evicted_records(root: &Path) -> (Vec<super::evicted::EvictedRecord>, Vec<String>) {
+        let (mut found, mut bad) = (Vec::new(), Vec::new());
+        let Ok(dbs) = fs::read_dir(root) else {
+            return (found, bad);
+        };
+        for db in dbs.flatten() {
+            let Ok(files) = fs::read_dir(db.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let p = f.path();
+                if !p.to_string_lossy().ends_with(super::evicted::SUFFIX) {
+                    continue;
+                }
+                match fs::read(&p)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| super::evicted::decode(&b))
+                {
+                    Ok(r) => found.push(r),
+                    Err(e) => bad.push(format!("{}: {e}", p.display())),
+                }
+            }
+        }
+        (found, bad)
     }
 
     /// Moves a session's file with its key (RENAME, MOVE). The header keeps naming the

@@ -35,6 +35,15 @@ pub enum Task {
     Delete {
         path: PathBuf,
     },
+    /// Writes the record an evicted session leaves beside its archive `path`.
+    WriteEvicted {
+        path: PathBuf,
+        bytes: Vec<u8>,
+    },
+    /// Removes that record (the session is back in the keyspace).
+    DeleteEvicted {
+        path: PathBuf,
+    },
     Rename {
         from: PathBuf,
         to: PathBuf,
@@ -152,6 +161,8 @@ impl Workers {
             Task::Append { path, .. }
             | Task::Read { path, .. }
             | Task::Delete { path }
+            | Task::WriteEvicted { path, .. }
+            | Task::DeleteEvicted { path }
             | Task::ReadFile { path }
             | Task::RestoreTurns { path, .. }
             | Task::Restore { path, .. } => {
@@ -211,6 +222,8 @@ fn execute(store: &mut Store, task: Task) -> Outcome {
             to,
         )),
         Task::Delete { path } => Outcome::Done(store.delete(&path)),
+        Task::WriteEvicted { path, bytes } => Outcome::Done(store.write_evicted(&path, &bytes)),
+        Task::DeleteEvicted { path } => Outcome::Done(store.delete_evicted(&path)),
         Task::Rename { from, to } => Outcome::Done(store.rename(&from, &to)),
         Task::Copy { from, to } => Outcome::Done(store.copy(&from, &to)),
         Task::ReadFile { path } => Outcome::File(std::fs::read(path).map_err(StoreError::from)),

@@ -25,6 +25,8 @@ pub const MAX_WINDOW: u32 = 1_000_000;
 pub enum SessionError {
     /// An explicit sequence number (replica / AOF replay) that is not past the last one.
     SeqNotIncreasing { given: u64, next: u64 },
+    /// A sequence number past [`MAX_SEQ`], given or next: refused before anything changes.
+    SeqPastTop { seq: u64 },
     /// Turns loaded into a session (`_LOAD` continuation) at or past its `next_seq`.
     SeqPastNext { given: u64, next: u64 },
     /// Turns said to come back from the archive that the session never archived.
@@ -45,6 +47,10 @@ pub enum SessionError {
 impl std::fmt::Display for SessionError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            SessionError::SeqPastTop { seq } => write!(
+                f,
+                "sequence number {seq} is past the largest a session can use ({MAX_SEQ})"
+            ),
             SessionError::SeqNotIncreasing { given, next } => {
                 write!(
                     f,
@@ -72,6 +78,10 @@ impl std::fmt::Display for SessionError {
         }
     }
 }
+
+/// The largest sequence number a session issues: 2^53, which every JSON client represents
+/// exactly, and far below what the module's own parser, AOF replay and replicas accept.
+pub const MAX_SEQ: u64 = 1 << 53;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Session {
@@ -278,14 +288,20 @@ impl Session {
     /// The sequence number the next turn gets: `seq` if given and not below `next_seq`
     /// (checked before anything changes, also by a CONV.ADD that counts in the background).
     pub fn seq_for(&self, seq: Option<u64>) -> Result<u64, SessionError> {
-        match seq {
-            Some(s) if s < self.next_seq => Err(SessionError::SeqNotIncreasing {
-                given: s,
-                next: self.next_seq,
-            }),
-            Some(s) => Ok(s),
-            None => Ok(self.next_seq),
+        let seq = match seq {
+            Some(s) if s < self.next_seq => {
+                return Err(SessionError::SeqNotIncreasing {
+                    given: s,
+                    next: self.next_seq,
+                })
+            }
+            Some(s) => s,
+            None => self.next_seq,
+        };
+        if seq > MAX_SEQ {
+            return Err(SessionError::SeqPastTop { seq });
         }
+        Ok(seq)
     }
 
     /// Puts back a message read from RDB/AOF; sequence numbers must ascend, past the
@@ -435,6 +451,17 @@ impl Session {
             self.overflow_len()
         };
         (n > 0).then(|| self.turns.iter().nth(n - 1).expect("n <= len").seq)
+    }
+
+    /// What stays of an evicted session once its in-memory turns are appended to its archive:
+    /// the same session with every turn archived and none in memory. Its sequence counter,
+    /// id, tokenizer and window are kept, so it comes back as the session it was.
+    pub fn into_cold_stub(mut self) -> Session {
+        let n = self.turns.len();
+        self.drop_oldest(n);
+        self.archive_upto = self.archive_upto.max(self.archived.last_seq);
+        self.rare = None;
+        self
     }
 
     /// Copies of the in-memory turns up to `upto`, for an archive write.
@@ -1011,5 +1038,43 @@ mod tests {
         let r: Vec<u64> = s.range(3, 6).map(|m| m.seq).collect();
         assert_eq!(r, vec![3, 4, 5, 6]);
         assert_eq!(s.range(11, 20).count(), 0);
+    }
+
+    #[test]
+    fn sequence_numbers_stop_at_the_top() {
+        let mut s = Session::new(4, 0);
+        assert_eq!(s.add(msg("a"), Some(MAX_SEQ - 1)).unwrap(), MAX_SEQ - 1);
+        assert_eq!(s.add(msg("b"), None).unwrap(), MAX_SEQ);
+        let before = s.clone();
+        assert_eq!(
+            s.add(msg("c"), None),
+            Err(SessionError::SeqPastTop { seq: MAX_SEQ + 1 })
+        );
+        assert_eq!(
+            s.seq_for(Some(u64::MAX)),
+            Err(SessionError::SeqPastTop { seq: u64::MAX })
+        );
+        assert_eq!(s, before, "a refused add changes nothing");
+        assert!(SessionError::SeqPastTop { seq: MAX_SEQ + 1 }
+            .to_string()
+            .contains("9007199254740992"));
+    }
+
+    #[test]
+    fn a_cold_stub_keeps_every_turn_archived_and_its_counter() {
+        let mut s = Session::new(3, 7);
+        s.sid = 42;
+        for i in 0..5 {
+            s.add(msg(&"x".repeat(i + 1)), None).unwrap();
+        }
+        s.drop_oldest(2);
+        let tokens = s.total_tokens();
+        let stub = s.clone().into_cold_stub();
+        assert_eq!(stub.hot_len(), 0);
+        assert_eq!(stub.total_len(), 5);
+        assert_eq!((stub.archived.first_seq, stub.archived.last_seq), (1, 5));
+        assert_eq!(stub.archive_upto, 5);
+        assert_eq!((stub.next_seq, stub.sid, stub.window), (6, 42, 3));
+        assert_eq!(stub.total_tokens(), tokens);
     }
 }
