@@ -18,10 +18,10 @@ use redis_module::key::RedisKeyWritable;
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
 use super::codec::{self, Decoded};
-use super::message::Message;
 use super::session::Session;
 use crate::cold::evicted::{self, EvictedRecord};
 use crate::cold::store::Store;
+use crate::cold::uncounted::UncountedBytes;
 use crate::cold::worker::Task;
 use crate::metrics;
 use crate::server::keys;
@@ -38,8 +38,10 @@ pub struct Unlinked {
     pub has_file: bool,
     /// The session with every turn archived (its header is what comes back).
     pub stub: Session,
-    /// Its in-memory turns, appended to the archive if it was evicted.
-    pub hot: Vec<Message>,
+    /// Its in-memory turns (an `encode_more` payload outside the server's memory
+    /// accounting), appended to the archive if it was evicted.
+    pub hot: Option<UncountedBytes>,
+    pub hot_len: usize,
     /// The archive already held the turns up to here.
     pub durable_through: u64,
 }
@@ -67,9 +69,11 @@ pub fn snapshot(db: i32, key: &[u8], s: &Session) -> Unlinked {
         db,
         key: key.to_vec(),
         has_file: s.archived.count > 0 || s.archive_upto > 0 || s.pending().is_some(),
-        hot: s.turns_upto(u64::MAX),
+        hot: (s.hot_len() > 0)
+            .then(|| UncountedBytes::copy_of(&codec::encode_more(&s.turns().collect::<Vec<_>>()))),
+        hot_len: s.hot_len(),
         durable_through: s.archived.last_seq,
-        stub: s.clone().into_cold_stub(),
+        stub: s.cold_stub(),
     }
 }
 
@@ -111,16 +115,16 @@ pub fn keep(u: Unlinked) {
         session: payload.clone(),
     });
     metrics::EVICTED_KEPT.incr();
-    metrics::EVICTED_TURNS_WRITTEN.add(u.hot.len() as i64);
-    if !u.hot.is_empty() {
+    metrics::EVICTED_TURNS_WRITTEN.add(u.hot_len as i64);
+    if let Some(payload) = u.hot {
         let shown = String::from_utf8_lossy(&u.key).into_owned();
         super::cold::submit_task(
-            Task::Append {
+            Task::AppendUncounted {
                 path: path.clone(),
                 key: u.key.clone(),
                 session_id: u.stub.sid as i64,
                 durable_through: u.durable_through,
-                turns: u.hot,
+                payload,
             },
             Box::new(move |outcome| {
                 if let crate::cold::worker::Outcome::Appended(Err(e)) = outcome {

@@ -18,6 +18,7 @@ pub mod huffman;
 mod seg2_tests;
 pub mod segcodec;
 pub mod store;
+pub mod uncounted;
 #[cfg(test)]
 mod v1_fixtures;
 pub mod worker;

@@ -35,6 +35,15 @@ pub enum Task {
     Delete {
         path: PathBuf,
     },
+    /// An append whose turns are an `encode_more` payload held outside the server's memory
+    /// accounting (an evicted session's in-memory turns); answers `Appended`.
+    AppendUncounted {
+        path: PathBuf,
+        key: Vec<u8>,
+        session_id: i64,
+        durable_through: u64,
+        payload: super::uncounted::UncountedBytes,
+    },
     /// Writes the record an evicted session leaves beside its archive `path`.
     WriteEvicted {
         path: PathBuf,
@@ -162,6 +171,7 @@ impl Workers {
             | Task::Read { path, .. }
             | Task::Delete { path }
             | Task::WriteEvicted { path, .. }
+            | Task::AppendUncounted { path, .. }
             | Task::DeleteEvicted { path }
             | Task::ReadFile { path }
             | Task::RestoreTurns { path, .. }
@@ -222,6 +232,29 @@ fn execute(store: &mut Store, task: Task) -> Outcome {
             to,
         )),
         Task::Delete { path } => Outcome::Done(store.delete(&path)),
+        Task::AppendUncounted {
+            path,
+            key,
+            session_id,
+            durable_through,
+            payload,
+        } => {
+            let turns = match crate::conv::codec::decode(payload.as_slice()) {
+                Ok(crate::conv::codec::Decoded::More(turns)) => turns,
+                _ => unreachable!("the module encodes these payloads itself"),
+            };
+            drop(payload);
+            execute(
+                store,
+                Task::Append {
+                    path,
+                    key,
+                    session_id,
+                    durable_through,
+                    turns,
+                },
+            )
+        }
         Task::WriteEvicted { path, bytes } => Outcome::Done(store.write_evicted(&path, &bytes)),
         Task::DeleteEvicted { path } => Outcome::Done(store.delete_evicted(&path)),
         Task::Rename { from, to } => Outcome::Done(store.rename(&from, &to)),

@@ -464,6 +464,42 @@ impl Session {
         self
     }
 
+    /// [`Session::into_cold_stub`] of a copy, without copying the in-memory turns.
+    pub fn cold_stub(&self) -> Session {
+        let header = Session {
+            window: self.window,
+            next_seq: self.next_seq,
+            created_ms: self.created_ms,
+            last_access_ms: self.last_access_ms.clone(),
+            archived: self.archived,
+            archive_upto: self.archive_upto,
+            auto_expire_ms: self.auto_expire_ms,
+            sid: self.sid,
+            tokenizer: self.tokenizer,
+            archived_tokens: self.archived_tokens,
+            rare: None,
+            turns: Arena::default(),
+        };
+        let mut stub = header;
+        let mut turns = self.turns.iter();
+        if let Some(first) = turns.next() {
+            let (mut last, mut tokens, mut n) = (first.seq, u64::from(first.tokens), 1u64);
+            for t in turns {
+                last = t.seq;
+                tokens += u64::from(t.tokens);
+                n += 1;
+            }
+            if stub.archived.count == 0 {
+                stub.archived.first_seq = first.seq;
+            }
+            stub.archived.last_seq = last;
+            stub.archived.count += n;
+            stub.archived_tokens += tokens;
+        }
+        stub.archive_upto = stub.archive_upto.max(stub.archived.last_seq);
+        stub
+    }
+
     /// Copies of the in-memory turns up to `upto`, for an archive write.
     pub fn turns_upto(&self, upto: u64) -> Vec<Message> {
         self.turns
@@ -1070,6 +1106,7 @@ mod tests {
         s.drop_oldest(2);
         let tokens = s.total_tokens();
         let stub = s.clone().into_cold_stub();
+        assert_eq!(s.cold_stub(), stub);
         assert_eq!(stub.hot_len(), 0);
         assert_eq!(stub.total_len(), 5);
         assert_eq!((stub.archived.first_seq, stub.archived.last_seq), (1, 5));
