@@ -97,6 +97,8 @@ pub static EVICTED_RESTORED: Counter = Counter::new();
 pub static PRESSURE_SESSIONS: Counter = Counter::new();
 pub static PRESSURE_TURNS: Counter = Counter::new();
 pub static PRESSURE_TICKS: Counter = Counter::new();
+/// CONV.ADDs that waited for memory instead of failing with OOM.
+pub static ADDS_PARKED: Counter = Counter::new();
 pub static TIMER_TICKS: Counter = Counter::new();
 pub static TIMER_TICK_US_TOTAL: Counter = Counter::new();
 pub static TIMER_TICK_US_MAX: Counter = Counter::new();

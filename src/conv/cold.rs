@@ -16,6 +16,7 @@ use super::r#type::SESSION_TYPE;
 use super::session::Session;
 use crate::cold::dict::{self, DictStore};
 use crate::cold::store::{session_path, AppendOutcome, StoreError};
+use crate::cold::uncounted::UncountedBytes;
 use crate::cold::worker::{Outcome, Task, Workers};
 use crate::metrics;
 use crate::server::blocking::{self, Blocked};
@@ -181,14 +182,18 @@ pub fn submit_append(
 ) {
     let ticket = TICKETS.fetch_add(1, Ordering::Relaxed);
     s.set_pending(Some((ticket, upto)));
-    let turns = s.turns_upto(upto);
+    // The turns travel encoded, outside the server's memory accounting: archiving under
+    // memory pressure must not first raise used memory by a copy of what it frees.
+    let turns: Vec<_> = s.turns().take_while(|m| m.seq <= upto).collect();
+    let payload = UncountedBytes::copy_of(&super::codec::encode_more(&turns));
+    drop(turns);
     let (key, session_id) = (key.to_vec(), s.sid as i64);
-    let task = Task::Append {
+    let task = Task::AppendUncounted {
         path: path_for(db, &key),
         key: key.clone(),
         session_id,
         durable_through: s.archived.last_seq,
-        turns,
+        payload,
     };
     workers().submit(
         task,

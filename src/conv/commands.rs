@@ -54,7 +54,19 @@ fn expire_at(
 pub fn add(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     metrics::CONV_COMMANDS.incr();
     metrics::CONV_ADDS.incr();
+    // Past maxmemory an ADD waits for pressure archiving rather than failing (not on a
+    // replica or while loading: those apply what the primary decided).
+    if !applying_decisions(ctx) {
+        if let Some(reply) = super::backpressure::admit(ctx, argv) {
+            return reply;
+        }
+    }
     apply_add(ctx, argv, Counting::MayDefer)
+}
+
+/// A parked ADD, applied once memory is back under the limit (counted here).
+pub(super) fn add_admitted(ctx: &Context, argv: &[RedisString]) -> RedisResult {
+    apply_add(ctx, argv, Counting::Inline)
 }
 
 /// Where [`apply_add`] gets the content's token count from.
@@ -62,6 +74,8 @@ pub fn add(ctx: &Context, argv: &[RedisString]) -> RedisResult {
 enum Counting {
     /// A command as it arrives: a big exact count may go to a counting thread.
     MayDefer,
+    /// Counted here, whatever its size (the client already waited).
+    Inline,
     /// Counted on a counting thread with this tokenizer; used if the session still counts
     /// with it, else counted again here.
     Counted(Tokenizer, u32),

@@ -4,6 +4,7 @@
 //! applies their completions). The session window itself lives in the core crate's `conv`.
 pub use convcache_core::conv::*;
 
+pub mod backpressure;
 pub mod cold;
 pub mod commands;
 pub mod evicted;

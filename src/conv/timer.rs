@@ -73,12 +73,6 @@ struct Visit {
 /// Sessions looked at per tick under pressure, of which the older half goes to disk.
 const PRESSURE_SAMPLE: usize = 512;
 
-/// Used memory over `maxmemory` (0 without a maxmemory).
-fn used_memory_ratio() -> f64 {
-    // SAFETY: plain module API call on the main thread.
-    unsafe { raw::RedisModule_GetUsedMemoryRatio.map_or(0.0, |f| f() as f64) }
-}
-
 /// Memory pressure, with hysteresis between the two marks.
 fn under_pressure(ratio: f64) -> bool {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -141,7 +135,7 @@ fn tick(ctx: &Context, mut state: TimerState) {
     let now = crate::clock::now_ms();
     super::evicted::resolve(now);
     let primary = cold::is_primary(ctx);
-    let pressure = primary && under_pressure(used_memory_ratio());
+    let pressure = primary && under_pressure(super::backpressure::used_memory_ratio());
     // Sessions that reached an overflow batch since the last tick.
     let mut dirty = cold::take_dirty().into_iter();
     // Waiting work gets a bigger share of the main thread, so ingest never outgrows the
@@ -217,11 +211,13 @@ fn tick(ctx: &Context, mut state: TimerState) {
     if let Some(seen) = visit.pressure.take() {
         relieve_pressure(ctx, &visit, seen.into_inner());
     }
+    // Parked ADDs go on once the writes just applied brought memory under the limit.
+    super::backpressure::release(crate::clock::now_ms());
     let us = started.elapsed().as_micros() as i64;
     metrics::TIMER_TICKS.incr();
     metrics::TIMER_TICK_US_TOTAL.add(us);
     metrics::TIMER_TICK_US_MAX.max(us);
-    arm_timer(ctx, state, pressure);
+    arm_timer(ctx, state, pressure || super::backpressure::waiting());
 }
 
 extern "C" fn scan_cb(

@@ -100,7 +100,8 @@ pub static COMMANDS: &[Command] = &[
     Command {
         name: "CONV.ADD",
         entry: entry!(conv::add),
-        flags: "write deny-oom fast",
+        // Not deny-oom: past maxmemory an ADD waits for pressure archiving (backpressure.rs).
+        flags: "write fast",
         keys: key(RW | INSERT),
         audience: Public(""),
         syntax: "key role content [META json] [EMB fp32] [TS ms:time] [WINDOW n:int] [SEQ n:int] [EX seconds:int | PXAT ms:time] [NAME n] [TOOL_CALL_ID id] [TOOL_CALLS json-array] [TOKENIZER name] [TOKENS n:int]",

@@ -10,7 +10,7 @@ pub fn add_info(ctx: &InfoContext, _for_crash_report: bool) {
     let written = metrics::ARCHIVE_BYTES_WRITTEN.get();
     let raw = metrics::ARCHIVE_RAW_BYTES_WRITTEN.get();
     let ticks = metrics::TIMER_TICKS.get().max(1);
-    let fields: [(&str, i64); 26] = [
+    let fields: [(&str, i64); 27] = [
         ("sessions", metrics::SESSIONS.get()),
         (
             "hot_sessions",
@@ -46,6 +46,7 @@ pub fn add_info(ctx: &InfoContext, _for_crash_report: bool) {
         ("pressure_sessions", metrics::PRESSURE_SESSIONS.get()),
         ("pressure_turns", metrics::PRESSURE_TURNS.get()),
         ("pressure_ticks", metrics::PRESSURE_TICKS.get()),
+        ("adds_parked", metrics::ADDS_PARKED.get()),
     ];
     for (name, value) in fields {
         ctx.add_info_field_long_long(name, value);

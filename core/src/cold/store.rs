@@ -19,7 +19,7 @@ use super::filename::archive_file_name;
 use super::format::{self, ArchiveScan};
 use crate::conv::message::Message;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum StoreError {
     Io(String),
     Corrupt(String),
@@ -120,6 +120,12 @@ pub struct Store {
     files: HashMap<PathBuf, FileState>,
     /// The archive directory's dictionaries (none: zstd segments without one).
     dicts: Option<Arc<DictStore>>,
+    /// Group commit: appends skip their own fsyncs, and [`Store::sync_group`] makes them all
+    /// durable, back to back, before any of them is reported done.
+    defer_sync: bool,
+    /// Files (and new files' directories) written since the last sync.
+    unsynced: Vec<PathBuf>,
+    unsynced_dirs: Vec<PathBuf>,
 }
 
 impl Store {
@@ -129,8 +135,44 @@ impl Store {
 
     pub fn with_dicts(dicts: Arc<DictStore>) -> Store {
         Store {
-            files: HashMap::new(),
             dicts: Some(dicts),
+            ..Store::default()
+        }
+    }
+
+    /// Appends from now on wait for [`Store::sync_group`] to be durable (or not).
+    pub fn set_defer_sync(&mut self, on: bool) {
+        self.defer_sync = on;
+    }
+
+    /// Makes every write since the last call durable: each file's data, then each new
+    /// file's directory, back to back (the file system's journal commits them together; one
+    /// fsync per append, each waiting for its own journal commit, was the archiver's limit).
+    /// Never `syncfs`: it would also wait for every other writer of the file system (the
+    /// AOF, an RDB being saved). On failure what the cache learned is dropped, so the next
+    /// append re-reads the file.
+    pub fn sync_group(&mut self) -> Result<(), StoreError> {
+        let files = std::mem::take(&mut self.unsynced);
+        let dirs = std::mem::take(&mut self.unsynced_dirs);
+        let synced = files
+            .iter()
+            .try_for_each(|p| OpenOptions::new().write(true).open(p)?.sync_data())
+            .and_then(|_| dirs.iter().try_for_each(|d| File::open(d)?.sync_all()));
+        if let Err(e) = synced {
+            self.files.clear();
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    fn note_unsynced(&mut self, path: &Path, new_file: bool) {
+        if !self.unsynced.iter().any(|p| p == path) {
+            self.unsynced.push(path.to_path_buf());
+        }
+        if let Some(dir) = path.parent().filter(|_| new_file) {
+            if !self.unsynced_dirs.iter().any(|d| d == dir) {
+                self.unsynced_dirs.push(dir.to_path_buf());
+            }
         }
     }
 
@@ -179,7 +221,13 @@ impl Store {
         f.set_len(state.valid_len)?;
         disk_add(state.valid_len as i64 - before);
         f.seek(SeekFrom::Start(state.valid_len))?;
-        let written = f.write_all(&segment).and_then(|_| f.sync_data());
+        let defer = self.defer_sync;
+        let written = f
+            .write_all(&segment)
+            .and_then(|_| if defer { Ok(()) } else { f.sync_data() });
+        if defer {
+            self.note_unsynced(path, false);
+        }
         if let Err(e) = written {
             self.files.remove(path);
             disk_add(file_len(path) - state.valid_len as i64);
@@ -246,12 +294,20 @@ impl Store {
         {
             let mut f = File::create(&tmp)?;
             f.write_all(&header)?;
-            f.sync_all()?;
+            if !self.defer_sync {
+                f.sync_all()?;
+            }
         }
         let old = file_len(path);
         fs::rename(&tmp, path)?;
         disk_add(header.len() as i64 - old);
-        File::open(dir)?.sync_all()?;
+        if self.defer_sync {
+            // A crash before the group's sync may leave an empty file under this name: no
+            // header, so the next append starts it over (its turns never left memory).
+            self.note_unsynced(path, true);
+        } else {
+            File::open(dir)?.sync_all()?;
+        }
         Ok(FileState {
             valid_len: header.len() as u64,
             last_seq: 0,

@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -183,19 +183,74 @@ impl Workers {
     }
 }
 
+/// Appends run back to back, at most this many, before one sync makes them all durable.
+const GROUP_MAX: usize = 256;
+
 fn run(rx: Receiver<Item>, depth: Arc<AtomicI64>, dicts: Arc<DictStore>) {
     let mut store = Store::with_dicts(dicts);
-    for item in rx {
-        match item {
-            Item::Barrier(wait) => {
-                let _ = wait.recv();
+    // Appends done but not yet durable, with their callbacks: reported after the group's sync.
+    let mut group: Vec<(Outcome, Callback)> = Vec::new();
+    loop {
+        let item = if group.is_empty() {
+            match rx.recv() {
+                Ok(item) => item,
+                Err(_) => break,
             }
-            Item::Run(task, done) => {
+        } else {
+            match rx.try_recv() {
+                Ok(item) => item,
+                Err(TryRecvError::Empty) => {
+                    finish_group(&mut store, &mut group, &depth);
+                    continue;
+                }
+                Err(TryRecvError::Disconnected) => break,
+            }
+        };
+        match item {
+            Item::Run(task, done) if is_append(&task) => {
+                if group.len() >= GROUP_MAX {
+                    finish_group(&mut store, &mut group, &depth);
+                }
+                store.set_defer_sync(true);
                 let outcome = execute(&mut store, task);
-                depth.fetch_sub(1, Ordering::Relaxed);
-                done(outcome);
+                group.push((outcome, done));
+            }
+            other => {
+                finish_group(&mut store, &mut group, &depth);
+                match other {
+                    Item::Barrier(wait) => {
+                        let _ = wait.recv();
+                    }
+                    Item::Run(task, done) => {
+                        let outcome = execute(&mut store, task);
+                        depth.fetch_sub(1, Ordering::Relaxed);
+                        done(outcome);
+                    }
+                }
             }
         }
+    }
+    finish_group(&mut store, &mut group, &depth);
+}
+
+fn is_append(task: &Task) -> bool {
+    matches!(task, Task::Append { .. } | Task::AppendUncounted { .. })
+}
+
+/// One sync for the group, then each append is reported: done if it and the sync succeeded.
+fn finish_group(store: &mut Store, group: &mut Vec<(Outcome, Callback)>, depth: &AtomicI64) {
+    store.set_defer_sync(false);
+    if group.is_empty() {
+        return;
+    }
+    let synced = store.sync_group();
+    for (outcome, done) in group.drain(..) {
+        let outcome = match (outcome, &synced) {
+            (Outcome::Appended(Ok(_)), Err(e)) => Outcome::Appended(Err(e.clone())),
+            (o, _) => o,
+        };
+        depth.fetch_sub(1, Ordering::Relaxed);
+        done(outcome);
     }
 }
 
