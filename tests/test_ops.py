@@ -3,6 +3,7 @@ about replies, limits, cold records and TTLs held against both servers."""
 import json
 import os
 import re
+import shlex
 import struct
 import subprocess
 
@@ -97,6 +98,23 @@ def test_ctx_count_on_a_cold_session_brings_back_the_window(servers, kind):
         got = json.loads(r.execute_command("CONV.CTX", "s", "COUNT", count, "TOKENS", tokens))
         assert [m["content"] for m in got] == want, (count, tokens)
     assert "`CONV.CTX key COUNT 2` answers 2 turns and brings back the window" in readme.flat()
+
+
+def test_readme_first_session_answers_as_shown(r):
+    # Each `$ redis-cli --raw ...` line of the README's first session, and the lines after it
+    # as what it prints.
+    (block,) = readme.code_blocks("A first session")
+    shown = []
+    for line in block:
+        if line.startswith("$ redis-cli --raw "):
+            shown.append((shlex.split(line[len("$ redis-cli --raw "):]), []))
+        else:
+            shown[-1][1].append(line)
+    assert len(shown) == 4
+    for argv, lines in shown:
+        reply = r.execute_command(*argv)
+        got = str(reply) if isinstance(reply, int) else reply.decode()
+        assert got.splitlines() == lines, argv
 
 
 def test_readme_info_field_names_are_the_real_ones(r):
