@@ -117,6 +117,24 @@ def test_readme_first_session_answers_as_shown(r):
         assert got.splitlines() == lines, argv
 
 
+def test_configuration_table_names_every_setting_with_its_default(servers, kind):
+    rows = dict(re.findall(r"^\| `([a-z-]+)` \| ([^|]+) \| [^|]+ \| .* \|$",
+                           readme.section("Configuration"), flags=re.M))
+    r = servers(kind).client()  # no module arguments: every setting at its default
+    text = lambda x: x.decode() if isinstance(x, bytes) else x  # noqa: E731
+    live = {text(k).removeprefix("convcache."): text(v)
+            for k, v in r.config_get("convcache.*").items()}
+    assert set(rows) == set(live)
+    units = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20}
+    for name, cell in rows.items():
+        doc = cell.strip().strip("`")
+        m = re.fullmatch(r"(\d+) (B|KiB|MiB)", doc)
+        if m:
+            doc = str(int(m.group(1)) * units[m.group(2)])
+        value = live[name]
+        assert (float(value) == float(doc)) if name == "semcache-min-sim" else value == doc, name
+
+
 def test_readme_info_field_names_are_the_real_ones(r):
     listed = set(re.findall(r"`(convcache_[a-z0-9_]+)`", readme.section("INFO")))
     assert listed == set(r.info("convcache"))
