@@ -107,7 +107,8 @@ def test_readme_summary_lists_every_command(server):
     module_commands = {c.decode().upper() for c in
                        raw(r, "COMMAND", "LIST", "FILTERBY", "MODULE", "convcache")}
     summary = readme.summary_rows()
-    assert set(summary) == module_commands, "README's command summary and the module's commands differ"
+    assert set(summary) == module_commands, \
+        "README's command summary and the module's commands differ"
     for name, link in summary.items():
         page = link.split("#")[0]
         assert os.path.isfile(os.path.join(readme.ROOT, page)), (name, link)

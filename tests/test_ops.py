@@ -121,8 +121,8 @@ def test_configuration_table_names_every_setting_with_its_default(servers, kind)
     rows = dict(re.findall(r"^\| `([a-z-]+)` \| ([^|]+) \| [^|]+ \| .* \|$",
                            readme.section("Configuration"), flags=re.M))
     r = servers(kind).client()  # no module arguments: every setting at its default
-    text = lambda x: x.decode() if isinstance(x, bytes) else x  # noqa: E731
-    live = {text(k).removeprefix("convcache."): text(v)
+    live = {(k.decode() if isinstance(k, bytes) else k).removeprefix("convcache."):
+            v.decode() if isinstance(v, bytes) else v
             for k, v in r.config_get("convcache.*").items()}
     assert set(rows) == set(live)
     units = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20}

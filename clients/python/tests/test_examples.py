@@ -20,7 +20,8 @@ EXAMPLES = os.path.join(REPO, "examples")
 
 def readme():
     """The manual: README.md, then every docs/*.md (the examples are in docs/python.md)."""
-    pages = [os.path.join(REPO, "README.md")] + sorted(glob.glob(os.path.join(REPO, "docs", "*.md")))
+    pages = [os.path.join(REPO, "README.md"),
+             *sorted(glob.glob(os.path.join(REPO, "docs", "*.md")))]
     return "\n".join(open(p, encoding="utf-8").read() for p in pages)
 
 
