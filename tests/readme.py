@@ -68,7 +68,7 @@ def reply_fields(command):
     """The field names a map reply row lists in backticks: `a b c`."""
     reply = command_rows()[command][1]
     m = re.search(r"flat array \(RESP2\): `([a-z_ ]+)`|flat array: `([a-z_ ]+)`", reply)
-    assert m, f"README row of {command} lists no fields: {reply}"
+    assert m, f"the manual's row of {command} lists no fields: {reply}"
     return (m.group(1) or m.group(2)).split()
 
 
@@ -79,10 +79,10 @@ def code_blocks(title):
 
 
 def acl_recipes(for_redis_70):
-    """The `ACL SETUSER` lines of the README's recipe block for Valkey or for Redis 7.0."""
+    """The `ACL SETUSER` lines of the manual's recipe block for Valkey or for Redis 7.0."""
     for block in code_blocks("ACL and command docs"):
         if block and ("Redis 7.0" in block[0]) == for_redis_70 and any(
                 line.startswith("ACL SETUSER") for line in block):
             return [line.split() for line in block if line.startswith("ACL SETUSER")]
-    raise AssertionError("README has no ACL recipe block for " +
+    raise AssertionError("the manual has no ACL recipe block for " +
                          ("Redis 7.0" if for_redis_70 else "Valkey"))

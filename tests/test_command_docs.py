@@ -44,7 +44,7 @@ def arg_dict(flat):
 
 
 def render(args):
-    """COMMAND DOCS arguments written in the README's notation."""
+    """COMMAND DOCS arguments written in the manual's notation."""
     return " ".join(render_arg(a) for a in args)
 
 
@@ -84,7 +84,8 @@ def test_command_docs_match_the_readme_tables(server):
     rows = readme.command_rows()
     module_commands = {c.decode().upper() for c in
                        raw(r, "COMMAND", "LIST", "FILTERBY", "MODULE", "convcache")}
-    assert module_commands == set(rows), "README tables and the module's commands differ"
+    assert module_commands == set(rows), \
+        "the manual's command tables and the module's commands differ"
     docs = docs_of(r, *rows)
     for name, (syntax, _) in rows.items():
         d = docs[name]

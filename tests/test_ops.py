@@ -1,4 +1,4 @@
-"""An operator's view: path settings fixed at load, config errors, and the README's claims
+"""An operator's view: path settings fixed at load, config errors, and the manual's claims
 about replies, limits, cold records and TTLs held against both servers."""
 import json
 import os
@@ -142,7 +142,7 @@ def test_readme_info_field_names_are_the_real_ones(r):
 
 def test_cold_record_memory_usage_is_as_documented(servers, kind):
     m = re.search(r"`MEMORY USAGE` is (\d+)–(\d+) bytes with a short key", readme.flat())
-    assert m, "README states no cold-record size"
+    assert m, "the manual states no cold-record size"
     low, high = int(m.group(1)), int(m.group(2))
     s = servers(kind, module_args=["window", "5", "idle-archive", "1", "timer-interval-ms", "20"])
     r = s.client()
@@ -166,7 +166,7 @@ def test_flush_leaves_the_ttl_as_it_was(r):
 
 def test_role_limit_is_as_documented(r):
     m = re.search(r"A role is non-empty UTF-8 of at most (\d+) bytes", readme.flat())
-    assert m, "README states no role limit"
+    assert m, "the manual states no role limit"
     limit = int(m.group(1))
     assert r.execute_command("CONV.ADD", "s", "r" * limit, "x") == 1
     for bad in ("r" * (limit + 1), "", b"\xff"):
