@@ -4,6 +4,7 @@ turns go to their archives and come back) and `noeviction` (pressure archiving k
 from OOM errors); sequence numbers at the top of their range. Every acknowledged turn must
 read back, in order, with its sequence number, after eviction, a restart and on a replica."""
 import json
+import os
 import time
 
 import pytest
@@ -174,3 +175,15 @@ def test_sequence_numbers_stop_at_the_top(servers, kind):
     assert seqs(r) == want
     srv.restart()
     assert seqs(srv.client()) == want
+
+
+def test_a_write_storm_keeps_turns_in_memory_bounded(servers, kind):
+    # The storm of `make bench` (benches/bench_storm.py), smaller; only the bound is checked,
+    # with generous slack (the bench reports the figures against the goals).
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benches"))
+    from storm import storm
+    srv = servers(kind, module_args=module_args())
+    f = storm(srv, adds=400_000, sessions=5000)
+    assert f["peak_over_windows"] <= 4, f
+    assert f["drain_s"] is not None, f

@@ -1114,4 +1114,31 @@ mod tests {
         assert_eq!((stub.next_seq, stub.sid, stub.window), (6, 42, 3));
         assert_eq!(stub.total_tokens(), tokens);
     }
+
+    proptest::proptest! {
+        /// Whatever SEQ a client gives and however many ADDs follow, no sequence number past
+        /// MAX_SEQ is ever issued, every issued one ascends, and a refused ADD changes nothing.
+        #[test]
+        fn prop_sequence_numbers_stay_in_range(start in (MAX_SEQ - 64)..=(MAX_SEQ + 64), adds in 0usize..80) {
+            let mut s = Session::new(4, 0);
+            let mut last = 0;
+            match s.add(msg("first"), Some(start)) {
+                Ok(n) => { proptest::prop_assert!(n <= MAX_SEQ); last = n; }
+                Err(_) => proptest::prop_assert!(start > MAX_SEQ && s.total_len() == 0),
+            }
+            for _ in 0..adds {
+                let before = s.clone();
+                match s.add(msg("next"), None) {
+                    Ok(n) => {
+                        proptest::prop_assert!(n <= MAX_SEQ && n > last);
+                        last = n;
+                    }
+                    Err(e) => {
+                        proptest::prop_assert_eq!(e, SessionError::SeqPastTop { seq: MAX_SEQ + 1 });
+                        proptest::prop_assert_eq!(&s, &before);
+                    }
+                }
+            }
+        }
+    }
 }
