@@ -13,7 +13,7 @@ NoPerm = redis.exceptions.NoPermissionError
 # The internal commands are the manual's rows named `X._Y`; each is called with enough
 # arguments to pass the server's arity check, so the refusal is the ACL's.
 INTERNAL = {name for name in readme.command_rows() if "._" in name}
-SAMPLE_ARGS = {"SEMCACHE._TOUCH": ("app:1", "1", "1")}
+SAMPLE_ARGS = {"SEMCACHE._TOUCH": ("app:1", "1", "1"), "CONV._EVICTED": ("app:1",)}
 
 
 def fp32(*xs):
