@@ -131,6 +131,12 @@ def test_graph_resumes_after_archive_and_restart(archiving_server, protocol):
         main = [k for k in session_keys(r, "lg") if k.endswith(":s")]
         assert len(main) == 1
         wait_for(lambda: conv.info(main[0]).archived > 0, what="overflow archived")
+        # One blob turn per (channel, version), not one per channel per checkpoint.
+        blobs = [m for m in conv.history(main[0]) if m.role == "blob"]
+        versions = {(ch, v) for h in history for ch, v in h.checkpoint["channel_versions"].items()
+                    if ch in h.checkpoint["channel_values"]}
+        per_checkpoint = sum(len(h.checkpoint["channel_values"]) for h in history)
+        assert len(blobs) == len(versions) and per_checkpoint >= 2 * len(blobs)
         # Every session of the thread to disk now (what idle archival does after idle-archive).
         for key in session_keys(r, "lg"):
             conv.flush(key)
@@ -243,3 +249,16 @@ def test_saver_refuses_decoding_client(server):
         ConvcacheSaver(redis_client=server.client(decode_responses=True))
     with pytest.raises(TypeError):
         ConvcacheSaver(redis_client=redis.asyncio.Redis(port=server.port))
+
+
+def test_ttl_expires_a_threads_keys(server):
+    r = server.client()
+    saver = ConvcacheSaver(redis_client=r, key_prefix="ttl", ttl={"default_ttl": 2})
+    graph = chat_graph(fake_model(2), saver)
+    cfg = {"configurable": {"thread_id": "t"}}
+    graph.invoke({"messages": [HumanMessage(content="hi")]}, cfg)
+    saver.put_writes(saver.get_tuple(cfg).config, [("x", 1)], "task")
+    keys = sorted(r.scan_iter(match="ttl:*"))
+    assert len(keys) >= 5
+    ttls = {k: r.ttl(k) for k in keys if not k.endswith(b":threads") and b":run:" not in k}
+    assert ttls and all(60 <= t <= 120 for t in ttls.values()), ttls
