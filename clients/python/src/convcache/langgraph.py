@@ -61,7 +61,7 @@ from langchain_core.runnables import RunnableConfig
 
 from ._common import decodes_responses, is_async_client, translate_error
 
-__all__ = ["ConvcacheSaver", "AsyncConvcacheSaver"]
+__all__ = ["ConvcacheSaver", "AsyncConvcacheSaver", "ConvcacheStore", "AsyncConvcacheStore"]
 
 # A batch of commands sent as one pipeline (no MULTI: a read that needs the disk cannot wait
 # inside a transaction). An operation is a generator that yields batches and receives the
@@ -825,3 +825,6 @@ class AsyncConvcacheSaver(_Core, BaseCheckpointSaver[str]):
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         await self._drive(self._op_prune(thread_ids, strategy))
+
+
+from ._store import AsyncConvcacheStore, ConvcacheStore  # noqa: E402
