@@ -1,7 +1,10 @@
 """LangChain classes on the convcache module, named and called like langchain-redis's:
 
 - ``ConvcacheChatMessageHistory`` (for ``RedisChatMessageHistory``): a
-  ``BaseChatMessageHistory`` whose session is one convcache key (CONV.*).
+  ``BaseChatMessageHistory`` whose session is one convcache key (CONV.*). Upstream deprecated
+  ``BaseChatMessageHistory`` (langchain-core 1.6.4, removal in 2.0) and
+  ``RunnableWithMessageHistory`` in favour of LangGraph persistence: this class is kept for
+  existing code; new code can use ``convcache.langgraph.ConvcacheSaver``.
 - ``ConvcacheSemanticCache`` (for ``RedisSemanticCache``): a ``BaseCache`` whose entries
   live in one SEMCACHE bucket per LLM configuration (``llm_string``), so one model never
   answers for another.
