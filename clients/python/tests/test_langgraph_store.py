@@ -114,7 +114,7 @@ def test_put_get_delete_search_like_in_memory_store(server, protocol):
     assert all(i.key != "m1" or i.namespace[1] != "u2" for i in store.search((), query="piano", limit=10))
     assert ("users", "u2", "memories") not in store.list_namespaces()
     r = server.client()
-    assert r.execute_command("SEMCACHE.LEN", "store:v:users") == 3
+    assert r.execute_command("SEMCACHE.LEN", "convcache:store:v:users") == 3
 
 
 def test_ttl_expires_and_refreshes(server):
@@ -124,10 +124,10 @@ def test_ttl_expires_and_refreshes(server):
     store.put(("t",), "short", {"text": "gone soon"}, ttl=1 / 60)  # one second
     store.put(("t",), "default", {"text": "one minute"})
     store.put(("t",), "forever", {"text": "stays"}, ttl=None)
-    assert 55 <= r.ttl("store:i:t:default") <= 60 and r.ttl("store:i:t:forever") == -1
-    r.expire("store:i:t:default", 30)
+    assert 55 <= r.ttl("convcache:store:i:t:default") <= 60 and r.ttl("convcache:store:i:t:forever") == -1
+    r.expire("convcache:store:i:t:default", 30)
     store.get(("t",), "default")  # a read renews the TTL
-    assert r.ttl("store:i:t:default") > 50
+    assert r.ttl("convcache:store:i:t:default") > 50
     store.get(("t",), "default", refresh_ttl=False)
     time.sleep(1.2)
     assert store.get(("t",), "short") is None

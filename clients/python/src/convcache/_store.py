@@ -346,7 +346,7 @@ class ConvcacheStore(_StoreCore, BaseStore):
 
     def __init__(self, redis_url: Optional[str] = None, *, redis_client: Any = None,
                  index: Optional[IndexConfig] = None, ttl: Optional[TTLConfig] = None,
-                 key_prefix: str = "store", connection_args: Optional[Dict[str, Any]] = None):
+                 key_prefix: str = "convcache:store", connection_args: Optional[Dict[str, Any]] = None):
         if redis_client is None:
             if redis_url is None:
                 raise ValueError("give redis_url or redis_client")
@@ -417,7 +417,7 @@ class AsyncConvcacheStore(_StoreCore, BaseStore):
 
     def __init__(self, redis_url: Optional[str] = None, *, redis_client: Any = None,
                  index: Optional[IndexConfig] = None, ttl: Optional[TTLConfig] = None,
-                 key_prefix: str = "store", connection_args: Optional[Dict[str, Any]] = None):
+                 key_prefix: str = "convcache:store", connection_args: Optional[Dict[str, Any]] = None):
         import redis.asyncio as aredis
         if redis_client is None:
             if redis_url is None:

@@ -571,7 +571,7 @@ class ConvcacheSaver(_Core, BaseCheckpointSaver[str]):
 
     def __init__(self, redis_url: Optional[str] = None, *, redis_client: Any = None,
                  connection_args: Optional[Dict[str, Any]] = None,
-                 ttl: Optional[Dict[str, Any]] = None, key_prefix: str = "checkpoint",
+                 ttl: Optional[Dict[str, Any]] = None, key_prefix: str = "convcache:checkpoint",
                  window: Optional[int] = None, serde: Any = None):
         BaseCheckpointSaver.__init__(self, serde=serde)
         if redis_client is None:
@@ -720,7 +720,7 @@ class AsyncConvcacheSaver(_Core, BaseCheckpointSaver[str]):
 
     def __init__(self, redis_url: Optional[str] = None, *, redis_client: Any = None,
                  connection_args: Optional[Dict[str, Any]] = None,
-                 ttl: Optional[Dict[str, Any]] = None, key_prefix: str = "checkpoint",
+                 ttl: Optional[Dict[str, Any]] = None, key_prefix: str = "convcache:checkpoint",
                  window: Optional[int] = None, serde: Any = None):
         BaseCheckpointSaver.__init__(self, serde=serde)
         import redis.asyncio as aredis
