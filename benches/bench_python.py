@@ -10,7 +10,8 @@ protocols (RESP2, RESP3). One Valkey server with the module, one client, loopbac
 not a test: exit stays 0 whatever the ratios.
 
 Env: VALKEY_SERVER, MODULE_SO (as `make bench` sets them); optional BENCH_ITERS (default
-1000), BENCH_REPS (7), BENCH_ONLY (substring of the call names to run)."""
+1000), BENCH_REPS (7), BENCH_ONLY (substring of the call names to run), BENCH_CLIENT_SRC (a
+clients/python/src to measure instead of this one, e.g. `git archive` of an older commit)."""
 import os
 import statistics
 import sys
@@ -23,10 +24,12 @@ from redis.utils import HIREDIS_AVAILABLE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-sys.path.insert(0, os.path.join(ROOT, "clients", "python", "src"))
+# BENCH_CLIENT_SRC: another copy of clients/python/src (e.g. an older commit's) to measure.
+sys.path.insert(0, os.environ.get("BENCH_CLIENT_SRC") or os.path.join(ROOT, "clients", "python", "src"))
 from harness import Server  # noqa: E402
 
 from convcache import Conversations, EmbeddingCache, SemanticCache  # noqa: E402
+import convcache  # noqa: E402
 
 ITERS = int(os.environ.get("BENCH_ITERS", "1000"))
 REPS = int(os.environ.get("BENCH_REPS", "7"))
@@ -144,9 +147,14 @@ def main():
         sys.exit("set VALKEY_SERVER and MODULE_SO")
     server = Server("valkey").start()
     try:
-        from convcache import _common
         import json
-        fast_json = _common.loads
+        try:
+            from convcache import _common
+            fast_json = _common.loads
+        except (ImportError, AttributeError):  # an older client: json only
+            import types
+            _common = types.SimpleNamespace(loads=json.loads)
+            fast_json = json.loads
         json_name = "orjson" if fast_json is not json.loads else "json"
         configs = [("hiredis", _HiredisParser, p, json_name) for p in (2, 3)] if HIREDIS_AVAILABLE else []
         configs += [("python", None, p, json_name) for p in (2, 3)]
@@ -154,6 +162,7 @@ def main():
             if HIREDIS_AVAILABLE:
                 configs.append(("hiredis", _HiredisParser, 3, "json"))
             configs.append(("python", None, 3, "json"))
+        print(f"# client {os.path.dirname(convcache.__file__)}")
         print(f"# typed client vs raw execute_command, same connection; redis-py {redis.__version__}, "
               f"{ITERS} calls x {REPS} blocks, median; goal typed/raw <= {GOAL}x")
         worst = []
@@ -167,8 +176,8 @@ def main():
                 r.ping()
                 assert type(pool.get_connection()._parser) is cls
                 print(f"\n## parser {pname}, RESP{proto}, JSON replies parsed by {jname}")
-                print(f"| call | typed µs | raw µs | typed/raw |")
-                print(f"|---|---:|---:|---:|")
+                print("| call | typed µs | raw µs | typed/raw |")
+                print("|---|---:|---:|---:|")
                 for name, t, a, ratio in measure(r):
                     flag = "" if ratio <= GOAL else " (over)"
                     print(f"| {name} | {t:.1f} | {a:.1f} | {ratio:.2f}x{flag} |")

@@ -25,7 +25,7 @@ import asyncio
 import json
 import time
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, Dict, Generator, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import redis
 from langgraph.store.base import (

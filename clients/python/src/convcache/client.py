@@ -23,7 +23,6 @@ from . import _common
 from ._common import (
     Vector,
     check_vector_type,
-    chunks,
     decodes_responses,
     default_vector_type,
     int_arg,
@@ -31,7 +30,6 @@ from ._common import (
     is_cluster_client,
     meta_arg,
     millis_arg,
-    pairs,
     seconds_arg,
     text as _text,
     to_str,
