@@ -262,3 +262,45 @@ def test_ttl_expires_a_threads_keys(server):
     assert len(keys) >= 5
     ttls = {k: r.ttl(k) for k in keys if not k.endswith(b":threads") and b":run:" not in k}
     assert ttls and all(60 <= t <= 120 for t in ttls.values()), ttls
+
+
+def test_subgraph_interrupt_resumes_from_child_namespace(archiving_server, protocol):
+    """A subgraph interrupted inside its own checkpoint namespace ("child:<task id>")
+    resumes through the saver, after its sessions went to disk."""
+    from langgraph.types import Command, interrupt
+
+    class Inner(TypedDict):
+        text: str
+
+    def ask(state: Inner):
+        return {"text": state["text"] + " / " + interrupt("more?")}
+
+    sub = StateGraph(Inner)
+    sub.add_node("ask", ask)
+    sub.add_edge(START, "ask")
+    sub.add_edge("ask", END)
+
+    class Outer(TypedDict):
+        text: str
+
+    b = StateGraph(Outer)
+    b.add_node("child", sub.compile())
+    b.add_node("done", lambda s: {"text": s["text"] + " / done"})
+    b.add_edge(START, "child")
+    b.add_edge("child", "done")
+    b.add_edge("done", END)
+    r = archiving_server.client(protocol=protocol)
+    saver = ConvcacheSaver(redis_client=r, key_prefix="sub")
+    graph = b.compile(checkpointer=saver)
+    cfg = {"configurable": {"thread_id": "s1"}}
+    out = graph.invoke({"text": "start"}, cfg)
+    assert out["__interrupt__"][0].value == "more?"
+    namespaces = {t.config["configurable"]["checkpoint_ns"] for t in saver.list(
+        {"configurable": {"thread_id": "s1"}})}
+    assert "" in namespaces and any(ns.startswith("child:") for ns in namespaces)
+    conv = Conversations(r)
+    for k in session_keys(r, "sub"):
+        conv.flush(k)
+    out = graph.invoke(Command(resume="yes"), cfg)
+    assert out == {"text": "start / yes / done"}
+    assert graph.get_state(cfg).next == ()
