@@ -22,8 +22,10 @@ in a hash tag so one thread's keys share a cluster slot), under ``key_prefix``:
 - ``<p>:{t}:ns:z`` a sorted set (lexicographic) of ``checkpoint_id|seq``: the index that
   ``list``/``get_tuple`` read (ids sort by time);
 - ``<p>:{t}:ns:b`` a hash ``channel NUL version -> blob seq`` (``0``: the channel was empty);
-- ``<p>:{t}:ns:w:<checkpoint_id>`` a session of the checkpoint's pending writes;
-- ``<p>:{t}:ns:wc`` the checkpoint ids that have writes;
+- ``<p>:{t}:ns:ws`` a session of the pending writes (role ``write``, the checkpoint id, task,
+  index, channel and task path in META), and ``<p>:{t}:ns:wz`` their index
+  (``checkpoint_id|seq``, lexicographic): one session per namespace, not one per checkpoint,
+  so a thread's cold tier is two archive files per namespace;
 - ``<p>:{t}:nss`` / ``<p>:{t}:runs`` the thread's namespaces and run ids,
   ``<p>:threads`` every thread, ``<p>:run:<run_id>`` the threads a run wrote to.
 
@@ -107,11 +109,14 @@ class _Keys:
     def blobs(self, t, ns):
         return self.base(t, ns) + ":b"
 
-    def writes(self, t, ns, cid):
-        return self.base(t, ns) + ":w:" + _esc(cid)
+    def writes(self, t, ns):
+        return self.base(t, ns) + ":ws"
 
-    def with_writes(self, t, ns):
-        return self.base(t, ns) + ":wc"
+    def writes_rewrite(self, t, ns):
+        return self.base(t, ns) + ":wr"
+
+    def writes_index(self, t, ns):
+        return self.base(t, ns) + ":wz"
 
     def namespaces(self, t):
         return self.thread(t) + ":nss"
@@ -269,27 +274,29 @@ class _Core:
                        task_id: str, task_path: str = "") -> Op:
         conf = config["configurable"]
         t, ns, cid = conf["thread_id"], conf.get("checkpoint_ns", ""), conf["checkpoint_id"]
-        W = self.keys.writes(t, ns, cid)
+        WS, WZ = self.keys.writes(t, ns), self.keys.writes_index(t, ns)
         batch: Batch = []
         for idx, (ch, value) in enumerate(writes):
             typ, data = self.serde.dumps_typed(value)
-            batch.append(self._add(W, "write", data, {"task": task_id,
-                                                      "idx": WRITES_IDX_MAP.get(ch, idx),
-                                                      "ch": ch, "t": typ, "path": task_path}))
+            batch.append(self._add(WS, "write", data, {"cp": cid, "task": task_id,
+                                                       "idx": WRITES_IDX_MAP.get(ch, idx),
+                                                       "ch": ch, "t": typ, "path": task_path}))
         if not batch:
             return None
-        batch.append(["SADD", self.keys.with_writes(t, ns), cid])
-        batch += self._expire(self.keys.with_writes(t, ns))
-        yield batch
+        seqs = yield batch
+        members: List[Any] = []
+        for seq in seqs:
+            members += [0, f"{cid}|{int(seq)}"]
+        yield [["ZADD", WZ, *members]] + self._expire(WZ)
         return None
 
-    def _pending_writes(self, reply: Any) -> List[Tuple[str, str, Any]]:
-        """Writes of one checkpoint: the first write of a (task, idx) wins, except special
-        channels (negative idx: errors, interrupts...), where the last one does; sorted as
-        LangGraph applies them (task path, task id, idx)."""
+    def _pending_writes(self, turns: Sequence[Tuple[int, bytes, Dict[str, Any]]]
+                        ) -> List[Tuple[str, str, Any]]:
+        """Writes of one checkpoint, (seq, content, meta) in seq order: the first write of a
+        (task, idx) wins, except special channels (negative idx: errors, interrupts...), where
+        the last one does; sorted as LangGraph applies them (task path, task id, idx)."""
         kept: Dict[Tuple[str, int], Tuple[str, str, Dict[str, Any], bytes]] = {}
-        for item in reply or ():
-            _, _, _, content, meta = _turn(item)
+        for _, content, meta in turns:
             key = (meta["task"], int(meta["idx"]))
             if key[1] < 0 or key not in kept:
                 kept[key] = (meta.get("path", ""), meta["ch"], meta, content)
@@ -299,9 +306,10 @@ class _Core:
 
     # -- reads --------------------------------------------------------------------------------
 
-    def _blob_reads(self, S: str, seqs: Sequence[int]) -> Batch:
+    @staticmethod
+    def _range_reads(key: str, role: str, seqs: Sequence[int]) -> Batch:
         """HISTORY commands covering ``seqs``: one range per run of nearby sequence numbers
-        (a checkpoint's new blobs are contiguous), so few commands per checkpoint."""
+        (a checkpoint's new blobs, and its writes, are close together), so few commands."""
         out: Batch = []
         ordered = sorted(set(seqs))
         i = 0
@@ -309,19 +317,20 @@ class _Core:
             j = i
             while j + 1 < len(ordered) and ordered[j + 1] - ordered[j] <= 4:
                 j += 1
-            out.append(["CONV.HISTORY", S, "FROM", ordered[i], "TO", ordered[j],
-                        "ROLES", "blob", "FORMAT", "resp"])
+            out.append(["CONV.HISTORY", key, "FROM", ordered[i], "TO", ordered[j],
+                        "ROLES", role, "FORMAT", "resp"])
             i = j + 1
         return out
 
     def _op_load(self, t: str, ns: str, members: Sequence[Tuple[str, int]],
                  filter: Optional[Dict[str, Any]] = None) -> Op:
         """CheckpointTuples of ``members`` (id, seq) in that order (those matching ``filter``),
-        in two round trips: the checkpoint turns and their writes, then their blobs."""
+        in two round trips: the checkpoint turns with their writes' index entries, then their
+        blobs and writes."""
         if not members:
             return []
         k = self.keys
-        S = k.session(t, ns)
+        S, WS, WZ = k.session(t, ns), k.writes(t, ns), k.writes_index(t, ns)
         seqs = [s for _, s in members]
         batch: Batch = []
         lo, hi = min(seqs), max(seqs)
@@ -330,7 +339,7 @@ class _Core:
                           "FORMAT", "resp"])
         else:
             batch += [["CONV.HISTORY", S, "FROM", s, "TO", s, "FORMAT", "resp"] for s in seqs]
-        batch += [["CONV.HISTORY", k.writes(t, ns, cid), "FORMAT", "resp"] for cid, _ in members]
+        batch += [["ZRANGEBYLEX", WZ, f"[{cid}|", f"({cid}}}"] for cid, _ in members]
         replies = yield batch
         n_cp = len(batch) - len(members)
         turns: Dict[int, Tuple[bytes, Dict[str, Any]]] = {}
@@ -340,28 +349,36 @@ class _Core:
                 if role == "checkpoint":
                     turns[seq] = (content, meta)
         found = []
-        for (cid, seq), wreply in zip(members, replies[n_cp:]):
+        for (cid, seq), windex in zip(members, replies[n_cp:]):
             if seq not in turns or turns[seq][1].get("id") != cid:
                 continue
             content, meta = turns[seq]
             md = self._load_meta(meta)
             if filter and not all(md.get(fk) == fv for fk, fv in filter.items()):
                 continue
-            found.append((cid, content, meta, md, wreply))
+            found.append((cid, content, meta, md, [_member(m)[1] for m in windex]))
         blob_seqs = [s for _, _, meta, _, _ in found for s in meta.get("b", {}).values()]
+        write_seqs = [s for *_, ws in found for s in ws]
         blobs: Dict[int, Any] = {}
-        if blob_seqs:
-            wanted = set(blob_seqs)
-            for r in (yield self._blob_reads(S, blob_seqs)):
+        writes: Dict[int, Tuple[bytes, Dict[str, Any]]] = {}
+        reads = self._range_reads(S, "blob", blob_seqs)
+        reads += self._range_reads(WS, "write", write_seqs)
+        if reads:
+            wanted_b, wanted_w = set(blob_seqs), set(write_seqs)
+            for cmd, r in zip(reads, (yield reads)):
                 for item in r:
-                    seq, _, _, content, meta = _turn(item)
-                    if seq in wanted:
+                    seq, _, role, content, meta = _turn(item)
+                    if role == "blob" and cmd[1] == S and seq in wanted_b:
                         blobs[seq] = self.serde.loads_typed((meta["t"], content))
+                    elif role == "write" and cmd[1] == WS and seq in wanted_w:
+                        writes[seq] = (content, meta)
         out = []
-        for cid, content, meta, md, wreply in found:
+        for cid, content, meta, md, wseqs in found:
             cp = self.serde.loads_typed((meta["t"], content))
             cp["channel_values"] = {ch: blobs[s] for ch, s in meta.get("b", {}).items()
                                     if s in blobs}
+            mine = [(s, *writes[s]) for s in sorted(wseqs)
+                    if s in writes and writes[s][1].get("cp") == cid]
             parent = meta.get("parent")
             out.append(CheckpointTuple(
                 config={"configurable": {"thread_id": t, "checkpoint_ns": ns,
@@ -371,7 +388,7 @@ class _Core:
                 parent_config=({"configurable": {"thread_id": t, "checkpoint_ns": ns,
                                                  "checkpoint_id": parent}}
                                if parent else None),
-                pending_writes=self._pending_writes(wreply),
+                pending_writes=self._pending_writes(mine),
             ))
         return out
 
@@ -420,31 +437,29 @@ class _Core:
     # -- deletion, copies, rewrites -----------------------------------------------------------
 
     def _op_thread_layout(self, t: str) -> Op:
-        """{ns: (index members, checkpoint ids with writes)} and the thread's run ids."""
+        """{ns: (index members, writes index members)} and the thread's run ids."""
         k = self.keys
         nss, runs = yield [["SMEMBERS", k.namespaces(t)], ["SMEMBERS", k.runs(t)]]
         nss = sorted(_s(m) for m in nss)
-        layout: Dict[str, Tuple[List[Tuple[str, int]], List[str]]] = {}
+        layout: Dict[str, Tuple[List[Tuple[str, int]], List[Tuple[str, int]]]] = {}
         if nss:
             replies = yield [cmd for ns in nss for cmd in (["ZRANGE", k.index(t, ns), 0, -1],
-                                                        ["SMEMBERS", k.with_writes(t, ns)])]
+                                                        ["ZRANGE", k.writes_index(t, ns), 0, -1])]
             for i, ns in enumerate(nss):
                 layout[ns] = ([_member(m) for m in replies[2 * i]],
-                              [_s(m) for m in replies[2 * i + 1]])
+                              [_member(m) for m in replies[2 * i + 1]])
         return layout, [_s(r) for r in runs]
 
-    def _ns_keys(self, t: str, ns: str, members, with_writes) -> List[str]:
+    def _ns_keys(self, t: str, ns: str) -> List[str]:
         k = self.keys
-        cids = {cid for cid, _ in members} | set(with_writes)
-        return ([k.session(t, ns), k.index(t, ns), k.blobs(t, ns), k.with_writes(t, ns)]
-                + [k.writes(t, ns, cid) for cid in sorted(cids)])
+        return [k.session(t, ns), k.index(t, ns), k.blobs(t, ns), k.writes(t, ns),
+                k.writes_index(t, ns)]
 
     def _op_delete_thread(self, thread_id: str) -> Op:
         t = str(thread_id)
         k = self.keys
         layout, runs = yield from self._op_thread_layout(t)
-        keys = [key for ns, (members, ww) in layout.items()
-                for key in self._ns_keys(t, ns, members, ww)]
+        keys = [key for ns in layout for key in self._ns_keys(t, ns)]
         keys += [k.namespaces(t), k.runs(t)]
         batch: Batch = [["DEL", key] for key in keys]
         batch.append(["SREM", k.threads(), t])
@@ -458,13 +473,9 @@ class _Core:
         if not layout:
             return None
         batch: Batch = []
-        for ns, (members, ww) in layout.items():
-            pairs = [(k.session(src, ns), k.session(dst, ns)), (k.index(src, ns), k.index(dst, ns)),
-                     (k.blobs(src, ns), k.blobs(dst, ns)),
-                     (k.with_writes(src, ns), k.with_writes(dst, ns))]
-            cids = {cid for cid, _ in members} | set(ww)
-            pairs += [(k.writes(src, ns, c), k.writes(dst, ns, c)) for c in sorted(cids)]
-            batch += [["COPY", a, b, "REPLACE"] for a, b in pairs]
+        for ns in layout:
+            batch += [["COPY", a, b, "REPLACE"]
+                      for a, b in zip(self._ns_keys(src, ns), self._ns_keys(dst, ns))]
             batch.append(["SADD", k.namespaces(dst), ns])
         batch.append(["SADD", k.threads(), dst])
         if runs:
@@ -473,15 +484,27 @@ class _Core:
         yield batch
         return None
 
-    def _op_rewrite(self, t: str, ns: str, members, with_writes, keep) -> Op:
-        """Keeps the checkpoints for which ``keep(id, meta)`` is true and the blobs they use:
-        the session is read back (archive included), the kept turns are written to a new
-        key with their own sequence numbers and times, which then replaces the session."""
+    def _rewrite_batch(self, key: str, tmp: str, kept) -> Batch:
+        """Writes the kept turns (seq, ts, role, content, meta) to ``tmp`` with their own
+        sequence numbers and times, then puts ``tmp`` in the place of ``key``."""
+        batch: Batch = [["DEL", tmp]]
+        batch += [self._add(tmp, role, content, meta, "SEQ", seq, "TS", ts)
+                  for seq, ts, role, content, meta in kept]
+        batch.append(["CONV.DEL", key])
+        if kept:
+            batch.append(["RENAME", tmp, key])
+        return batch
+
+    def _op_rewrite(self, t: str, ns: str, members, write_members, keep) -> Op:
+        """Keeps the checkpoints for which ``keep(id, meta)`` is true, the blobs they use and
+        their writes: the sessions are read back (archives included) and the kept turns
+        written to new keys, which then replace them."""
         k = self.keys
-        S, R, B, Z = k.session(t, ns), k.rewrite(t, ns), k.blobs(t, ns), k.index(t, ns)
+        S, B, Z = k.session(t, ns), k.blobs(t, ns), k.index(t, ns)
+        WS, WZ = k.writes(t, ns), k.writes_index(t, ns)
         history, blob_fields = yield [["CONV.HISTORY", S, "FORMAT", "resp"], ["HGETALL", B]]
         indexed = {seq: cid for cid, seq in members}
-        kept_cps, dropped = set(), set()
+        kept_cps, kept_ids, dropped = set(), set(), set()
         turns = [_turn(item) for item in history]
         used_blobs = set()
         for seq, _, role, _, meta in turns:
@@ -489,18 +512,15 @@ class _Core:
                 continue
             if keep(indexed[seq], meta):
                 kept_cps.add(seq)
+                kept_ids.add(indexed[seq])
                 used_blobs.update(meta.get("b", {}).values())
             else:
                 dropped.add(indexed[seq])
         if not dropped:
             return None
-        batch: Batch = [["DEL", R]]
-        kept_turns = [x for x in turns if x[0] in kept_cps or (x[2] == "blob" and x[0] in used_blobs)]
-        for seq, ts, role, content, meta in kept_turns:
-            batch.append(self._add(R, role, content, meta, "SEQ", seq, "TS", ts))
-        batch.append(["CONV.DEL", S])
-        if kept_turns:
-            batch.append(["RENAME", R, S])
+        kept = [x for x in turns
+                if x[0] in kept_cps or (x[2] == "blob" and x[0] in used_blobs)]
+        batch = self._rewrite_batch(S, k.rewrite(t, ns), kept)
         batch.append(["ZREM", Z, *[f"{cid}|{seq}" for cid, seq in members if cid in dropped]])
         if isinstance(blob_fields, dict):
             items = list(blob_fields.items())
@@ -509,11 +529,15 @@ class _Core:
         stale = [f for f, v in items if int(v) and int(v) not in used_blobs]
         if stale:
             batch.append(["HDEL", B, *stale])
-        gone = sorted(dropped | (set(with_writes) - {cid for cid, _ in members}))
-        batch += [["DEL", k.writes(t, ns, cid)] for cid in gone]
-        batch.append(["SREM", k.with_writes(t, ns), *gone] if gone else ["PING"])
+        doomed_writes = [f"{cid}|{seq}" for cid, seq in write_members if cid not in kept_ids]
+        if doomed_writes:
+            (whistory,) = yield [["CONV.HISTORY", WS, "FORMAT", "resp"]]
+            kept_w = [x for x in (_turn(item) for item in whistory)
+                      if x[4].get("cp") in kept_ids]
+            batch += self._rewrite_batch(WS, k.writes_rewrite(t, ns), kept_w)
+            batch.append(["ZREM", WZ, *doomed_writes])
         if not kept_cps:
-            batch += [["DEL", Z, B, k.with_writes(t, ns)], ["SREM", k.namespaces(t), ns]]
+            batch += [["DEL", Z, B, WZ], ["SREM", k.namespaces(t), ns]]
         yield batch
         return None
 
@@ -565,8 +589,9 @@ class ConvcacheSaver(_Core, BaseCheckpointSaver[str]):
     is no index to create). The async methods run the sync ones in a worker thread; use
     ``AsyncConvcacheSaver`` in async applications.
 
-    Cost: ``put`` 2 round trips, ``put_writes`` 1, ``get_tuple`` 3 (index, checkpoint and
-    writes, channel values), ``list`` 3 per page of 64 checkpoints. A checkpoint or blob
+    Cost: ``put`` 2 round trips, ``put_writes`` 2 (the turns, then their index entries),
+    ``get_tuple`` 3 (index; checkpoint and its writes' index; channel values and writes),
+    ``list`` 3 per page of 64 checkpoints. A checkpoint or blob
     the server archived is read from disk on its I/O thread while the call waits."""
 
     def __init__(self, redis_url: Optional[str] = None, *, redis_client: Any = None,
