@@ -138,9 +138,14 @@ def test_graph_resumes_after_archive_and_restart(archiving_server, protocol):
         per_checkpoint = sum(len(h.checkpoint["channel_values"]) for h in history)
         assert len(blobs) == len(versions) and per_checkpoint >= 2 * len(blobs)
         # Every session of the thread to disk now (what idle archival does after idle-archive).
+        hot = sum(r.memory_usage(k) for k in r.scan_iter(match="lg:*"))
         for key in session_keys(r, "lg"):
             conv.flush(key)
         assert all(conv.info(k).hot == 0 for k in session_keys(r, "lg"))
+        # What stays in memory is the index (an entry per checkpoint and per write) and the
+        # sessions' cold records: a small part of the thread.
+        cold = sum(r.memory_usage(k) for k in r.scan_iter(match="lg:*"))
+        assert cold * 4 < hot, (cold, hot)
         # An old checkpoint (time travel) reads from disk: the end of the third invoke.
         third = [h for h in history if h.metadata["step"] == 10][0]
         assert third.checkpoint["channel_values"]["log"][-1] == "turn 3: 6 messages"
