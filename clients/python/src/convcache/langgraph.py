@@ -139,6 +139,22 @@ def _turn(item: Sequence[Any]) -> Tuple[int, int, str, bytes, Dict[str, Any]]:
     return int(seq), int(ts), _s(role), content, (json.loads(meta) if meta is not None else {})
 
 
+def _checked(replies: List[Any], tolerant: bool) -> List[Any]:
+    """Pipeline replies; an error reply raises unless the operation reads errors itself."""
+    if not tolerant:
+        for r in replies:
+            if isinstance(r, redis.exceptions.ResponseError):
+                raise translate_error(r)
+    return replies
+
+
+def _next_seq(info: Any) -> int:
+    if info is None:
+        return 1
+    d = info if isinstance(info, dict) else dict(zip(info[::2], info[1::2]))
+    return int({_s(a): b for a, b in d.items()}["next_seq"])
+
+
 def _member(m: Any) -> Tuple[str, int]:
     cid, _, seq = _s(m).rpartition("|")
     return cid, int(seq)
@@ -245,26 +261,32 @@ class _Core:
                 if seq is not None and int(seq):
                     blob_seqs[ch] = int(seq)
             i += 1
-        info = replies[i]
-        if info is None:
-            next_seq = 1
-        else:
-            d = info if isinstance(info, dict) else dict(zip(info[::2], info[1::2]))
-            next_seq = int({_s(a): b for a, b in d.items()}["next_seq"])
+        next_seq = _next_seq(replies[i])
         md = get_checkpoint_metadata(config, metadata)
         typ, body = self.serde.dumps_typed(c)
         meta = {"id": checkpoint["id"], "parent": parent, "t": typ, "b": blob_seqs,
                 "run": md.get("run_id"), **self._meta_fields(md)}
-        batch = [self._add(S, "checkpoint", body, meta, "SEQ", next_seq)]
+        Z = k.index(t, ns)
+        # The checkpoint takes the next sequence number explicitly, so its index entry goes in
+        # the same round trip. If another writer took that number meanwhile, the server
+        # refuses the SEQ: the entry is taken back, the turn added without SEQ and indexed
+        # with the number the server gives it (one more round trip, never a lost put).
+        member = f"{checkpoint['id']}|{next_seq}"
+        batch = [self._add(S, "checkpoint", body, meta, "SEQ", next_seq), ["ZADD", Z, 0, member]]
         if fields:
             batch.append(["HSET", B, *fields])
-        batch += [["ZADD", k.index(t, ns), 0, f"{checkpoint['id']}|{next_seq}"],
-                  ["SADD", k.threads(), t], ["SADD", k.namespaces(t), ns]]
+        batch += [["SADD", k.threads(), t], ["SADD", k.namespaces(t), ns]]
         run_id = md.get("run_id")
         if run_id:
             batch += [["SADD", k.runs(t), str(run_id)], ["SADD", k.run(str(run_id)), t]]
-        batch += self._expire(B, k.index(t, ns), k.namespaces(t), k.runs(t))
-        yield batch
+        batch += self._expire(B, Z, k.namespaces(t), k.runs(t))
+        replies = yield ("tolerant", batch)
+        errors = [r for r in replies if isinstance(r, redis.exceptions.ResponseError)]
+        if errors:
+            if errors[0] is not replies[0] or "SEQ" not in str(replies[0]):
+                raise translate_error(errors[0])
+            _, seq = yield [["ZREM", Z, member], self._add(S, "checkpoint", body, meta)]
+            yield [["ZADD", Z, 0, f"{checkpoint['id']}|{int(seq)}"]]
         return {"configurable": {"thread_id": t, "checkpoint_ns": ns,
                                  "checkpoint_id": checkpoint["id"]}}
 
@@ -628,24 +650,25 @@ class ConvcacheSaver(_Core, BaseCheckpointSaver[str]):
         """Checks that the server has the module (raises ``ModuleNotLoadedError``)."""
         self._exec([["CONV.LEN", self.keys.p + ":setup-probe"]])
 
-    def _exec(self, batch: Batch) -> List[Any]:
+    def _exec(self, batch: Batch, tolerant: bool = False) -> List[Any]:
         if not batch:
             return []
         try:
-            if len(batch) == 1:
-                return [self._redis.execute_command(*batch[0])]
             p = self._redis.pipeline(transaction=False)
             for args in batch:
                 p.execute_command(*args)
-            return p.execute()
+            return _checked(p.execute(raise_on_error=False), tolerant)
         except redis.exceptions.ResponseError as e:
             raise translate_error(e) from None
 
     def _drive(self, op: Op) -> Any:
         try:
-            batch = next(op)
+            step = next(op)
             while True:
-                batch = op.send(self._exec(batch))
+                if isinstance(step, tuple):  # ("tolerant", batch): errors come back as replies
+                    step = op.send(self._exec(step[1], tolerant=True))
+                else:
+                    step = op.send(self._exec(step))
         except StopIteration as stop:
             return stop.value
 
@@ -780,24 +803,25 @@ class AsyncConvcacheSaver(_Core, BaseCheckpointSaver[str]):
 
     setup = asetup  # langgraph-checkpoint-redis users call `await saver.asetup()`
 
-    async def _exec(self, batch: Batch) -> List[Any]:
+    async def _exec(self, batch: Batch, tolerant: bool = False) -> List[Any]:
         if not batch:
             return []
         try:
-            if len(batch) == 1:
-                return [await self._redis.execute_command(*batch[0])]
             p = self._redis.pipeline(transaction=False)
             for args in batch:
                 p.execute_command(*args)
-            return await p.execute()
+            return _checked(await p.execute(raise_on_error=False), tolerant)
         except redis.exceptions.ResponseError as e:
             raise translate_error(e) from None
 
     async def _drive(self, op: Op) -> Any:
         try:
-            batch = next(op)
+            step = next(op)
             while True:
-                batch = op.send(await self._exec(batch))
+                if isinstance(step, tuple):
+                    step = op.send(await self._exec(step[1], tolerant=True))
+                else:
+                    step = op.send(await self._exec(step))
         except StopIteration as stop:
             return stop.value
 
