@@ -124,6 +124,7 @@ def test_ttl_expires_and_refreshes(server):
     store.put(("t",), "short", {"text": "gone soon"}, ttl=1 / 60)  # one second
     store.put(("t",), "default", {"text": "one minute"})
     store.put(("t",), "forever", {"text": "stays"}, ttl=None)
+    assert r.execute_command("SEMCACHE.LEN", "convcache:store:v:t") == 3
     assert 55 <= r.ttl("convcache:store:i:t:default") <= 60 and r.ttl("convcache:store:i:t:forever") == -1
     r.expire("convcache:store:i:t:default", 30)
     store.get(("t",), "default")  # a read renews the TTL
@@ -131,6 +132,8 @@ def test_ttl_expires_and_refreshes(server):
     store.get(("t",), "default", refresh_ttl=False)
     time.sleep(1.2)
     assert store.get(("t",), "short") is None
+    # Its vector expired with it, on the server, without a search meeting it.
+    assert r.execute_command("SEMCACHE.LEN", "convcache:store:v:t") == 2
     assert sorted(i.key for i in store.search(("t",))) == ["default", "forever"]
     assert "short" not in [i.key for i in store.search(("t",), query="gone soon", limit=3)]
     store.put(("x",), "k", {"a": 1}, ttl=1 / 60)

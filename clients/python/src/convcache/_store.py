@@ -17,7 +17,10 @@ A search without ``query`` reads the namespaces under the prefix (their members,
 items) and orders by ``updated_at``, newest first; ``filter`` applies to the values as in
 LangGraph's in-memory store (``$eq``, ``$ne``, ``$gt``, ``$gte``, ``$lt``, ``$lte``, nested
 dicts). With ``query``: the best entries by cosine similarity (max over an item's texts),
-items without vectors after them, then ``filter``/``offset``/``limit``.
+items without vectors after them, then ``filter``/``offset``/``limit``. An item's vectors
+expire with it; searches renew the TTL of those they meet (``TOUCH``), ``get`` renews the
+item only, so an item kept alive by ``get`` alone past its TTL is still found by ``search``,
+after the scored ones, until it is written again.
 """
 from __future__ import annotations
 
@@ -196,8 +199,8 @@ class _StoreCore:
             created = json.loads(raw)["c"] if raw is not None else now
             doc = json.dumps({"v": op.value, "c": created, "u": now, "t": op.ttl},
                              ensure_ascii=False, separators=(",", ":"), default=str)
-            if op.ttl:
-                secs = max(1, int(op.ttl * 60))
+            secs = max(1, int(op.ttl * 60)) if op.ttl else 0
+            if secs:
                 batch += [["SET", item, doc, "EX", secs],
                           ["ZADD", members, int((now + secs) * 1000), key]]
             else:
@@ -207,8 +210,9 @@ class _StoreCore:
             for i in range(1, len(ns) + 1):
                 tags += ["TAG", f"n{i}", _ns_text(ns[:i])]
             for path, _ in ts:
+                # The vectors expire with the item (searches renew them: GET ... TOUCH).
                 batch.append(["SEMCACHE.SET", self._bucket(ns[0]), vector_bytes(next(v)), tag,
-                              "EX", 0, "MAXITEMS", _MAX_ENTRIES, *tags,
+                              "EX", secs, "MAXITEMS", _MAX_ENTRIES, *tags,
                               "PROMPT", f"{tag}\x00{path}"])
         yield batch
 
@@ -280,9 +284,11 @@ class _StoreCore:
             flt = []
         want = op.offset + op.limit
         count = max(16, 4 * want)
+        # A search renews the TTL of the vectors it meets, as it renews the items it returns.
+        touch = ["TOUCH"] if refresh and self.ttl_config else []
         while True:
             replies = yield [["SEMCACHE.GET", b, vector_bytes(qvec), "MINSIM", "-1", "COUNT", count,
-                              "WITHSCORES", *flt] for b in buckets]
+                              "WITHSCORES", *flt, *touch] for b in buckets]
             hits: List[Tuple[float, str, int]] = []  # (score, item tag, bucket)
             full = False
             for bi, reply in enumerate(replies):
