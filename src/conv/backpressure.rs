@@ -68,7 +68,7 @@ pub fn admit(ctx: &Context, argv: &[RedisString]) -> Option<RedisResult> {
 
 /// The timer's share: once memory is under the limit, the parked ADDs are applied in order;
 /// those that waited too long, or that nothing can free memory for, get the OOM error.
-pub fn release(now_ms: i64) {
+pub fn release(now_ms: i64, apply: fn(&Context, &[RedisString]) -> RedisResult) {
     let mut parked = lock(&PARKED);
     if parked.is_empty() {
         return;
@@ -86,7 +86,7 @@ pub fn release(now_ms: i64) {
                     .iter()
                     .map(|a| RedisString::create_from_slice(ctx.ctx, a))
                     .collect();
-                super::commands::add_admitted(ctx, &argv)
+                apply(ctx, &argv)
             }));
         } else if fail || now_ms - p.since_ms >= MAX_WAIT_MS {
             p.bc.finish(Box::new(|_| Err(RedisError::Str(OOM))));

@@ -2,11 +2,9 @@
 
 use redis_module::{raw, Context, NotifyEvent, RedisError, RedisResult, RedisString, RedisValue};
 
-use redis_module::key::RedisKeyWritable;
-
 use super::codec::{self, Decoded};
 use super::message::{self, Message};
-use super::r#type::SESSION_TYPE;
+use super::r#type::{store_new, SESSION_TYPE};
 use super::render::{self, Format, SizeHint};
 use super::session::{self, RoleFilter, Session, MAX_WINDOW};
 use super::tokens::{self, Tokenizer};
@@ -17,9 +15,6 @@ use crate::metrics;
 use crate::server::args::{self, err, Args};
 use crate::server::reply::Field;
 use crate::server::{blocking, config, keys};
-
-/// The command AOF rewrite emits to rebuild a session (also accepted from clients, as RESTORE is).
-pub const LOAD_COMMAND: &str = "CONV._LOAD";
 
 /// Longest `EX` of CONV.ADD (as SEMCACHE.SET's): 100 years.
 pub const MAX_TTL_SECS: i64 = 100 * 365 * 86_400;
@@ -518,12 +513,6 @@ fn read_or_evicted<'a>(
     }
     *cold_stub = super::evicted::stub(keys::selected_db(ctx), name.as_slice());
     Ok(cold_stub.as_ref())
-}
-
-/// Gives a new session to the server and counts it; `free` uncounts it.
-pub(super) fn store_new(key: &RedisKeyWritable, s: Session) -> Result<(), RedisError> {
-    metrics::session_created(&s);
-    key.set_value(&SESSION_TYPE, s)
 }
 
 fn parse_format(opts: &mut Args) -> Result<Format, RedisError> {

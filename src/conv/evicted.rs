@@ -244,11 +244,11 @@ pub fn restore(
         return Ok(());
     };
     let payload = codec::encode_session(&s, &[]);
-    super::commands::store_new(key, s)?;
+    super::r#type::store_new(key, s)?;
     forget(db, name.as_slice());
     metrics::EVICTED_RESTORED.incr();
     let payload = RedisString::create_from_slice(ctx.ctx, &payload);
-    ctx.replicate(super::commands::LOAD_COMMAND, &[name, &payload][..]);
+    ctx.replicate(super::r#type::LOAD_COMMAND, &[name, &payload][..]);
     Ok(())
 }
 

@@ -212,7 +212,7 @@ fn tick(ctx: &Context, mut state: TimerState) {
         relieve_pressure(ctx, &visit, seen.into_inner());
     }
     // Parked ADDs go on once the writes just applied brought memory under the limit.
-    super::backpressure::release(crate::clock::now_ms());
+    super::backpressure::release(crate::clock::now_ms(), super::commands::add_admitted);
     let us = started.elapsed().as_micros() as i64;
     metrics::TIMER_TICKS.incr();
     metrics::TIMER_TICK_US_TOTAL.add(us);

@@ -208,9 +208,7 @@ unsafe extern "C" fn aof_rewrite(
     value: *mut c_void,
 ) {
     let s = session(value);
-    let emit = |payload: &[u8]| {
-        crate::server::aof::emit_load(aof, super::commands::LOAD_COMMAND, key, payload)
-    };
+    let emit = |payload: &[u8]| crate::server::aof::emit_load(aof, LOAD_COMMAND, key, payload);
     let all: Vec<Turn> = s.turns().collect();
     let mut chunks = all.chunks(AOF_MESSAGES_PER_COMMAND);
     let first = chunks.next().unwrap_or(&[]);
@@ -311,4 +309,17 @@ unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void)
 
 fn log_warning(msg: &str) {
     redis_module::logging::log_warning(msg);
+}
+
+/// The command AOF rewrite emits to rebuild a session, also replicated when an evicted session
+/// comes back (accepted from clients with the rights, as RESTORE is).
+pub const LOAD_COMMAND: &str = "CONV._LOAD";
+
+/// Gives a new session to the server and counts it; `free` uncounts it.
+pub fn store_new(
+    key: &redis_module::key::RedisKeyWritable,
+    s: Session,
+) -> Result<(), redis_module::RedisError> {
+    metrics::session_created(&s);
+    key.set_value(&SESSION_TYPE, s)
 }

@@ -12,7 +12,7 @@ use crate::clock::{now_ms, random_id};
 use crate::cold::filename::is_safe_import_name;
 use crate::conv::codec;
 use crate::conv::cold;
-use crate::conv::commands::LOAD_COMMAND;
+use crate::conv::r#type::LOAD_COMMAND;
 use crate::conv::r#type::SESSION_TYPE;
 use crate::conv::session::Session;
 use crate::conv::turn::Turn;

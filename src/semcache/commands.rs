@@ -16,8 +16,6 @@ use crate::server::args::{self, err, Args};
 use crate::server::{config, keys};
 use crate::vector;
 
-/// The command AOF rewrite emits to rebuild a bucket (also accepted from clients).
-pub const LOAD_COMMAND: &str = "SEMCACHE._LOAD";
 /// The command that carries a GET ... TOUCH's renewed expiries to replicas and the AOF.
 pub const TOUCH_COMMAND: &str = "SEMCACHE._TOUCH";
 pub const MAX_ITEMS_LIMIT: i64 = codec::MAX_ITEMS_LIMIT as i64;

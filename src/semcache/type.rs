@@ -125,12 +125,12 @@ unsafe extern "C" fn aof_rewrite(
 ) {
     let c = cache(value);
     let header = codec::encode_header(&c.bucket, c.hits.get(), c.misses.get());
-    crate::server::aof::emit_load(aof, super::commands::LOAD_COMMAND, key, &header);
+    crate::server::aof::emit_load(aof, LOAD_COMMAND, key, &header);
     for chunk in codec::entry_chunks(&c.bucket) {
-        crate::server::aof::emit_load(aof, super::commands::LOAD_COMMAND, key, &chunk);
+        crate::server::aof::emit_load(aof, LOAD_COMMAND, key, &chunk);
     }
     if let Some(index) = codec::encode_index(&c.bucket) {
-        crate::server::aof::emit_load(aof, super::commands::LOAD_COMMAND, key, &index);
+        crate::server::aof::emit_load(aof, LOAD_COMMAND, key, &index);
     }
 }
 
@@ -183,3 +183,6 @@ pub fn store_new(
     super::created(&c);
     key.set_value(&SEMCACHE_TYPE, c)
 }
+
+/// The command AOF rewrite emits to rebuild a bucket (also accepted from clients).
+pub const LOAD_COMMAND: &str = "SEMCACHE._LOAD";
