@@ -230,27 +230,19 @@ fn apply_add(ctx: &Context, argv: &[RedisString], counting: Counting) -> RedisRe
         super::evicted::restore(ctx, &key, &argv[1])?;
     }
     let existing = keys::write::<Session>(&key, &SESSION_TYPE)?;
-    let window = req.window.unwrap_or_else(|| match &existing {
-        Some(s) => s.window,
-        None => config::get(&config::WINDOW) as u32,
-    });
-    // A session counts with the tokenizer it started with; a new one with TOKENIZER or the
-    // config's. The count is taken once, here (or on a counting thread), and stored with the turn.
-    let turn_tokenizer = match (&existing, req.tokenizer) {
-        (Some(s), Some(t)) if t != s.tokenizer => {
-            return err(format!(
-                "TOKENIZER {} differs from the session's tokenizer {} (a session keeps the tokenizer it started with)",
-                t.name(),
-                s.tokenizer.name()
-            ))
-        }
-        (Some(s), _) => s.tokenizer,
-        (None, t) => t.unwrap_or_else(|| config::TOKENIZER.value()),
-    };
-    if let Some(s) = &existing {
-        // Refused now rather than after a count in the background.
-        s.seq_for(req.seq).map_err(args::reply_err)?;
-    }
+    // The decision (window, tokenizer, SEQ), in the core; a refused ADD changes nothing.
+    let plan = session::plan_add(
+        existing.as_deref(),
+        session::AddAsk {
+            window: req.window,
+            tokenizer: req.tokenizer,
+            seq: req.seq,
+            default_window: config::get(&config::WINDOW) as u32,
+            default_tokenizer: config::TOKENIZER.value(),
+        },
+    )
+    .map_err(args::reply_err)?;
+    let (window, turn_tokenizer) = (plan.window, plan.tokenizer);
     msg.tokens = match (req.tokens, counting) {
         (Some(n), _) => n,
         (None, Counting::Counted(t, n)) if t == turn_tokenizer => n,

@@ -27,6 +27,11 @@ pub enum SessionError {
     SeqNotIncreasing { given: u64, next: u64 },
     /// A sequence number past [`MAX_SEQ`], given or next: refused before anything changes.
     SeqPastTop { seq: u64 },
+    /// `TOKENIZER` names another tokenizer than the one the session started with.
+    TokenizerDiffers {
+        given: Tokenizer,
+        session: Tokenizer,
+    },
     /// Turns loaded into a session (`_LOAD` continuation) at or past its `next_seq`.
     SeqPastNext { given: u64, next: u64 },
     /// Turns said to come back from the archive that the session never archived.
@@ -50,6 +55,12 @@ impl std::fmt::Display for SessionError {
             SessionError::SeqPastTop { seq } => write!(
                 f,
                 "sequence number {seq} is past the largest a session can use ({MAX_SEQ})"
+            ),
+            SessionError::TokenizerDiffers { given, session } => write!(
+                f,
+                "TOKENIZER {} differs from the session's tokenizer {} (a session keeps the tokenizer it started with)",
+                given.name(),
+                session.name()
             ),
             SessionError::SeqNotIncreasing { given, next } => {
                 write!(
@@ -77,6 +88,58 @@ impl std::fmt::Display for SessionError {
             }
         }
     }
+}
+
+/// What a CONV.ADD asks for beyond its turn (`WINDOW`, `TOKENIZER`, `SEQ`), and the
+/// module's defaults for a new session.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AddAsk {
+    pub window: Option<u32>,
+    pub tokenizer: Option<Tokenizer>,
+    pub seq: Option<u64>,
+    pub default_window: u32,
+    pub default_tokenizer: Tokenizer,
+}
+
+/// What a CONV.ADD decided before its turn is counted and stored.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AddPlan {
+    /// The session's window from now on.
+    pub window: u32,
+    /// The tokenizer the turn is counted with (the session's, for good).
+    pub tokenizer: Tokenizer,
+    /// The ADD starts the session.
+    pub creates: bool,
+}
+
+/// The decision of a CONV.ADD, before anything changes: a session keeps its window until a
+/// `WINDOW` changes it and counts with the tokenizer it started with; a new one starts with
+/// the request's or the defaults. A `TOKENIZER` that differs from an existing session's, or a
+/// `SEQ` the session cannot take, refuses the ADD (checked here rather than after a count in
+/// the background).
+pub fn plan_add(existing: Option<&Session>, ask: AddAsk) -> Result<AddPlan, SessionError> {
+    let Some(s) = existing else {
+        if let Some(seq) = ask.seq.filter(|&q| q > MAX_SEQ) {
+            return Err(SessionError::SeqPastTop { seq });
+        }
+        return Ok(AddPlan {
+            window: ask.window.unwrap_or(ask.default_window),
+            tokenizer: ask.tokenizer.unwrap_or(ask.default_tokenizer),
+            creates: true,
+        });
+    };
+    if let Some(t) = ask.tokenizer.filter(|&t| t != s.tokenizer) {
+        return Err(SessionError::TokenizerDiffers {
+            given: t,
+            session: s.tokenizer,
+        });
+    }
+    s.seq_for(ask.seq)?;
+    Ok(AddPlan {
+        window: ask.window.unwrap_or(s.window),
+        tokenizer: s.tokenizer,
+        creates: false,
+    })
 }
 
 /// The largest sequence number a session issues: 2^53, which every JSON client represents
@@ -1140,5 +1203,118 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn ask() -> AddAsk {
+        AddAsk {
+            window: None,
+            tokenizer: None,
+            seq: None,
+            default_window: 20,
+            default_tokenizer: Tokenizer::Estimate,
+        }
+    }
+
+    #[test]
+    fn plan_add_of_a_new_session_takes_the_request_or_the_defaults() {
+        assert_eq!(
+            plan_add(None, ask()),
+            Ok(AddPlan {
+                window: 20,
+                tokenizer: Tokenizer::Estimate,
+                creates: true
+            })
+        );
+        let asked = AddAsk {
+            window: Some(5),
+            tokenizer: Some(Tokenizer::Cl100kBase),
+            ..ask()
+        };
+        assert_eq!(
+            plan_add(None, asked),
+            Ok(AddPlan {
+                window: 5,
+                tokenizer: Tokenizer::Cl100kBase,
+                creates: true
+            })
+        );
+        let top = AddAsk {
+            seq: Some(MAX_SEQ + 1),
+            ..ask()
+        };
+        assert_eq!(
+            plan_add(None, top),
+            Err(SessionError::SeqPastTop { seq: MAX_SEQ + 1 })
+        );
+    }
+
+    #[test]
+    fn plan_add_of_an_existing_session_keeps_its_tokenizer_and_window() {
+        let mut s = Session::new(7, 0);
+        s.tokenizer = Tokenizer::O200kBase;
+        s.add(msg("a"), Some(10)).unwrap();
+        let keep = plan_add(
+            Some(&s),
+            AddAsk {
+                default_window: 99,
+                ..ask()
+            },
+        );
+        assert_eq!(
+            keep,
+            Ok(AddPlan {
+                window: 7,
+                tokenizer: Tokenizer::O200kBase,
+                creates: false
+            })
+        );
+        let resize = plan_add(
+            Some(&s),
+            AddAsk {
+                window: Some(3),
+                ..ask()
+            },
+        );
+        assert_eq!(resize.unwrap().window, 3);
+        let other = plan_add(
+            Some(&s),
+            AddAsk {
+                tokenizer: Some(Tokenizer::Cl100kBase),
+                ..ask()
+            },
+        );
+        assert_eq!(
+            other,
+            Err(SessionError::TokenizerDiffers {
+                given: Tokenizer::Cl100kBase,
+                session: Tokenizer::O200kBase
+            })
+        );
+        assert!(other
+            .unwrap_err()
+            .to_string()
+            .contains("TOKENIZER cl100k_base differs"));
+        let same = plan_add(
+            Some(&s),
+            AddAsk {
+                tokenizer: Some(Tokenizer::O200kBase),
+                ..ask()
+            },
+        );
+        assert!(same.is_ok());
+        let old = plan_add(
+            Some(&s),
+            AddAsk {
+                seq: Some(10),
+                ..ask()
+            },
+        );
+        assert_eq!(
+            old,
+            Err(SessionError::SeqNotIncreasing {
+                given: 10,
+                next: 11
+            })
+        );
     }
 }
