@@ -478,3 +478,66 @@ def test_hit_and_miss_latency_in_info(r):
     info = r.info("convcache")
     assert float(info["convcache_semcache_hit_latency_us"]) > 0
     assert float(info["convcache_semcache_miss_latency_us"]) > 0
+
+
+# ---- exact filtered lookups (posting lists) ----
+
+def exact_best(vecs, owners, q, user, count):
+    """The ids (1-based) of the `count` best entries of `user`, by an exact numpy scan."""
+    idx = np.flatnonzero(owners == user)
+    scores = vecs[idx] @ q
+    order = np.lexsort((-idx, -scores))  # best score first, ties: newer first
+    return [int(idx[j]) + 1 for j in order[:count]]
+
+
+def test_filtered_lookups_are_exact_at_every_selectivity(kind, servers):
+    """A bucket with an index, users owning 0.1%, 1%, 10% and 50% of 6,000 entries: every
+    filtered lookup answers what an exact scan of that user's entries answers, also after
+    DEBUG RELOAD, DEL FILTER and on a replica (posting lists are rebuilt from the entries)."""
+    primary = servers(kind, module_args=["semcache-index-min", "500", "semcache-ttl", "0"])
+    rep = replica_of(servers, primary)
+    r = primary.client(protocol=2)
+    n = 6000
+    vecs = clustered(n, seed=11)
+    rng = np.random.default_rng(3)
+    shares = {"tiny": 0.001, "small": 0.01, "mid": 0.1, "big": 0.5}
+    draw = rng.random(n)
+    owners = np.full(n, "rest", dtype=object)
+    edge = 0.0
+    for user, share in shares.items():
+        owners[(draw >= edge) & (draw < edge + share)] = user
+        edge += share
+    p = r.pipeline(transaction=False)
+    for i, v in enumerate(vecs):
+        p.execute_command("SEMCACHE.SET", "sc", v.tobytes(), f"r{i}", "TAG", "user", owners[i],
+                          "MAXITEMS", n)
+    p.execute()
+    wait_for(lambda: info_of(r, "sc")["index_pending"] == 0, timeout=30)
+    assert info_of(r, "sc")["index"] != "none"
+    # Fresh queries (far from every entry's own vector) are where an index misses.
+    queries = [near(clustered(1, seed=100 + j)[0], j) for j in range(40)]
+
+    def check(client, users):
+        for user in users:
+            for q in queries:
+                reply = client.execute_command("SEMCACHE.GET", "sc", q.tobytes(), "MINSIM", -1,
+                                               "COUNT", 3, "WITHIDS", "FILTER", "user", user)
+                got = [int(x) for x in (reply or [])[::2]]
+                assert got == exact_best(vecs, owners, q, user, 3), (user, got)
+
+    check(r, shares)
+    before = r.info("convcache")["convcache_semcache_posted_lookups"]
+    assert before > 0, "selective filters take the posting lists"
+    r.execute_command("DEBUG", "RELOAD")
+    check(r, shares)
+    # DEL FILTER drops a user's entries from its posting list with them.
+    assert r.execute_command("SEMCACHE.DEL", "sc", "FILTER", "user", "small") == int(
+        (owners == "small").sum())
+    assert r.execute_command("SEMCACHE.GET", "sc", queries[0].tobytes(), "MINSIM", -1,
+                             "FILTER", "user", "small") is None
+    owners[owners == "small"] = "gone"
+    check(r, ["tiny", "mid"])
+    wait_replica_caught_up(primary, rep)
+    assert rep.client().execute_command("DEBUG", "DIGEST-VALUE", "sc") == \
+        r.execute_command("DEBUG", "DIGEST-VALUE", "sc")
+    check(rep.client(protocol=2), ["tiny", "mid", "big"])

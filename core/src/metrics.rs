@@ -118,6 +118,8 @@ pub static SEMCACHE_HITS: Counter = Counter::new();
 pub static SEMCACHE_MISSES: Counter = Counter::new();
 pub static SEMCACHE_BACKGROUND_SCANS: Counter = Counter::new();
 pub static SEMCACHE_INDEX_LOOKUPS: Counter = Counter::new();
+/// Filtered lookups answered exactly from a tag pair's posting list.
+pub static SEMCACHE_POSTED_LOOKUPS: Counter = Counter::new();
 pub static SEMCACHE_PROMPT_HITS: Counter = Counter::new();
 /// Nanoseconds from a SEMCACHE.GET's arrival to its reply, summed over hits / misses.
 pub static SEMCACHE_HIT_NSEC: Counter = Counter::new();

@@ -79,7 +79,7 @@ pub fn add_info(ctx: &InfoContext, _for_crash_report: bool) {
 #[allow(deprecated)]
 fn add_semcache_info(ctx: &InfoContext) {
     let (hits, misses) = (metrics::SEMCACHE_HITS.get(), metrics::SEMCACHE_MISSES.get());
-    let fields: [(&str, i64); 11] = [
+    let fields: [(&str, i64); 12] = [
         ("semcache_buckets", metrics::SEMCACHE_BUCKETS.get()),
         ("semcache_entries", metrics::SEMCACHE_ENTRIES.get()),
         (
@@ -96,6 +96,10 @@ fn add_semcache_info(ctx: &InfoContext) {
         (
             "semcache_index_lookups",
             metrics::SEMCACHE_INDEX_LOOKUPS.get(),
+        ),
+        (
+            "semcache_posted_lookups",
+            metrics::SEMCACHE_POSTED_LOOKUPS.get(),
         ),
         ("semcache_prompt_hits", metrics::SEMCACHE_PROMPT_HITS.get()),
         ("urlemb_hits", metrics::URLEMB_HITS.get()),

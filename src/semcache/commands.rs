@@ -433,6 +433,10 @@ pub fn get(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     }
 }
 
+/// A filter's posting list of up to this many rows (or a 16th of the bucket) is scored
+/// exactly, whatever the bucket's size: ~0.2 ms at 1536 dimensions.
+const POSTED_SCAN_MIN: usize = 4096;
+
 /// How a lookup is answered: now, or by a background scan.
 enum Plan {
     Hits(Vec<Hit>),
@@ -451,6 +455,13 @@ fn plan(b: &Bucket, prompt: Option<&[u8]>, lookup: &Lookup, may_block: bool) -> 
         nprobe: config::get(&config::SEMCACHE_INDEX_NPROBE).max(1) as usize,
     };
     let (q, min_sim, k, now) = (&lookup.query, lookup.min_sim, lookup.count, lookup.now_ms);
+    // A selective filter is answered exactly from its posting list: fewer rows than an index
+    // lookup scores candidates at its default effort (the int8 lists of 4x nprobe lists).
+    let posted_max = (b.len() / 16).max(POSTED_SCAN_MIN);
+    if let Some(hits) = b.search_posted(q, min_sim, k, now, &lookup.filter, posted_max) {
+        crate::metrics::SEMCACHE_POSTED_LOOKUPS.incr();
+        return Plan::Hits(hits);
+    }
     if let Some(hits) = b.search_index_where(q, min_sim, k, now, effort, &lookup.filter) {
         crate::metrics::SEMCACHE_INDEX_LOOKUPS.incr();
         return Plan::Hits(hits);

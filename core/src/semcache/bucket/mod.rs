@@ -58,6 +58,7 @@ mod chunks;
 mod evict;
 mod exact;
 mod index;
+mod postings;
 mod rows;
 #[cfg(test)]
 mod tests;
@@ -65,6 +66,7 @@ mod tests;
 use chunks::*;
 use exact::*;
 use index::*;
+use postings::Postings;
 pub use rows::*;
 
 /// The entries of one semantic-cache key. See the module docs for layout and
@@ -108,6 +110,8 @@ pub struct Bucket {
     /// Exact prompts (`PROMPT text`): text -> id, and id -> text for removals. Empty (and
     /// free) for buckets whose entries have none.
     prompt_ids: HashMap<Box<[u8]>, u64>,
+    /// Rows by tag pair, for filtered lookups (derived from the rows' tags).
+    postings: Postings,
     id_prompts: HashMap<u64, Box<[u8]>>,
 }
 
@@ -135,6 +139,7 @@ impl Bucket {
             index: None,
             algo: Algo::Hnsw,
             prompt_ids: HashMap::new(),
+            postings: Postings::default(),
             id_prompts: HashMap::new(),
         }
     }
@@ -595,6 +600,7 @@ impl Bucket {
         use std::mem::size_of;
         self.index_bytes()
             + self.prompt_bytes()
+            + self.postings.heap_bytes()
             + self.chunks.capacity() * size_of::<Arc<Chunk>>()
             + self.chunks.iter().map(|c| c.heap_bytes()).sum::<usize>()
             + self.responses.capacity() * size_of::<Box<[u8]>>()
@@ -783,6 +789,8 @@ impl Bucket {
         if let Some(target) = target {
             chunk.reserve_exact(target - len, dim);
         }
+        let row_at = needed - 1;
+        self.postings.add(row_at, tags.as_deref());
         chunk.push(id, row, expire_at_ms, tags);
         if let Some(ix) = &mut self.index {
             ix.row_node.push(NONE);
@@ -819,7 +827,10 @@ impl Bucket {
         self.renew_ms.swap_remove(i);
         let (c, o) = self.locate(i);
         let (lc, lo) = self.locate(last);
+        self.postings.remove(i, self.chunks[c].tags[o].as_deref());
         if i != last {
+            self.postings
+                .moved(last, i, self.chunks[lc].tags[lo].as_deref());
             if c == lc {
                 unique(&mut self.chunks[c], dim).move_row(lo, o, dim);
             } else {

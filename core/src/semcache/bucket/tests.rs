@@ -1338,3 +1338,80 @@ mod floor_probe {
         }
     }
 }
+
+/// Posting lists answer a filtered lookup exactly as a scan does, through evictions, removals,
+/// expiry, row moves and both row kinds, for one pair, two pairs, a rare and a missing value.
+#[test]
+fn posted_lookups_equal_exact_scans() {
+    for quant in [Quant::Float32, Quant::Int8] {
+        let mut rng = Rng::new(7);
+        let data = clustered(1_500, 24, 12, &mut rng);
+        let mut b = Bucket::new(1_000);
+        b.set_quant(quant);
+        for (i, v) in data.iter().enumerate() {
+            let user = if i % 250 == 3 {
+                "rare".to_string()
+            } else {
+                format!("u{}", i % 8)
+            };
+            let lang = if i % 3 == 0 { "fr" } else { "en" };
+            let data = EntryData {
+                tags: tags::encode(&[
+                    (b"user".to_vec(), user.into_bytes()),
+                    (b"lang".to_vec(), lang.as_bytes().to_vec()),
+                ]),
+                expire_at_ms: if i % 11 == 0 { 5_000 } else { 0 },
+                ..EntryData::default()
+            };
+            b.insert_entry(None, v, data).unwrap(); // past 1,000: evicts the oldest
+            if i % 97 == 0 {
+                b.remove(b.next_id() - 2);
+            }
+        }
+        b.remove_expired(5_000);
+        let filters: Vec<Vec<Pair>> = vec![
+            filter("u3"),
+            filter("rare"),
+            filter("nobody"),
+            vec![
+                (b"user".to_vec(), b"u5".to_vec()),
+                (b"lang".to_vec(), b"fr".to_vec()),
+            ],
+            vec![(b"lang".to_vec(), b"en".to_vec())],
+        ];
+        for f in &filters {
+            let matching = b
+                .entries_with_tags()
+                .filter(|e| tags::matches(e.1, f))
+                .count();
+            assert!(b.posted_len(f) >= matching, "every matching row is posted");
+            for (qi, q) in data.iter().enumerate().step_by(53) {
+                let q = &normalized(q).unwrap(); // lookups take unit queries
+                for (k, min_sim) in [(1, -1.0), (5, 0.5), (20, -1.0)] {
+                    let exact = b.search_where(q, min_sim, k, 1_000, f);
+                    let posted = b
+                        .search_posted(q, min_sim, k, 1_000, f, usize::MAX)
+                        .unwrap();
+                    let ids = |h: &[Hit]| h.iter().map(|h| h.id).collect::<Vec<_>>();
+                    assert_eq!(
+                        ids(&posted),
+                        ids(&exact),
+                        "{quant:?} query {qi} k {k} {f:?} {posted:?} {exact:?}"
+                    );
+                    for (p, e) in posted.iter().zip(&exact) {
+                        assert!(
+                            (p.score - e.score).abs() < 1e-4,
+                            "{quant:?}: {p:?} vs {e:?}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(b
+            .search_posted(&data[0], -1.0, 1, 0, &[], usize::MAX)
+            .is_none());
+        assert!(b
+            .search_posted(&data[0], -1.0, 1, 0, &filter("u1"), 3)
+            .is_none());
+    }
+}
