@@ -16,6 +16,8 @@ after the image name), it checks:
 - a session archived by CONV.FLUSH and one archived by idle archival, a SEMCACHE entry and a
   URLEMB vector read back after `docker restart` and after the container is replaced by a
   new one on the same named volume;
+- a replica in a container of its own, on its own volume, receives both cold sessions and
+  the caches through its full sync from the primary (on loopback);
 - the server runs as the valkey user, not root, and owns what it wrote in /data;
 - the HEALTHCHECK turns healthy;
 - docker-compose.yml is valid (docker-compose config), where docker-compose is installed.
@@ -448,10 +450,10 @@ def main(workdir):
     finally:
         for name in containers:
             docker("rm", "-f", name, check=False, quiet=True)
-        docker("volume", "rm", "-f", VOLUME, check=False, quiet=True)
+        docker("volume", "rm", "-f", VOLUME, f"{VOLUME}-replica", check=False, quiet=True)
         if dangling_before is not None:
-            # The build stage (~2.6 GB) and the image this build replaced are left untagged
-            # by the legacy builder: remove those, and no untagged image older than this run.
+            # The images this run replaced (stand-ins, the build stage, ~2.6 GB, the image)
+            # are left untagged: remove those, and no untagged image older than this run.
             new = sorted(dangling() - dangling_before)
             if new:
                 docker("rmi", *new, check=False, quiet=True)
@@ -463,6 +465,7 @@ def main(workdir):
 
 def run_checks(workdir):
     global dangling_before
+    dangling_before = dangling()
     t = time.monotonic()
     standins(workdir)
     log(f"stand-ins ready in {time.monotonic() - t:.0f}s")
@@ -476,7 +479,6 @@ def run_checks(workdir):
     for line, tokens, reply in steps:
         kind, args = rewrite(tokens, port, server_args)
         if kind == "build":
-            dangling_before = dangling()
             t = time.monotonic()
             # The build stage first, tagged, so that the next run reuses its layers when the
             # context is the same (the legacy builder leaves it untagged otherwise).
@@ -599,8 +601,22 @@ def run_checks(workdir):
     check_cold(r, sessions, "in a new container on the same volume")
     check_caches(r, "in a new container on the same volume")
     check_process(name)
+
+    # A replica in a container of its own (own volume, as in docker-compose.yml), following
+    # the primary over the host's loopback: the full sync carries the sessions' archives.
+    rport = free_port()
+    replica = f"{TAG}-replica"
+    containers.append(replica)
+    docker("run", "-d", "--name", replica, "--network", "host", "-v", f"{VOLUME}-replica:/data",
+           IMAGE, "--bind", "127.0.0.1", "--port", str(rport), "--replicaof", "127.0.0.1", str(port))
+    rr = connect(rport, replica)
+    wait_for(lambda: rr.info("replication").get("master_link_status") == "up"
+             and rr.info("replication").get("master_sync_in_progress") == 0, 60, "the replica's sync")
+    check_cold(rr, sessions, "on a replica in its own container")
+    check_caches(rr, "on a replica in its own container")
+    rr.close()
     r.close()
-    docker("stop", name)
+    docker("stop", replica, name)
 
     compose = shutil.which("docker-compose")
     if compose:
