@@ -1,4 +1,4 @@
-# Valkey 9 with convcache preloaded (docs/docker.md).
+# Valkey 9.1 with convcache preloaded (docs/docker.md).
 #   docker build -t convcache .
 #   docker run -d --name convcache -p 6379:6379 -v convcache-data:/data convcache
 #
@@ -6,7 +6,7 @@
 # machine without Docker Hub, from local stand-ins of the same shape (tests/docker/standin/).
 # Works with BuildKit and with the legacy builder (no RUN --mount, no COPY --chmod).
 ARG RUST_IMAGE=rust:1-bookworm
-ARG VALKEY_IMAGE=valkey/valkey:9
+ARG VALKEY_IMAGE=valkey/valkey:9.1
 
 FROM ${RUST_IMAGE} AS build
 # bindgen (redis-module's build script) needs libclang.
@@ -18,7 +18,7 @@ WORKDIR /src
 # whatever else the build reads, without listing them here.
 COPY . .
 # The repository's release profile keeps line tables for profiling; the image's module has no
-# debug info (85 MB -> about a third of that: what stays is mostly the tokenizer vocabularies).
+# debug info (85 MB -> 53 MB; what stays is mostly the tokenizer vocabularies).
 ENV CARGO_PROFILE_RELEASE_DEBUG=0 \
     CARGO_PROFILE_RELEASE_STRIP=debuginfo
 RUN cargo build --release --locked \

