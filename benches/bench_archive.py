@@ -53,7 +53,7 @@ TURN_TEXT = [
 
 def run_codec_bench():
     """Builds (if needed) and runs the Rust example; its markdown goes straight to stdout."""
-    argv = ["cargo", "run", "--quiet", "--release", "--example", "codec_bench"]
+    argv = ["cargo", "run", "--quiet", "--release", "-p", "convcache-core", "--example", "codec_bench"]
     print(f"$ {' '.join(argv)}", flush=True)
     subprocess.run(argv, cwd=ROOT, check=True, timeout=900)
 

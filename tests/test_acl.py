@@ -1,6 +1,6 @@
-"""ACL: the README's recipes as it states them, ACL categories (Valkey), key permissions that
-follow each command's key spec, and internal commands out of reach of application users while
-replication and AOF replay keep applying them."""
+"""ACL: the manual's recipes (docs/operations.md) as it states them, ACL categories (Valkey), key
+permissions that follow each command's key spec, and internal commands out of reach of
+application users while replication and AOF replay keep applying them."""
 import struct
 
 import pytest
@@ -10,10 +10,10 @@ import readme
 from harness import replica_of, wait_for, wait_replica_caught_up
 
 NoPerm = redis.exceptions.NoPermissionError
-# The internal commands are the README rows named `X._Y`; each is called with enough
+# The internal commands are the manual's rows named `X._Y`; each is called with enough
 # arguments to pass the server's arity check, so the refusal is the ACL's.
 INTERNAL = {name for name in readme.command_rows() if "._" in name}
-SAMPLE_ARGS = {"SEMCACHE._TOUCH": ("app:1", "1", "1")}
+SAMPLE_ARGS = {"SEMCACHE._TOUCH": ("app:1", "1", "1"), "CONV._EVICTED": ("app:1",)}
 
 
 def fp32(*xs):
@@ -155,7 +155,7 @@ def conv_info(r, key):
 
 
 def test_replication_and_aof_apply_internal_commands(servers, kind):
-    """Writes by an application user (the README's app-writer recipe) reach a replica and the
+    """Writes by an application user (the manual's app-writer recipe) reach a replica and the
     AOF as internal commands (`CONV._ARCHIVED`, `CONV._REHYDRATED`, `*._LOAD` after a rewrite)
     that the application user itself may not send."""
     args = ["window", "3", "archive-batch", "1000000"]

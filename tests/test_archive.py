@@ -845,7 +845,7 @@ def test_flushall_then_same_key_and_timestamps_keeps_the_new_turns(servers, kind
 
 
 def test_flushall_keeps_archive_files_and_new_sessions_never_see_them(servers, kind):
-    # The documented choice: a flush never destroys archives on disk (README, cold tier);
+    # The documented choice: a flush never destroys archives on disk (docs/cold-tier.md);
     # the session id in each file keeps a later session of the same key from mixing them in.
     s = servers(kind, module_args=cold_args(batch=1))
     r = s.client()

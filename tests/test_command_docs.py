@@ -1,5 +1,8 @@
-"""COMMAND DOCS / COMMAND INFO against the README's command tables, and replies that a RESP2
-user reads by position (CONV.INFO, SEMCACHE.INFO) in the documented order."""
+"""COMMAND DOCS / COMMAND INFO against the manual's command tables (README.md and docs/), the
+README's command summary, and replies that a RESP2 user reads by position (CONV.INFO,
+SEMCACHE.INFO) in the documented order. Plus: the manual's links lead somewhere."""
+import os
+import re
 import struct
 
 import pytest
@@ -41,7 +44,7 @@ def arg_dict(flat):
 
 
 def render(args):
-    """COMMAND DOCS arguments written in the README's notation."""
+    """COMMAND DOCS arguments written in the manual's notation."""
     return " ".join(render_arg(a) for a in args)
 
 
@@ -81,7 +84,8 @@ def test_command_docs_match_the_readme_tables(server):
     rows = readme.command_rows()
     module_commands = {c.decode().upper() for c in
                        raw(r, "COMMAND", "LIST", "FILTERBY", "MODULE", "convcache")}
-    assert module_commands == set(rows), "README tables and the module's commands differ"
+    assert module_commands == set(rows), \
+        "the manual's command tables and the module's commands differ"
     docs = docs_of(r, *rows)
     for name, (syntax, _) in rows.items():
         d = docs[name]
@@ -97,6 +101,42 @@ def test_command_docs_match_the_readme_tables(server):
     assert find_arg(docs["SEMCACHE.SET"]["arguments"], "PXAT")["type"] == "unix-time"
     del_ids = docs["SEMCACHE.DEL"]["arguments"][1]["arguments"][0]
     assert (del_ids["type"], del_ids["flags"]) == ("integer", ["multiple"])
+
+
+def test_readme_summary_lists_every_command(server):
+    r = server.client(protocol=2)
+    module_commands = {c.decode().upper() for c in
+                       raw(r, "COMMAND", "LIST", "FILTERBY", "MODULE", "convcache")}
+    summary = readme.summary_rows()
+    assert set(summary) == module_commands, \
+        "README's command summary and the module's commands differ"
+    for name, link in summary.items():
+        page = link.split("#")[0]
+        assert os.path.isfile(os.path.join(readme.ROOT, page)), (name, link)
+        # The page it links to has the command's full row.
+        assert f"| `{name} " in open(os.path.join(readme.ROOT, page), encoding="utf-8").read(), \
+            (name, link)
+
+
+def slug(title):
+    """The anchor a Markdown heading gets (GitHub's rule)."""
+    return re.sub(r"[^a-z0-9 _-]", "", title.lower()).replace(" ", "-")
+
+
+def test_manual_links_lead_somewhere():
+    for path in readme.FILES:
+        text = open(path, encoding="utf-8").read()
+        here = os.path.dirname(path)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue  # an absolute URL
+            page, _, anchor = target.partition("#")
+            file = os.path.normpath(os.path.join(here, page)) if page else path
+            assert os.path.exists(file), f"{os.path.relpath(path, readme.ROOT)}: {target}"
+            if anchor:
+                titles = readme.headings(open(file, encoding="utf-8").read())
+                assert anchor in {slug(t) for _, t, _ in titles}, \
+                    f"{os.path.relpath(path, readme.ROOT)}: {target}"
 
 
 def test_arity_and_key_specs(server):

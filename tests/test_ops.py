@@ -1,8 +1,9 @@
-"""An operator's view: path settings fixed at load, config errors, and the README's claims
+"""An operator's view: path settings fixed at load, config errors, and the manual's claims
 about replies, limits, cold records and TTLs held against both servers."""
 import json
 import os
 import re
+import shlex
 import struct
 import subprocess
 
@@ -99,6 +100,41 @@ def test_ctx_count_on_a_cold_session_brings_back_the_window(servers, kind):
     assert "`CONV.CTX key COUNT 2` answers 2 turns and brings back the window" in readme.flat()
 
 
+def test_readme_first_session_answers_as_shown(r):
+    # Each `$ redis-cli --raw ...` line of the README's first session, and the lines after it
+    # as what it prints.
+    (block,) = readme.code_blocks("A first session")
+    shown = []
+    for line in block:
+        if line.startswith("$ redis-cli --raw "):
+            shown.append((shlex.split(line[len("$ redis-cli --raw "):]), []))
+        else:
+            shown[-1][1].append(line)
+    assert len(shown) == 4
+    for argv, lines in shown:
+        reply = r.execute_command(*argv)
+        got = str(reply) if isinstance(reply, int) else reply.decode()
+        assert got.splitlines() == lines, argv
+
+
+def test_configuration_table_names_every_setting_with_its_default(servers, kind):
+    rows = dict(re.findall(r"^\| `([a-z-]+)` \| ([^|]+) \| [^|]+ \| .* \|$",
+                           readme.section("Configuration"), flags=re.M))
+    r = servers(kind).client()  # no module arguments: every setting at its default
+    live = {(k.decode() if isinstance(k, bytes) else k).removeprefix("convcache."):
+            v.decode() if isinstance(v, bytes) else v
+            for k, v in r.config_get("convcache.*").items()}
+    assert set(rows) == set(live)
+    units = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20}
+    for name, cell in rows.items():
+        doc = cell.strip().strip("`")
+        m = re.fullmatch(r"(\d+) (B|KiB|MiB)", doc)
+        if m:
+            doc = str(int(m.group(1)) * units[m.group(2)])
+        value = live[name]
+        assert (float(value) == float(doc)) if name == "semcache-min-sim" else value == doc, name
+
+
 def test_readme_info_field_names_are_the_real_ones(r):
     listed = set(re.findall(r"`(convcache_[a-z0-9_]+)`", readme.section("INFO")))
     assert listed == set(r.info("convcache"))
@@ -106,7 +142,7 @@ def test_readme_info_field_names_are_the_real_ones(r):
 
 def test_cold_record_memory_usage_is_as_documented(servers, kind):
     m = re.search(r"`MEMORY USAGE` is (\d+)–(\d+) bytes with a short key", readme.flat())
-    assert m, "README states no cold-record size"
+    assert m, "the manual states no cold-record size"
     low, high = int(m.group(1)), int(m.group(2))
     s = servers(kind, module_args=["window", "5", "idle-archive", "1", "timer-interval-ms", "20"])
     r = s.client()
@@ -130,7 +166,7 @@ def test_flush_leaves_the_ttl_as_it_was(r):
 
 def test_role_limit_is_as_documented(r):
     m = re.search(r"A role is non-empty UTF-8 of at most (\d+) bytes", readme.flat())
-    assert m, "README states no role limit"
+    assert m, "the manual states no role limit"
     limit = int(m.group(1))
     assert r.execute_command("CONV.ADD", "s", "r" * limit, "x") == 1
     for bad in ("r" * (limit + 1), "", b"\xff"):

@@ -14,11 +14,13 @@ use redis_module::{Context, ContextFlags, RedisError, RedisResult, RedisString, 
 use super::message::Message;
 use super::r#type::SESSION_TYPE;
 use super::session::Session;
-use crate::archive::dict::{self, DictStore};
-use crate::archive::store::{session_path, AppendOutcome, StoreError};
-use crate::archive::worker::{Outcome, Task, Workers};
-use crate::blocking::{self, Blocked};
-use crate::{config, keys, metrics};
+use crate::cold::dict::{self, DictStore};
+use crate::cold::store::{session_path, AppendOutcome, StoreError};
+use crate::cold::uncounted::UncountedBytes;
+use crate::cold::worker::{Outcome, Task, Workers};
+use crate::metrics;
+use crate::server::blocking::{self, Blocked};
+use crate::server::{config, keys};
 
 static WORKERS: OnceLock<Workers> = OnceLock::new();
 /// The archive directory's dictionaries (archive-dir is fixed at load).
@@ -93,7 +95,7 @@ pub fn dict_id_text() -> String {
 /// Trains the archive directory's dictionary on a background thread, once enough turns are
 /// archived (zstd segments only; tried again after as many more raw bytes are archived).
 pub fn maybe_train_dictionary() {
-    use crate::archive::segcodec;
+    use crate::cold::segcodec;
     let min = config::get(&config::ARCHIVE_DICT_MIN_BYTES);
     if min <= 0
         || segcodec::write_codec() != segcodec::Codec::Zstd
@@ -158,6 +160,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Runs one task on the I/O thread that owns its file; `done` runs there too.
+pub fn submit_task(task: Task, done: crate::cold::worker::Callback) {
+    workers().submit(task, done);
+}
+
 /// Starts the I/O threads (the timer does, at module load).
 pub fn start_workers() {
     workers();
@@ -175,14 +182,18 @@ pub fn submit_append(
 ) {
     let ticket = TICKETS.fetch_add(1, Ordering::Relaxed);
     s.set_pending(Some((ticket, upto)));
-    let turns = s.turns_upto(upto);
+    // The turns travel encoded, outside the server's memory accounting: archiving under
+    // memory pressure must not first raise used memory by a copy of what it frees.
+    let turns: Vec<_> = s.turns().take_while(|m| m.seq <= upto).collect();
+    let payload = UncountedBytes::copy_of(&super::codec::encode_more(&turns));
+    drop(turns);
     let (key, session_id) = (key.to_vec(), s.sid as i64);
-    let task = Task::Append {
+    let task = Task::AppendUncounted {
         path: path_for(db, &key),
         key: key.clone(),
         session_id,
         durable_through: s.archived.last_seq,
-        turns,
+        payload,
     };
     workers().submit(
         task,
@@ -252,7 +263,7 @@ fn apply_completion(ctx: &Context, c: Completion) -> Result<usize, RedisError> {
                 "convcache: archiving '{}' failed, turns stay in memory and will be retried: {e}",
                 String::from_utf8_lossy(&c.key)
             ));
-            Err(crate::args::reply_err(e))
+            Err(crate::server::args::reply_err(e))
         }
     }
 }
@@ -306,7 +317,7 @@ pub fn read_archive(
                 }
                 Err(e) => {
                     metrics::IO_ERRORS.incr();
-                    Err(crate::args::reply_err(format_args!(
+                    Err(crate::server::args::reply_err(format_args!(
                         "session '{key_text}': {e}"
                     )))
                 }
@@ -367,7 +378,7 @@ pub fn archive_bytes(db: i32, key: &[u8]) -> Vec<u8> {
         return bytes;
     }
     let d = dicts();
-    match crate::archive::format::without_dicts(&bytes, &d.lookup()) {
+    match crate::cold::format::without_dicts(&bytes, &d.lookup()) {
         Ok(Some(portable)) => portable,
         Ok(None) => bytes,
         Err(e) => {
@@ -407,7 +418,7 @@ pub fn restore_archive(db: i32, key: &[u8], s: &Session, bytes: Vec<u8>) {
 pub fn read_archived_turns(db: i32, key: &[u8], s: &Session) -> Result<Vec<Message>, String> {
     let range = s.archived;
     let path = path_for(db, key);
-    let (turns, _) = crate::archive::store::read_turns_with(
+    let (turns, _) = crate::cold::store::read_turns_with(
         &path,
         Some(dicts()),
         s.sid as i64,
@@ -542,6 +553,11 @@ pub fn overflow_ready(db: i32, key: &[u8], s: &mut Session) {
         s.set_queued(true);
         lock(&DIRTY).push((db, key.to_vec()));
     }
+}
+
+/// Finished writes wait for the main thread.
+pub fn completions_waiting() -> bool {
+    !lock(&COMPLETIONS).is_empty()
 }
 
 /// Sessions that reached an overflow batch since the last tick (the timer serves them first).

@@ -1,7 +1,5 @@
 //! CONV.* command handlers: parse, call the session core, reply, replicate what was decided.
 
-use std::path::PathBuf;
-
 use redis_module::{raw, Context, NotifyEvent, RedisError, RedisResult, RedisString, RedisValue};
 
 use redis_module::key::RedisKeyWritable;
@@ -14,10 +12,11 @@ use super::session::{self, RoleFilter, Session, MAX_WINDOW};
 use super::tokens::{self, Tokenizer};
 use super::turn::{Emb, Turn};
 use super::{cold, search};
-use crate::args::{self, err, Args};
 use crate::clock::{now_ms, random_id};
-use crate::reply::Field;
-use crate::{blocking, config, keys, metrics};
+use crate::metrics;
+use crate::server::args::{self, err, Args};
+use crate::server::reply::Field;
+use crate::server::{blocking, config, keys};
 
 /// The command AOF rewrite emits to rebuild a session (also accepted from clients, as RESTORE is).
 pub const LOAD_COMMAND: &str = "CONV._LOAD";
@@ -55,7 +54,19 @@ fn expire_at(
 pub fn add(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     metrics::CONV_COMMANDS.incr();
     metrics::CONV_ADDS.incr();
+    // Past maxmemory an ADD waits for pressure archiving rather than failing (not on a
+    // replica or while loading: those apply what the primary decided).
+    if !applying_decisions(ctx) {
+        if let Some(reply) = super::backpressure::admit(ctx, argv) {
+            return reply;
+        }
+    }
     apply_add(ctx, argv, Counting::MayDefer)
+}
+
+/// A parked ADD, applied once memory is back under the limit (counted here).
+pub(super) fn add_admitted(ctx: &Context, argv: &[RedisString]) -> RedisResult {
+    apply_add(ctx, argv, Counting::Inline)
 }
 
 /// Where [`apply_add`] gets the content's token count from.
@@ -63,6 +74,8 @@ pub fn add(ctx: &Context, argv: &[RedisString]) -> RedisResult {
 enum Counting {
     /// A command as it arrives: a big exact count may go to a counting thread.
     MayDefer,
+    /// Counted here, whatever its size (the client already waited).
+    Inline,
     /// Counted on a counting thread with this tokenizer; used if the session still counts
     /// with it, else counted again here.
     Counted(Tokenizer, u32),
@@ -135,7 +148,9 @@ impl<'a> AddRequest<'a> {
                 "META" => r.meta = Some(message::compact_meta(value).map_err(args::reply_err)?),
                 "EMB" => r.emb = Some(message::parse_emb(value).map_err(args::reply_err)?),
                 "TS" => r.ts = Some(args::int_in("TS", value, 0, i64::MAX)?),
-                "SEQ" => r.seq = Some(args::int_in("SEQ", value, 1, i64::MAX)? as u64),
+                "SEQ" => {
+                    r.seq = Some(args::int_in("SEQ", value, 1, session::MAX_SEQ as i64)? as u64)
+                }
                 "WINDOW" => {
                     r.window = Some(args::int_in("WINDOW", value, 1, i64::from(MAX_WINDOW))? as u32)
                 }
@@ -214,6 +229,11 @@ fn apply_add(ctx: &Context, argv: &[RedisString], counting: Counting) -> RedisRe
     // A session keeps its window until a later WINDOW changes it; a new one starts with the
     // config's. A new session's window, or a WINDOW given, is replicated; otherwise it is
     // already the replica's state.
+    // An evicted session comes back before the write (the primary decides; replicas get it
+    // as CONV._LOAD just before this ADD).
+    if key.is_empty() && !applying_decisions(ctx) {
+        super::evicted::restore(ctx, &key, &argv[1])?;
+    }
     let existing = keys::write::<Session>(&key, &SESSION_TYPE)?;
     let window = req.window.unwrap_or_else(|| match &existing {
         Some(s) => s.window,
@@ -273,7 +293,7 @@ fn apply_add(ctx: &Context, argv: &[RedisString], counting: Counting) -> RedisRe
             drop_auto_expire = std::mem::take(&mut s.auto_expire_ms);
             if s.overflow_len() >= config::get(&config::ARCHIVE_BATCH).max(1) as usize
                 && !ctx.get_flags().contains(redis_module::ContextFlags::SLAVE)
-                && !crate::cluster::from_slot_import(ctx)
+                && !crate::server::cluster::from_slot_import(ctx)
             {
                 cold::overflow_ready(keys::selected_db(ctx), argv[1].as_slice(), s);
             }
@@ -486,8 +506,22 @@ fn replicate_add_in_full(
     ctx.replicate("CONV.ADD", refs.as_slice());
 }
 
+/// The session under `key`, or the one an evicted key left (served from its archive).
+fn read_or_evicted<'a>(
+    ctx: &Context,
+    key: &'a redis_module::key::RedisKey,
+    name: &RedisString,
+    cold_stub: &'a mut Option<Session>,
+) -> Result<Option<&'a Session>, RedisError> {
+    if let Some(s) = keys::read::<Session>(key, &SESSION_TYPE)? {
+        return Ok(Some(s));
+    }
+    *cold_stub = super::evicted::stub(keys::selected_db(ctx), name.as_slice());
+    Ok(cold_stub.as_ref())
+}
+
 /// Gives a new session to the server and counts it; `free` uncounts it.
-fn store_new(key: &RedisKeyWritable, s: Session) -> Result<(), RedisError> {
+pub(super) fn store_new(key: &RedisKeyWritable, s: Session) -> Result<(), RedisError> {
     metrics::session_created(&s);
     key.set_value(&SESSION_TYPE, s)
 }
@@ -592,7 +626,8 @@ pub fn ctx_cmd(ctx: &Context, argv: &[RedisString]) -> RedisResult {
         }
     }
     let key = ctx.open_key(key_name);
-    let Some(s) = keys::read::<Session>(&key, &SESSION_TYPE)? else {
+    let mut cold_stub = None;
+    let Some(s) = read_or_evicted(ctx, &key, key_name, &mut cold_stub)? else {
         return Ok(reply_messages(
             format,
             std::iter::empty(),
@@ -663,7 +698,8 @@ pub fn history(ctx: &Context, argv: &[RedisString]) -> RedisResult {
         }
     }
     let key = ctx.open_key(key_name);
-    let Some(s) = keys::read::<Session>(&key, &SESSION_TYPE)? else {
+    let mut cold_stub = None;
+    let Some(s) = read_or_evicted(ctx, &key, key_name, &mut cold_stub)? else {
         return Ok(reply_messages(
             format,
             std::iter::empty(),
@@ -729,7 +765,8 @@ pub fn search(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     };
     let scorer = search::Scorer::new(query);
     let key = ctx.open_key(key_name);
-    let Some(s) = keys::read::<Session>(&key, &SESSION_TYPE)? else {
+    let mut cold_stub = None;
+    let Some(s) = read_or_evicted(ctx, &key, key_name, &mut cold_stub)? else {
         return search_reply(&[], &scorer, 0, k);
     };
     s.touch(now_ms());
@@ -769,7 +806,8 @@ fn search_reply(all: &[Turn], scorer: &search::Scorer, recent: usize, k: usize) 
 pub fn len(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     metrics::CONV_COMMANDS.incr();
     let key = ctx.open_key(args::single_key(argv)?);
-    let n = keys::read::<Session>(&key, &SESSION_TYPE)?.map_or(0, |s| s.total_len());
+    let mut cold_stub = None;
+    let n = read_or_evicted(ctx, &key, &argv[1], &mut cold_stub)?.map_or(0, |s| s.total_len());
     Ok(RedisValue::Integer(n as i64))
 }
 
@@ -777,10 +815,11 @@ pub fn len(ctx: &Context, argv: &[RedisString]) -> RedisResult {
 pub fn info(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     metrics::CONV_COMMANDS.incr();
     let key = ctx.open_key(args::single_key(argv)?);
-    let Some(s) = keys::read::<Session>(&key, &SESSION_TYPE)? else {
+    let mut cold_stub = None;
+    let Some(s) = read_or_evicted(ctx, &key, &argv[1], &mut cold_stub)? else {
         return Ok(RedisValue::Null);
     };
-    crate::reply::ordered_fields(
+    crate::server::reply::ordered_fields(
         ctx,
         &[
             ("window", Field::Int(i64::from(s.window))),
@@ -823,6 +862,14 @@ pub fn del(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     let name = args::single_key(argv)?;
     let key = ctx.open_key_writable(name);
     if keys::write::<Session>(&key, &SESSION_TYPE)?.is_none() {
+        // An evicted session is no key, but CONV.DEL deletes it all the same.
+        let db = keys::selected_db(ctx);
+        if key.is_empty() && super::evicted::stub(db, name.as_slice()).is_some() {
+            super::evicted::forget(db, name.as_slice());
+            cold::delete_archive(db, name.as_slice());
+            ctx.replicate_verbatim();
+            return Ok(RedisValue::Integer(1));
+        }
         return Ok(RedisValue::Integer(0));
     }
     key.delete()?;
@@ -849,6 +896,7 @@ pub fn load(ctx: &Context, argv: &[RedisString]) -> RedisResult {
                 return Err(RedisError::WrongType);
             }
             store_new(&key, s)?;
+            super::evicted::forget(keys::selected_db(ctx), argv[1].as_slice());
         }
         Decoded::More(msgs) => {
             let Some(s) = keys::write::<Session>(&key, &SESSION_TYPE)? else {
@@ -892,10 +940,12 @@ pub fn archived_cmd(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     if argv.len() != 3 && argv.len() != 5 {
         return Err(RedisError::WrongArity);
     }
-    let upto = crate::args::int_in("upto", argv[2].as_slice(), 1, i64::MAX)? as u64;
+    let upto = crate::server::args::int_in("upto", argv[2].as_slice(), 1, i64::MAX)? as u64;
     let pxat = if argv.len() == 5 {
         if !argv[3].as_slice().eq_ignore_ascii_case(b"PXAT") {
-            return crate::args::unknown_option(&String::from_utf8_lossy(argv[3].as_slice()));
+            return crate::server::args::unknown_option(&String::from_utf8_lossy(
+                argv[3].as_slice(),
+            ));
         }
         let now = crate::clock::now_ms();
         let (min, max) = if applying_decisions(ctx) {
@@ -903,7 +953,12 @@ pub fn archived_cmd(ctx: &Context, argv: &[RedisString]) -> RedisResult {
         } else {
             (now + 1, now + MAX_PXAT_AHEAD_MS)
         };
-        Some(crate::args::int_in("PXAT", argv[4].as_slice(), min, max)?)
+        Some(crate::server::args::int_in(
+            "PXAT",
+            argv[4].as_slice(),
+            min,
+            max,
+        )?)
     } else {
         None
     };
@@ -987,96 +1042,5 @@ pub fn rehydrated_cmd(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     s.check_rehydrated(&turns).map_err(args::reply_err)?;
     let n = metrics::tracked(s, |s| s.rehydrate(turns));
     ctx.replicate_verbatim();
-    Ok(RedisValue::Integer(n as i64))
-}
-
-/// CONV.IMPORT key name: imports `<import-dir>/<name>.huff`, a lix_open_cache `CAv1`
-/// archive, into a new session `key`. Replies the number of turns imported.
-pub fn import_cmd(ctx: &Context, argv: &[RedisString]) -> RedisResult {
-    metrics::CONV_COMMANDS.incr();
-    if argv.len() != 3 {
-        return Err(RedisError::WrongArity);
-    }
-    let name = argv[2].as_slice();
-    if !crate::archive::filename::is_safe_import_name(name) {
-        return Err(RedisError::String(format!(
-            "ERR import name '{}' must be a plain file name (no path separators, at most 200 bytes)",
-            String::from_utf8_lossy(name)
-        )));
-    }
-    let key = ctx.open_key(&argv[1]);
-    if !key.is_null() {
-        return Err(RedisError::Str("ERR target key already exists"));
-    }
-    drop(key);
-    let mut file = name.to_vec();
-    file.extend_from_slice(b".huff");
-    let path = PathBuf::from(config::get_string(&config::IMPORT_DIR))
-        .join(String::from_utf8_lossy(&file).as_ref());
-    let bc = blocking::block(ctx, "CONV.IMPORT")?;
-    let key_name = argv[1].as_slice().to_vec();
-    let shown = String::from_utf8_lossy(&file).into_owned();
-    cold::read_file(
-        path,
-        Box::new(move |bytes| {
-            // Parse off the main thread; the main thread only installs the session.
-            let parsed = bytes
-                .map_err(|e| format!("ERR cannot read import file '{shown}': {e}"))
-                .and_then(|b| {
-                    crate::archive::lix::read_cav1(&b)
-                        .map_err(|e| format!("ERR import file '{shown}': {e}"))
-                });
-            let session = parsed.and_then(|lix| {
-                let mut s = Session::new(config::get(&config::WINDOW) as u32, lix.created_ms);
-                s.sid = crate::clock::random_id();
-                // Counted here, on the I/O thread, with the config's tokenizer, which the
-                // session keeps (the replicated `_LOAD` payload carries both).
-                s.tokenizer = config::TOKENIZER.value();
-                for (i, t) in lix.turns.into_iter().enumerate() {
-                    let content = t.content.into_bytes();
-                    let m = Message {
-                        seq: 0,
-                        ts_ms: t.ts_ms,
-                        role: t.role,
-                        tokens: s.tokenizer.count(&content),
-                        content,
-                        meta: t.meta,
-                        emb: t.emb,
-                        name: t.name,
-                        tool_call_id: t.tool_call_id,
-                        tool_calls: t.tool_calls,
-                    };
-                    // The rules of CONV.ADD: what is imported must load again from RDB/AOF.
-                    m.validate()
-                        .map_err(|e| format!("ERR import file '{shown}': turn {i}: {e}"))?;
-                    s.add(m, None).expect("fresh session numbers ascend");
-                }
-                Ok(s)
-            });
-            bc.finish(Box::new(move |ctx| {
-                install_import(ctx, &key_name, session.map_err(RedisError::String)?)
-            }));
-        }),
-    );
-    Ok(RedisValue::NoReply)
-}
-
-fn install_import(ctx: &Context, key_name: &[u8], s: Session) -> RedisResult {
-    let name = RedisString::create_from_slice(ctx.ctx, key_name);
-    let key = ctx.open_key_writable(&name);
-    if !key.is_empty() {
-        return Err(RedisError::Str("ERR target key already exists"));
-    }
-    // Imported history is not idle history: the clock starts now.
-    s.touch(crate::clock::now_ms());
-    let n = s.total_len();
-    let all: Vec<Turn> = s.turns().collect();
-    let payload = codec::encode_session(&s, &all);
-    metrics::session_created(&s);
-    key.set_value(&SESSION_TYPE, s)?;
-    // Replicas and the AOF get the imported session itself, not the file name.
-    let payload = RedisString::create_from_slice(ctx.ctx, &payload);
-    ctx.replicate(LOAD_COMMAND, &[&name, &payload][..]);
-    ctx.notify_keyspace_event(NotifyEvent::MODULE, "conv.import", &name);
     Ok(RedisValue::Integer(n as i64))
 }

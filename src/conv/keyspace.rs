@@ -1,46 +1,65 @@
-//! Keyspace hooks of sessions with archive files: the `unlink` type callback remembers them,
-//! and the keyspace event that follows decides whether the file goes (DEL, expiry, eviction),
-//! moves (RENAME, MOVE) or is copied (COPY).
+//! Keyspace hooks of sessions: the `unlink` type callback takes a snapshot of each, and the
+//! keyspace event that follows decides its fate: kept in its archive (eviction, see
+//! `evicted.rs`), deleted with its file (DEL, expiry), moved (RENAME, MOVE) or copied (COPY).
 
 use std::sync::Mutex;
 
 use redis_module::{Context, NotifyEvent, RedisString};
 
 use super::cold;
+use super::evicted::{self, Unlinked};
 use super::r#type::SESSION_TYPE;
 use super::session::Session;
-use crate::keys;
+use crate::server::keys;
 
-/// Sessions with archive files that the server just unlinked from the keyspace; the
-/// keyspace event that follows says whether the file goes (del/expired) or moves (rename).
-static UNLINKED: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// Sessions the server just unlinked from the keyspace; the keyspace event that follows says
+/// whether they are kept (evicted), go (del/expired) or move (rename).
+static UNLINKED: Mutex<Vec<Unlinked>> = Mutex::new(Vec::new());
 /// The source of a RENAME/MOVE in progress: (db, key).
 static MOVING: Mutex<Option<(i32, Vec<u8>)>> = Mutex::new(None);
 
-/// The `unlink` type callback: remember sessions that own archive files.
+/// The `unlink` type callback: a snapshot of the session, for the event that follows.
+/// (The callback knows no database: the event that follows names it.)
 pub fn on_unlink(key: &[u8], s: &Session) {
-    if s.archived.count > 0 || s.archive_upto > 0 || s.pending().is_some() {
-        lock(&UNLINKED).push(key.to_vec());
-    }
+    lock(&UNLINKED).push(evicted::snapshot(-1, key, s));
 }
 
-fn take_unlinked(key: &[u8]) -> bool {
+fn take_unlinked(db: i32, key: &[u8]) -> Option<Unlinked> {
     let mut u = lock(&UNLINKED);
-    match u.iter().position(|k| k == key) {
-        Some(i) => {
-            u.swap_remove(i);
-            true
-        }
-        None => false,
-    }
+    let i = u.iter().position(|x| x.key == key)?;
+    let mut x = u.swap_remove(i);
+    x.db = db;
+    Some(x)
 }
 
-/// Keyspace events that decide the fate of an unlinked session's file.
+/// Keyspace events that decide the fate of an unlinked session and its file.
 pub fn on_keyspace_event(ctx: &Context, _ty: NotifyEvent, event: &str, key: &[u8]) {
     let db = keys::selected_db(ctx);
     match event {
-        "del" | "expired" | "evicted" if take_unlinked(key) => cold::delete_archive(db, key),
-        "rename_from" | "move_from" if take_unlinked(key) => {
+        // Only a primary evicts; its replicas and AOF learn it from CONV._EVICTED.
+        "evicted" => {
+            if let Some(u) = take_unlinked(db, key) {
+                evicted::keep(u);
+                let name = RedisString::create_from_slice(ctx.ctx, key);
+                ctx.replicate(evicted::EVICTED_COMMAND, &[&name][..]);
+            }
+        }
+        "del" | "expired" => {
+            let Some(u) = take_unlinked(db, key) else {
+                // A key that held no session now: an evicted session's record goes with it.
+                evicted::forget(db, key);
+                return;
+            };
+            if deciding(ctx) {
+                evicted::forget(db, key);
+                if u.has_file {
+                    cold::delete_archive(db, key);
+                }
+            } else {
+                evicted::doom(u, crate::clock::now_ms());
+            }
+        }
+        "rename_from" | "move_from" if take_unlinked(db, key).is_some_and(|u| u.has_file) => {
             *lock(&MOVING) = Some((db, key.to_vec()));
         }
         "rename_to" | "move_to" => {
@@ -56,6 +75,14 @@ pub fn on_keyspace_event(ctx: &Context, _ty: NotifyEvent, event: &str, key: &[u8
         }
         _ => {}
     }
+}
+
+/// This node decides deletions itself: a primary serving clients, not a replica and not an
+/// AOF or RDB being loaded (whose DELs may stand for evictions).
+fn deciding(ctx: &Context) -> bool {
+    use redis_module::ContextFlags;
+    let f = ctx.get_flags();
+    !f.contains(ContextFlags::SLAVE) && !f.contains(ContextFlags::LOADING)
 }
 
 /// COPY of a session with archived turns copies its file too.

@@ -1,14 +1,13 @@
-//! Conversation memory: a per-session rolling window of messages in a native data type.
-pub mod arena;
-pub mod codec;
+//! CONV.*: the server side of conversation memory. `commands` holds the handlers, `type` the
+//! session type's callbacks, `keyspace` the key events, `timer` the periodic archiver, and
+//! `cold` the cold tier's main-thread glue (it hands work to the core's I/O workers and
+//! applies their completions). The session window itself lives in the core crate's `conv`.
+pub use convcache_core::conv::*;
+
+pub mod backpressure;
 pub mod cold;
 pub mod commands;
+pub mod evicted;
 pub mod keyspace;
-pub mod message;
-pub mod render;
-pub mod search;
-pub mod session;
 pub mod timer;
-pub mod tokens;
-pub mod turn;
 pub mod r#type;

@@ -11,8 +11,8 @@ use super::cold;
 use super::message::Message;
 use super::session::Session;
 use super::turn::Turn;
-use crate::keys;
 use crate::metrics;
+use crate::server::keys;
 
 /// RDB encoding version of the type. 1: one `codec` payload (which carries its own version).
 /// 2: then the session's archive file as it is on disk (empty when nothing is archived), so a
@@ -163,7 +163,7 @@ unsafe fn load_session(
     }
     if !archive.is_empty() {
         // The file's turns are the truth for their tokens (older payloads do not carry them).
-        s.archived_tokens = crate::archive::format::check_session_archive(
+        s.archived_tokens = crate::cold::format::check_session_archive(
             &archive,
             s.sid as i64,
             s.archived.first_seq,
@@ -208,8 +208,9 @@ unsafe extern "C" fn aof_rewrite(
     value: *mut c_void,
 ) {
     let s = session(value);
-    let emit =
-        |payload: &[u8]| crate::aof::emit_load(aof, super::commands::LOAD_COMMAND, key, payload);
+    let emit = |payload: &[u8]| {
+        crate::server::aof::emit_load(aof, super::commands::LOAD_COMMAND, key, payload)
+    };
     let all: Vec<Turn> = s.turns().collect();
     let mut chunks = all.chunks(AOF_MESSAGES_PER_COMMAND);
     let first = chunks.next().unwrap_or(&[]);
@@ -229,7 +230,7 @@ unsafe extern "C" fn aof_rewrite(
                 emit(&codec::encode_archived(chunk));
             }
         }
-        Err(e) => crate::aof::fail_rewrite(
+        Err(e) => crate::server::aof::fail_rewrite(
             aof,
             &format!(
                 "convcache: cannot rewrite session '{}': its archived turns are unreadable ({e}); the AOF rewrite or slot migration fails so that nothing is lost",

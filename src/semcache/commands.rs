@@ -11,9 +11,10 @@ use super::lookup::{reply_hits, Lookup};
 use super::r#type::{store_new, SEMCACHE_TYPE};
 use super::tags::{self, Pair};
 use super::{scan, tracked, SemCache};
-use crate::args::{self, err, Args};
 use crate::clock::now_ms;
-use crate::{config, keys, vector};
+use crate::server::args::{self, err, Args};
+use crate::server::{config, keys};
+use crate::vector;
 
 /// The command AOF rewrite emits to rebuild a bucket (also accepted from clients).
 pub const LOAD_COMMAND: &str = "SEMCACHE._LOAD";
@@ -639,8 +640,8 @@ pub fn info(ctx: &Context, argv: &[RedisString]) -> RedisResult {
         return Ok(RedisValue::Null);
     };
     let b = &c.bucket;
-    use crate::reply::Field::{Int, Text};
-    crate::reply::ordered_fields(
+    use crate::server::reply::Field::{Int, Text};
+    crate::server::reply::ordered_fields(
         ctx,
         &[
             ("dimension", Int(b.dim() as i64)),

@@ -13,9 +13,10 @@ use super::bucket::{BucketSnapshot, Hit};
 use super::lookup::{reply_hits, Lookup};
 use super::r#type::SEMCACHE_TYPE;
 use super::SemCache;
-use crate::keys::{select_db, selected_db};
+use crate::metrics;
 use crate::pool::{Job, Pool};
-use crate::{keys, metrics};
+use crate::server::keys;
+use crate::server::keys::{select_db, selected_db};
 
 /// Extra candidates a background scan keeps beyond `COUNT`, so that a few entries removed
 /// while it ran do not shorten the answer.

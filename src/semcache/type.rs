@@ -125,12 +125,12 @@ unsafe extern "C" fn aof_rewrite(
 ) {
     let c = cache(value);
     let header = codec::encode_header(&c.bucket, c.hits.get(), c.misses.get());
-    crate::aof::emit_load(aof, super::commands::LOAD_COMMAND, key, &header);
+    crate::server::aof::emit_load(aof, super::commands::LOAD_COMMAND, key, &header);
     for chunk in codec::entry_chunks(&c.bucket) {
-        crate::aof::emit_load(aof, super::commands::LOAD_COMMAND, key, &chunk);
+        crate::server::aof::emit_load(aof, super::commands::LOAD_COMMAND, key, &chunk);
     }
     if let Some(index) = codec::encode_index(&c.bucket) {
-        crate::aof::emit_load(aof, super::commands::LOAD_COMMAND, key, &index);
+        crate::server::aof::emit_load(aof, super::commands::LOAD_COMMAND, key, &index);
     }
 }
 

@@ -3,9 +3,10 @@
 
 use redis_module::{raw::KeyType, Context, RedisError, RedisResult, RedisString, RedisValue};
 
-use crate::args::{err, Args};
 use crate::clock::now_ms;
-use crate::{config, metrics, vector};
+use crate::server::args::{err, Args};
+use crate::server::config;
+use crate::{metrics, vector};
 
 const MAX_TTL_SECS: i64 = 100 * 365 * 86_400;
 
@@ -13,7 +14,7 @@ const MAX_TTL_SECS: i64 = 100 * 365 * 86_400;
 fn validate(name: &str, blob: &[u8]) -> Result<(), RedisError> {
     vector::parse_fp32_blob(blob)
         .and_then(|v| vector::normalized(&v).map(|_| ()))
-        .map_err(|e| crate::args::reply_err(format_args!("{name}: {e}")))
+        .map_err(|e| crate::server::args::reply_err(format_args!("{name}: {e}")))
 }
 
 /// Absolute expiry for a TTL in seconds (0 = none).
@@ -53,7 +54,7 @@ pub fn set(ctx: &Context, argv: &[RedisString]) -> RedisResult {
     while !opts.done() {
         match opts.next_keyword()?.as_str() {
             "EX" => ttl = opts.int_in("EX", 0, MAX_TTL_SECS)?,
-            other => return crate::args::unknown_option(other),
+            other => return crate::server::args::unknown_option(other),
         }
     }
     check_string(ctx, &argv[1])?;

@@ -1,7 +1,8 @@
-"""The examples the README shows run as written (only the port changes) against real servers:
-Python (redis-py, redis.asyncio, valkey-glide) and Node (ioredis and valkey-glide); what the
-other clients wrote reads back through convcache's typed API. Plus: the package installs with
-pip into a clean virtualenv."""
+"""The examples the manual (README.md and docs/*.md) shows run as written (only the port
+changes) against real servers: Python (redis-py, redis.asyncio, valkey-glide) and Node (ioredis
+and valkey-glide); what the other clients wrote reads back through convcache's typed API. Plus:
+the package installs with pip into a clean virtualenv."""
+import glob
 import os
 import re
 import shutil
@@ -18,7 +19,10 @@ EXAMPLES = os.path.join(REPO, "examples")
 
 
 def readme():
-    return open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    """The manual: README.md, then every docs/*.md (the examples are in docs/python.md)."""
+    pages = [os.path.join(REPO, "README.md"),
+             *sorted(glob.glob(os.path.join(REPO, "docs", "*.md")))]
+    return "\n".join(open(p, encoding="utf-8").read() for p in pages)
 
 
 def run_python_example(name, port):
@@ -33,7 +37,7 @@ def run_python_example(name, port):
 @pytest.mark.parametrize("name", ["quickstart.py", "async_quickstart.py"])
 def test_readme_python_examples_run(server, name):
     code = open(os.path.join(EXAMPLES, "python", name), encoding="utf-8").read()
-    assert code.strip() in readme(), f"README must show examples/python/{name} as it is"
+    assert code.strip() in readme(), f"the manual must show examples/python/{name} as it is"
     out = run_python_example(name, server.port)
     r = server.client()
     if name == "quickstart.py":
@@ -47,10 +51,29 @@ def test_readme_python_examples_run(server, name):
         assert out.strip() == "['hello']"
 
 
+def test_readme_first_semantic_cache_runs(server):
+    # The README's block, its `# value` comments turned into assertions of what each line answers.
+    text = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    code = re.search(r"```python\n(.*?)```", text[text.index("## A first semantic cache"):],
+                     flags=re.S).group(1)
+    assert "port=6379" in code
+    lines, checked = [], 0
+    for line in code.replace("port=6379", f"port={server.port}").splitlines():
+        m = re.match(r"(r\.execute_command\(.*\))\s+# (b'[^']*'|None)", line)
+        if m:
+            line, checked = f"assert {m.group(1)} == {m.group(2)}, {m.group(1)!r}", checked + 1
+        lines.append(line)
+    assert checked == 2, code
+    out = subprocess.run([sys.executable, "-c", "\n".join(lines)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert SemanticCache(server.client()).len("sc:weather") == 1
+
+
 def test_glide_python_example(server):
     code = open(os.path.join(EXAMPLES, "python", "glide_example.py"), encoding="utf-8").read()
     body = code[code.index("async def main"):code.index('\n\nif __name__')]
-    assert body.strip() in readme(), "README must show the glide example as it is"
+    assert body.strip() in readme(), "the manual must show the glide example as it is"
     env = {**os.environ, "PORT": str(server.port)}
     out = subprocess.run([sys.executable, os.path.join(EXAMPLES, "python", "glide_example.py")],
                          env=env, capture_output=True, text=True, timeout=60)
@@ -70,7 +93,7 @@ def test_node_example(server):
     for fn in ("withIoredis", "withGlide"):
         body = js[js.index(f"async function {fn}"):]
         body = body[:body.index("\n}\n") + 2]
-        assert body in readme(), f"README must show {fn} as it is"
+        assert body in readme(), f"the manual must show {fn} as it is"
     out = subprocess.run(["node", "example.js"], cwd=node_dir, capture_output=True, text=True,
                          env={**os.environ, "PORT": str(server.port)}, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -105,6 +128,7 @@ def test_pip_install_into_a_clean_venv(tmp_path):
     out = subprocess.run([py, "-c", check], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "0.1.0 ['redis>=5']", out
     assert "No module named 'numpy'" in out.stderr  # numpy is optional
-    for mod, extra in (("convcache.lix", "convcache[lix]"), ("convcache.langchain", "convcache[langchain]")):
+    for mod, extra in (("convcache.lix", "convcache[lix]"), ("convcache.langchain", "convcache[langchain]"),
+                       ("convcache.langgraph", "convcache[langgraph]")):
         out = subprocess.run([py, "-c", f"import {mod}"], capture_output=True, text=True, timeout=60)
         assert out.returncode != 0 and extra in out.stderr, out.stderr

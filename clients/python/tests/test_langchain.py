@@ -188,3 +188,27 @@ def test_semantic_cache_ttl(r):
     time.sleep(1.1)
     assert short.lookup("p", "m") is None
     assert forever.lookup("p", "m") == [Generation(text="t")]  # ttl=None: never expires
+
+
+def test_semantic_cache_keeps_more_than_the_servers_default(r):
+    """Without max_items the cache keeps DEFAULT_MAX_ITEMS entries per model, not the server's
+    max-items (50): 120 distinct prompts all hit afterwards, each with its own answer."""
+    from convcache.langchain import DEFAULT_MAX_ITEMS
+    assert int(r.config_get("convcache.max-items")["convcache.max-items"]) == 50
+    cache = ConvcacheSemanticCache(DeterministicFakeEmbedding(size=64), redis_client=r,
+                                   name="many")
+    prompts = [f"prompt number {i}" for i in range(120)]
+    for i, p in enumerate(prompts):
+        cache.update(p, "model", [Generation(text=f"answer {i}")])
+    assert [cache.lookup(p, "model") for p in prompts] == [
+        [Generation(text=f"answer {i}")] for i in range(120)]
+    info = r.execute_command("SEMCACHE.INFO", cache._key("model"))
+    info = dict(zip(info[::2], info[1::2])) if isinstance(info, list) else info
+    assert info[b"max"] == DEFAULT_MAX_ITEMS and info[b"entries"] == 120
+    # An explicit bound still drops the oldest entries.
+    small = ConvcacheSemanticCache(DeterministicFakeEmbedding(size=64), redis_client=r,
+                                   name="few", max_items=10)
+    for i, p in enumerate(prompts[:30]):
+        small.update(p, "model", [Generation(text=f"answer {i}")])
+    hits = [small.lookup(p, "model") is not None for p in prompts[:30]]
+    assert hits == [False] * 20 + [True] * 10

@@ -17,6 +17,13 @@ try:  # numpy is optional: vectors may be lists of floats or bytes without it.
 except ImportError:  # pragma: no cover - exercised only without numpy
     _np = None
 
+try:  # orjson parses the JSON replies (CONV.CTX/HISTORY FORMAT full) ~5x faster than json.
+    import orjson as _orjson
+
+    loads = _orjson.loads
+except ImportError:  # pragma: no cover - exercised only without orjson
+    loads = json.loads
+
 Vector = Union[bytes, bytearray, memoryview, Sequence[float], "Any"]  # Any: numpy array
 
 

@@ -19,10 +19,10 @@ from typing import (Any, Callable, Dict, Iterable, List, Literal, Mapping, Optio
 
 import redis
 
+from . import _common
 from ._common import (
     Vector,
     check_vector_type,
-    chunks,
     decodes_responses,
     default_vector_type,
     int_arg,
@@ -30,7 +30,6 @@ from ._common import (
     is_cluster_client,
     meta_arg,
     millis_arg,
-    pairs,
     seconds_arg,
     text as _text,
     to_str,
@@ -156,6 +155,20 @@ class BucketInfo:
     extra: Dict[str, Any] = field(default_factory=dict)
 
 
+# Replies are turned into these dataclasses without running their __init__ (a frozen
+# dataclass sets each field through object.__setattr__, ~0.2 µs a field): the instance's
+# __dict__ is the parsed dict itself, and fields left out fall back to the class defaults.
+_new = object.__new__
+_set = object.__setattr__
+_MESSAGE_FIELDS = frozenset(f.name for f in dataclasses.fields(Message))
+
+
+def _make(cls, d: Dict[str, Any]):
+    o = _new(cls)
+    _set(o, "__dict__", d)
+    return o
+
+
 def _opt_str(v: Any) -> Optional[str]:
     return None if v is None else to_str(v)
 
@@ -177,23 +190,41 @@ def _roles_arg(roles: Optional[Iterable[str]]) -> List[Any]:
     return ["ROLES", ",".join(names)]
 
 
+_LAYOUTS: Dict[type, Any] = {}
+
+
+def _layout(cls):
+    """(field names, required names) of a reply dataclass, computed once per class."""
+    got = _LAYOUTS.get(cls)
+    if got is None:
+        fields = [f for f in dataclasses.fields(cls) if f.name != "extra"]
+        required = frozenset(f.name for f in fields if f.default is dataclasses.MISSING
+                             and f.default_factory is dataclasses.MISSING)
+        got = _LAYOUTS[cls] = (frozenset(f.name for f in fields), required)
+    return got
+
+
 def _dataclass_from(cls, reply, text_fields: Sequence[str] = ()):
     """A reply map as ``cls``: fields without a default are required, fields with one
     (added by later module versions) may be missing; ``text_fields`` are decoded to str
     (RESP2 without decode_responses gives bytes); the rest goes to ``extra``."""
-    d = pairs(reply)
-    if d is None:
+    if reply is None:
         return None
-    fields = [f for f in dataclasses.fields(cls) if f.name != "extra"]
-    required = [f.name for f in fields
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    missing = [n for n in required if n not in d]
-    if missing:
+    names, required = _layout(cls)
+    d: Dict[str, Any] = {}
+    extra: Dict[str, Any] = {}
+    items = reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2])
+    for k, v in items:
+        k = k.decode() if isinstance(k, bytes) else k
+        (d if k in names else extra)[k] = v
+    if not required <= d.keys():
+        missing = sorted(required - d.keys())
         raise redis.exceptions.ResponseError(f"unexpected {cls.__name__} reply: no {missing}")
     for n in text_fields:
         if isinstance(d.get(n), (bytes, bytearray)):
             d[n] = to_str(d[n])
-    return cls(**{f.name: d.pop(f.name) for f in fields if f.name in d}, extra=d)
+    d["extra"] = extra
+    return _make(cls, d)
 
 
 # ------------------------------------------------------------------------------------------
@@ -271,6 +302,24 @@ class _ConversationCommands:
     def _messages(self, reply: Any) -> List[Message]:
         return [self._message_resp(item) for item in reply]
 
+    def _messages_full(self, reply: Any) -> List[Message]:
+        """FORMAT full: one JSON parse; each object becomes a Message as it is (its keys are
+        Message's fields: seq, ts, role, content, meta, tokens and, when the turn has them,
+        name, tool_call_id, tool_calls; absent ones read as the class defaults)."""
+        out = _common.loads(reply)
+        new, put, cls = _new, _set, Message
+        for i, m in enumerate(out):
+            o = new(cls)
+            put(o, "__dict__", m)
+            out[i] = o
+        return out
+
+    def _read(self, *args: Any) -> List[Message]:
+        # Text contents: the JSON form (one parse in C). Exact bytes: the RESP form.
+        if self.decode:
+            return self._run(self._messages_full, *args, "FORMAT", "full")
+        return self._run(self._messages, *args, "FORMAT", "resp")
+
     def _message_json(self, m: Mapping[str, Any]) -> Message:
         content = m["content"]
         return Message(role=m["role"], content=content if self.decode else content.encode(),
@@ -342,7 +391,7 @@ class _ConversationCommands:
         if tokens is not None:
             args += ["TOKENS", int_arg(tokens, "tokens")]
         args += _roles_arg(roles)
-        return self._run(self._messages, *args, "FORMAT", "resp")
+        return self._read(*args)
 
     def history(self, key: Any, *, from_seq: Optional[int] = None,
                 to_seq: Optional[int] = None,
@@ -355,7 +404,7 @@ class _ConversationCommands:
         if to_seq is not None:
             args += ["TO", int_arg(to_seq, "to_seq")]
         args += _roles_arg(roles)
-        return self._run(self._messages, *args, "FORMAT", "resp")
+        return self._read(*args)
 
     def len(self, key: Any) -> int:
         """CONV.LEN: number of turns, archived ones included. O(1)."""
@@ -590,11 +639,22 @@ class _SemanticCommands:
         the entries above the threshold."""
         width = 5 if with_hits else 4
 
+        decode = self.decode
+
         def parse(reply):
-            return [Hit(id=int(h[0]), response=_text(h[1], self.decode), score=float(h[2]),
-                        meta=json.loads(h[3]) if h[3] is not None else None,
-                        hits=int(h[4]) if with_hits else None)
-                    for h in chunks(reply, width)]
+            out = []
+            for i in range(0, len(reply), width):
+                resp, meta = reply[i + 1], reply[i + 3]
+                if decode:
+                    if isinstance(resp, bytes):
+                        resp = resp.decode("utf-8", "replace")
+                elif isinstance(resp, str):
+                    resp = resp.encode("utf-8")
+                out.append(_make(Hit, {"id": int(reply[i]), "response": resp,
+                                       "score": float(reply[i + 2]),
+                                       "meta": json.loads(meta) if meta is not None else None,
+                                       "hits": int(reply[i + 4]) if with_hits else None}))
+            return out
         return self._run(parse, "SEMCACHE.GET", key, vector_bytes(vector),
                          *self._threshold(min_sim, max_dist), "COUNT", int_arg(count, "count"),
                          "WITHIDS", "WITHSCORES", "WITHMETA", *(["WITHHITS"] if with_hits else []),
@@ -665,6 +725,16 @@ class _EmbeddingCommands:
         """URLEMB.GET: the vector (as ``vector_type``) or None. O(dim)."""
         return self._run(lambda r: vector_out(r, self.vector_type), "URLEMB.GET", key)
 
+    def _vectors(self, reply: Sequence[Any]) -> List[Any]:
+        kind = self.vector_type
+        if kind == "numpy" and reply and all(isinstance(v, bytes) for v in reply) \
+                and len({len(v) for v in reply}) == 1 and len(reply[0]) % 4 == 0:
+            # One copy for all of them: each vector is a row of one writable array.
+            import numpy as np
+            block = np.frombuffer(b"".join(reply), dtype="<f4").astype(np.float32)
+            return list(block.reshape(len(reply), -1))
+        return [vector_out(v, kind) for v in reply]
+
     def _by_slot(self, keys: Sequence[Any]) -> List[List[int]]:
         """Positions of ``keys`` grouped by cluster slot (one group without a cluster)."""
         if not is_cluster_client(self.client):
@@ -696,6 +766,8 @@ class _EmbeddingCommands:
         keys = list(keys)
         if not keys:
             return self._run_many([], lambda rs: [])
+        if not is_cluster_client(self.client):
+            return self._run(self._vectors, "URLEMB.MGET", *keys)
         groups = self._by_slot(keys)
 
         def combine(replies):

@@ -1,7 +1,10 @@
 """LangChain classes on the convcache module, named and called like langchain-redis's:
 
 - ``ConvcacheChatMessageHistory`` (for ``RedisChatMessageHistory``): a
-  ``BaseChatMessageHistory`` whose session is one convcache key (CONV.*).
+  ``BaseChatMessageHistory`` whose session is one convcache key (CONV.*). Upstream deprecated
+  ``BaseChatMessageHistory`` (langchain-core 1.6.4, removal in 2.0) and
+  ``RunnableWithMessageHistory`` in favour of LangGraph persistence: this class is kept for
+  existing code; new code can use ``convcache.langgraph.ConvcacheSaver``.
 - ``ConvcacheSemanticCache`` (for ``RedisSemanticCache``): a ``BaseCache`` whose entries
   live in one SEMCACHE bucket per LLM configuration (``llm_string``), so one model never
   answers for another.
@@ -221,6 +224,11 @@ def _load_generations(raw: Any) -> RETURN_VAL_TYPE:
     return out
 
 
+DEFAULT_MAX_ITEMS = 100_000
+"""Entries a ``ConvcacheSemanticCache`` keeps per LLM configuration unless ``max_items`` says
+otherwise (the oldest entry is dropped past it)."""
+
+
 class ConvcacheSemanticCache(BaseCache):
     """LLM cache that answers a prompt with the response cached for a semantically similar
     prompt of the same LLM configuration.
@@ -230,7 +238,11 @@ class ConvcacheSemanticCache(BaseCache):
     needs ``1 - cosine similarity <= distance_threshold``), ``ttl`` seconds (None: never
     expire), ``name``/``prefix`` (keys are ``<prefix or name>:<hash of llm_string>``),
     ``redis_client``; plus ``max_items``: entries kept per LLM configuration (the oldest is
-    dropped; default: the server's ``max-items``, 50).
+    dropped; default ``DEFAULT_MAX_ITEMS``, 100,000, sent as ``MAXITEMS`` with every
+    ``SEMCACHE.SET`` so the server's ``max-items`` default of 50, meant for small per-session
+    buckets, never applies; the server accepts up to 1,000,000). langchain-redis keeps every
+    entry; 100,000 entries of 1536-dim vectors are ~620 MB of vectors (384 dims: ~155 MB),
+    and from 4,096 entries the bucket keeps an index, so lookups stay ~0.2-0.5 ms.
 
     ``lookup``: one embedding call plus one SEMCACHE.GET (a scan of that model's entries in
     the server). ``update``: one embedding call plus one SEMCACHE.SET."""
@@ -245,7 +257,7 @@ class ConvcacheSemanticCache(BaseCache):
         self.ttl = ttl
         self._name = name or "llmcache"
         self.prefix = prefix or self._name
-        self.max_items = max_items
+        self.max_items = DEFAULT_MAX_ITEMS if max_items is None else int(max_items)
 
     def name(self) -> str:
         return self._name
@@ -263,9 +275,8 @@ class ConvcacheSemanticCache(BaseCache):
 
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         args: List[Any] = ["SEMCACHE.SET", self._key(llm_string), self._vector(prompt),
-                           _dump_generations(return_val), "EX", int(self.ttl or 0)]
-        if self.max_items is not None:
-            args += ["MAXITEMS", int(self.max_items)]
+                           _dump_generations(return_val), "EX", int(self.ttl or 0),
+                           "MAXITEMS", self.max_items]
         _call(self.redis, *args)
 
     def clear(self, **kwargs: Any) -> None:
@@ -276,4 +287,4 @@ class ConvcacheSemanticCache(BaseCache):
             self.redis.unlink(*keys[i:i + 500])
 
 
-__all__ = ["ConvcacheChatMessageHistory", "ConvcacheSemanticCache"]
+__all__ = ["ConvcacheChatMessageHistory", "ConvcacheSemanticCache", "DEFAULT_MAX_ITEMS"]
