@@ -114,6 +114,9 @@ pub fn session_path(root: &Path, db: i32, key: &[u8]) -> PathBuf {
     root.join(db.to_string()).join(archive_file_name(key))
 }
 
+/// A group of at least this many files is made durable by one `syncfs`.
+const SYNCFS_FILES: usize = 16;
+
 /// The writer side. Holds per-file state so an append costs O(new turns), not a re-read.
 #[derive(Default)]
 pub struct Store {
@@ -124,7 +127,7 @@ pub struct Store {
     /// durable, back to back, before any of them is reported done.
     defer_sync: bool,
     /// Files (and new files' directories) written since the last sync.
-    unsynced: Vec<PathBuf>,
+    unsynced: HashMap<PathBuf, Option<File>>,
     unsynced_dirs: Vec<PathBuf>,
 }
 
@@ -145,19 +148,35 @@ impl Store {
         self.defer_sync = on;
     }
 
-    /// Makes every write since the last call durable: each file's data, then each new
-    /// file's directory, back to back (the file system's journal commits them together; one
-    /// fsync per append, each waiting for its own journal commit, was the archiver's limit).
-    /// Never `syncfs`: it would also wait for every other writer of the file system (the
-    /// AOF, an RDB being saved). On failure what the cache learned is dropped, so the next
-    /// append re-reads the file.
+    /// Makes every write since the last call durable. A small group: each file's data, then
+    /// each new file's directory, back to back. A big one (a write storm, memory pressure):
+    /// one `syncfs` of the archive's file system, a single journal commit for all of them
+    /// (one `fdatasync` per file, each waiting for its own commit, was the archiver's limit).
+    /// `syncfs` also waits for the file system's other writers (an RDB being saved): that
+    /// delays archiving, never the main thread. On failure what the cache learned is
+    /// dropped, so the next append re-reads the file.
     pub fn sync_group(&mut self) -> Result<(), StoreError> {
         let files = std::mem::take(&mut self.unsynced);
         let dirs = std::mem::take(&mut self.unsynced_dirs);
-        let synced = files
-            .iter()
-            .try_for_each(|p| OpenOptions::new().write(true).open(p)?.sync_data())
-            .and_then(|_| dirs.iter().try_for_each(|d| File::open(d)?.sync_all()));
+        let synced = if files.len() >= SYNCFS_FILES {
+            let any = files.keys().next().expect("a big group has files");
+            File::open(any).and_then(|f| {
+                use std::os::fd::AsRawFd;
+                // SAFETY: a plain system call on a descriptor this function owns.
+                match unsafe { libc::syncfs(f.as_raw_fd()) } {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                }
+            })
+        } else {
+            files
+                .into_iter()
+                .try_for_each(|(p, f)| match f {
+                    Some(f) => f.sync_data(),
+                    None => OpenOptions::new().write(true).open(p)?.sync_data(),
+                })
+                .and_then(|_| dirs.iter().try_for_each(|d| File::open(d)?.sync_all()))
+        };
         if let Err(e) = synced {
             self.files.clear();
             return Err(e.into());
@@ -165,9 +184,16 @@ impl Store {
         Ok(())
     }
 
-    fn note_unsynced(&mut self, path: &Path, new_file: bool) {
-        if !self.unsynced.iter().any(|p| p == path) {
-            self.unsynced.push(path.to_path_buf());
+    fn note_unsynced(&mut self, path: &Path, file: Option<File>, new_file: bool) {
+        match self.unsynced.get_mut(path) {
+            Some(held) => {
+                if held.is_none() {
+                    *held = file;
+                }
+            }
+            None => {
+                self.unsynced.insert(path.to_path_buf(), file);
+            }
         }
         if let Some(dir) = path.parent().filter(|_| new_file) {
             if !self.unsynced_dirs.iter().any(|d| d == dir) {
@@ -202,17 +228,15 @@ impl Store {
                 have_last: state.last_seq,
             });
         }
-        let new: Vec<Message> = turns
-            .iter()
-            .filter(|t| t.seq > state.last_seq)
-            .cloned()
-            .collect();
+        // `turns` ascend by seq: the new ones are a tail of it (no copy).
+        let skip = turns.partition_point(|t| t.seq <= state.last_seq);
+        let new = &turns[skip..];
         if new.is_empty() {
             return Ok(AppendOutcome::default());
         }
         let dict = self.dicts.as_ref().and_then(|d| d.current());
         let (segment, raw_bytes) =
-            format::encode_segment_with(&new, super::segcodec::write_codec(), dict.as_deref())
+            format::encode_segment_with(new, super::segcodec::write_codec(), dict.as_deref())
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let raw_bytes = raw_bytes as u64;
         let mut f = OpenOptions::new().write(true).open(path)?;
@@ -225,13 +249,13 @@ impl Store {
         let written = f
             .write_all(&segment)
             .and_then(|_| if defer { Ok(()) } else { f.sync_data() });
-        if defer {
-            self.note_unsynced(path, false);
-        }
         if let Err(e) = written {
             self.files.remove(path);
             disk_add(file_len(path) - state.valid_len as i64);
             return Err(e.into());
+        }
+        if defer {
+            self.note_unsynced(path, Some(f), false);
         }
         disk_add(segment.len() as i64);
         let last_seq = new.last().map_or(state.last_seq, |t| t.seq);
@@ -304,7 +328,7 @@ impl Store {
         if self.defer_sync {
             // A crash before the group's sync may leave an empty file under this name: no
             // header, so the next append starts it over (its turns never left memory).
-            self.note_unsynced(path, true);
+            self.note_unsynced(path, None, true);
         } else {
             File::open(dir)?.sync_all()?;
         }
