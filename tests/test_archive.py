@@ -576,7 +576,7 @@ def test_kill9_during_archiving_loses_and_duplicates_nothing(servers, kind):
     def adder():
         c = s.client()
         try:
-            for i in range(1, 31):
+            for i in range(1, 101):  # long enough that the kill lands mid-load
                 p = c.pipeline(transaction=False)
                 for k in keys:
                     p.execute_command("CONV.ADD", k, "user", f"{k} turn {i}")
