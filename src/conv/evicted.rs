@@ -97,7 +97,11 @@ pub fn load(ctx: &Context) {
 /// The session an evicted key left, if any: all of its turns are in its archive.
 pub fn stub(db: i32, key: &[u8]) -> Option<Session> {
     let map = lock(&EVICTED);
-    let payload = map.as_ref()?.get(&(db, key.to_vec()))?;
+    // Every new session's first ADD asks: no key copy while nothing is evicted.
+    let payload = map
+        .as_ref()
+        .filter(|m| !m.is_empty())?
+        .get(&(db, key.to_vec()))?;
     match codec::decode(payload) {
         Ok(Decoded::Session(s)) => Some(s),
         _ => None,
@@ -162,8 +166,10 @@ pub fn keep(u: Unlinked) {
 
 /// The key holds a session again, or was deleted: its record goes.
 pub fn forget(db: i32, key: &[u8]) {
+    // Asked on every DEL of any key: no key copy while nothing is evicted.
     let gone = lock(&EVICTED)
         .as_mut()
+        .filter(|m| !m.is_empty())
         .and_then(|m| m.remove(&(db, key.to_vec())))
         .is_some();
     if gone {

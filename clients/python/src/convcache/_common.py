@@ -8,7 +8,7 @@ from __future__ import annotations
 import inspect
 import json
 import struct
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 import redis
 
@@ -62,6 +62,23 @@ def translate_error(e: redis.exceptions.ResponseError) -> redis.exceptions.Respo
 
 def is_async_client(client: Any) -> bool:
     return inspect.iscoroutinefunction(getattr(client, "execute_command", None))
+
+
+def connect(redis_url: Optional[str], redis_client: Any, connection_args: Optional[Dict[str, Any]],
+            *, asynchronous: bool, wrong_kind: str) -> Tuple[Any, bool]:
+    """The client a LangGraph class talks through, and whether it made (and so owns) it: the
+    one given, or one made from `redis_url`. A sync class refuses an async client and the
+    reverse, with `wrong_kind` as the message."""
+    if redis_client is None:
+        if redis_url is None:
+            raise ValueError("give redis_url or redis_client")
+        if asynchronous:
+            import redis.asyncio as aredis
+            return aredis.Redis.from_url(redis_url, **(connection_args or {})), True
+        return redis.Redis.from_url(redis_url, **(connection_args or {})), True
+    if is_async_client(redis_client) != asynchronous:
+        raise TypeError(wrong_kind)
+    return redis_client, False
 
 
 def decodes_responses(client: Any) -> bool:

@@ -51,7 +51,7 @@ from langgraph.store.base import (
 from langgraph.store.base import _ensure_refresh  # noqa: PLC2701 - the base class's rule
 from langgraph.store.memory import _compare_values, _does_match
 
-from ._common import decodes_responses, is_async_client, translate_error, vector_bytes
+from ._common import connect, decodes_responses, translate_error, vector_bytes
 
 __all__ = ["ConvcacheStore", "AsyncConvcacheStore"]
 
@@ -353,15 +353,9 @@ class ConvcacheStore(_StoreCore, BaseStore):
     def __init__(self, redis_url: Optional[str] = None, *, redis_client: Any = None,
                  index: Optional[IndexConfig] = None, ttl: Optional[TTLConfig] = None,
                  key_prefix: str = "convcache:store", connection_args: Optional[Dict[str, Any]] = None):
-        if redis_client is None:
-            if redis_url is None:
-                raise ValueError("give redis_url or redis_client")
-            redis_client = redis.Redis.from_url(redis_url, **(connection_args or {}))
-            self._owned = True
-        else:
-            self._owned = False
-        if is_async_client(redis_client):
-            raise TypeError("ConvcacheStore needs a sync client; use AsyncConvcacheStore")
+        redis_client, self._owned = connect(
+            redis_url, redis_client, connection_args, asynchronous=False,
+            wrong_kind="ConvcacheStore needs a sync client; use AsyncConvcacheStore")
         self._init(redis_client, key_prefix, index, ttl)
 
     @classmethod
@@ -424,17 +418,9 @@ class AsyncConvcacheStore(_StoreCore, BaseStore):
     def __init__(self, redis_url: Optional[str] = None, *, redis_client: Any = None,
                  index: Optional[IndexConfig] = None, ttl: Optional[TTLConfig] = None,
                  key_prefix: str = "convcache:store", connection_args: Optional[Dict[str, Any]] = None):
-        import redis.asyncio as aredis
-        if redis_client is None:
-            if redis_url is None:
-                raise ValueError("give redis_url or redis_client")
-            redis_client = aredis.Redis.from_url(redis_url, **(connection_args or {}))
-            self._owned = True
-        else:
-            self._owned = False
-        if not is_async_client(redis_client):
-            raise TypeError("AsyncConvcacheStore needs a redis.asyncio client; "
-                            "use ConvcacheStore for this one")
+        redis_client, self._owned = connect(
+            redis_url, redis_client, connection_args, asynchronous=True,
+            wrong_kind="AsyncConvcacheStore needs a redis.asyncio client; use ConvcacheStore for this one")
         self._init(redis_client, key_prefix, index, ttl)
 
     @classmethod

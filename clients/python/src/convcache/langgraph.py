@@ -61,7 +61,7 @@ except ImportError as e:  # pragma: no cover - exercised by the clean-venv insta
                       "pip install 'convcache[langgraph]'") from e
 from langchain_core.runnables import RunnableConfig
 
-from ._common import decodes_responses, is_async_client, translate_error
+from ._common import connect, decodes_responses, translate_error
 
 __all__ = ["ConvcacheSaver", "AsyncConvcacheSaver", "ConvcacheStore", "AsyncConvcacheStore"]
 
@@ -621,15 +621,9 @@ class ConvcacheSaver(_Core, BaseCheckpointSaver[str]):
                  ttl: Optional[Dict[str, Any]] = None, key_prefix: str = "convcache:checkpoint",
                  window: Optional[int] = None, serde: Any = None):
         BaseCheckpointSaver.__init__(self, serde=serde)
-        if redis_client is None:
-            if redis_url is None:
-                raise ValueError("give redis_url or redis_client")
-            redis_client = redis.Redis.from_url(redis_url, **(connection_args or {}))
-            self._owned = True
-        else:
-            self._owned = False
-        if is_async_client(redis_client):
-            raise TypeError("ConvcacheSaver needs a sync client; use AsyncConvcacheSaver")
+        redis_client, self._owned = connect(
+            redis_url, redis_client, connection_args, asynchronous=False,
+            wrong_kind="ConvcacheSaver needs a sync client; use AsyncConvcacheSaver")
         self._init(redis_client, key_prefix, ttl, window)
 
     @classmethod
@@ -771,17 +765,9 @@ class AsyncConvcacheSaver(_Core, BaseCheckpointSaver[str]):
                  ttl: Optional[Dict[str, Any]] = None, key_prefix: str = "convcache:checkpoint",
                  window: Optional[int] = None, serde: Any = None):
         BaseCheckpointSaver.__init__(self, serde=serde)
-        import redis.asyncio as aredis
-        if redis_client is None:
-            if redis_url is None:
-                raise ValueError("give redis_url or redis_client")
-            redis_client = aredis.Redis.from_url(redis_url, **(connection_args or {}))
-            self._owned = True
-        else:
-            self._owned = False
-        if not is_async_client(redis_client):
-            raise TypeError("AsyncConvcacheSaver needs a redis.asyncio client; "
-                            "use ConvcacheSaver for this one")
+        redis_client, self._owned = connect(
+            redis_url, redis_client, connection_args, asynchronous=True,
+            wrong_kind="AsyncConvcacheSaver needs a redis.asyncio client; use ConvcacheSaver for this one")
         self._init(redis_client, key_prefix, ttl, window)
 
     @classmethod
